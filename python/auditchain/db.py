@@ -1,0 +1,45 @@
+"""Connections: where the DSN comes from and how it is shown without its password."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .errors import EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """--dsn wins, then DATABASE_URL; an empty conninfo lets libpq read the PG* variables."""
+    chosen = dsn or os.environ.get("DATABASE_URL") or ""
+    try:
+        conninfo_to_dict(chosen)
+    except psycopg.ProgrammingError as exc:
+        raise AuditchainError(f"invalid connection string: {exc}", EXIT_USAGE) from None
+    return chosen
+
+
+def describe(dsn: str) -> str:
+    """A readable name for the target database that never contains the password."""
+    params = conninfo_to_dict(dsn)
+    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    user = params.get("user") or os.environ.get("PGUSER") or ""
+    dbname = params.get("dbname") or os.environ.get("PGDATABASE") or user or "postgres"
+    who = f"{user}@" if user else ""
+    return f"postgresql://{who}{host}:{port}/{dbname}"
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """The same connection parameters pointed at another database."""
+    return make_conninfo(dsn, dbname=dbname)
+
+
+def connect(dsn: str, *, autocommit: bool = False, app: str = "auditchain") -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, application_name=app)
+    except psycopg.OperationalError as exc:
+        # libpq messages can quote the host but never the password; keep only the first line.
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
+        raise AuditchainError(f"cannot connect to {describe(dsn)}: {reason}", EXIT_UNAVAILABLE) from None
