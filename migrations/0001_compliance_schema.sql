@@ -2,6 +2,15 @@
 -- creates: compliance
 -- creates: compliance.schema_migrations
 
+DO $encoding$
+BEGIN
+    -- The canonical record measures text in bytes; that is only UTF-8 in a UTF-8 database.
+    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+        RAISE EXCEPTION 'auditchain needs a UTF8 database, not %', pg_catalog.getdatabaseencoding();
+    END IF;
+END
+$encoding$;
+
 CREATE SCHEMA compliance;
 COMMENT ON SCHEMA compliance IS
 'auditchain: tamper-evident compliance audit log (outbox, hash-chained events, anchors, exports).';

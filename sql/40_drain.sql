@@ -1,0 +1,258 @@
+-- The drainer: moves outbox rows into the chain, one batch per transaction.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+-- compliance.check_chain_head(last_seq, last_hash): raises AC010 unless the chain ends
+-- exactly where the drainer last left it and that head still hashes to what it wrote.
+-- Touches: compliance.audit_events (read).
+CREATE OR REPLACE FUNCTION compliance.check_chain_head(p_last_seq bigint, p_last_hash bytea)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_max_seq bigint;
+    v_head compliance.audit_events%ROWTYPE;
+    v_problem text;
+    v_bad_seq bigint := p_last_seq;
+BEGIN
+    SELECT max(e.seq) INTO v_max_seq FROM compliance.audit_events AS e;
+    IF coalesce(v_max_seq, 0) > p_last_seq THEN
+        v_bad_seq := p_last_seq + 1;
+        v_problem := pg_catalog.format('events up to seq %s exist beyond the head the drainer wrote', v_max_seq);
+    ELSIF p_last_seq > 0 THEN
+        SELECT * INTO v_head FROM compliance.audit_events AS e WHERE e.seq = p_last_seq;
+        IF NOT FOUND THEN
+            v_problem := 'the head event was removed';
+        ELSIF v_head.event_hash <> p_last_hash THEN
+            v_problem := 'the head event''s stored hash differs from the one the drainer wrote';
+        ELSIF compliance.event_hash(
+                  v_head.prev_hash,
+                  compliance.event_record(
+                      v_head.seq, v_head.event_id, v_head.occurred_at, v_head.recorded_at, v_head.tenant_id,
+                      v_head.event_type, v_head.actor, compliance.payload_digest(v_head.payload)
+                  )
+              ) <> p_last_hash THEN
+            v_problem := 'the head event''s content no longer matches its hash';
+        END IF;
+    END IF;
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'chain head check failed at seq %: %', v_bad_seq, v_problem
+            USING ERRCODE = 'AC010',
+                  DETAIL = pg_catalog.format('seq=%s', v_bad_seq),
+                  HINT = 'The drainer will not extend a tampered chain; see docs/runbook.md "Drainer halted".';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION compliance.check_chain_head(bigint, bytea) IS
+'Raises AC010 naming the seq unless the chain head is exactly the event the drainer last wrote, unaltered.';
+
+-- compliance.drain(max_rows): move up to max_rows outbox rows, in emit order, into
+-- audit_events with their hashes, in the caller's transaction. Returns the rows moved;
+-- 0 at once when another drainer holds the lock. The head is carried in a variable and
+-- written to drainer_state once per batch.
+-- Touches: audit_outbox (SELECT FOR UPDATE SKIP LOCKED, DELETE), audit_events (INSERT),
+-- drainer_state (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_state compliance.drainer_state%ROWTYPE;
+    v_recorded_at timestamptz := pg_catalog.now();
+    v_ids bigint[];
+    v_records bytea[];
+    v_record bytea;
+    v_prev_hashes bytea[] := '{}';
+    v_hashes bytea[] := '{}';
+    v_hash bytea;
+    v_moved integer;
+BEGIN
+    IF drain.max_rows IS NULL OR drain.max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must be a positive integer' USING ERRCODE = '22023';
+    END IF;
+    -- Exactly one drainer: a second caller gives way at once instead of queueing.
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint) THEN
+        RETURN 0;
+    END IF;
+
+    SELECT * INTO STRICT v_state FROM compliance.drainer_state;
+    IF v_state.halted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'drainer halted since % at seq %: %', v_state.halted_at, v_state.halted_seq,
+            v_state.halted_reason
+            USING ERRCODE = 'AC011',
+                  DETAIL = pg_catalog.format('seq=%s', v_state.halted_seq),
+                  HINT = 'An operator must investigate and call compliance.acknowledge_integrity_failure.';
+    END IF;
+    PERFORM compliance.check_chain_head(v_state.last_seq, v_state.last_hash);
+
+    SELECT pg_catalog.array_agg(b.outbox_id ORDER BY b.outbox_id),
+           pg_catalog.array_agg(
+               compliance.event_record(
+                   v_state.last_seq + b.position, b.event_id, b.occurred_at, v_recorded_at, b.tenant_id,
+                   b.event_type, b.actor, compliance.payload_digest(b.payload)
+               ) ORDER BY b.outbox_id
+           )
+      INTO v_ids, v_records
+      FROM (
+          SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position
+            FROM (
+                SELECT *
+                  FROM compliance.audit_outbox
+                 ORDER BY outbox_id
+                 LIMIT drain.max_rows
+                   FOR UPDATE SKIP LOCKED
+            ) AS o
+      ) AS b;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    v_hash := v_state.last_hash;
+    FOREACH v_record IN ARRAY v_records LOOP
+        v_prev_hashes := v_prev_hashes || v_hash;
+        v_hash := compliance.event_hash(v_hash, v_record);
+        v_hashes := v_hashes || v_hash;
+    END LOOP;
+
+    WITH moved AS (
+        DELETE FROM compliance.audit_outbox AS o
+         WHERE o.outbox_id = ANY (v_ids)
+        RETURNING o.*
+    )
+    INSERT INTO compliance.audit_events (
+        seq, event_id, occurred_at, recorded_at, tenant_id, event_type, actor, payload,
+        hash_version, prev_hash, event_hash
+    )
+    SELECT v_state.last_seq + u.position, m.event_id, m.occurred_at, v_recorded_at, m.tenant_id,
+           m.event_type, m.actor, m.payload, 1, u.prev_hash, u.event_hash
+      FROM unnest(v_ids, v_prev_hashes, v_hashes) WITH ORDINALITY
+               AS u (outbox_id, prev_hash, event_hash, position)
+      JOIN moved AS m ON m.outbox_id = u.outbox_id;
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    IF v_moved <> pg_catalog.cardinality(v_ids) THEN
+        RAISE EXCEPTION 'drain moved % rows but locked %', v_moved, pg_catalog.cardinality(v_ids)
+            USING ERRCODE = 'XX000';
+    END IF;
+
+    UPDATE compliance.drainer_state
+       SET last_seq = v_state.last_seq + v_moved,
+           last_hash = v_hash,
+           last_success_at = pg_catalog.clock_timestamp(),
+           last_batch_rows = v_moved,
+           total_drained = total_drained + v_moved;
+    RETURN v_moved;
+END;
+$$;
+COMMENT ON FUNCTION compliance.drain(integer) IS
+'Chains up to max_rows outbox rows in emit order within the caller''s transaction; returns rows moved (0 if another drainer is active).';
+
+-- compliance.record_halt(seq, reason): remember that the head check failed, so metrics
+-- and status show it and later runs refuse before touching anything.
+-- Touches: drainer_state (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.record_halt(p_seq bigint, p_reason text)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    UPDATE compliance.drainer_state
+       SET halted_at = pg_catalog.now(), halted_seq = p_seq, halted_reason = p_reason
+     WHERE halted_at IS NULL;
+END;
+COMMENT ON FUNCTION compliance.record_halt(bigint, text) IS
+'Marks the drainer halted at a seq with a reason (kept until compliance.acknowledge_integrity_failure).';
+
+-- compliance.run_drainer(max_runtime, batch_size, idle_sleep): what pg_cron calls every
+-- minute. Loops drain + COMMIT until max_runtime is spent; slightly longer than the cron
+-- interval so that pg_cron starts the next run straight after (continuous draining).
+-- On AC010 it records the halt, commits that, and fails the run.
+-- A procedure that COMMITs cannot carry SET search_path, so every name and operator
+-- below is schema-qualified instead.
+-- Touches: as drain and record_halt.
+CREATE OR REPLACE PROCEDURE compliance.run_drainer(
+    max_runtime interval DEFAULT '65 seconds',
+    batch_size integer DEFAULT 5000,
+    idle_sleep double precision DEFAULT 0.1
+)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_deadline timestamptz := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) run_drainer.max_runtime;
+    v_moved integer;
+    v_error_state text;
+    v_error_message text;
+    v_error_detail text;
+BEGIN
+    LOOP
+        v_error_state := NULL;
+        BEGIN
+            v_moved := compliance.drain(run_drainer.batch_size);
+        EXCEPTION WHEN SQLSTATE 'AC010' THEN
+            GET STACKED DIAGNOSTICS v_error_state = RETURNED_SQLSTATE,
+                                    v_error_message = MESSAGE_TEXT,
+                                    v_error_detail = PG_EXCEPTION_DETAIL;
+        END;
+        IF v_error_state IS NOT NULL THEN
+            PERFORM compliance.record_halt(substring(v_error_detail FROM 'seq=(\d+)')::bigint,
+                                           v_error_message);
+            COMMIT;
+            RAISE EXCEPTION '%', v_error_message USING ERRCODE = v_error_state, DETAIL = v_error_detail;
+        END IF;
+        COMMIT;
+        EXIT WHEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) v_deadline;
+        IF v_moved OPERATOR(pg_catalog.<) run_drainer.batch_size THEN
+            PERFORM pg_catalog.pg_sleep(run_drainer.idle_sleep);
+        END IF;
+    END LOOP;
+END;
+$$;
+COMMENT ON PROCEDURE compliance.run_drainer(interval, integer, double precision) IS
+'pg_cron entry point: drains and commits batch by batch until max_runtime; records a halt on a failed head check.';
+
+-- compliance.acknowledge_integrity_failure(resume_from_seq, note): the documented way out
+-- of a halt after investigation. The chain stays broken where it broke (verify_chain keeps
+-- reporting it); this records the incident and lets the drainer extend from the current
+-- last event, which the operator must name. Owner only.
+-- Touches: integrity_incidents (INSERT), drainer_state (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.acknowledge_integrity_failure(p_resume_from_seq bigint, p_note text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_state compliance.drainer_state%ROWTYPE;
+    v_max_seq bigint;
+    v_head_hash bytea;
+    v_incident bigint;
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
+    SELECT * INTO STRICT v_state FROM compliance.drainer_state FOR UPDATE;
+    IF v_state.halted_at IS NULL THEN
+        RAISE EXCEPTION 'the drainer is not halted' USING ERRCODE = 'AC012';
+    END IF;
+    SELECT coalesce(max(e.seq), 0) INTO v_max_seq FROM compliance.audit_events AS e;
+    IF p_resume_from_seq IS DISTINCT FROM v_max_seq THEN
+        RAISE EXCEPTION 'resume_from_seq must be the last seq in audit_events, which is %', v_max_seq
+            USING ERRCODE = 'AC012';
+    END IF;
+    IF p_note IS NULL OR pg_catalog.btrim(p_note) = '' THEN
+        RAISE EXCEPTION 'a note describing the investigation is required' USING ERRCODE = 'AC012';
+    END IF;
+    SELECT e.event_hash INTO v_head_hash FROM compliance.audit_events AS e WHERE e.seq = v_max_seq;
+    v_head_hash := coalesce(v_head_hash, pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex'));
+
+    INSERT INTO compliance.integrity_incidents
+        (halted_at, halted_seq, halted_reason, resumed_from_seq, resumed_from_hash, note)
+    VALUES (v_state.halted_at, v_state.halted_seq, v_state.halted_reason, v_max_seq, v_head_hash, p_note)
+    RETURNING incident_id INTO v_incident;
+    UPDATE compliance.drainer_state
+       SET last_seq = v_max_seq, last_hash = v_head_hash,
+           halted_at = NULL, halted_seq = NULL, halted_reason = NULL;
+    RETURN v_incident;
+END;
+$$;
+COMMENT ON FUNCTION compliance.acknowledge_integrity_failure(bigint, text) IS
+'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq.';

@@ -1,0 +1,5 @@
+-- Immutability of the ledger tables (anchors and export_jobs add their own guards).
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SELECT compliance.protect_table('compliance.audit_events', true);
+SELECT compliance.protect_table('compliance.integrity_incidents', true);
