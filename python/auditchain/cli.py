@@ -8,7 +8,7 @@ import logging
 import sys
 
 from . import __version__, db
-from .errors import EXIT_USAGE, AuditchainError
+from .errors import AuditchainError
 
 # Each module adds its own sub-commands with register(subparsers).
 COMMAND_MODULES = [

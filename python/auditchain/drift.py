@@ -46,9 +46,13 @@ def object_exists(conn: psycopg.Connection, name: str) -> bool:
 
 def drift_problems(conn: psycopg.Connection, target: str) -> list[str]:
     plan = make_plan(conn)
-    problems = [f"ERROR: applied migration {n} was edited after it was applied on {target}" for n in plan.edited]
-    problems += [f"ERROR: applied migration {n} is missing from migrations/ but recorded on {target}"
-                 for n in plan.missing_files]
+    problems = [
+        f"ERROR: applied migration {n} was edited after it was applied on {target}" for n in plan.edited
+    ]
+    problems += [
+        f"ERROR: applied migration {n} is missing from migrations/ but recorded on {target}"
+        for n in plan.missing_files
+    ]
     problems += [f"ERROR: migration {m.name} is not applied on {target}" for m in plan.pending_migrations]
     if plan.reapply_definitions:
         problems.append(f"ERROR: definitions in sql/ changed since they were applied on {target}")
@@ -64,7 +68,10 @@ def drift_problems(conn: psycopg.Connection, target: str) -> list[str]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(
-        subparsers, "drift-check", help="fail when the database lacks what the migrations declare", description=__doc__
+        subparsers,
+        "drift-check",
+        help="fail when the database lacks what the migrations declare",
+        description=__doc__,
     )
     p.set_defaults(func=run)
 

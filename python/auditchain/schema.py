@@ -59,7 +59,9 @@ def _load(folder: Path, kind: str, pattern: re.Pattern[str]) -> list[SchemaFile]
         if path.suffix != ".sql":
             continue
         if not pattern.match(path.name):
-            raise AuditchainError(f"{kind} file name does not match {pattern.pattern}: {path.name}", EXIT_USAGE)
+            raise AuditchainError(
+                f"{kind} file name does not match {pattern.pattern}: {path.name}", EXIT_USAGE
+            )
         files.append(SchemaFile(kind, path, path.read_text(encoding="utf-8")))
     return files
 
