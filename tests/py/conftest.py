@@ -12,6 +12,7 @@ from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 
 from auditchain.migrate import migrate
+from awsfake import FAKE_CREDENTIALS, MotoServer
 
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PGPORT", "54329"))
@@ -23,7 +24,9 @@ def admin_dsn(dbname: str = "postgres") -> str:
     return make_conninfo(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname)
 
 
-def load_schema(host: str, port: int, user: str, dbname: str, password: str | None = None) -> None:
+def load_schema(
+    host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object
+) -> None:
     migrate(make_conninfo(host=host, port=port, user=user, dbname=dbname), quiet=True)
 
 
@@ -57,3 +60,30 @@ def empty_dsn() -> Iterator[str]:
     yield admin_dsn(name)
     with psycopg.connect(admin_dsn(), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One loopback moto server for the session; fake credentials in the environment."""
+    saved = {k: os.environ.get(k) for k in FAKE_CREDENTIALS}
+    os.environ.update(FAKE_CREDENTIALS)
+    server = MotoServer().start()
+    yield server
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def endpoint_url(moto_server: MotoServer) -> str:
+    return moto_server.url
+
+
+@pytest.fixture
+def bucket_name(request: pytest.FixtureRequest) -> str:
+    """A bucket name unique to this test (not created)."""
+    slug = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    return f"ac-{slug}-{os.getpid() % 10000}"
