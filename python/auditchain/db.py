@@ -41,5 +41,5 @@ def connect(dsn: str, *, autocommit: bool = False, app: str = "auditchain") -> p
         return psycopg.connect(dsn, autocommit=autocommit, application_name=app)
     except psycopg.OperationalError as exc:
         # libpq messages can quote the host but never the password; keep only the first line.
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
         raise AuditchainError(f"cannot connect to {describe(dsn)}: {reason}", EXIT_UNAVAILABLE) from None
