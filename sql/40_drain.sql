@@ -68,6 +68,7 @@ DECLARE
     v_prev_hashes bytea[] := '{}';
     v_hashes bytea[] := '{}';
     v_hash bytea;
+    v_position integer := 0;
     v_moved integer;
 BEGIN
     IF drain.max_rows IS NULL OR drain.max_rows < 1 THEN
@@ -110,11 +111,14 @@ BEGIN
         RETURN 0;
     END IF;
 
+    -- The chain is inherently sequential: one hash per row, in a variable. Subscript
+    -- assignment keeps the arrays expanded in place (appending with || copies them).
     v_hash := v_state.last_hash;
     FOREACH v_record IN ARRAY v_records LOOP
-        v_prev_hashes := v_prev_hashes || v_hash;
+        v_position := v_position + 1;
+        v_prev_hashes[v_position] := v_hash;
         v_hash := compliance.event_hash(v_hash, v_record);
-        v_hashes := v_hashes || v_hash;
+        v_hashes[v_position] := v_hash;
     END LOOP;
 
     WITH moved AS (
