@@ -1,0 +1,297 @@
+"""`make demo`: auditchain end to end on this machine.
+
+Starts a loopback S3/CloudWatch endpoint (moto server), installs the schema, schedules the
+pg_cron jobs, runs concurrent producers for about a minute, then anchors, publishes
+metrics, exports, verifies offline and against the bucket, and prints `auditchain status`.
+Every step is a real command a user could type; the demo stops at the first failure.
+
+`python -m auditchain.demo --down` stops the endpoint and unschedules the demo's jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+RUN_DIR = Path(".run")
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
+EVENT_TYPES = [
+    "auth.login_succeeded", "auth.login_failed", "auth.mfa_enrolled", "data.record_viewed",
+    "data.record_updated", "data.export_requested", "admin.role_granted", "admin.user_suspended",
+    "billing.invoice_issued", "api.key_rotated",
+]
+TENANTS = ["acme", "globex", "initech", "umbrella", "hooli", None]
+
+
+class DemoFailed(Exception):
+    pass
+
+
+@dataclass
+class Options:
+    dsn: str
+    endpoint_url: str
+    moto_port: int
+    bucket: str
+    stage: str
+    producers: int
+    rate: float
+    duration: float
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def say(message: str) -> None:
+    print(f"\n\033[1m==> {message}\033[0m" if sys.stdout.isatty() else f"\n==> {message}", flush=True)
+
+
+def run_cli(opts: Options, *args: str, capture: bool = False, ok_codes: tuple[int, ...] = (0,)) -> str:
+    """Run one `auditchain` command as a user would, echoing it first."""
+    command = [str(Path(sys.executable).with_name("auditchain")), *args]
+    print("$ auditchain " + " ".join(shlex.quote(a) for a in args), flush=True)
+    result = subprocess.run(command, env=opts.env, text=True, capture_output=capture, timeout=300)
+    if capture:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+    if result.returncode not in ok_codes:
+        raise DemoFailed(f"`auditchain {args[0]}` exited with {result.returncode}")
+    return result.stdout if capture else ""
+
+
+def start_moto(port: int) -> str:
+    url = f"http://127.0.0.1:{port}"
+    try:
+        urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+        print(f"loopback S3/CloudWatch endpoint already running at {url}")
+        return url
+    except OSError:
+        pass
+    RUN_DIR.mkdir(exist_ok=True)
+    log = open(RUN_DIR / "moto.log", "ab")  # noqa: SIM115 - handed to the child process
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=log, env={**os.environ, **FAKE_AWS}, start_new_session=True,
+    )
+    (RUN_DIR / "moto.pid").write_text(str(process.pid))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+            print(f"started a loopback S3/CloudWatch endpoint (moto server) at {url}")
+            return url
+        except OSError:
+            time.sleep(0.2)
+    raise DemoFailed("moto server did not start; see .run/moto.log")
+
+
+def stop_moto() -> None:
+    pid_file = RUN_DIR / "moto.pid"
+    if not pid_file.exists():
+        return
+    try:
+        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        print("stopped the loopback S3/CloudWatch endpoint")
+    except (ProcessLookupError, ValueError):
+        pass
+    pid_file.unlink()
+
+
+def producer(opts: Options, seed: int, stop: threading.Event, counter: list[int], errors: list[str]) -> None:
+    rng = random.Random(seed)
+    interval = opts.producers / opts.rate
+    next_at = time.monotonic()
+    try:
+        with psycopg.connect(opts.dsn, autocommit=True, application_name="auditchain demo producer") as conn:
+            while not stop.is_set():
+                event_type = rng.choice(EVENT_TYPES)
+                conn.execute(
+                    "SELECT compliance.emit(%s, %s, %s::jsonb, %s)",
+                    (
+                        event_type,
+                        f"user-{rng.randrange(500)}@example.com",
+                        json.dumps({"request_id": f"{seed}-{counter[0]}", "ip": f"10.0.{rng.randrange(256)}.{rng.randrange(256)}",
+                                    "resource": f"/records/{rng.randrange(10_000)}", "ok": rng.random() > 0.05}),
+                        rng.choice(TENANTS),
+                    ),
+                )
+                counter[0] += 1
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+    except psycopg.Error as exc:
+        errors.append(str(exc))
+
+
+def run_workload(opts: Options) -> dict[str, float]:
+    say(f"{opts.producers} producers emit about {opts.rate:.0f} events/s for {opts.duration:.0f} s; pg_cron drains")
+    stop = threading.Event()
+    counters = [[0] for _ in range(opts.producers)]
+    errors: list[str] = []
+    threads = [
+        threading.Thread(target=producer, args=(opts, i, stop, counters[i], errors), daemon=True)
+        for i in range(opts.producers)
+    ]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    with psycopg.connect(opts.dsn, autocommit=True) as conn:
+        while time.monotonic() - started < opts.duration and not errors:
+            time.sleep(min(5.0, opts.duration / 4))
+            emitted = sum(c[0] for c in counters)
+            depth, chained = conn.execute(
+                "SELECT (SELECT count(*) FROM compliance.audit_outbox), last_seq FROM compliance.drainer_state"
+            ).fetchone()
+            print(f"  {time.monotonic() - started:5.1f}s  emitted {emitted:>7}  chained {chained:>7}  outbox depth {depth}",
+                  flush=True)
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        if errors:
+            raise DemoFailed(f"a producer failed: {errors[0]}")
+        emitted = sum(c[0] for c in counters)
+        elapsed = time.monotonic() - started
+        deadline = time.monotonic() + 90
+        while conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0] > 0:
+            if time.monotonic() > deadline:
+                raise DemoFailed("the outbox did not drain within 90 s: is pg_cron running the drainer?")
+            time.sleep(0.5)
+        p50, p99 = conn.execute(
+            """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)
+                 FROM (SELECT extract(epoch FROM recorded_at - occurred_at) AS lag FROM compliance.audit_events) AS l"""
+        ).fetchone()
+    print(f"  emitted {emitted} events in {elapsed:.1f} s ({emitted / elapsed:.0f}/s); all chained")
+    return {"emitted": emitted, "rate": emitted / elapsed, "p50": p50 or 0.0, "p99": p99 or 0.0}
+
+
+def demo(opts: Options) -> None:
+    say("Loopback AWS endpoint")
+    start_moto(opts.moto_port)
+
+    say("Install the schema and schedule the pg_cron jobs")
+    run_cli(opts, "migrate", "--create-database")
+    with psycopg.connect(opts.dsn, autocommit=True) as conn:
+        conn.execute("SELECT compliance.schedule_jobs()")
+        for (name,) in conn.execute("SELECT jobname FROM compliance.cron_jobs() ORDER BY 1").fetchall():
+            print(f"  scheduled {name}")
+    run_cli(opts, "drift-check")
+
+    say("A WORM bucket for anchors and exports (S3 Object Lock)")
+    run_cli(opts, "bucket", "create", "--bucket", opts.bucket, ok_codes=(0,))
+    run_cli(opts, "bucket", "check", "--bucket", opts.bucket)
+
+    stats = run_workload(opts)
+
+    say("Anchor the chain head to S3 (pg_cron does this every 15 minutes)")
+    with psycopg.connect(opts.dsn, autocommit=True) as conn:
+        cadence = conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
+        print(f"  pending anchor {cadence}")
+    run_cli(opts, "anchor", "--once", "--bucket", opts.bucket)
+
+    say("Publish metrics (CloudWatch on the loopback endpoint)")
+    run_cli(opts, "watchdog", "--once", "--stage", opts.stage)
+
+    say("An auditor's export: one tenant's events, streamed to S3, verified offline")
+    job_id = run_cli(
+        opts, "export", "request", "--filter", json.dumps({"tenant_id": "acme"}), "--requested-by", "demo-auditor",
+        capture=True,
+    ).strip().splitlines()[-1]
+    run_cli(opts, "export", "run", "--job", job_id, "--bucket", opts.bucket)
+    run_cli(opts, "verify-bundle", f"s3://{opts.bucket}/exports/{job_id}/")
+
+    say("Verify the chain in the database and against the anchors in the bucket")
+    run_cli(opts, "verify", "--bucket", opts.bucket)
+
+    say("On-call view")
+    run_cli(opts, "status", ok_codes=(0, 1))
+
+    with psycopg.connect(opts.dsn, autocommit=True) as conn:
+        anchors = conn.execute("SELECT count(*) FROM compliance.anchors WHERE status = 'uploaded'").fetchone()[0]
+        chain = conn.execute("SELECT last_seq FROM compliance.drainer_state").fetchone()[0]
+    say("Summary")
+    print(
+        f"  events emitted: {stats['emitted']} at {stats['rate']:.0f}/s by {opts.producers} producers\n"
+        f"  chain length: {chain} (includes the export's own audit event)\n"
+        f"  emit -> chained latency: p50 {stats['p50']:.2f} s, p99 {stats['p99']:.2f} s\n"
+        f"  anchors uploaded with Object Lock: {anchors}\n"
+        f"  export {job_id} verified offline\n"
+    )
+    psql = f"psql -h {shlex.quote(_param(opts.dsn, 'host'))} -p {_param(opts.dsn, 'port')} -U postgres -d {_param(opts.dsn, 'dbname')}"
+    print("Next, try:")
+    print(f"  {psql} -c 'SELECT * FROM compliance.verify_chain()'")
+    print(f"  {psql} -c 'SELECT * FROM compliance.metrics()'")
+    print(f"  {psql} -c 'SELECT anchor_id, seq_to, status, object_key, anchored_at FROM compliance.anchors ORDER BY anchor_id DESC LIMIT 5'")
+    print("  .venv/bin/auditchain status --json      (with the environment printed above)")
+    print("  make demo-down                          stop the endpoint and the cluster")
+
+
+def _param(dsn: str, key: str) -> str:
+    return psycopg.conninfo.conninfo_to_dict(dsn).get(key, "")
+
+
+def unschedule(dsn: str) -> None:
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("SELECT compliance.unschedule_jobs()")
+            print("unscheduled the demo's pg_cron jobs")
+    except psycopg.Error:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m auditchain.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", default="auditchain")
+    parser.add_argument("--host", default=os.environ.get("PGHOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PGPORT", "54329")))
+    parser.add_argument("--moto-port", type=int, default=54330)
+    parser.add_argument("--bucket", default="auditchain-demo-anchors")
+    parser.add_argument("--producers", type=int, default=6)
+    parser.add_argument("--rate", type=float, default=800.0, help="offered events/s across all producers")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of producer load")
+    parser.add_argument("--down", action="store_true", help="stop what the demo started")
+    parser.add_argument("--remove-data", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    dsn = make_conninfo(host=args.host, port=args.port, user="postgres", dbname=args.database)
+    if args.down:
+        unschedule(dsn)
+        stop_moto()
+        return 0
+    endpoint = f"http://127.0.0.1:{args.moto_port}"
+    env = {
+        **os.environ, **FAKE_AWS,
+        "DATABASE_URL": dsn,
+        "AUDITCHAIN_S3_ENDPOINT_URL": endpoint,
+        "AUDITCHAIN_CLOUDWATCH_ENDPOINT_URL": endpoint,
+        "AUDITCHAIN_BUCKET": args.bucket,
+    }
+    opts = Options(dsn=dsn, endpoint_url=endpoint, moto_port=args.moto_port, bucket=args.bucket, stage="demo",
+                   producers=args.producers, rate=args.rate, duration=args.duration, env=env)
+    print("Environment used by every command below:")
+    for key in ("DATABASE_URL", "AUDITCHAIN_S3_ENDPOINT_URL", "AUDITCHAIN_CLOUDWATCH_ENDPOINT_URL", "AUDITCHAIN_BUCKET"):
+        print(f"  {key}={env[key]}")
+    started = time.monotonic()
+    try:
+        demo(opts)
+    except (DemoFailed, psycopg.Error, subprocess.TimeoutExpired) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
