@@ -67,7 +67,7 @@ def dbname_of(dsn: str) -> str:
 
 def schema_dump(dsn: str) -> str:
     out = subprocess.run(
-        [PG_DUMP, "--schema-only", "--no-comments", "-d", dsn], check=True, capture_output=True, text=True
+        [PG_DUMP, "--schema-only", "-d", dsn], check=True, capture_output=True, text=True
     ).stdout
     # pg_dump >= 15.14 wraps the dump in \restrict <random key>; drop that and the SET preamble.
     keep = [
