@@ -1,0 +1,264 @@
+"""The tamper matrix: a superuser alters the ledger in each way an insider could, and each
+alteration is caught by the layer that should catch it, naming the seq.
+
+Layers: verify_chain (recomputes every hash and link), the drainer's head check (refuses to
+extend a chain whose head is not what it wrote; run_drainer records the halt) and
+`auditchain verify` against the WORM bucket. Each case states, per layer, the seq that layer
+reports, or None where that layer cannot see the change (docs/security.md explains why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+EVENTS = 30
+TARGET = 12  # the event most cases alter
+
+# Stages the change with the guard triggers off, as a superuser can; they are put back
+# (ENABLE ALWAYS) afterwards so the checks run against a normally configured table.
+DISABLE_GUARDS = """
+ALTER TABLE compliance.audit_events DISABLE TRIGGER forbid_row_change;
+ALTER TABLE compliance.audit_events DISABLE TRIGGER forbid_truncate
+"""
+ENABLE_GUARDS = """
+ALTER TABLE compliance.audit_events ENABLE ALWAYS TRIGGER forbid_row_change;
+ALTER TABLE compliance.audit_events ENABLE ALWAYS TRIGGER forbid_truncate
+"""
+
+# The attacker's tools, as session-local functions: what someone who knows the hash
+# format (docs/hash-format.md) can do with superuser rights.
+ATTACKER_TOOLS = """
+-- Recompute prev_hash and event_hash of every event from p_from_seq on.
+CREATE FUNCTION pg_temp.rehash(p_from_seq bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_prev bytea;
+    v_event record;
+BEGIN
+    SELECT coalesce((SELECT event_hash FROM compliance.audit_events WHERE seq = p_from_seq - 1),
+                    decode(repeat('00', 32), 'hex'))
+      INTO v_prev;
+    FOR v_event IN SELECT seq FROM compliance.audit_events WHERE seq >= p_from_seq ORDER BY seq LOOP
+        UPDATE compliance.audit_events
+           SET prev_hash = v_prev,
+               event_hash = compliance.event_hash(v_prev, compliance.event_record(
+                   seq, event_id, occurred_at, recorded_at, tenant_id, event_type, actor,
+                   compliance.payload_digest(payload)))
+         WHERE seq = v_event.seq
+        RETURNING event_hash INTO v_prev;
+    END LOOP;
+END
+$$;
+-- Add p_delta to the seq of every event from p_from_seq on (seq is a primary key, so the
+-- rows go through a distant range first).
+CREATE FUNCTION pg_temp.renumber(p_from_seq bigint, p_delta bigint) RETURNS void LANGUAGE sql AS $$
+    UPDATE compliance.audit_events SET seq = seq + 1000000 + p_delta WHERE seq >= p_from_seq;
+    UPDATE compliance.audit_events SET seq = seq - 1000000 WHERE seq > 1000000;
+$$;
+-- Exchange the seqs of two events.
+CREATE FUNCTION pg_temp.swap(p_a bigint, p_b bigint) RETURNS void LANGUAGE sql AS $$
+    UPDATE compliance.audit_events SET seq = 1000000 + p_a + p_b - seq WHERE seq IN (p_a, p_b);
+    UPDATE compliance.audit_events SET seq = seq - 1000000 WHERE seq > 1000000;
+$$;
+-- Insert a forged event at p_seq whose hashes are computed correctly from its predecessor.
+CREATE FUNCTION pg_temp.forge(p_seq bigint) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO compliance.audit_events
+        (seq, event_id, occurred_at, recorded_at, tenant_id, event_type, actor, payload,
+         hash_version, prev_hash, event_hash)
+    SELECT p_seq, 'b0b0b0b0-0000-7000-8000-000000000000', now(), now(), NULL, 'auth.login', 'forger',
+           '{"forged": true}', 1, p.event_hash,
+           compliance.event_hash(p.event_hash, compliance.event_record(
+               p_seq, 'b0b0b0b0-0000-7000-8000-000000000000', now(), now(), NULL, 'auth.login', 'forger',
+               compliance.payload_digest('{"forged": true}')))
+      FROM compliance.audit_events AS p WHERE p.seq = p_seq - 1;
+$$;
+-- Make the drainer's and the incremental verifier's memory agree with the chain as it is.
+CREATE FUNCTION pg_temp.rewrite_state() RETURNS void LANGUAGE sql AS $$
+    UPDATE compliance.drainer_state
+       SET (last_seq, last_hash) =
+           (SELECT seq, event_hash FROM compliance.audit_events ORDER BY seq DESC LIMIT 1);
+    UPDATE compliance.verification_state
+       SET (verified_seq, verified_hash) =
+           (SELECT seq, event_hash FROM compliance.audit_events ORDER BY seq DESC LIMIT 1);
+$$;
+"""
+
+Step = tuple[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    steps: tuple[Step, ...]
+    verify_chain: tuple[int, str] | None  # (first_bad_seq, words of the problem) or None
+    head_check: int | None  # seq the drainer halts on, or None
+
+
+CHANGE_ACTOR: Step = ("UPDATE compliance.audit_events SET actor = 'someone-else' WHERE seq = %s", (TARGET,))
+DELETE_FROM: Step = ("DELETE FROM compliance.audit_events WHERE seq >= %s", (EVENTS - 2,))
+
+CASES = [
+    Case(
+        "payload changed",
+        (
+            (
+                "UPDATE compliance.audit_events SET payload = payload || '{\"amount\": 1000000}' "
+                "WHERE seq = %s",
+                (TARGET,),
+            ),
+        ),
+        (TARGET, "content changed"),
+        None,
+    ),
+    Case("header field changed", (CHANGE_ACTOR,), (TARGET, "content changed"), None),
+    Case(
+        "occurred_at moved by one microsecond",
+        (
+            (
+                "UPDATE compliance.audit_events SET occurred_at = occurred_at + interval '1 microsecond' "
+                "WHERE seq = %s",
+                (TARGET,),
+            ),
+        ),
+        (TARGET, "content changed"),
+        None,
+    ),
+    Case(
+        "change with every later hash recomputed",
+        (CHANGE_ACTOR, ("SELECT pg_temp.rehash(%s)", (TARGET,))),
+        None,
+        EVENTS,
+    ),
+    Case(
+        "middle row deleted",
+        (("DELETE FROM compliance.audit_events WHERE seq = %s", (TARGET,)),),
+        (TARGET + 1, f"expected seq {TARGET}"),
+        None,
+    ),
+    Case(
+        "middle row deleted, later seqs and hashes rewritten",
+        (
+            ("DELETE FROM compliance.audit_events WHERE seq = %s", (TARGET,)),
+            ("SELECT pg_temp.renumber(%s, -1)", (TARGET + 1,)),
+            ("SELECT pg_temp.rehash(%s)", (TARGET,)),
+        ),
+        (EVENTS, "tail missing"),
+        EVENTS,
+    ),
+    Case("tail deleted", (DELETE_FROM,), (EVENTS - 2, "tail missing"), EVENTS),
+    Case(
+        "rows swapped",
+        (("SELECT pg_temp.swap(%s, %s)", (TARGET, TARGET + 1)),),
+        (TARGET, "content changed"),
+        None,
+    ),
+    Case(
+        "forged row appended with correct hashes",
+        (("SELECT pg_temp.forge(%s)", (EVENTS + 1,)),),
+        None,
+        EVENTS + 1,
+    ),
+    Case(
+        "forged row inserted in the middle with correct hashes",
+        (("SELECT pg_temp.renumber(%s, 1)", (TARGET,)), ("SELECT pg_temp.forge(%s)", (TARGET,))),
+        (TARGET + 1, "content changed"),
+        EVENTS + 1,
+    ),
+    Case(
+        "forged row appended with a wrong hash",
+        (
+            ("SELECT pg_temp.forge(%s)", (EVENTS + 1,)),
+            ("UPDATE compliance.audit_events SET event_hash = sha256('x') WHERE seq = %s", (EVENTS + 1,)),
+        ),
+        (EVENTS + 1, "content changed"),
+        EVENTS + 1,
+    ),
+    Case(
+        "head event altered",
+        (("UPDATE compliance.audit_events SET actor = 'someone-else' WHERE seq = %s", (EVENTS,)),),
+        (EVENTS, "content changed"),
+        EVENTS,
+    ),
+    Case(
+        "whole chain rewritten consistently",
+        (CHANGE_ACTOR, ("SELECT pg_temp.rehash(%s)", (1,)), ("SELECT pg_temp.rewrite_state()", ())),
+        None,
+        None,
+    ),
+    Case(
+        "tail deleted and the drainer's memory rewound",
+        (DELETE_FROM, ("SELECT pg_temp.rewrite_state()", ())),
+        None,
+        None,
+    ),
+]
+
+
+def build_chain(conn: psycopg.Connection, events: int) -> None:
+    for n in range(events):
+        conn.execute(
+            "SELECT compliance.emit(%s, %s, %s::jsonb, %s)",
+            ("payment.captured", f"user-{n}", f'{{"n": {n}}}', None if n % 3 else f"tenant-{n % 5}"),
+        )
+    assert conn.execute("SELECT compliance.drain(1000)").fetchone()[0] == events
+
+
+def tamper(conn: psycopg.Connection, steps: tuple[Step, ...]) -> None:
+    with conn.transaction():
+        conn.execute(ATTACKER_TOOLS)
+        conn.execute(DISABLE_GUARDS)
+        for statement, params in steps:
+            conn.execute(statement, params)
+        conn.execute(ENABLE_GUARDS)
+
+
+def verify_chain(conn: psycopg.Connection) -> tuple[bool, int | None, str | None]:
+    ok, _checked, first_bad_seq, problem = conn.execute("SELECT * FROM compliance.verify_chain()").fetchone()
+    return ok, first_bad_seq, problem
+
+
+def run_drainer_once(conn: psycopg.Connection) -> int | None:
+    """One run_drainer pass; the seq it halted on (AC010), or None when it carried on."""
+    conn.execute("SELECT compliance.emit('auth.login', 'after-tamper')")
+    try:
+        conn.execute("CALL compliance.run_drainer('0 seconds')")
+    except psycopg.Error as exc:
+        assert exc.sqlstate == "AC010", exc
+        halted_seq, halted_reason = conn.execute(
+            "SELECT halted_seq, halted_reason FROM compliance.drainer_state"
+        ).fetchone()
+        assert halted_reason and f"seq {halted_seq}" in halted_reason
+        assert f"seq {halted_seq}" in str(exc)
+        return halted_seq
+    assert conn.execute("SELECT halted_at FROM compliance.drainer_state").fetchone()[0] is None
+    return None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_tamper_detected_by_the_right_layer(conn, case):
+    build_chain(conn, EVENTS)
+    assert verify_chain(conn) == (True, None, None)
+
+    tamper(conn, case.steps)
+
+    ok, first_bad_seq, problem = verify_chain(conn)
+    if case.verify_chain is None:
+        assert (ok, first_bad_seq) == (True, None), problem
+    else:
+        expected_seq, words = case.verify_chain
+        assert (ok, first_bad_seq) == (False, expected_seq), problem
+        assert words in problem
+    assert run_drainer_once(conn) == case.head_check
+
+
+def test_halted_drainer_stays_halted_until_acknowledged(conn):
+    build_chain(conn, 5)
+    tamper(conn, (("UPDATE compliance.audit_events SET actor = 'x' WHERE seq = %s", (5,)),))
+    assert run_drainer_once(conn) == 5
+    with pytest.raises(psycopg.Error) as refused:
+        conn.execute("SELECT compliance.drain()")
+    assert refused.value.sqlstate == "AC011"
+    pending = conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0]
+    assert pending == 1, "a halted drainer must not move events"
