@@ -20,11 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def auditchain(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m auditchain.cli ARGV` in a clean environment plus `env`."""
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PG") and k not in ("DATABASE_URL", "AUDITCHAIN_SCHEMA_DIR")
-    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
     base["PYTHONPATH"] = str(REPO / "python")
     base.update(env or {})
     return subprocess.run(
@@ -132,7 +128,7 @@ def test_version_and_help(capsys):
 def test_console_script_is_installed(dsn, dbname):
     script = Path(sys.executable).parent / "auditchain"
     assert script.exists(), "pip install -e '.[dev]' installs the `auditchain` console script"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AUDITCHAIN_SCHEMA_DIR")}
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     proc = subprocess.run(
         [str(script), "drift-check", "--dsn", dsn], env=env, capture_output=True, text=True, timeout=120
     )

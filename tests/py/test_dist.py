@@ -46,7 +46,6 @@ def new_db() -> Iterator[Callable[[], str]]:
 def dist_file() -> Path:
     """dist/auditchain.sql as `make dist` builds it."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    env.pop("AUDITCHAIN_SCHEMA_DIR", None)
     subprocess.run(["make", "-s", "dist"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
     return REPO / "dist" / "auditchain.sql"
 

@@ -98,7 +98,7 @@ def catalog(dsn: str) -> tuple[list[tuple], str]:
 
 
 def cli_env(schema_dir: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("AUDITCHAIN_SCHEMA_DIR", "DATABASE_URL")}
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["PYTHONPATH"] = str(REPO / "python")
     if schema_dir is not None:
         env["AUDITCHAIN_SCHEMA_DIR"] = str(schema_dir)
