@@ -1,0 +1,1 @@
+"""The auditchain benchmark kit: each hot path measured beside its physical reference."""

@@ -1,0 +1,55 @@
+"""Case drain: chaining a backlog with one drainer beside an INSERT ... SELECT that hashes
+the same rows into a plain table."""
+
+from __future__ import annotations
+
+import time
+
+from .ledger import Ledger, human
+from .results import Row, Target
+
+# One SHA-256 over each row's full text (every column, the payload included), copied into a
+# table shaped like audit_events with no index, constraint or trigger.
+REFERENCE_SQL = """
+INSERT INTO bench_ref.drain_copy
+       (seq, event_id, occurred_at, recorded_at, tenant_id, event_type, actor, payload,
+        hash_version, prev_hash, event_hash)
+SELECT o.outbox_id, o.event_id, o.occurred_at, now(), o.tenant_id, o.event_type, o.actor, o.payload,
+       1, '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea,
+       sha256(convert_to(o::text, 'UTF8'))
+  FROM compliance.audit_outbox AS o
+ ORDER BY o.outbox_id"""
+
+
+def run(ledger: Ledger, *, log_size: int, backlog: int) -> Row:
+    ledger.ensure_log(log_size)
+    row = Row(
+        case="drain",
+        variant=f"backlog={human(backlog)} log={human(log_size)}",
+        unit="events/s",
+        reference_name="INSERT ... SELECT sha256(row text) of the same rows into a plain table",
+        targets=[Target("measured", ">=", 30_000), Target("ratio", ">=", 0.5)],
+    )
+    ledger.fill_outbox(backlog)
+    ledger.conn.execute("TRUNCATE bench_ref.drain_copy")
+    ledger.settle("compliance.audit_outbox", "compliance.audit_events")
+
+    started = time.perf_counter()
+    ledger.conn.execute(REFERENCE_SQL)
+    reference_seconds = time.perf_counter() - started
+    ledger.conn.execute("TRUNCATE bench_ref.drain_copy")
+    ledger.conn.execute("CHECKPOINT")
+
+    drain_seconds, batches = ledger.drain_all()
+    if ledger.outbox_depth() != 0:
+        raise RuntimeError("the drain left rows in the outbox")
+    row.measured = backlog / drain_seconds
+    row.reference = backlog / reference_seconds
+    row.metrics = {
+        "events": backlog,
+        "log_size_before": log_size,
+        "drain_seconds": drain_seconds,
+        "batches": batches,
+        "reference_seconds": reference_seconds,
+    }
+    return row

@@ -1,0 +1,111 @@
+"""The bench database's ledger: realistic rows, untimed set-up, and the timed drain loop."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from .cluster import Server
+
+# About 330 bytes of jsonb text per event, varied per row like real request metadata.
+PAYLOAD_SQL = """jsonb_build_object(
+    'request_id', md5(i::text),
+    'path', '/api/v1/accounts/' || mod(i, 5000) || '/documents/' || i,
+    'client_ip', '10.' || mod(i, 256) || '.' || mod(i / 256, 256) || '.7',
+    'user_agent', 'Mozilla/5.0 (X11; Linux x86_64) auditchain-bench/1.0',
+    'changes', jsonb_build_object('status', jsonb_build_array('draft', 'published'), 'size', mod(i, 100000)),
+    'reason', 'scheduled review of the retention settings of this document')"""
+
+FILL_OUTBOX_SQL = sql.SQL("""
+INSERT INTO compliance.audit_outbox (event_id, occurred_at, tenant_id, event_type, actor, payload)
+SELECT compliance.uuidv7(), now() - interval '1 second',
+       CASE WHEN mod(i, 10) = 0 THEN NULL ELSE 'tenant-' || mod(i, 10) END,
+       'bench.event_' || mod(i, 20), 'user:' || mod(i, 1000), {payload}
+  FROM generate_series(%s::bigint, %s::bigint) AS i""").format(payload=sql.SQL(PAYLOAD_SQL))
+
+REFERENCE_SCHEMA_SQL = """
+CREATE SCHEMA IF NOT EXISTS bench_ref;
+-- Same columns, defaults, identity and primary key as the outbox; no function, no checks.
+CREATE TABLE IF NOT EXISTS bench_ref.emit_plain (LIKE compliance.audit_outbox INCLUDING ALL);
+-- Same columns as audit_events and nothing else: no index, no constraint, no trigger.
+CREATE TABLE IF NOT EXISTS bench_ref.drain_copy (LIKE compliance.audit_events);
+"""
+
+
+@dataclass
+class Ledger:
+    """An autocommit connection to the bench database and the set-up it needs."""
+
+    server: Server
+    dbname: str
+    conn: psycopg.Connection
+    filled: int = 0
+
+    @classmethod
+    def open(cls, server: Server, dbname: str) -> Ledger:
+        conn = server.connect(dbname)
+        conn.execute(REFERENCE_SCHEMA_SQL)
+        return cls(server, dbname, conn)
+
+    def scalar(self, query: str, params: tuple = ()) -> object:
+        return self.conn.execute(query, params).fetchone()[0]
+
+    def chained(self) -> int:
+        return int(self.scalar("SELECT last_seq FROM compliance.drainer_state"))
+
+    def outbox_depth(self) -> int:
+        return int(self.scalar("SELECT count(*) FROM compliance.audit_outbox"))
+
+    def fill_outbox(self, count: int) -> None:
+        """Queue count events with one INSERT ... SELECT (set-up, never timed)."""
+        self.conn.execute(FILL_OUTBOX_SQL, (self.filled + 1, self.filled + count))
+        self.filled += count
+
+    def settle(self, *tables: str) -> None:
+        """VACUUM ANALYZE then CHECKPOINT, so that what follows starts from the same clean state
+        (hint bits set, visibility map current, no dirty buffers left by the set-up)."""
+        for table in tables:
+            self.conn.execute(f"VACUUM (ANALYZE) {table}")
+        self.conn.execute("CHECKPOINT")
+
+    def drain_all(self) -> tuple[float, int]:
+        """Chain the whole outbox the way pg_cron does: CALL compliance.run_drainer() with its
+        default batch size and a zero max_runtime, so each call is one batch and one COMMIT.
+        Returns the seconds spent and the number of batches."""
+        target = self.chained() + self.outbox_depth()
+        batches = 0
+        started = time.perf_counter()
+        last = self.chained()
+        while last < target:
+            self.conn.execute("CALL compliance.run_drainer(max_runtime => interval '0')")
+            batches += 1
+            now = self.chained()
+            if now == last:
+                raise RuntimeError(f"the drainer stopped moving rows at seq {now}, short of {target}")
+            last = now
+        return time.perf_counter() - started, batches
+
+    def ensure_log(self, size: int) -> None:
+        """Grow audit_events to exactly size events (untimed)."""
+        if self.outbox_depth():
+            raise RuntimeError("the outbox must be empty before the log is grown")
+        current = self.chained()
+        if current > size:
+            raise RuntimeError(f"the log already holds {current} events, more than the {size} asked for")
+        if current < size:
+            self.fill_outbox(size - current)
+            self.drain_all()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def human(count: int) -> str:
+    """200000 -> 200k, 1000000 -> 1M."""
+    for unit, scale in (("M", 1_000_000), ("k", 1_000)):
+        if count >= scale and count % (scale // 10) == 0:
+            return f"{count / scale:g}{unit}"
+    return str(count)

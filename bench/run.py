@@ -1,0 +1,151 @@
+"""auditchain benchmarks: every hot path beside its physical reference, in one run on one cluster.
+
+    python bench/run.py --full     minutes; results in bench/results/latest.json
+    python bench/run.py --smoke    seconds; tiny sizes, so the bench cannot rot
+
+It creates a database bench_<pid> on the cluster named by PGHOST/PGPORT/PGUSER (default
+127.0.0.1:54329, postgres), migrates it, runs the cases and drops it. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchkit import drain, emit, exports, latency, verify
+from benchkit.cluster import Server, bench_database, describe_machine
+from benchkit.ledger import Ledger
+from benchkit.results import Row, format_table, write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    emit_clients: tuple[int, ...]
+    emit_seconds: int
+    emit_rounds: int
+    drain_backlog: int
+    small_log: int
+    large_log: int
+    verify_rounds: int
+    latency_rate: int
+    latency_seconds: int
+    latency_via_cron: bool
+
+
+FULL = Profile(
+    name="full",
+    emit_clients=(1, 4, 8),
+    emit_seconds=15,
+    emit_rounds=2,
+    drain_backlog=200_000,
+    small_log=200_000,
+    large_log=1_000_000,
+    verify_rounds=2,
+    latency_rate=1000,
+    latency_seconds=120,
+    latency_via_cron=True,
+)
+SMOKE = Profile(
+    name="smoke",
+    emit_clients=(1, 4, 8),
+    emit_seconds=1,
+    emit_rounds=1,
+    drain_backlog=2_000,
+    small_log=2_000,
+    large_log=6_000,
+    verify_rounds=1,
+    latency_rate=200,
+    latency_seconds=3,
+    latency_via_cron=False,
+)
+
+Step = tuple[str, Callable[[Ledger], Row]]
+
+
+def plan(p: Profile) -> list[Step]:
+    """The cases in the order that grows the log once: each step asks for the log size it needs."""
+    steps: list[Step] = [
+        ("emit", lambda lg, c=c: emit.run(lg, clients=c, seconds=p.emit_seconds, rounds=p.emit_rounds))
+        for c in p.emit_clients
+    ]
+    for size in (p.small_log, p.large_log):
+        steps += [
+            (
+                "drain",
+                lambda lg, s=size: drain.run(lg, log_size=s - p.drain_backlog, backlog=p.drain_backlog),
+            ),
+            ("verify_chain", lambda lg, s=size: verify.run(lg, size=s, rounds=p.verify_rounds)),
+            ("export", lambda lg, s=size: exports.run_export(lg, size=s)),
+            ("verify_bundle", lambda lg, s=size: exports.run_verify_bundle(lg, size=s)),
+        ]
+    # Emit again beside a large log: emit touches only the outbox, so it should not care.
+    steps.append(
+        ("emit", lambda lg: emit.run(lg, clients=4, seconds=p.emit_seconds, rounds=1)),
+    )
+    steps.append(
+        (
+            "latency",
+            lambda lg: latency.run(
+                lg, rate=p.latency_rate, seconds=p.latency_seconds, via_cron=p.latency_via_cron
+            ),
+        )
+    )
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--full", action="store_const", const=FULL, dest="profile", help="the full suite")
+    mode.add_argument("--smoke", action="store_const", const=SMOKE, dest="profile", help="tiny sizes")
+    parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/<mode>.json)")
+    parser.add_argument(
+        "--only", action="append", metavar="CASE", help="run only this case (repeatable); others are skipped"
+    )
+    args = parser.parse_args(argv)
+    profile: Profile = args.profile
+    output = args.output or RESULTS / ("latest.json" if profile is FULL else "smoke.json")
+
+    server = Server.from_env()
+    rows: list[Row] = []
+    started = time.time()
+    with bench_database(server) as dbname:
+        ledger = Ledger.open(server, dbname)
+        try:
+            machine = describe_machine(ledger.conn)
+            for case, step in plan(profile):
+                if args.only and case not in args.only:
+                    continue
+                print(f"bench: {case} ...", file=sys.stderr, flush=True)
+                row = step(ledger)
+                print(f"bench: {case} {row.variant}: {row.measured} vs {row.reference}", file=sys.stderr)
+                rows.append(row)
+        finally:
+            ledger.close()
+    machine["load_average_end"] = list(__import__("os").getloadavg())
+    document = {
+        "mode": profile.name,
+        "profile": asdict(profile),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "database": dbname,
+        "machine": machine,
+        "cases": [row.to_json() for row in rows],
+    }
+    write_json(output, document)
+    print(format_table(rows))
+    print(f"\nresults written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
