@@ -1,0 +1,64 @@
+"""The benchmark suite at tiny sizes, so that `make bench` cannot rot: every case runs and
+produces numbers beside its reference. Timing targets are never asserted here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import admin_dsn
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = {"emit", "drain", "verify_chain", "export", "verify_bundle", "latency"}
+# A case may be skipped only while the module it measures does not exist.
+NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.bundle"]}
+
+
+@pytest.mark.slow
+def test_bench_smoke_measures_every_case_beside_its_reference(tmp_path: Path) -> None:
+    output = tmp_path / "smoke.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(output.read_text(encoding="utf-8"))
+
+    assert results["mode"] == "smoke"
+    machine = results["machine"]
+    assert machine["nproc"] >= 1 and machine["memory_gib"] > 0
+    assert machine["cpu_model"] and machine["postgresql"].startswith("PostgreSQL 15")
+
+    rows = results["cases"]
+    assert {row["case"] for row in rows} == CASES
+    assert len([r for r in rows if r["case"] == "emit"]) == 4, "clients 1, 4, 8 and emit beside a larger log"
+    assert len([r for r in rows if r["case"] in ("drain", "verify_chain")]) == 4, "two sizes each"
+    for row in rows:
+        label = f"{row['case']} {row['variant']}"
+        if row["skipped"]:
+            missing = [m for m in NEEDS.get(row["case"], []) if importlib.util.find_spec(m) is None]
+            assert missing, f"{label} skipped although what it measures exists: {row['skipped']}"
+            continue
+        assert row["measured"] > 0, label
+        assert row["targets"], label
+        assert all(isinstance(t["met"], bool) for t in row["targets"]), label
+        if row["case"] != "latency":
+            assert row["reference"] > 0 and row["ratio"] > 0, label
+        assert row["variant"] in done.stdout, f"{label} missing from the printed table"
+
+    latency = next(r for r in rows if r["case"] == "latency")["metrics"]
+    assert latency["unchained"] == 0 and latency["emitted"] > 0
+    assert latency["p50_s"] <= latency["p99_s"] <= latency["max_s"]
+
+    with psycopg.connect(admin_dsn()) as admin:
+        query = "SELECT 1 FROM pg_database WHERE datname = %s"
+        assert admin.execute(query, (results["database"],)).fetchone() is None, "bench database left behind"
