@@ -1,0 +1,585 @@
+-- Exports (docs/exports.md): requests, the job status machine, the CAS claim, and the
+-- queries that define a bundle (export bundle v1). The runner (`auditchain export run`)
+-- only streams what these functions return to S3.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+-- compliance.iso_utc(ts): ISO-8601 in UTC with exactly six fractional digits and "Z", the
+-- timestamp form of bundles and manifests. Touches no table.
+CREATE OR REPLACE FUNCTION compliance.iso_utc(p_ts timestamptz)
+RETURNS text
+LANGUAGE sql
+STABLE
+STRICT
+PARALLEL SAFE
+RETURN pg_catalog.to_char(p_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+COMMENT ON FUNCTION compliance.iso_utc(timestamptz) IS
+'ISO-8601 UTC text with microseconds and "Z" (2026-01-02T03:04:05.000006Z), as written in export bundles.';
+
+-- compliance.validate_export_filter(filter): raises AC030 naming the offending key unless
+-- the filter is a JSON object made only of the documented keys with well-formed values.
+-- Timestamps must carry an explicit offset so that the session TimeZone cannot change
+-- what a filter selects. Touches no table.
+CREATE OR REPLACE FUNCTION compliance.validate_export_filter(p_filter jsonb)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_allowed constant text[] := ARRAY[
+        'from', 'to', 'tenant_id', 'tenant_ids', 'event_types', 'actor', 'withhold_payloads'
+    ];
+    v_key text;
+    v_value jsonb;
+    v_element jsonb;
+    v_bounds timestamptz[] := ARRAY[NULL, NULL]::timestamptz[];
+    v_position integer;
+BEGIN
+    IF p_filter IS NULL OR pg_catalog.jsonb_typeof(p_filter) <> 'object' THEN
+        RAISE EXCEPTION 'invalid export filter: it must be a JSON object, not %',
+            coalesce(pg_catalog.jsonb_typeof(p_filter), 'NULL')
+            USING ERRCODE = 'AC030';
+    END IF;
+    FOR v_key IN SELECT k.key FROM pg_catalog.jsonb_object_keys(p_filter) AS k (key) ORDER BY k.key LOOP
+        IF NOT v_key OPERATOR(pg_catalog.=) ANY (v_allowed) THEN
+            RAISE EXCEPTION 'invalid export filter: unknown key "%"', v_key
+                USING ERRCODE = 'AC030',
+                      HINT = 'Allowed keys: ' || pg_catalog.array_to_string(v_allowed, ', ') || '.';
+        END IF;
+    END LOOP;
+
+    FOREACH v_key IN ARRAY ARRAY['from', 'to'] LOOP
+        v_value := p_filter OPERATOR(pg_catalog.->) v_key;
+        CONTINUE WHEN v_value IS NULL;
+        v_position := pg_catalog.array_position(ARRAY['from', 'to'], v_key);
+        IF pg_catalog.jsonb_typeof(v_value) <> 'string'
+           OR (v_value OPERATOR(pg_catalog.#>>) '{}')
+              !~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$' THEN
+            RAISE EXCEPTION 'invalid export filter: "%" must be an ISO-8601 timestamp with a time zone, not %',
+                v_key, v_value::text
+                USING ERRCODE = 'AC030', HINT = 'For example "2026-01-31T00:00:00Z" or "2026-01-31T01:00:00+01:00".';
+        END IF;
+        BEGIN
+            v_bounds[v_position] := (v_value OPERATOR(pg_catalog.#>>) '{}')::timestamptz;
+        EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+            RAISE EXCEPTION 'invalid export filter: "%" is not a valid timestamp: %', v_key, v_value::text
+                USING ERRCODE = 'AC030';
+        END;
+    END LOOP;
+    IF v_bounds[1] >= v_bounds[2] THEN
+        RAISE EXCEPTION 'invalid export filter: "from" (%) must be before "to" (%)',
+            p_filter OPERATOR(pg_catalog.->>) 'from', p_filter OPERATOR(pg_catalog.->>) 'to'
+            USING ERRCODE = 'AC030';
+    END IF;
+
+    IF p_filter OPERATOR(pg_catalog.?) 'tenant_id' AND p_filter OPERATOR(pg_catalog.?) 'tenant_ids' THEN
+        RAISE EXCEPTION 'invalid export filter: give "tenant_id" or "tenant_ids", not both' USING ERRCODE = 'AC030';
+    END IF;
+    v_value := p_filter OPERATOR(pg_catalog.->) 'tenant_id';
+    IF v_value IS NOT NULL AND NOT compliance.export_filter_text_ok(v_value, 128) THEN
+        RAISE EXCEPTION 'invalid export filter: "tenant_id" must be a string of 1-128 characters without control characters, not %',
+            v_value::text
+            USING ERRCODE = 'AC030';
+    END IF;
+
+    FOREACH v_key IN ARRAY ARRAY['tenant_ids', 'event_types'] LOOP
+        v_value := p_filter OPERATOR(pg_catalog.->) v_key;
+        CONTINUE WHEN v_value IS NULL;
+        IF pg_catalog.jsonb_typeof(v_value) <> 'array' OR pg_catalog.jsonb_array_length(v_value) = 0 THEN
+            RAISE EXCEPTION 'invalid export filter: "%" must be a non-empty array of strings, not %', v_key, v_value::text
+                USING ERRCODE = 'AC030';
+        END IF;
+        FOR v_element IN SELECT a.value FROM pg_catalog.jsonb_array_elements(v_value) AS a (value) LOOP
+            IF v_key = 'tenant_ids' AND NOT compliance.export_filter_text_ok(v_element, 128) THEN
+                RAISE EXCEPTION 'invalid export filter: "tenant_ids" holds %, not a string of 1-128 characters without control characters',
+                    v_element::text
+                    USING ERRCODE = 'AC030';
+            END IF;
+            -- The event_type rule of compliance.emit (AC001).
+            IF v_key = 'event_types' AND (
+                   pg_catalog.jsonb_typeof(v_element) <> 'string'
+                   OR (v_element OPERATOR(pg_catalog.#>>) '{}') !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'
+                   OR pg_catalog.length(v_element OPERATOR(pg_catalog.#>>) '{}') NOT BETWEEN 3 AND 128) THEN
+                RAISE EXCEPTION 'invalid export filter: "event_types" holds %, which is not a valid event type',
+                    v_element::text
+                    USING ERRCODE = 'AC030',
+                          HINT = 'Event types are 3-128 characters of lower-case dotted words, e.g. data.export_initiated.';
+            END IF;
+        END LOOP;
+    END LOOP;
+
+    v_value := p_filter OPERATOR(pg_catalog.->) 'actor';
+    IF v_value IS NOT NULL AND (NOT compliance.export_filter_text_ok(v_value, 256)
+                                OR pg_catalog.btrim(v_value OPERATOR(pg_catalog.#>>) '{}') = '') THEN
+        RAISE EXCEPTION 'invalid export filter: "actor" must be a non-blank string of at most 256 characters, not %',
+            v_value::text
+            USING ERRCODE = 'AC030';
+    END IF;
+
+    v_value := p_filter OPERATOR(pg_catalog.->) 'withhold_payloads';
+    IF v_value IS NOT NULL AND pg_catalog.jsonb_typeof(v_value) <> 'boolean' THEN
+        RAISE EXCEPTION 'invalid export filter: "withhold_payloads" must be true or false, not %', v_value::text
+            USING ERRCODE = 'AC030';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION compliance.validate_export_filter(jsonb) IS
+'Raises AC030 naming the key unless the export filter is well-formed (docs/exports.md, "Filters").';
+
+-- compliance.export_filter_text_ok(value, max_length): is a filter value a JSON string of
+-- 1..max_length characters without control characters? Touches no table.
+CREATE OR REPLACE FUNCTION compliance.export_filter_text_ok(p_value jsonb, p_max_length integer)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN pg_catalog.jsonb_typeof(p_value) = 'string'
+    AND pg_catalog.length(p_value #>> '{}') BETWEEN 1 AND p_max_length
+    AND (p_value #>> '{}') !~ '[[:cntrl:]]';
+COMMENT ON FUNCTION compliance.export_filter_text_ok(jsonb, integer) IS
+'Internal: true when a filter value is a string of 1..max_length characters without control characters.';
+
+-- compliance.export_filter_matches(filter, occurred_at, tenant_id, event_type, actor): does
+-- an event match a validated filter? "from" is inclusive, "to" exclusive; a named tenant
+-- never matches a system-wide (NULL tenant) event. An SQL-standard body so that the
+-- planner inlines it into the queries of export_plan and export_lines. Touches no table.
+CREATE OR REPLACE FUNCTION compliance.export_filter_matches(
+    p_filter jsonb,
+    p_occurred_at timestamptz,
+    p_tenant_id text,
+    p_event_type text,
+    p_actor text
+)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN coalesce(
+    (p_filter -> 'from' IS NULL OR p_occurred_at >= (p_filter ->> 'from')::timestamptz)
+    AND (p_filter -> 'to' IS NULL OR p_occurred_at < (p_filter ->> 'to')::timestamptz)
+    AND (p_filter -> 'tenant_id' IS NULL OR p_tenant_id = p_filter ->> 'tenant_id')
+    AND (p_filter -> 'tenant_ids' IS NULL OR p_filter -> 'tenant_ids' ? p_tenant_id)
+    AND (p_filter -> 'event_types' IS NULL OR p_filter -> 'event_types' ? p_event_type)
+    AND (p_filter -> 'actor' IS NULL OR p_actor = p_filter ->> 'actor'),
+    false
+);
+COMMENT ON FUNCTION compliance.export_filter_matches(jsonb, timestamptz, text, text, text) IS
+'Internal: whether an event matches a validated export filter (from inclusive, to exclusive).';
+
+-- compliance.request_export(filter, requested_by): validate the filter (AC030) and the
+-- requester (AC032), queue a job, and emit data.export_initiated (payload: job_id, filter;
+-- actor: requested_by; tenant: the filter's tenant_id if it names one) in the same
+-- transaction. Returns the job_id. Touches: export_jobs (INSERT), audit_outbox (via emit).
+CREATE OR REPLACE FUNCTION compliance.request_export(filter jsonb, requested_by text)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_job_id uuid := compliance.uuidv7();
+    v_event_id uuid;
+BEGIN
+    PERFORM compliance.validate_export_filter(request_export.filter);
+    IF request_export.requested_by IS NULL OR pg_catalog.btrim(request_export.requested_by) = ''
+       OR pg_catalog.length(request_export.requested_by) > 256 THEN
+        RAISE EXCEPTION 'invalid requested_by: it must be non-blank and at most 256 characters'
+            USING ERRCODE = 'AC032';
+    END IF;
+    v_event_id := compliance.emit(
+        'data.export_initiated',
+        request_export.requested_by,
+        pg_catalog.jsonb_build_object('job_id', v_job_id, 'filter', request_export.filter),
+        request_export.filter OPERATOR(pg_catalog.->>) 'tenant_id'
+    );
+    INSERT INTO compliance.export_jobs (job_id, requested_by, filter, request_event_id)
+    VALUES (v_job_id, request_export.requested_by, request_export.filter, v_event_id);
+    RETURN v_job_id;
+END;
+$$;
+COMMENT ON FUNCTION compliance.request_export(jsonb, text) IS
+'Queues an export job after validating its filter (AC030) and requester (AC032); emits data.export_initiated. Returns job_id.';
+
+-- compliance.export_jobs_guard(): the status machine. Rows are inserted queued; an update
+-- must be queued -> running, running -> completed|failed, or a running job's heartbeat,
+-- and may change only the columns that step sets. Anything else raises AC031.
+-- Touches: export_jobs (trigger).
+CREATE OR REPLACE FUNCTION compliance.export_jobs_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_result_columns constant text[] := ARRAY[
+        'status', 'completed_at', 'job_error', 'output_bucket', 'output_prefix', 'row_count',
+        'matched_count', 'data_sha256', 'data_bytes', 'seq_from', 'seq_to', 'heartbeat_at'
+    ];
+    v_may_change text[];
+    v_changed text[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.status <> 'queued' THEN
+            RAISE EXCEPTION 'export job %: new jobs are queued, not %', NEW.job_id, NEW.status
+                USING ERRCODE = 'AC031';
+        END IF;
+        RETURN NEW;
+    END IF;
+
+    v_may_change := CASE
+        WHEN OLD.status = 'queued' AND NEW.status = 'running' THEN ARRAY['status', 'started_at', 'heartbeat_at']
+        WHEN OLD.status = 'running' AND NEW.status = 'running' THEN ARRAY['heartbeat_at']
+        WHEN OLD.status = 'running' AND NEW.status IN ('completed', 'failed') THEN v_result_columns
+    END;
+    IF v_may_change IS NULL THEN
+        RAISE EXCEPTION 'export job %: illegal status transition % -> %', OLD.job_id, OLD.status, NEW.status
+            USING ERRCODE = 'AC031',
+                  HINT = 'Allowed: queued -> running, running -> completed, running -> failed.';
+    END IF;
+    SELECT pg_catalog.array_agg(n.key ORDER BY n.key) INTO v_changed
+      FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(NEW)) AS n
+      JOIN pg_catalog.jsonb_each(pg_catalog.to_jsonb(OLD)) AS o ON o.key = n.key
+     WHERE n.value IS DISTINCT FROM o.value
+       AND NOT n.key = ANY (v_may_change);
+    IF v_changed IS NOT NULL THEN
+        RAISE EXCEPTION 'export job %: % cannot change on % -> %', OLD.job_id,
+            pg_catalog.array_to_string(v_changed, ', '), OLD.status, NEW.status
+            USING ERRCODE = 'AC031';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION compliance.export_jobs_guard() IS
+'Trigger: enforces the export job status machine and which columns each step may set (AC031).';
+
+CREATE OR REPLACE TRIGGER export_jobs_guard
+BEFORE INSERT OR UPDATE ON compliance.export_jobs
+FOR EACH ROW EXECUTE FUNCTION compliance.export_jobs_guard();
+ALTER TABLE compliance.export_jobs ENABLE ALWAYS TRIGGER export_jobs_guard;
+COMMENT ON TRIGGER export_jobs_guard ON compliance.export_jobs IS
+'Status machine of export jobs (fires even with session_replication_role = replica).';
+SELECT compliance.protect_table('compliance.export_jobs', false);
+
+-- compliance.claim_export(job_id): compare-and-set queued -> running. True when this call
+-- claimed the job; false when it was not queued (another runner has it, or it finished),
+-- so a re-delivered request changes nothing. P0002 for an unknown job.
+-- Touches: export_jobs (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.claim_export(p_job_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE compliance.export_jobs
+       SET status = 'running', started_at = pg_catalog.now()
+     WHERE job_id = p_job_id AND status = 'queued';
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    PERFORM compliance.export_job_status(p_job_id);
+    RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION compliance.claim_export(uuid) IS
+'Claims a queued export job (queued -> running); false if it is not queued. Safe to call again.';
+
+-- compliance.claim_next_export(): claim the oldest queued job, skipping jobs another
+-- runner is claiming right now. NULL when none is queued. Touches: export_jobs (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.claim_next_export()
+RETURNS uuid
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    UPDATE compliance.export_jobs AS j
+       SET status = 'running', started_at = pg_catalog.now()
+     WHERE j.job_id = (
+             SELECT q.job_id
+               FROM compliance.export_jobs AS q
+              WHERE q.status = 'queued'
+              ORDER BY q.created_at, q.job_id
+              LIMIT 1
+                FOR UPDATE SKIP LOCKED
+           )
+       AND j.status = 'queued'
+    RETURNING j.job_id;
+END;
+COMMENT ON FUNCTION compliance.claim_next_export() IS
+'Claims the oldest queued export job (FOR UPDATE SKIP LOCKED) and returns its job_id; NULL when none is queued.';
+
+-- compliance.export_job_status(job_id): the job's status; P0002 when there is no such job.
+-- Touches: export_jobs (read).
+CREATE OR REPLACE FUNCTION compliance.export_job_status(p_job_id uuid)
+RETURNS compliance.export_status
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status compliance.export_status;
+BEGIN
+    SELECT j.status INTO v_status FROM compliance.export_jobs AS j WHERE j.job_id = p_job_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'export job % does not exist', p_job_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN v_status;
+END;
+$$;
+COMMENT ON FUNCTION compliance.export_job_status(uuid) IS
+'Status of an export job; raises P0002 when the job does not exist.';
+
+-- compliance.export_heartbeat(job_id): a running runner reports progress, so that
+-- reconcile_exports leaves it alone. False when the job is no longer running (it was
+-- reconciled): the runner must stop. Touches: export_jobs (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.export_heartbeat(p_job_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE compliance.export_jobs
+       SET heartbeat_at = pg_catalog.clock_timestamp()
+     WHERE job_id = p_job_id AND status = 'running';
+    RETURN FOUND;
+END;
+$$;
+COMMENT ON FUNCTION compliance.export_heartbeat(uuid) IS
+'A runner''s progress report for its running job; false when the job is no longer running.';
+
+-- compliance.export_plan(job_id): everything the manifest says about a running job's
+-- bundle except the data object's own digest and size: the range, its prev_hash, the match
+-- count, the covering anchors and the database identity (export bundle v1). Call it in the
+-- REPEATABLE READ transaction that then streams export_lines, so both see one snapshot.
+-- AC033 unless the job is running. Touches: export_jobs, audit_events, anchors (read).
+CREATE OR REPLACE FUNCTION compliance.export_plan(p_job_id uuid)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_job compliance.export_jobs%ROWTYPE;
+    v_first bigint;
+    v_last bigint;
+    v_matched bigint;
+    v_seq_to bigint;
+    v_range_prev_hash bytea;
+    v_anchors jsonb;
+BEGIN
+    IF compliance.export_job_status(p_job_id) <> 'running' THEN
+        RAISE EXCEPTION 'export job % is %, not running', p_job_id, compliance.export_job_status(p_job_id)
+            USING ERRCODE = 'AC033', HINT = 'Claim it first (compliance.claim_export).';
+    END IF;
+    SELECT * INTO STRICT v_job FROM compliance.export_jobs AS j WHERE j.job_id = p_job_id;
+
+    SELECT min(e.seq), max(e.seq), pg_catalog.count(*)
+      INTO v_first, v_last, v_matched
+      FROM compliance.audit_events AS e
+     WHERE compliance.export_filter_matches(v_job.filter, e.occurred_at, e.tenant_id, e.event_type, e.actor);
+
+    IF v_first IS NOT NULL THEN
+        -- Extend to the next uploaded anchor so that the bundle ends on a WORM-anchored head.
+        SELECT coalesce(min(a.seq_to), v_last) INTO v_seq_to
+          FROM compliance.anchors AS a
+         WHERE a.status = 'uploaded' AND a.seq_to >= v_last;
+        SELECT e.prev_hash INTO STRICT v_range_prev_hash FROM compliance.audit_events AS e WHERE e.seq = v_first;
+        SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                   'cadence_id', a.cadence_id,
+                   'seq_to', a.seq_to,
+                   'head_hash', pg_catalog.encode(a.head_hash, 'hex'),
+                   'document_digest', pg_catalog.encode(a.document_digest, 'hex'),
+                   'bucket', a.bucket,
+                   'key', a.object_key,
+                   'version_id', a.version_id
+               ) ORDER BY a.seq_to), '[]')
+          INTO v_anchors
+          FROM compliance.anchors AS a
+         WHERE a.status = 'uploaded' AND a.seq_to BETWEEN v_first AND v_seq_to;
+    END IF;
+
+    RETURN pg_catalog.jsonb_build_object(
+        'format', 'auditchain-export',
+        'format_version', 1,
+        'hash_version', 1,
+        'job_id', v_job.job_id,
+        'filter', v_job.filter,
+        'requested_by', v_job.requested_by,
+        'created_at', compliance.iso_utc(pg_catalog.now()),
+        'seq_from', v_first,
+        'seq_to', v_seq_to,
+        'range_prev_hash', pg_catalog.encode(v_range_prev_hash, 'hex'),
+        'line_count', coalesce(v_seq_to - v_first + 1, 0),
+        'matched_count', v_matched,
+        'withheld_payloads', coalesce((v_job.filter OPERATOR(pg_catalog.->) 'withhold_payloads')::boolean, false),
+        'data_object', 'events.ndjson.gz',
+        'database', pg_catalog.jsonb_build_object(
+            'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
+            'database_name', pg_catalog.current_database()
+        ),
+        'anchors', coalesce(v_anchors, '[]')
+    );
+END;
+$$;
+COMMENT ON FUNCTION compliance.export_plan(uuid) IS
+'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (export bundle v1); AC033 unless running.';
+
+-- compliance.export_lines(job_id, seq_from, seq_to): the data object of a running job's
+-- bundle, one row per seq of [seq_from, seq_to] in seq order: matched events in full
+-- (payload as its exact jsonb text, or payload_sha256 when withheld), excluded events as
+-- hash-only lines. Each line is compact JSON. No rows unless the job is running. Plain SQL
+-- and called in the select list (SELECT compliance.export_lines(...)) it streams row by
+-- row; in FROM, PostgreSQL would materialise it first.
+-- Touches: export_jobs, audit_events (read).
+CREATE OR REPLACE FUNCTION compliance.export_lines(p_job_id uuid, p_seq_from bigint, p_seq_to bigint)
+RETURNS TABLE (seq bigint, matched boolean, line text)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.seq,
+           m.matched,
+           CASE
+               WHEN NOT m.matched THEN pg_catalog.format(
+                   '{"seq":%s,"prev_hash":"%s","event_hash":"%s","excluded":true}',
+                   e.seq, pg_catalog.encode(e.prev_hash, 'hex'), pg_catalog.encode(e.event_hash, 'hex'))
+               ELSE pg_catalog.format(
+                   '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
+                   '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
+                   e.seq, e.event_id, compliance.iso_utc(e.occurred_at), compliance.iso_utc(e.recorded_at),
+                   coalesce(pg_catalog.to_json(e.tenant_id)::text, 'null'),
+                   pg_catalog.to_json(e.event_type)::text, pg_catalog.to_json(e.actor)::text,
+                   CASE
+                       WHEN m.withheld THEN '"payload_sha256":"'
+                           || pg_catalog.encode(compliance.payload_digest(e.payload), 'hex') || '"'
+                       ELSE '"payload":' || pg_catalog.to_json(e.payload::text)::text
+                   END,
+                   pg_catalog.encode(e.prev_hash, 'hex'), pg_catalog.encode(e.event_hash, 'hex'))
+           END
+      FROM compliance.export_jobs AS j
+      JOIN compliance.audit_events AS e ON e.seq BETWEEN p_seq_from AND p_seq_to
+     CROSS JOIN LATERAL (
+           SELECT compliance.export_filter_matches(j.filter, e.occurred_at, e.tenant_id, e.event_type, e.actor)
+                      AS matched,
+                  coalesce((j.filter -> 'withhold_payloads')::boolean, false) AS withheld
+       ) AS m
+     WHERE j.job_id = p_job_id AND j.status = 'running'
+     ORDER BY e.seq;
+$$;
+COMMENT ON FUNCTION compliance.export_lines(uuid, bigint, bigint) IS
+'NDJSON lines (export bundle v1) of a running export job for seq range [seq_from, seq_to]; call it in the select list to stream.';
+
+-- compliance.complete_export(job_id, ...): running -> completed with where the bundle is
+-- and what it holds. False (and no change) when the job already completed with exactly
+-- this result; AC031 for any other job that is not running.
+-- Touches: export_jobs (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.complete_export(
+    p_job_id uuid,
+    p_output_bucket text,
+    p_output_prefix text,
+    p_row_count bigint,
+    p_matched_count bigint,
+    p_data_sha256 bytea,
+    p_data_bytes bigint,
+    p_seq_from bigint,
+    p_seq_to bigint
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE compliance.export_jobs
+       SET status = 'completed', completed_at = pg_catalog.now(),
+           output_bucket = p_output_bucket, output_prefix = p_output_prefix, row_count = p_row_count,
+           matched_count = p_matched_count, data_sha256 = p_data_sha256, data_bytes = p_data_bytes,
+           seq_from = p_seq_from, seq_to = p_seq_to
+     WHERE job_id = p_job_id AND status = 'running';
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    IF EXISTS (
+        SELECT 1
+          FROM compliance.export_jobs AS j
+         WHERE j.job_id = p_job_id AND j.status = 'completed'
+           AND (j.output_bucket, j.output_prefix, j.row_count, j.matched_count, j.data_sha256, j.data_bytes,
+                j.seq_from, j.seq_to)
+               IS NOT DISTINCT FROM
+               (p_output_bucket, p_output_prefix, p_row_count, p_matched_count, p_data_sha256, p_data_bytes,
+                p_seq_from, p_seq_to)
+    ) THEN
+        RETURN false;
+    END IF;
+    RAISE EXCEPTION 'export job % is %, only a running job can complete', p_job_id,
+        compliance.export_job_status(p_job_id)
+        USING ERRCODE = 'AC031';
+END;
+$$;
+COMMENT ON FUNCTION compliance.complete_export(uuid, text, text, bigint, bigint, bytea, bigint, bigint, bigint) IS
+'Marks a running export job completed with its bundle location, counts, digest and range; AC031 if not running.';
+
+-- compliance.fail_export(job_id, error): running -> failed with the reason. False (no
+-- change, the first reason kept) when the job already failed; AC031 when it is queued or
+-- completed. Touches: export_jobs (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.fail_export(p_job_id uuid, p_error text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status compliance.export_status;
+BEGIN
+    UPDATE compliance.export_jobs
+       SET status = 'failed', completed_at = pg_catalog.now(), job_error = p_error
+     WHERE job_id = p_job_id AND status = 'running';
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    v_status := compliance.export_job_status(p_job_id);
+    IF v_status = 'failed' THEN
+        RETURN false;
+    END IF;
+    RAISE EXCEPTION 'export job % is %, only a running job can fail', p_job_id, v_status
+        USING ERRCODE = 'AC031';
+END;
+$$;
+COMMENT ON FUNCTION compliance.fail_export(uuid, text) IS
+'Marks a running export job failed with a reason; false if it already failed, AC031 if queued or completed.';
+
+-- compliance.reconcile_exports(stuck_after): fail running jobs whose runner has reported
+-- no progress (heartbeat, or the claim itself) for stuck_after: it crashed or lost its
+-- connection. Returns how many. What pg_cron runs; an operator may run it too.
+-- Touches: export_jobs (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.reconcile_exports(stuck_after interval DEFAULT '15 minutes')
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_failed integer;
+BEGIN
+    IF reconcile_exports.stuck_after IS NULL OR reconcile_exports.stuck_after < interval '0' THEN
+        RAISE EXCEPTION 'stuck_after must be a non-negative interval' USING ERRCODE = '22023';
+    END IF;
+    UPDATE compliance.export_jobs AS j
+       SET status = 'failed',
+           completed_at = pg_catalog.now(),
+           job_error = pg_catalog.format(
+               'reconciled: running since %s with no progress from its runner since %s (stuck_after %s); '
+               'the runner crashed or lost its connection; request the export again',
+               compliance.iso_utc(j.started_at), compliance.iso_utc(coalesce(j.heartbeat_at, j.started_at)),
+               reconcile_exports.stuck_after)
+     WHERE j.status = 'running'
+       AND coalesce(j.heartbeat_at, j.started_at) < pg_catalog.now() - reconcile_exports.stuck_after;
+    GET DIAGNOSTICS v_failed = ROW_COUNT;
+    RETURN v_failed;
+END;
+$$;
+COMMENT ON FUNCTION compliance.reconcile_exports(interval) IS
+'Fails running export jobs whose runner reported no progress for stuck_after (default 15 minutes); returns how many.';
