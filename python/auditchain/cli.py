@@ -14,6 +14,9 @@ from .errors import AuditchainError
 COMMAND_MODULES = [
     "migrate",
     "drift",
+    "anchor",
+    "bucket",
+    "verify",
 ]
 
 

@@ -1,0 +1,396 @@
+"""`auditchain anchor`: write pending anchors to the WORM bucket and record the result.
+
+compliance.create_anchor() (pg_cron, every 15 minutes) records a pending anchor when the
+chain head moves. This command takes pending anchors (FOR UPDATE SKIP LOCKED, the
+transaction held open across the S3 calls), writes each document under
+<prefix>anchors/<seq_to, 20 digits>-<cadence_id>.json with Object Lock, a SHA-256 checksum
+and optionally SSE-KMS, and records the outcome in the same transaction:
+
+  uploaded          written now, or the identical bytes were already there (a re-run)
+  pending + error   transient failure (endpoint, throttling, access or KMS denied): retried
+  failed            different content already at the key: integrity alarm, never overwritten
+
+--once exits 0 when every pending anchor was written, 1 on an integrity alarm, 3 when a
+transient failure left anchors pending (so cron and systemd notice). --follow LISTENs on
+auditchain_anchor, also polls, retries transient failures, and exits 1 on an integrity alarm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import logging
+import os
+import re
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from . import db, s3
+from .bucket import add_bucket_option, require_bucket, require_worm
+from .cliutil import add_command, add_json_flag, print_json
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+
+log = logging.getLogger("auditchain.anchor")
+
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+KEY_PATTERN = re.compile(r"anchors/(?P<seq_to>\d{20})-(?P<cadence_id>[0-9a-f]{64})\.json")
+NOTIFY_CHANNEL = "auditchain_anchor"
+
+
+def normalize_prefix(prefix: str | None) -> str:
+    """'' or a prefix ending in '/', so that keys read <prefix>anchors/..."""
+    prefix = (prefix or "").lstrip("/")
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def object_key(prefix: str, seq_to: int, cadence_id: str) -> str:
+    return f"{prefix}anchors/{seq_to:020d}-{cadence_id}.json"
+
+
+def add_prefix_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prefix",
+        default=os.environ.get("AUDITCHAIN_ANCHOR_PREFIX", ""),
+        help="key prefix before anchors/ (default: AUDITCHAIN_ANCHOR_PREFIX, else none)",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    prefix: str
+    lock_mode: str
+    retention_days: int
+    kms_key_id: str | None
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class PendingAnchor:
+    anchor_id: int
+    cadence_id: str
+    seq_from: int
+    seq_to: int
+    document: str
+    document_digest: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the bucket holds for one anchor after this run touched it."""
+
+    outcome: str  # uploaded | already_present | transient | conflict
+    key: str
+    version_id: str | None = None
+    lock_mode: str | None = None
+    retain_until: datetime | None = None
+    error: str | None = None
+
+
+@dataclass
+class Summary:
+    anchors: list[dict] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for a in self.anchors if a["outcome"] == outcome)
+
+    @property
+    def exit_code(self) -> int:
+        if self.count("conflict"):
+            return EXIT_FAILED
+        return EXIT_UNAVAILABLE if self.count("transient") else EXIT_OK
+
+
+def _head(client, settings: Settings, key: str) -> dict | None:
+    try:
+        return client.head_object(Bucket=settings.bucket, Key=key)
+    except s3.S3_ERRORS as exc:
+        if s3.is_not_found(exc):
+            return None
+        raise
+
+
+def _existing(client, settings: Settings, anchor: PendingAnchor, key: str, head: dict) -> Placement:
+    """Compare the object already at the key with the anchor: identical is a finished upload."""
+    version_id = head.get("VersionId")
+    body = client.get_object(Bucket=settings.bucket, Key=key, VersionId=version_id)["Body"].read()
+    if hashlib.sha256(body).digest() != anchor.document_digest:
+        return Placement(
+            "conflict",
+            key,
+            version_id=version_id,
+            error=f"integrity alarm: s3://{settings.bucket}/{key} (version {version_id}) holds different "
+            f"content (sha256 {hashlib.sha256(body).hexdigest()}, expected {anchor.document_digest.hex()}); "
+            "it was not overwritten",
+        )
+    mode, retain_until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+    if not mode or not retain_until:
+        # Our bytes without a lock (written outside auditchain): lock this version now.
+        mode, retain_until = settings.lock_mode, _retain_until(settings)
+        client.put_object_retention(
+            Bucket=settings.bucket,
+            Key=key,
+            VersionId=version_id,
+            Retention={"Mode": mode, "RetainUntilDate": retain_until},
+        )
+    return Placement("already_present", key, version_id, mode, retain_until)
+
+
+def _retain_until(settings: Settings) -> datetime:
+    return (datetime.now(UTC) + timedelta(days=settings.retention_days)).replace(microsecond=0)
+
+
+def place(client, settings: Settings, anchor: PendingAnchor) -> Placement:
+    """Make the bucket hold exactly this anchor's document at its key, or say why not. S3 only."""
+    key = object_key(settings.prefix, anchor.seq_to, anchor.cadence_id)
+    body = anchor.document.encode("utf-8")
+    try:
+        head = _head(client, settings, key)
+        if head is not None:
+            return _existing(client, settings, anchor, key, head)
+        retain_until = _retain_until(settings)
+        params = {
+            "Bucket": settings.bucket,
+            "Key": key,
+            "Body": body,
+            "ContentType": "application/json",
+            "ChecksumAlgorithm": "SHA256",
+            # S3 rejects the upload unless the bytes it stores hash to the database's digest.
+            "ChecksumSHA256": base64.b64encode(anchor.document_digest).decode("ascii"),
+            "ObjectLockMode": settings.lock_mode,
+            "ObjectLockRetainUntilDate": retain_until,
+            # Never a second version: a concurrent writer makes this fail instead.
+            "IfNoneMatch": "*",
+        }
+        if settings.kms_key_id:
+            params.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=settings.kms_key_id)
+        try:
+            response = client.put_object(**params)
+        except s3.S3_ERRORS as exc:
+            if s3.error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+            head = _head(client, settings, key)
+            if head is None:
+                raise
+            return _existing(client, settings, anchor, key, head)
+        return Placement("uploaded", key, response.get("VersionId"), settings.lock_mode, retain_until)
+    except s3.S3_ERRORS as exc:
+        return Placement("transient", key, error=s3.describe_error(exc))
+
+
+def _record(
+    conn: psycopg.Connection, anchor: PendingAnchor, placement: Placement, settings: Settings
+) -> None:
+    if placement.outcome in ("uploaded", "already_present"):
+        conn.execute(
+            "SELECT compliance.record_anchor_upload(%s, %s, %s, %s, %s, %s)",
+            (
+                anchor.anchor_id,
+                settings.bucket,
+                placement.key,
+                placement.version_id,
+                placement.lock_mode,
+                placement.retain_until,
+            ),
+        )
+    elif placement.outcome == "transient":
+        conn.execute("SELECT compliance.record_anchor_error(%s, %s)", (anchor.anchor_id, placement.error))
+    else:
+        conn.execute(
+            "SELECT compliance.record_anchor_integrity_failure(%s, %s, %s, %s, %s)",
+            (anchor.anchor_id, settings.bucket, placement.key, placement.version_id, placement.error),
+        )
+
+
+def _report(anchor: PendingAnchor, placement: Placement, settings: Settings) -> dict:
+    where = f"s3://{settings.bucket}/{placement.key}"
+    span = f"anchor {anchor.anchor_id} (seq {anchor.seq_from}..{anchor.seq_to})"
+    if placement.outcome == "conflict":
+        log.error("%s: %s", span, placement.error)
+    elif placement.outcome == "transient":
+        log.warning("%s: upload failed, left pending for the next run: %s", span, placement.error)
+    else:
+        verb = "uploaded" if placement.outcome == "uploaded" else "already in the bucket, recorded"
+        log.info(
+            "%s %s to %s version %s, %s until %s",
+            span,
+            verb,
+            where,
+            placement.version_id,
+            placement.lock_mode,
+            placement.retain_until.isoformat() if placement.retain_until else None,
+        )
+    return {
+        "anchor_id": anchor.anchor_id,
+        "cadence_id": anchor.cadence_id,
+        "seq_from": anchor.seq_from,
+        "seq_to": anchor.seq_to,
+        "outcome": placement.outcome,
+        "key": placement.key,
+        "version_id": placement.version_id,
+        "lock_mode": placement.lock_mode,
+        "retain_until": placement.retain_until.isoformat() if placement.retain_until else None,
+        "error": placement.error,
+    }
+
+
+def upload_pending(conn: psycopg.Connection, client, settings: Settings) -> Summary:
+    """Upload every pending anchor, batch by batch; stop at the first transient failure."""
+    summary = Summary()
+    while True:
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT anchor_id, cadence_id, seq_from, seq_to, document, document_digest, attempts"
+                " FROM compliance.claim_pending_anchors(%s)",
+                (settings.batch_size,),
+            ).fetchall()
+            for row in rows:
+                anchor = PendingAnchor(*row)
+                placement = place(client, settings, anchor)
+                _record(conn, anchor, placement, settings)
+                summary.anchors.append(_report(anchor, placement, settings))
+                if placement.outcome == "transient":
+                    break  # the store is unhealthy; the rest waits for the next run untouched
+        if len(rows) < settings.batch_size or summary.count("transient"):
+            return summary
+
+
+def check_bucket(client, settings: Settings) -> None:
+    """Once at start: the bucket is WORM-capable and not stricter than what we would write."""
+    status = require_worm(client, settings.bucket)
+    if status.default_mode == "COMPLIANCE" and settings.lock_mode != "COMPLIANCE":
+        raise AuditchainError(
+            f"bucket {settings.bucket} is in COMPLIANCE mode; run with --lock-mode COMPLIANCE "
+            "(AUDITCHAIN_LOCK_MODE=COMPLIANCE)",
+            EXIT_USAGE,
+        )
+    if status.default_mode == "COMPLIANCE" and settings.retention_days < (status.default_retention_days or 0):
+        raise AuditchainError(
+            f"--retention-days {settings.retention_days} is lower than the COMPLIANCE default retention "
+            f"of bucket {settings.bucket} ({status.default_retention_days} days)",
+            EXIT_USAGE,
+        )
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(signum, frame) -> None:
+    raise _Stop()
+
+
+def follow(dsn: str, client, settings: Settings, poll_interval: float) -> int:
+    """Upload now, then whenever create_anchor notifies or poll_interval passes."""
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        with (
+            db.connect(dsn, autocommit=True, app="auditchain anchor listen") as listener,
+            db.connect(dsn, app="auditchain anchor") as conn,
+        ):
+            listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            log.info("following %s; polling every %s s", NOTIFY_CHANNEL, poll_interval)
+            while True:
+                summary = upload_pending(conn, client, settings)
+                if summary.count("conflict"):
+                    raise AuditchainError("integrity alarm: see the errors above", EXIT_FAILED)
+                for _ in listener.notifies(timeout=poll_interval, stop_after=1):
+                    pass
+    except _Stop:
+        log.info("stopped")
+        return EXIT_OK
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if args.lock_mode not in LOCK_MODES:  # argparse does not check a default taken from the environment
+        raise AuditchainError(
+            f"lock mode must be GOVERNANCE or COMPLIANCE, not {args.lock_mode!r}", EXIT_USAGE
+        )
+    return Settings(
+        bucket=require_bucket(args),
+        prefix=normalize_prefix(args.prefix),
+        lock_mode=args.lock_mode,
+        retention_days=args.retention_days,
+        kms_key_id=args.kms_key_id or None,
+        batch_size=args.batch_size,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    client = s3.client_from_args(args)
+    check_bucket(client, settings)
+    try:
+        if args.follow:
+            return follow(args.dsn, client, settings, args.poll_interval)
+        with db.connect(args.dsn, app="auditchain anchor") as conn:
+            summary = upload_pending(conn, client, settings)
+    except psycopg.OperationalError as exc:
+        raise AuditchainError(f"lost the database connection: {exc}", EXIT_UNAVAILABLE) from None
+    if args.json:
+        print_json({"anchors": summary.anchors, "exit_code": summary.exit_code})
+    elif not summary.anchors:
+        print("no pending anchors")
+    else:
+        print(
+            f"{summary.count('uploaded')} uploaded, {summary.count('already_present')} already present, "
+            f"{summary.count('transient')} left pending after an error, "
+            f"{summary.count('conflict')} integrity alarms"
+        )
+    return summary.exit_code
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return value
+
+    return parse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(
+        subparsers, "anchor", help="upload pending anchors to the WORM bucket", description=__doc__
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--once", action="store_true", help="upload what is pending and exit")
+    mode.add_argument("--follow", action="store_true", help="keep running: LISTEN auditchain_anchor and poll")
+    add_bucket_option(p)
+    add_prefix_option(p)
+    s3.add_endpoint_options(p)
+    p.add_argument(
+        "--lock-mode",
+        choices=LOCK_MODES,
+        default=os.environ.get("AUDITCHAIN_LOCK_MODE", "GOVERNANCE"),
+        help="Object Lock mode of new anchor objects (default: AUDITCHAIN_LOCK_MODE, else GOVERNANCE)",
+    )
+    p.add_argument(
+        "--retention-days",
+        type=_positive(int),
+        default=os.environ.get("AUDITCHAIN_RETENTION_DAYS", "365"),
+        help="retain-until = now + this many days (default: AUDITCHAIN_RETENTION_DAYS, else 365)",
+    )
+    p.add_argument(
+        "--kms-key-id",
+        default=os.environ.get("AUDITCHAIN_KMS_KEY_ID"),
+        help="encrypt with SSE-KMS under this key id or ARN (default: AUDITCHAIN_KMS_KEY_ID; else the "
+        "bucket's default encryption)",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive(int), default=10, help="anchors per transaction (default: 10)"
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=_positive(float),
+        default=60.0,
+        help="with --follow, seconds between polls when no notification arrives (default: 60)",
+    )
+    add_json_flag(p)
+    p.set_defaults(func=_run)

@@ -1,0 +1,93 @@
+"""S3 clients built from configuration: endpoint URL, region and boto3's standard credential chain.
+
+Shared by every command that talks to S3 (anchors, bucket management, verification, exports).
+Credentials are never passed or logged here: boto3 finds them (environment, profile, instance
+or task role) as it does for the AWS CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import EXIT_FAILED, EXIT_UNAVAILABLE, AuditchainError
+
+# A few quick retries inside one command; an anchor that still fails stays pending for the next run.
+CLIENT_CONFIG = Config(
+    connect_timeout=5,
+    read_timeout=30,
+    retries={"mode": "standard", "max_attempts": 3},
+)
+
+
+# Every error boto3 raises for a request: the service said no (ClientError) or never answered.
+S3_ERRORS = (ClientError, BotoCoreError)
+
+
+def default_endpoint_url() -> str | None:
+    for name in ("AUDITCHAIN_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint-url",
+        default=default_endpoint_url(),
+        help="S3-compatible endpoint (default: AUDITCHAIN_S3_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, "
+        "AWS_ENDPOINT_URL, else AWS itself)",
+    )
+    parser.add_argument(
+        "--region", default=None, help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / profile)"
+    )
+
+
+def make_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """An S3 client; path-style addressing when an explicit endpoint is given (MinIO, moto, Ceph)."""
+    config = CLIENT_CONFIG
+    if endpoint_url:
+        config = config.merge(Config(s3={"addressing_style": "path"}))
+    try:
+        return boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config
+        )
+    except BotoCoreError as exc:
+        raise AuditchainError(f"cannot configure the S3 client: {exc}", EXIT_UNAVAILABLE) from None
+
+
+def client_from_args(args: argparse.Namespace) -> Any:
+    return make_client(args.endpoint_url, args.region)
+
+
+def error_code(exc: Exception) -> str:
+    """The S3 error code (NoSuchKey, AccessDenied, ...) or the botocore exception's class name."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for logs and the database: code and message, never credentials."""
+    if isinstance(exc, ClientError):
+        message = exc.response.get("Error", {}).get("Message", "")
+        return f"{error_code(exc)}: {message}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_not_found(exc: Exception) -> bool:
+    if not isinstance(exc, ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 404 or error_code(exc) in ("404", "NoSuchKey", "NoSuchVersion", "NotFound")
+
+
+def unavailable(action: str, exc: Exception) -> AuditchainError:
+    """The error a command raises when S3 could not be used: exit 3 unless the bucket is missing."""
+    code = EXIT_FAILED if error_code(exc) == "NoSuchBucket" else EXIT_UNAVAILABLE
+    return AuditchainError(f"{action}: {describe_error(exc)}", code)

@@ -1,0 +1,416 @@
+"""`auditchain verify`: check the chain in the database against the anchors in the WORM bucket.
+
+Read-only. Runs compliance.verify_chain() and then, trusting the bucket rather than the
+database, checks every anchor object version under <prefix>anchors/:
+  - its bytes parse as an anchor document consistent with its key and its cadence_id;
+  - the database's event at seq_to still has the anchored head_hash (a chain rewritten
+    with recomputed hashes fails here) and exists at all (a cut-off tail fails here);
+  - consecutive anchors link through prev_anchor_digest;
+  - it has exactly one anchor row with the same bytes, key and version id, and every
+    uploaded row has its object; its Object Lock mode equals the row's and its
+    retain-until is not earlier.
+Exit 0 when everything matches, 1 on any mismatch, 3 when the database or S3 is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+from . import db, s3
+from .anchor import KEY_PATTERN, add_prefix_option, normalize_prefix
+from .bucket import add_bucket_option, read_lock_status, require_bucket
+from .cliutil import add_command, add_json_flag, is_terminal, print_json
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, AuditchainError
+
+ANCHOR_COLUMNS = (
+    "anchor_id, cadence_id, seq_from, seq_to, head_hash, prev_anchor_digest, document_digest, status::text,"
+    " bucket, object_key, version_id, lock_mode, retain_until, last_error"
+)
+
+
+@dataclass(frozen=True)
+class AnchorRow:
+    anchor_id: int
+    cadence_id: str
+    seq_from: int
+    seq_to: int
+    head_hash: bytes
+    prev_anchor_digest: bytes | None
+    document_digest: bytes
+    status: str
+    bucket: str | None
+    object_key: str | None
+    version_id: str | None
+    lock_mode: str | None
+    retain_until: datetime | None
+    last_error: str | None
+
+
+@dataclass
+class AnchorObject:
+    """One object version under anchors/ as the bucket holds it."""
+
+    key: str
+    version_id: str
+    digest: bytes = b""
+    document: dict | None = None
+    lock_mode: str | None = None
+    retain_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the database says, read in one REPEATABLE READ, READ ONLY transaction."""
+
+    chain: dict
+    chain_head: int
+    system_identifier: str
+    database_name: str
+    rows: list[AnchorRow]
+    event_hashes: dict[int, bytes]
+
+
+@dataclass
+class Report:
+    bucket: str
+    prefix: str
+    problems: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    def problem(self, check: str, subject: str, message: str) -> None:
+        self.problems.append({"check": check, "subject": subject, "message": message})
+
+
+def cadence_id(system_identifier: str, database_name: str, seq_to: int, head_hash_hex: str) -> str:
+    fingerprint = f"auditchain-anchor:v1:{system_identifier}:{database_name}:{seq_to}:{head_hash_hex}"
+    return hashlib.sha256(fingerprint.encode("utf-8")).hexdigest()
+
+
+def list_versions(client, bucket: str, prefix: str) -> tuple[list[AnchorObject], list[dict]]:
+    versions, delete_markers = [], []
+    pages = client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=f"{prefix}anchors/")
+    for page in pages:
+        versions += [AnchorObject(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+        delete_markers += page.get("DeleteMarkers", [])
+    return versions, delete_markers
+
+
+def read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
+    try:
+        return _read_snapshot(dsn, seqs_of_objects)
+    except psycopg.Error as exc:
+        code = EXIT_UNAVAILABLE if isinstance(exc, psycopg.OperationalError) else EXIT_FAILED
+        raise AuditchainError(f"reading the database failed: {exc}", code) from None
+
+
+def _read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
+    with db.connect(dsn, app="auditchain verify") as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            ok, checked, first_bad, problem = conn.execute(
+                "SELECT * FROM compliance.verify_chain()"
+            ).fetchone()
+            (chain_head,) = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM compliance.audit_events"
+            ).fetchone()
+            system_identifier, database_name = conn.execute(
+                "SELECT system_identifier::text, current_database() FROM pg_control_system()"
+            ).fetchone()
+            rows = [
+                AnchorRow(*r)
+                for r in conn.execute(f"SELECT {ANCHOR_COLUMNS} FROM compliance.anchors ORDER BY seq_to")  # noqa: S608
+            ]
+            seqs = sorted(seqs_of_objects | {r.seq_to for r in rows})
+            event_hashes = dict(
+                conn.execute(
+                    "SELECT seq, event_hash FROM compliance.audit_events WHERE seq = ANY(%s)", (seqs,)
+                ).fetchall()
+            )
+    chain = {"ok": ok, "events_checked": checked, "first_bad_seq": first_bad, "problem": problem}
+    return Snapshot(chain, chain_head, system_identifier, database_name, rows, event_hashes)
+
+
+def fetch(client, bucket: str, obj: AnchorObject) -> None:
+    response = client.get_object(Bucket=bucket, Key=obj.key, VersionId=obj.version_id)
+    body = response["Body"].read()
+    obj.digest = hashlib.sha256(body).digest()
+    obj.lock_mode = response.get("ObjectLockMode")
+    obj.retain_until = response.get("ObjectLockRetainUntilDate")
+    try:
+        document = json.loads(body.decode("utf-8"))
+        obj.document = document if isinstance(document, dict) else None
+    except (UnicodeDecodeError, ValueError):
+        obj.document = None
+
+
+def check_document(report: Report, snap: Snapshot, obj: AnchorObject, seq_to: int, cadence: str) -> bool:
+    """The object's own content: well-formed, consistent with its key, anchored to this database."""
+    doc = obj.document
+    if doc is None or doc.get("format") != "auditchain-anchor" or doc.get("format_version") != 1:
+        report.problem("document", obj.key, "not an auditchain-anchor v1 document")
+        return False
+    try:
+        seq_from, head_hash = int(doc["seq_from"]), str(doc["head_hash"])
+        database = doc["database"]
+        consistent = (
+            doc["seq_to"] == seq_to
+            and doc["cadence_id"] == cadence
+            and doc["event_count"] == seq_to - seq_from + 1
+            and cadence_id(database["system_identifier"], database["database_name"], seq_to, head_hash)
+            == cadence
+        )
+    except (KeyError, TypeError, ValueError):
+        consistent = False
+    if not consistent:
+        report.problem("document", obj.key, "fields disagree with the key or the cadence_id")
+        return False
+    if (database["system_identifier"], database["database_name"]) != (
+        snap.system_identifier,
+        snap.database_name,
+    ):
+        report.problem(
+            "identity",
+            obj.key,
+            f"anchors database {database['database_name']} (system {database['system_identifier']}), "
+            f"not this one: {snap.database_name} (system {snap.system_identifier})",
+        )
+        return False
+    return True
+
+
+def check_head(report: Report, snap: Snapshot, obj: AnchorObject, seq_to: int) -> None:
+    anchored = obj.document["head_hash"]
+    stored = snap.event_hashes.get(seq_to)
+    if seq_to > snap.chain_head:
+        report.problem(
+            "head",
+            obj.key,
+            f"the anchor covers up to seq {seq_to} but the chain ends at seq {snap.chain_head}: "
+            "the tail was cut",
+        )
+    elif stored is None:
+        report.problem("head", obj.key, f"the anchored event seq {seq_to} is missing from the database")
+    elif stored.hex() != anchored:
+        report.problem(
+            "head",
+            obj.key,
+            f"seq {seq_to} has event_hash {stored.hex()} in the database but {anchored} in the anchor: "
+            "the chain was rewritten",
+        )
+
+
+def check_row(report: Report, bucket: str, obj: AnchorObject, row: AnchorRow | None) -> None:
+    """The object and the row that claims it agree on bytes, place and lock."""
+    where = f"{obj.key} version {obj.version_id}"
+    if row is None:
+        report.problem("row", where, "the object has no anchor row in the database")
+        return
+    if row.document_digest != obj.digest:
+        report.problem(
+            "row", where, f"the bytes differ from anchor {row.anchor_id}'s document in the database"
+        )
+        return
+    if row.status == "pending":
+        report.notes.append(
+            f"{obj.key} is in the bucket; anchor {row.anchor_id} is not yet recorded as uploaded"
+        )
+        return
+    if (row.status, row.bucket, row.object_key, row.version_id) != (
+        "uploaded",
+        bucket,
+        obj.key,
+        obj.version_id,
+    ):
+        report.problem(
+            "row",
+            where,
+            f"anchor {row.anchor_id} records status {row.status}, s3://{row.bucket}/{row.object_key} "
+            f"version {row.version_id}",
+        )
+        return
+    if obj.lock_mode != row.lock_mode or obj.retain_until is None:
+        report.problem(
+            "lock", where, f"Object Lock {obj.lock_mode or 'none'}, the row records {row.lock_mode}"
+        )
+    elif obj.retain_until < row.retain_until:
+        report.problem(
+            "lock",
+            where,
+            f"retain-until {obj.retain_until.isoformat()} is earlier than the recorded "
+            f"{row.retain_until.isoformat()}: retention was shortened",
+        )
+
+
+def check_links(report: Report, anchored: list[tuple[int, AnchorObject]]) -> None:
+    """Consecutive objects chain through prev_anchor_digest and never overlap (bucket only)."""
+    previous: AnchorObject | None = None
+    for _, obj in sorted(anchored, key=lambda pair: pair[0]):
+        doc = obj.document
+        if previous is None:
+            if doc["seq_from"] == 1 and doc.get("prev_anchor_digest") is not None:
+                report.problem("link", obj.key, "the first anchor names a previous anchor")
+        elif doc["seq_from"] <= previous.document["seq_to"]:
+            report.problem("link", obj.key, f"its range overlaps {previous.key}")
+        elif (
+            doc["seq_from"] == previous.document["seq_to"] + 1
+            and doc.get("prev_anchor_digest") != previous.digest.hex()
+        ):
+            report.problem("link", obj.key, f"prev_anchor_digest is not the digest of {previous.key}")
+        previous = obj
+
+
+def check_rows(report: Report, client, snap: Snapshot, bucket: str, listed: set[tuple[str, str]]) -> None:
+    """The database's anchor chain is continuous, and every uploaded row has its object."""
+    previous: AnchorRow | None = None
+    for row in snap.rows:
+        subject = f"anchor {row.anchor_id} (seq {row.seq_from}..{row.seq_to})"
+        expected_from = previous.seq_to + 1 if previous else 1
+        expected_prev = previous.document_digest if previous else None
+        if (row.seq_from, row.prev_anchor_digest) != (expected_from, expected_prev):
+            report.problem("link", subject, "does not continue the previous anchor row")
+        if row.status == "failed":
+            report.problem("alarm", subject, f"integrity alarm recorded by the uploader: {row.last_error}")
+        elif row.status == "pending":
+            report.notes.append(f"{subject} is pending upload (attempts so far: see compliance.anchors)")
+        elif (row.object_key, row.version_id) not in listed and not _exists(client, bucket, row):
+            report.problem(
+                "object",
+                subject,
+                f"recorded as s3://{row.bucket}/{row.object_key} version {row.version_id}, "
+                "which the bucket does not hold",
+            )
+        previous = row
+
+
+def _exists(client, bucket: str, row: AnchorRow) -> bool:
+    """An object uploaded after the listing (the row committed before our snapshot)."""
+    if row.bucket != bucket:
+        return False
+    try:
+        client.head_object(Bucket=bucket, Key=row.object_key, VersionId=row.version_id)
+        return True
+    except s3.S3_ERRORS as exc:
+        if s3.is_not_found(exc):
+            return False
+        raise
+
+
+def verify(dsn: str, client, bucket: str, prefix: str) -> Report:
+    report = Report(bucket, prefix)
+    try:
+        if not read_lock_status(client, bucket).worm_capable:
+            report.problem("bucket", bucket, "Object Lock or versioning is not enabled")
+        # List before reading the database: a row uploaded in our snapshot then has its object listed.
+        objects, delete_markers = list_versions(client, bucket, prefix)
+    except s3.S3_ERRORS as exc:
+        raise s3.unavailable(f"cannot list s3://{bucket}/{prefix}anchors/", exc) from None
+    parsed = {(o.key, o.version_id): KEY_PATTERN.fullmatch(o.key[len(prefix) :]) for o in objects}
+    snap = read_snapshot(dsn, {int(m["seq_to"]) for m in parsed.values() if m})
+    if not snap.chain["ok"]:
+        report.problem("chain", f"seq {snap.chain['first_bad_seq']}", snap.chain["problem"])
+    for marker in delete_markers:
+        report.problem(
+            "object", f"{marker['Key']} version {marker['VersionId']}", "a delete marker hides an anchor"
+        )
+
+    rows_by_cadence = {r.cadence_id: r for r in snap.rows}
+    anchored: list[tuple[int, AnchorObject]] = []
+    progress = is_terminal() and len(objects) > 100
+    try:
+        for number, obj in enumerate(objects, 1):
+            if progress and number % 100 == 0:
+                print(f"\rchecked {number}/{len(objects)} anchor objects", end="", file=sys.stderr)
+            match = parsed[(obj.key, obj.version_id)]
+            if not match:
+                report.problem("object", obj.key, "unexpected object under anchors/")
+                continue
+            fetch(client, bucket, obj)
+            seq_to, cadence = int(match["seq_to"]), match["cadence_id"]
+            if not check_document(report, snap, obj, seq_to, cadence):
+                continue
+            check_head(report, snap, obj, seq_to)
+            check_row(report, bucket, obj, rows_by_cadence.get(cadence))
+            anchored.append((seq_to, obj))
+        check_links(report, anchored)
+        check_rows(report, client, snap, bucket, {(o.key, o.version_id) for o in objects})
+    except s3.S3_ERRORS as exc:
+        raise s3.unavailable(f"cannot read anchors from s3://{bucket}", exc) from None
+    finally:
+        if progress:
+            print(file=sys.stderr)
+
+    uploaded = [r for r in snap.rows if r.status == "uploaded"]
+    report.summary = {
+        "chain": snap.chain,
+        "chain_head": snap.chain_head,
+        "objects": len(objects),
+        "anchors": {s: sum(1 for r in snap.rows if r.status == s) for s in ("uploaded", "pending", "failed")},
+        "latest_anchored_seq": max((r.seq_to for r in uploaded), default=None),
+    }
+    return report
+
+
+def _print_text(report: Report) -> None:
+    s = report.summary
+    chain = s["chain"]
+    if chain["ok"]:
+        print(f"chain:   OK, {chain['events_checked']} events re-hashed and linked (compliance.verify_chain)")
+    else:
+        print(f"chain:   BROKEN at seq {chain['first_bad_seq']}: {chain['problem']}")
+    print(
+        f"bucket:  s3://{report.bucket}/{report.prefix}anchors/ holds {s['objects']} anchor object versions"
+    )
+    a = s["anchors"]
+    print(
+        f"anchors: {a['uploaded']} uploaded, {a['pending']} pending, {a['failed']} failed; "
+        f"latest anchored seq {s['latest_anchored_seq'] or 'none'} of chain head {s['chain_head']}"
+    )
+    for note in report.notes:
+        print(f"note:    {note}")
+    if report.problems:
+        print(f"PROBLEMS ({len(report.problems)}):")
+        for p in report.problems:
+            print(f"  [{p['check']}] {p['subject']}: {p['message']}")
+    print("verify: FAILED" if report.problems else "verify: OK")
+
+
+def _run(args: argparse.Namespace) -> int:
+    bucket = require_bucket(args)
+    report = verify(args.dsn, s3.client_from_args(args), bucket, normalize_prefix(args.prefix))
+    if args.json:
+        print_json(
+            {
+                "ok": not report.problems,
+                "bucket": bucket,
+                "prefix": report.prefix,
+                **report.summary,
+                "problems": report.problems,
+                "notes": report.notes,
+            }
+        )
+    else:
+        _print_text(report)
+    return EXIT_FAILED if report.problems else EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(
+        subparsers,
+        "verify",
+        help="verify the chain and the anchors in the WORM bucket (read-only)",
+        description=__doc__,
+    )
+    add_bucket_option(p)
+    add_prefix_option(p)
+    s3.add_endpoint_options(p)
+    add_json_flag(p)
+    p.set_defaults(func=_run)
