@@ -1,0 +1,141 @@
+"""Hash format v1 (docs/hash-format.md) in pure Python, for verifying exported events offline.
+
+It must produce, byte for byte, what compliance.event_record / compliance.event_hash
+produce in the database (sql/20_hash.sql); tests/py/test_hashing.py holds both to the
+documented known-answer vectors and to each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+HASH_VERSION = 1
+RECORD_TAG = b"auditchain:v1"
+GENESIS_HASH = bytes(32)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+# One event has exactly one textual form in a bundle: UTC, six fractional digits, "Z";
+# lower-case hex; lower-case hyphenated UUIDs. Other spellings are refused, not guessed at.
+_EXPORT_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class FieldError(ValueError):
+    """An exported field that cannot be part of a v1 record; the message starts with its name."""
+
+
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since 1970-01-01T00:00:00Z of an aware datetime (exact integer arithmetic)."""
+    if moment.tzinfo is None:
+        raise FieldError("has no time zone")
+    return (moment - _EPOCH) // _ONE_MICROSECOND
+
+
+def parse_export_timestamp(value: Any) -> int:
+    """Epoch microseconds of an exported timestamp such as 2024-05-01T12:00:00.000000Z."""
+    if not isinstance(value, str) or not _EXPORT_TIMESTAMP.fullmatch(value):
+        raise FieldError("is not a timestamp of the form YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    try:
+        return epoch_us(datetime.fromisoformat(value))
+    except ValueError:
+        raise FieldError("is not a valid date and time") from None
+
+
+def parse_hex_digest(value: Any) -> bytes:
+    """32 bytes from 64 lower-case hex digits."""
+    if not isinstance(value, str) or not _HEX_DIGEST.fullmatch(value):
+        raise FieldError("is not 64 lower-case hex digits")
+    return bytes.fromhex(value)
+
+
+def _event_id(value: Any) -> bytes:
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        raise FieldError("is not a lower-case hyphenated UUID")
+    return value.encode("ascii")
+
+
+def _seq(value: Any) -> bytes:
+    if type(value) is not int or value < 1:  # bool is an int subclass: refused on purpose
+        raise FieldError("is not a positive integer")
+    return b"%d" % value
+
+
+def _timestamp(value: Any) -> bytes:
+    return b"%d" % parse_export_timestamp(value)
+
+
+def utf8(value: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (JSON "\ud800") have no UTF-8 form; PostgreSQL never exports them.
+        raise FieldError("contains characters with no UTF-8 encoding") from None
+
+
+def payload_digest(payload_text: str) -> bytes:
+    """SHA-256 of the payload's canonical text (PostgreSQL's jsonb output), UTF-8 encoded."""
+    return hashlib.sha256(utf8(payload_text)).digest()
+
+
+def _payload(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise FieldError("is not a string (the jsonb text of the payload)")
+    return payload_digest(value)
+
+
+def _length_prefixed(value: Any) -> bytes:
+    """<octet length>:<UTF-8 text>, so that no text can imitate a line break or another field."""
+    if not isinstance(value, str):
+        raise FieldError("is not a string")
+    raw = utf8(value)
+    return b"%d:%s" % (len(raw), raw)
+
+
+def _tenant(value: Any) -> bytes:
+    return b"-" if value is None else _length_prefixed(value)
+
+
+def _field(event: dict, name: str, encode: Callable[[Any], bytes]) -> bytes:
+    try:
+        return encode(event[name])
+    except KeyError:
+        raise FieldError(f"{name}: missing") from None
+    except FieldError as exc:
+        raise FieldError(f"{name}: {exc}") from None
+
+
+def canonical_record(event: dict) -> bytes:
+    """The canonical record v1 of an exported event (bundle format v1): its hashed fields, one
+    per line. "payload" is the exact jsonb text; a withheld payload carries its digest in
+    "payload_sha256" instead, which enters the record unchanged.
+
+    Raises FieldError naming the first field that is missing or not of its v1 form.
+    """
+    if "payload" in event:
+        digest = _field(event, "payload", _payload)
+    else:
+        digest = _field(event, "payload_sha256", parse_hex_digest)
+    return b"\n".join(
+        (
+            RECORD_TAG,
+            _field(event, "seq", _seq),
+            _field(event, "event_id", _event_id),
+            _field(event, "occurred_at", _timestamp),
+            _field(event, "recorded_at", _timestamp),
+            _field(event, "tenant_id", _tenant),
+            _field(event, "event_type", _length_prefixed),
+            _field(event, "actor", _length_prefixed),
+            digest.hex().encode("ascii"),
+        )
+    )
+
+
+def event_hash(prev_hash: bytes, record: bytes) -> bytes:
+    """One link of the chain: SHA-256(prev_hash || record)."""
+    return hashlib.sha256(prev_hash + record).digest()
