@@ -14,6 +14,10 @@ from .errors import AuditchainError
 COMMAND_MODULES = [
     "migrate",
     "drift",
+    "metrics",
+    "watchdog",
+    "alarms",
+    "status",
     "anchor",
     "bucket",
     "verify",

@@ -1,0 +1,295 @@
+"""`auditchain status`: the on-call triage questions answered in one command.
+
+One line per check (outbox, drainer, anchors, verification, exports, pg_cron, watchdog
+heartbeat) with its state and what to look at, then the overall state. The numbers come
+from compliance.metrics(); the details (halt reason, anchor errors, stuck job ids) from the
+compliance tables when the role may read them. The heartbeat is read back from CloudWatch
+when --stage is given: the datapoint the heartbeat-missing alarm evaluates.
+
+Outbox bands: healthy under 100 rows; elevated 100-10,000 (warning: the drainer is not
+keeping up); concerning over 10,000 (warning; the outbox-depth alarm fires); critical over
+100,000 (emit slows down). Thresholds of every check: docs/runbook.md, "auditchain status".
+
+Exit code: 0 healthy, 1 warning, 2 critical, 3 unknown (the database, or a check's source,
+could not be read). Critical outranks unknown, which outranks warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import db
+from .cliutil import add_command, add_json_flag, print_json
+from .errors import AuditchainError
+from .metrics import Metric, by_name, fetch
+from .watchdog import HEARTBEAT_METRIC, add_cloudwatch_options, cloudwatch_client, stage_dimensions
+
+OK, WARNING, CRITICAL, UNKNOWN, SKIPPED = "ok", "warning", "critical", "unknown", "skipped"
+# Worst first: what decides the overall state and the exit code.
+SEVERITY = [CRITICAL, UNKNOWN, WARNING, OK]
+EXIT_CODES = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
+
+OUTBOX_BANDS = [  # (largest depth in the band, band, state)
+    (99, "healthy", OK),
+    (10_000, "elevated", WARNING),
+    (100_000, "concerning", WARNING),
+]
+OUTBOX_STALE_SECONDS = 300  # a live drainer chains within seconds, whatever the depth
+ANCHOR_GAP_WARNING_SECONDS = 1200  # one 15-minute cadence missed, with margin
+ANCHOR_GAP_CRITICAL_SECONDS = 1800  # the anchor-gap alarm
+VERIFIER_STALE_SECONDS = 600
+HEARTBEAT_WARNING_SECONDS = 360  # one 5-minute cycle missed
+HEARTBEAT_CRITICAL_SECONDS = 600  # two: the heartbeat-missing alarm
+HEARTBEAT_LOOKBACK = timedelta(hours=3)
+DETAIL_LIMIT = 5
+
+
+@dataclass
+class Check:
+    name: str
+    state: str
+    summary: str
+    details: list[str] = field(default_factory=list)
+
+
+def outbox_band(depth: float) -> tuple[str, str]:
+    for ceiling, band, state in OUTBOX_BANDS:
+        if depth <= ceiling:
+            return band, state
+    return "critical", CRITICAL
+
+
+def worst(states: list[str]) -> str:
+    return next((s for s in SEVERITY if s in states), OK)
+
+
+def human_age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def ago(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{human_age(seconds)} ago"
+
+
+class Details:
+    """Detail queries that need more than compliance_watchdog; hidden, not fatal, without the grant."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+
+    def rows(self, query: str, params: tuple = ()) -> list[tuple] | None:
+        try:
+            return self.conn.execute(query, params).fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            return None
+
+    @staticmethod
+    def hidden(table: str) -> list[str]:
+        return [f"details hidden: this role cannot read {table}"]
+
+
+def check_outbox(m: dict[str, Metric], _: Details) -> Check:
+    depth = m["outbox_depth"].value or 0
+    age = m["outbox_oldest_age_seconds"].value or 0
+    band, state = outbox_band(depth)
+    summary = f"depth {depth:,.0f} ({band}); oldest row waiting {human_age(age)}"
+    if age > OUTBOX_STALE_SECONDS and state == OK:
+        state = WARNING
+        summary += " (the drainer is not draining)"
+    return Check("outbox", state, summary)
+
+
+def check_drainer(m: dict[str, Metric], details: Details) -> Check:
+    summary = (
+        f"chain length {m['chain_length'].value:,.0f}; "
+        f"last batch {ago(m['drainer_last_success_age_seconds'].value)}"
+    )
+    if not m["drainer_halted"].value:
+        return Check("drainer", OK, summary)
+    rows = details.rows("SELECT halted_at, halted_seq, halted_reason FROM compliance.drainer_state")
+    if rows is None:
+        lines = Details.hidden("compliance.drainer_state")
+    else:
+        halted_at, seq, reason = rows[0]
+        lines = [f"halted since {halted_at:%Y-%m-%d %H:%M:%S%z} at seq {seq}: {reason}"]
+    return Check("drainer", CRITICAL, "HALTED on an integrity failure; " + summary, lines)
+
+
+def check_anchors(m: dict[str, Metric], details: Details) -> Check:
+    gap = m["anchor_gap_seconds"].value or 0
+    pending = m["anchors_pending"].value or 0
+    failed = m["anchors_failed"].value or 0
+    summary = (
+        f"gap {human_age(gap)}; last upload {ago(m['anchor_last_upload_age_seconds'].value)}; "
+        f"{pending:.0f} pending, {failed:.0f} failed"
+    )
+    states = [OK]
+    if gap > ANCHOR_GAP_CRITICAL_SECONDS or failed:
+        states.append(CRITICAL)
+    elif gap > ANCHOR_GAP_WARNING_SECONDS:
+        states.append(WARNING)
+    lines: list[str] = []
+    if pending or failed:
+        rows = details.rows(
+            "SELECT anchor_id, status::text, seq_from, seq_to, attempts, last_error"
+            "  FROM compliance.anchors"
+            " WHERE status = 'failed' OR (status = 'pending' AND last_error IS NOT NULL)"
+            " ORDER BY status DESC, seq_to DESC LIMIT %s",
+            (DETAIL_LIMIT,),
+        )
+        if rows is None:
+            lines = Details.hidden("compliance.anchors")
+        for anchor_id, status, seq_from, seq_to, attempts, error in rows or []:
+            lines.append(
+                f"anchor {anchor_id} (seq {seq_from}-{seq_to}) {status} after {attempts} attempt(s): {error}"
+            )
+            if status == "pending":
+                states.append(WARNING)
+    return Check("anchors", worst(states), summary, lines)
+
+
+def check_verification(m: dict[str, Metric], details: Details) -> Check:
+    lag = m["verification_lag"].value or 0
+    last_run = m["verification_last_run_age_seconds"].value
+    summary = f"lag {lag:,.0f} event(s); last run {ago(last_run)}"
+    if m["verification_failed"].value:
+        rows = details.rows("SELECT first_bad_seq, problem FROM compliance.verification_state")
+        lines = (
+            Details.hidden("compliance.verification_state")
+            if rows is None
+            else [f"first bad seq {rows[0][0]}: {rows[0][1]}"]
+        )
+        return Check("verification", CRITICAL, "chain FAILED verification; " + summary, lines)
+    if lag and (last_run is None or last_run > VERIFIER_STALE_SECONDS):
+        return Check("verification", WARNING, summary + " (the verifier is not running)")
+    return Check("verification", OK, summary)
+
+
+def check_exports(m: dict[str, Metric], details: Details) -> Check:
+    stuck = m["exports_stuck"].value or 0
+    summary = f"{stuck:.0f} stuck (running, no progress for 15 min)"
+    if not stuck:
+        return Check("exports", OK, summary)
+    rows = details.rows(
+        "SELECT job_id, started_at, coalesce(heartbeat_at, started_at)"
+        "  FROM compliance.export_jobs"
+        " WHERE status = 'running' AND coalesce(heartbeat_at, started_at) < now() - interval '15 minutes'"
+        " ORDER BY started_at LIMIT %s",
+        (DETAIL_LIMIT,),
+    )
+    lines = (
+        Details.hidden("compliance.export_jobs")
+        if rows is None
+        else [
+            f"job {job} running since {started:%H:%M:%S%z}, last progress {seen:%H:%M:%S%z}"
+            for job, started, seen in rows
+        ]
+    )
+    return Check("exports", WARNING, summary, lines)
+
+
+def check_heartbeat(args: argparse.Namespace, now: datetime) -> Check:
+    if not args.stage:
+        return Check("heartbeat", SKIPPED, "not checked: pass --stage to read it from CloudWatch")
+    try:
+        datapoints = cloudwatch_client(args).get_metric_statistics(
+            Namespace=args.namespace,
+            MetricName=HEARTBEAT_METRIC,
+            Dimensions=stage_dimensions(args.stage),
+            StartTime=now - HEARTBEAT_LOOKBACK,
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["SampleCount"],
+        )["Datapoints"]
+    except (AuditchainError, BotoCoreError, ClientError) as exc:
+        return Check("heartbeat", UNKNOWN, f"cannot read {HEARTBEAT_METRIC} from CloudWatch: {exc}")
+    where = f"{args.namespace} Stage={args.stage}"
+    if not datapoints:
+        return Check("heartbeat", CRITICAL, f"no heartbeat in the last 3 h ({where})")
+    age = max(0.0, (now - max(d["Timestamp"] for d in datapoints)).total_seconds())
+    summary = f"last heartbeat {ago(age)} ({where})"
+    if age > HEARTBEAT_CRITICAL_SECONDS:
+        return Check("heartbeat", CRITICAL, summary)
+    return Check("heartbeat", WARNING if age > HEARTBEAT_WARNING_SECONDS else OK, summary)
+
+
+DATABASE_CHECKS: list[Callable[[dict[str, Metric], Details], Check]] = [
+    check_outbox,
+    check_drainer,
+    check_anchors,
+    check_verification,
+    check_exports,
+]
+
+
+def collect(args: argparse.Namespace) -> tuple[list[Check], dict[str, Metric]]:
+    now = datetime.now(UTC)
+    with db.connect(args.dsn, autocommit=True, app="auditchain status") as conn:
+        metrics = by_name(fetch(conn))
+        details = Details(conn)
+        checks = [check(metrics, details) for check in DATABASE_CHECKS]
+    checks.append(check_heartbeat(args, now))
+    return checks, metrics
+
+
+def render_table(target: str, checks: list[Check], overall: str) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = [f"auditchain status of {target}", ""]
+    lines.append(f"{'CHECK':<{width}}  {'STATE':<8}  SUMMARY")
+    for c in checks:
+        lines.append(f"{c.name:<{width}}  {c.state.upper():<8}  {c.summary}")
+        lines += [f"{'':<{width}}  {'':<8}    {d}" for d in c.details]
+    lines += ["", f"overall: {overall.upper()} (exit {EXIT_CODES[overall]})"]
+    return "\n".join(lines) + "\n"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(
+        subparsers,
+        "status",
+        help="health of the ledger for on-call triage (exit 0 healthy, 1 warning, 2 critical, 3 unknown)",
+        description=__doc__,
+    )
+    add_json_flag(p)
+    add_cloudwatch_options(p, stage_required=False)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    target = db.describe(args.dsn)
+    try:
+        checks, metrics = collect(args)
+    except AuditchainError as exc:
+        if args.json:
+            print_json(
+                {"database": target, "overall": UNKNOWN, "exit_code": EXIT_CODES[UNKNOWN], "error": str(exc)}
+            )
+        print(f"auditchain status: {exc}", file=sys.stderr)
+        return EXIT_CODES[UNKNOWN]
+    overall = worst([c.state for c in checks])
+    if args.json:
+        document: dict[str, Any] = {
+            "database": target,
+            "overall": overall,
+            "exit_code": EXIT_CODES[overall],
+            "checks": [asdict(c) for c in checks],
+            "metrics": {name: m.value for name, m in metrics.items()},
+        }
+        print_json(document)
+    else:
+        print(render_table(target, checks, overall), end="")
+    return EXIT_CODES[overall]

@@ -1,0 +1,254 @@
+"""`auditchain watchdog`: publish compliance.metrics() and a heartbeat to CloudWatch.
+
+Every cycle reads compliance.metrics() (the database role needs only compliance_watchdog)
+and publishes, in one PutMetricData call with the dimension Stage=<stage>:
+
+  ComplianceAnchorWatchdogHeartbeat  1, proof that this cycle read the ledger and published
+  ComplianceAnchorGap                seconds the oldest unanchored event has waited
+  Compliance<Metric>                 every other metric (docs/api.md, "Metrics")
+
+A metric whose value is NULL (not measurable now) is left out of the call. The heartbeat
+is sent only together with the metrics: when the database cannot be read, no heartbeat
+goes out and the heartbeat-missing alarm fires. A failed publish is logged as an error
+every time; with --once the command then exits 3, with --follow it keeps going.
+
+With --follow and --prometheus-port the same metrics are served as Prometheus text on
+http://<host>:<port>/metrics, read from the database at each scrape; the endpoint binds to
+127.0.0.1 unless --prometheus-host says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import db
+from .cliutil import add_command
+from .errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+from .metrics import Metric, fetch_from, render_prometheus
+
+log = logging.getLogger("auditchain.watchdog")
+
+DEFAULT_NAMESPACE = "Auditchain/Compliance"
+DEFAULT_INTERVAL = 300
+HEARTBEAT_METRIC = "ComplianceAnchorWatchdogHeartbeat"
+STAGE_DIMENSION = "Stage"
+NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A dead endpoint must fail a cycle in seconds, not after botocore's default minute-long waits.
+CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"})
+
+
+def name_part(text: str) -> str:
+    """A stage or prefix: it becomes part of alarm names and a dimension value."""
+    if not NAME_PART.match(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return text
+
+
+def add_cloudwatch_options(parser: argparse.ArgumentParser, *, stage_required: bool) -> None:
+    parser.add_argument(
+        "--stage",
+        type=name_part,
+        required=stage_required,
+        help="deployment stage, the value of the Stage dimension (e.g. dev, prod)",
+    )
+    parser.add_argument(
+        "--namespace", default=DEFAULT_NAMESPACE, help=f"CloudWatch namespace (default: {DEFAULT_NAMESPACE})"
+    )
+    parser.add_argument("--region", help="AWS region (default: boto3's configuration)")
+    parser.add_argument("--endpoint-url", help="CloudWatch endpoint URL (default: AWS; AWS_ENDPOINT_URL)")
+
+
+def cloudwatch_client(args: argparse.Namespace):
+    try:
+        return boto3.client(
+            "cloudwatch", region_name=args.region, endpoint_url=args.endpoint_url, config=CLIENT_CONFIG
+        )
+    except BotoCoreError as exc:
+        raise AuditchainError(f"CloudWatch is not configured: {exc}", EXIT_USAGE) from None
+
+
+def stage_dimensions(stage: str) -> list[dict[str, str]]:
+    return [{"Name": STAGE_DIMENSION, "Value": stage}]
+
+
+def metric_data(metrics: list[Metric], stage: str, at: datetime) -> list[dict[str, object]]:
+    """The PutMetricData items: the heartbeat first, then every measurable metric."""
+    dimensions = stage_dimensions(stage)
+    data: list[dict[str, object]] = [
+        {
+            "MetricName": HEARTBEAT_METRIC,
+            "Dimensions": dimensions,
+            "Timestamp": at,
+            "Value": 1.0,
+            "Unit": "Count",
+        }
+    ]
+    for m in metrics:
+        if m.value is None:
+            continue
+        data.append(
+            {
+                "MetricName": m.cloudwatch_name,
+                "Dimensions": dimensions,
+                "Timestamp": at,
+                "Value": float(m.value),
+                "Unit": m.cloudwatch_unit,
+            }
+        )
+    return data
+
+
+def publish(client, namespace: str, stage: str, metrics: list[Metric]) -> int:
+    """One PutMetricData call; returns the number of values sent. Raises AuditchainError (3)."""
+    data = metric_data(metrics, stage, datetime.now(UTC))
+    try:
+        client.put_metric_data(Namespace=namespace, MetricData=data)
+    except (BotoCoreError, ClientError) as exc:
+        raise AuditchainError(
+            f"CloudWatch publish FAILED for namespace {namespace} stage {stage}: {exc}; "
+            f"{len(data)} values including the heartbeat were NOT delivered",
+            EXIT_UNAVAILABLE,
+        ) from None
+    return len(data)
+
+
+def run_cycle(args: argparse.Namespace, client) -> None:
+    metrics = fetch_from(args.dsn, app="auditchain watchdog")
+    sent = publish(client, args.namespace, args.stage, metrics)
+    gap = next((m.value for m in metrics if m.name == "anchor_gap_seconds"), None)
+    log.info(
+        "published %d values to %s (stage %s); anchor gap %s s",
+        sent,
+        args.namespace,
+        args.stage,
+        "-" if gap is None else f"{gap:.0f}",
+    )
+
+
+class PrometheusEndpoint:
+    """GET /metrics reads compliance.metrics() afresh; anything else is 404."""
+
+    def __init__(self, dsn: str, host: str, port: int):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path.split("?")[0] != "/metrics":
+                    self._reply(404, "not found; try /metrics\n")
+                    return
+                try:
+                    body = render_prometheus(fetch_from(dsn, app="auditchain watchdog prometheus"))
+                except AuditchainError as exc:
+                    log.error("Prometheus scrape failed: %s", exc)
+                    self._reply(503, f"{exc}\n")
+                    return
+                self._reply(200, body, "text/plain; version=0.0.4; charset=utf-8")
+
+            def _reply(self, status: int, body: str, content_type: str = "text/plain; charset=utf-8") -> None:
+                payload = body.encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("prometheus %s - %s", self.address_string(), format % args)
+
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise AuditchainError(f"cannot listen on {host}:{port}: {exc}", EXIT_UNAVAILABLE) from None
+        self.thread = threading.Thread(target=self.server.serve_forever, name="prometheus", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/metrics"
+
+    def __enter__(self) -> PrometheusEndpoint:
+        self.thread.start()
+        log.info("serving Prometheus metrics on %s", self.address)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def follow(args: argparse.Namespace, client, stop: threading.Event) -> None:
+    """A cycle every --interval seconds, measured from the start of each; failures never stop it."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            run_cycle(args, client)
+        except AuditchainError as exc:
+            log.error("watchdog cycle failed: %s", exc)
+        stop.wait(max(0.0, args.interval - (time.monotonic() - started)))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(
+        subparsers,
+        "watchdog",
+        help="publish compliance metrics and a heartbeat to CloudWatch (once or every 5 minutes)",
+        description=__doc__,
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--once", action="store_true", help="one cycle; exit 3 when publishing fails")
+    mode.add_argument("--follow", action="store_true", help="a cycle every --interval seconds until stopped")
+    p.add_argument(
+        "--interval",
+        type=int,
+        default=DEFAULT_INTERVAL,
+        help=f"seconds between cycles with --follow (default: {DEFAULT_INTERVAL})",
+    )
+    add_cloudwatch_options(p, stage_required=True)
+    p.add_argument(
+        "--prometheus-port",
+        type=int,
+        help="with --follow, also serve Prometheus text on this port (0 picks a free port)",
+    )
+    p.add_argument(
+        "--prometheus-host",
+        default="127.0.0.1",
+        help="address the Prometheus endpoint binds to (default: 127.0.0.1)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.interval < 1:
+        raise AuditchainError("--interval must be at least 1 second", EXIT_USAGE)
+    if args.prometheus_port is not None and not args.follow:
+        raise AuditchainError("--prometheus-port needs --follow", EXIT_USAGE)
+    client = cloudwatch_client(args)
+    log.info("watchdog for %s, stage %s, namespace %s", db.describe(args.dsn), args.stage, args.namespace)
+    if args.once:
+        try:
+            run_cycle(args, client)
+        except AuditchainError as exc:
+            log.error("%s", exc)
+            return exc.exit_code
+        return EXIT_OK
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.prometheus_port is None:
+        follow(args, client, stop)
+    else:
+        with PrometheusEndpoint(args.dsn, args.prometheus_host, args.prometheus_port):
+            follow(args, client, stop)
+    log.info("watchdog stopped")
+    return EXIT_OK
