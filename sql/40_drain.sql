@@ -32,7 +32,14 @@ BEGIN
                       v_head.seq, v_head.event_id, v_head.occurred_at, v_head.recorded_at, v_head.tenant_id,
                       v_head.event_type, v_head.actor, compliance.payload_digest(v_head.payload)
                   )
-              ) <> p_last_hash THEN
+              ) <> p_last_hash
+              -- A head an operator accepted as it is (acknowledge_integrity_failure) stays
+              -- altered; without this the drainer could never resume after such a halt.
+              AND NOT EXISTS (
+                  SELECT 1
+                    FROM compliance.integrity_incidents AS i
+                   WHERE i.resumed_from_seq = p_last_seq AND i.resumed_from_hash = p_last_hash
+              ) THEN
             v_problem := 'the head event''s content no longer matches its hash';
         END IF;
     END IF;
@@ -153,26 +160,47 @@ $$;
 COMMENT ON FUNCTION compliance.drain(integer) IS
 'Chains up to max_rows outbox rows in emit order within the caller''s transaction; returns rows moved (0 if another drainer is active).';
 
--- compliance.record_halt(seq, reason): remember that the head check failed, so metrics
--- and status show it and later runs refuse before touching anything.
--- Touches: drainer_state (UPDATE).
-CREATE OR REPLACE FUNCTION compliance.record_halt(p_seq bigint, p_reason text)
-RETURNS void
-LANGUAGE sql
+-- compliance.record_halt(): re-run the head check and, when it fails, remember the halt
+-- (seq and reason from the check itself) so metrics and status show it and later runs
+-- refuse before touching anything. Returns whether the drainer is halted. It records only
+-- a failure it sees itself, so the drainer role may call it without being able to forge
+-- a halt. Touches: drainer_state (UPDATE), audit_events, integrity_incidents (read).
+DROP FUNCTION IF EXISTS compliance.record_halt(bigint, text);
+CREATE OR REPLACE FUNCTION compliance.record_halt()
+RETURNS boolean
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    UPDATE compliance.drainer_state
-       SET halted_at = pg_catalog.now(), halted_seq = p_seq, halted_reason = p_reason
-     WHERE halted_at IS NULL;
+AS $$
+DECLARE
+    v_state compliance.drainer_state%ROWTYPE;
+    v_message text;
+    v_detail text;
+BEGIN
+    SELECT * INTO STRICT v_state FROM compliance.drainer_state FOR UPDATE;
+    IF v_state.halted_at IS NOT NULL THEN
+        RETURN true;
+    END IF;
+    BEGIN
+        PERFORM compliance.check_chain_head(v_state.last_seq, v_state.last_hash);
+    EXCEPTION WHEN SQLSTATE 'AC010' THEN
+        GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+        UPDATE compliance.drainer_state
+           SET halted_at = pg_catalog.now(),
+               halted_seq = substring(v_detail FROM 'seq=(\d+)')::bigint,
+               halted_reason = v_message;
+        RETURN true;
+    END;
+    RETURN false;
 END;
-COMMENT ON FUNCTION compliance.record_halt(bigint, text) IS
-'Marks the drainer halted at a seq with a reason (kept until compliance.acknowledge_integrity_failure).';
+$$;
+COMMENT ON FUNCTION compliance.record_halt() IS
+'Re-runs the head check; when it fails, marks the drainer halted at that seq (kept until compliance.acknowledge_integrity_failure).';
 
 -- compliance.run_drainer(max_runtime, batch_size, idle_sleep): what pg_cron calls every
 -- minute. Loops drain + COMMIT until max_runtime is spent; slightly longer than the cron
 -- interval so that pg_cron starts the next run straight after (continuous draining).
--- On AC010 it records the halt, commits that, and fails the run.
+-- On AC010 it records the halt (compliance.record_halt), commits that, and fails the run.
 -- A procedure that COMMITs cannot carry SET search_path, so every name and operator
 -- below is schema-qualified instead.
 -- Touches: as drain and record_halt.
@@ -200,8 +228,7 @@ BEGIN
                                     v_error_detail = PG_EXCEPTION_DETAIL;
         END;
         IF v_error_state IS NOT NULL THEN
-            PERFORM compliance.record_halt(substring(v_error_detail FROM 'seq=(\d+)')::bigint,
-                                           v_error_message);
+            PERFORM compliance.record_halt();
             COMMIT;
             RAISE EXCEPTION '%', v_error_message USING ERRCODE = v_error_state, DETAIL = v_error_detail;
         END IF;

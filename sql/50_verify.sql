@@ -54,9 +54,11 @@ COMMENT ON FUNCTION compliance.verify_range(bigint, bigint, bytea) IS
 'Internal: set-based check of seq range [from, to] given the expected prev_hash of its first event.';
 
 -- compliance.verify_chain(from_seq, to_seq): verify the whole chain or a part of it.
--- Exactly one row: ok, events_checked, first_bad_seq, problem. Also reports a chain that
--- ends before the head the drainer wrote (a cut-off tail). Touches: audit_events,
--- drainer_state (read).
+-- Exactly one row: ok, events_checked, first_bad_seq, problem. Besides every hash, link and
+-- seq of the range, it compares the chain with what the drainer and the incremental
+-- verifier remember having seen (drainer_state, verification_state), which catches a chain
+-- re-hashed after a change, a cut-off tail and events appended outside the drainer.
+-- Touches: audit_events, drainer_state, verification_state (read).
 CREATE OR REPLACE FUNCTION compliance.verify_chain(from_seq bigint DEFAULT NULL, to_seq bigint DEFAULT NULL)
 RETURNS TABLE (ok boolean, events_checked bigint, first_bad_seq bigint, problem text)
 LANGUAGE plpgsql
@@ -67,15 +69,20 @@ AS $$
 DECLARE
     v_from bigint := coalesce(verify_chain.from_seq, 1);
     v_to bigint := coalesce(verify_chain.to_seq, 9223372036854775807);
-    v_drained_to bigint;
+    v_drainer compliance.drainer_state%ROWTYPE;
+    v_verifier compliance.verification_state%ROWTYPE;
     v_expected_prev bytea;
     v_result record;
+    v_chain_end bigint;
+    v_memory record;
+    v_stored_hash bytea;
 BEGIN
     IF v_from < 1 OR v_to < v_from THEN
         RAISE EXCEPTION 'invalid range: from_seq % to_seq %', v_from, v_to USING ERRCODE = '22023';
     END IF;
-    -- Read the drainer's head first: events only ever get added after it.
-    SELECT d.last_seq INTO v_drained_to FROM compliance.drainer_state AS d;
+    -- A STABLE function reads one snapshot, so these agree with the events read below.
+    SELECT * INTO STRICT v_drainer FROM compliance.drainer_state;
+    SELECT * INTO STRICT v_verifier FROM compliance.verification_state;
     IF v_from = 1 THEN
         v_expected_prev := pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex');
     ELSE
@@ -88,17 +95,48 @@ BEGIN
     END IF;
 
     SELECT * INTO v_result FROM compliance.verify_range(v_from, v_to, v_expected_prev);
-    IF v_result.ok AND verify_chain.to_seq IS NULL AND coalesce(v_result.last_seq, v_from - 1) < v_drained_to THEN
-        RETURN QUERY SELECT false, v_result.events_checked, coalesce(v_result.last_seq, v_from - 1) + 1,
-            pg_catalog.format('tail missing: the drainer wrote up to seq %s but the chain ends at seq %s',
-                              v_drained_to, coalesce(v_result.last_seq, v_from - 1));
+    IF NOT v_result.ok THEN
+        RETURN QUERY SELECT v_result.ok, v_result.events_checked, v_result.first_bad_seq, v_result.problem;
         RETURN;
     END IF;
-    RETURN QUERY SELECT v_result.ok, v_result.events_checked, v_result.first_bad_seq, v_result.problem;
+    v_chain_end := coalesce(v_result.last_seq, v_from - 1);
+
+    -- Hashes remembered by the verifier and the drainer must still be in the chain: a
+    -- change followed by re-hashing every later event passes every link check above.
+    FOR v_memory IN
+        SELECT m.seq, m.hash, m.who
+          FROM (VALUES (v_verifier.verified_seq, v_verifier.verified_hash, 'the incremental verifier'),
+                       (v_drainer.last_seq, v_drainer.last_hash, 'the drainer')) AS m (seq, hash, who)
+         WHERE m.seq BETWEEN v_from AND least(v_to, v_chain_end)
+         ORDER BY m.seq
+    LOOP
+        SELECT e.event_hash INTO v_stored_hash FROM compliance.audit_events AS e WHERE e.seq = v_memory.seq;
+        IF v_stored_hash <> v_memory.hash THEN
+            RETURN QUERY SELECT false, v_result.events_checked, v_memory.seq,
+                pg_catalog.format('chain rewritten: event_hash of seq %s differs from the one %s recorded; '
+                                  'an earlier event was changed and the later hashes recomputed',
+                                  v_memory.seq, v_memory.who);
+            RETURN;
+        END IF;
+    END LOOP;
+
+    IF v_chain_end < least(v_to, greatest(v_drainer.last_seq, v_verifier.verified_seq)) THEN
+        RETURN QUERY SELECT false, v_result.events_checked, v_chain_end + 1,
+            pg_catalog.format('tail missing: events up to seq %s were chained but the chain ends at seq %s',
+                              greatest(v_drainer.last_seq, v_verifier.verified_seq), v_chain_end);
+        RETURN;
+    END IF;
+    IF v_chain_end > v_drainer.last_seq THEN
+        RETURN QUERY SELECT false, v_result.events_checked, greatest(v_from, v_drainer.last_seq + 1),
+            pg_catalog.format('unexpected events: the chain goes on to seq %s but the drainer wrote only up to seq %s',
+                              v_chain_end, v_drainer.last_seq);
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT true, v_result.events_checked, NULL::bigint, NULL::text;
 END;
 $$;
 COMMENT ON FUNCTION compliance.verify_chain(bigint, bigint) IS
-'Recomputes every hash and link in [from_seq, to_seq] (default: all); one row naming the first bad seq and the problem.';
+'Recomputes every hash and link in [from_seq, to_seq] (default: all) and compares with the drainer''s and verifier''s memory; one row naming the first bad seq and the problem.';
 
 -- compliance.verify_new_events(max_rows): the incremental verifier pg_cron runs every
 -- minute. Verifies the events after verification_state.verified_seq, at most max_rows at a

@@ -3,3 +3,7 @@ SET LOCAL search_path = pg_catalog, pg_temp;
 
 SELECT compliance.protect_table('compliance.audit_events', true);
 SELECT compliance.protect_table('compliance.integrity_incidents', true);
+
+-- The single-row state tables are updated in place but must never lose their row.
+SELECT compliance.protect_table('compliance.drainer_state', false);
+SELECT compliance.protect_table('compliance.verification_state', false);

@@ -1,0 +1,41 @@
+-- Every privilege on schema compliance, in one place. The file is re-applied (with all of
+-- sql/) whenever any definition changes, so it first takes everything away from PUBLIC and
+-- from the group roles, then grants each role exactly what its section lists: a function
+-- added later is closed until a section here opens it, and a grant removed from this file
+-- is really gone after the next migrate. Internal helpers get no grant (SECURITY DEFINER
+-- callers reach them as the owner). Each area appends its own headed section below.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer, compliance_anchor,
+compliance_watchdog, compliance_exporter, compliance_auditor;
+REVOKE ALL ON ALL TABLES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
+compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
+compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
+-- ROUTINES covers functions and procedures; both get EXECUTE for PUBLIC when created.
+REVOKE ALL ON ALL ROUTINES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
+compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
+
+-- ==== ledger (issue 3)
+
+-- compliance_writer: emit events, nothing else.
+GRANT USAGE ON SCHEMA compliance TO compliance_writer;
+GRANT EXECUTE ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) TO compliance_writer;
+
+-- compliance_drainer: drain batches and run the drainer loop. run_drainer runs with the
+-- caller's rights (a procedure that COMMITs cannot be SECURITY DEFINER), so it also needs
+-- record_halt, which records only a head-check failure it observes itself.
+GRANT USAGE ON SCHEMA compliance TO compliance_drainer;
+GRANT EXECUTE ON FUNCTION compliance.drain(integer) TO compliance_drainer;
+GRANT EXECUTE ON PROCEDURE compliance.run_drainer(interval, integer, double precision) TO compliance_drainer;
+GRANT EXECUTE ON FUNCTION compliance.record_halt() TO compliance_drainer;
+
+-- compliance_auditor: read the ledger and verify it.
+GRANT USAGE ON SCHEMA compliance TO compliance_auditor;
+GRANT SELECT ON compliance.audit_events, compliance.drainer_state, compliance.verification_state,
+compliance.integrity_incidents TO compliance_auditor;
+GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_auditor;
+
+-- compliance_watchdog: find this database's pg_cron jobs and their failures (read-only).
+GRANT USAGE ON SCHEMA compliance TO compliance_watchdog;
+GRANT EXECUTE ON FUNCTION compliance.cron_jobs(), compliance.cron_job_health() TO compliance_watchdog;
