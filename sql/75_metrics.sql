@@ -20,7 +20,8 @@ COMMENT ON FUNCTION compliance.age_seconds(timestamptz, timestamptz) IS
 -- never a scan of audit_events. SECURITY DEFINER so that compliance_watchdog needs EXECUTE
 -- on this function and nothing else.
 -- Touches (read only): audit_outbox, audit_events (one row by seq), drainer_state,
--- verification_state, anchors, export_jobs.
+-- verification_state, anchors, export_jobs; cron.job and cron.job_run_details through
+-- compliance.cron_job_health().
 CREATE OR REPLACE FUNCTION compliance.metrics()
 RETURNS TABLE (metric text, value double precision, unit text)
 LANGUAGE plpgsql
@@ -37,6 +38,8 @@ DECLARE
     v_anchored_to bigint;
     v_last_upload timestamptz;
     v_first_unanchored timestamptz;
+    v_cron_failures bigint;
+    v_cron_unscheduled bigint;
 BEGIN
     SELECT * INTO STRICT v_drainer FROM compliance.drainer_state;
     SELECT * INTO STRICT v_verification FROM compliance.verification_state;
@@ -53,6 +56,19 @@ BEGIN
     SELECT e.recorded_at INTO v_first_unanchored
       FROM compliance.audit_events AS e
      WHERE e.seq = coalesce(v_anchored_to, 0) + 1;
+    -- pg_cron usually lives in another database, reached through dblink. When it cannot be
+    -- read (not installed, dblink missing, connection refused, no privilege) its two values
+    -- stay NULL, "unknown", and every other metric is still reported; auditchain status
+    -- calls compliance.cron_job_health() itself to show why.
+    BEGIN
+        SELECT pg_catalog.sum(h.failures_last_hour),
+               pg_catalog.count(*) FILTER (WHERE NOT h.scheduled OR NOT h.active)
+          INTO v_cron_failures, v_cron_unscheduled
+          FROM compliance.cron_job_health() AS h;
+    EXCEPTION WHEN OTHERS THEN
+        v_cron_failures := NULL;
+        v_cron_unscheduled := NULL;
+    END;
 
     RETURN QUERY VALUES
         ('outbox_depth', v_outbox_depth::double precision, 'count'),
@@ -83,7 +99,9 @@ BEGIN
             FROM compliance.export_jobs AS j
            WHERE j.status = 'running'
              AND coalesce(j.heartbeat_at, j.started_at) < v_now - interval '15 minutes')::double precision,
-         'count');
+         'count'),
+        ('cron_failed_runs_last_hour', v_cron_failures::double precision, 'count'),
+        ('cron_jobs_unscheduled', v_cron_unscheduled::double precision, 'count');
 END;
 $$;
 COMMENT ON FUNCTION compliance.metrics() IS

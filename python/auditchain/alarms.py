@@ -12,6 +12,7 @@ Alarms are named <prefix>-<stage>-compliance-<what> and watch the metrics that
   drainer-halted              ComplianceDrainerHalted >= 1
   verification-failed         ComplianceVerificationFailed >= 1
   cron-job-failures           ComplianceCronFailedRunsLastHour >= 1
+  cron-jobs-unscheduled       ComplianceCronJobsUnscheduled >= 1
 
 Every alarm evaluates 5-minute periods, the watchdog's cadence. Apart from the heartbeat,
 missing data leaves an alarm INSUFFICIENT_DATA: a silent watchdog is the heartbeat
@@ -142,6 +143,14 @@ ALARMS = [
         "GreaterThanOrEqualToThreshold",
         1,
         "A pg_cron job of auditchain failed in the last hour.",
+    ),
+    AlarmSpec(
+        "cron-jobs-unscheduled",
+        published_name("cron_jobs_unscheduled"),
+        "Maximum",
+        "GreaterThanOrEqualToThreshold",
+        1,
+        "A pg_cron job of auditchain is not scheduled or not active: draining, anchoring or verification stopped.",
     ),
 ]
 

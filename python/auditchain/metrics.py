@@ -42,12 +42,17 @@ class Metric:
         return PROMETHEUS_PREFIX + self.name
 
 
+def first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def fetch(conn: psycopg.Connection) -> list[Metric]:
     try:
         rows = conn.execute("SELECT metric, value, unit FROM compliance.metrics()").fetchall()
     except psycopg.Error as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AuditchainError(f"cannot read compliance.metrics(): {first_line}", EXIT_UNAVAILABLE) from None
+        raise AuditchainError(
+            f"cannot read compliance.metrics(): {first_line(exc)}", EXIT_UNAVAILABLE
+        ) from None
     return [Metric(name, value, unit) for name, value, unit in rows]
 
 

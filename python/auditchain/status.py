@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import db
 from .cliutil import add_command, add_json_flag, print_json
 from .errors import AuditchainError
-from .metrics import Metric, by_name, fetch
+from .metrics import Metric, by_name, fetch, first_line
 from .watchdog import HEARTBEAT_METRIC, add_cloudwatch_options, cloudwatch_client, stage_dimensions
 
 OK, WARNING, CRITICAL, UNKNOWN, SKIPPED = "ok", "warning", "critical", "unknown", "skipped"
@@ -92,6 +92,7 @@ class Details:
         self.conn = conn
 
     def rows(self, query: str, params: tuple = ()) -> list[tuple] | None:
+        """The rows, or None when the role lacks the privilege; other errors propagate."""
         try:
             return self.conn.execute(query, params).fetchall()
         except psycopg.errors.InsufficientPrivilege:
@@ -202,6 +203,33 @@ def check_exports(m: dict[str, Metric], details: Details) -> Check:
     return Check("exports", WARNING, summary, lines)
 
 
+def check_cron(m: dict[str, Metric], details: Details) -> Check:
+    failures = m["cron_failed_runs_last_hour"].value
+    unscheduled = m["cron_jobs_unscheduled"].value
+    try:
+        jobs = details.rows(
+            "SELECT job, scheduled AND active, failures_last_hour, last_status, last_message"
+            "  FROM compliance.cron_job_health()"
+        )
+    except psycopg.Error as exc:
+        return Check("pg_cron", UNKNOWN, f"cannot read pg_cron: {first_line(exc)}")
+    if failures is None or unscheduled is None:
+        return Check("pg_cron", UNKNOWN, "compliance.metrics() could not read pg_cron")
+    summary = f"{unscheduled:.0f} job(s) not scheduled; {failures:.0f} failed run(s) in the last hour"
+    if jobs is None:
+        lines = Details.hidden("compliance.cron_job_health()")
+    else:
+        lines = [f"{job}: not scheduled" for job, scheduled, *_ in jobs if not scheduled]
+        lines += [
+            f"{job}: {count} failed run(s) in the last hour; last run {status}: {message}"
+            for job, _, count, status, message in jobs
+            if count
+        ]
+    if unscheduled:
+        lines.append("to schedule them: SELECT compliance.schedule_jobs();")
+    return Check("pg_cron", WARNING if failures or unscheduled else OK, summary, lines)
+
+
 def check_heartbeat(args: argparse.Namespace, now: datetime) -> Check:
     if not args.stage:
         return Check("heartbeat", SKIPPED, "not checked: pass --stage to read it from CloudWatch")
@@ -233,6 +261,7 @@ DATABASE_CHECKS: list[Callable[[dict[str, Metric], Details], Check]] = [
     check_anchors,
     check_verification,
     check_exports,
+    check_cron,
 ]
 
 

@@ -68,7 +68,10 @@ def add_cloudwatch_options(parser: argparse.ArgumentParser, *, stage_required: b
         "--namespace", default=DEFAULT_NAMESPACE, help=f"CloudWatch namespace (default: {DEFAULT_NAMESPACE})"
     )
     parser.add_argument("--region", help="AWS region (default: boto3's configuration)")
-    parser.add_argument("--endpoint-url", help="CloudWatch endpoint URL (default: AWS; AWS_ENDPOINT_URL)")
+    parser.add_argument(
+        "--endpoint-url",
+        help="CloudWatch endpoint URL (default: AWS_ENDPOINT_URL_CLOUDWATCH, AWS_ENDPOINT_URL, else AWS itself)",
+    )
 
 
 def cloudwatch_client(args: argparse.Namespace):
