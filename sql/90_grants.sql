@@ -39,3 +39,20 @@ GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_
 -- compliance_watchdog: find this database's pg_cron jobs and their failures (read-only).
 GRANT USAGE ON SCHEMA compliance TO compliance_watchdog;
 GRANT EXECUTE ON FUNCTION compliance.cron_jobs(), compliance.cron_job_health() TO compliance_watchdog;
+
+-- ==== exports (issue 6)
+
+-- compliance_writer: request exports (each request is itself an audit event).
+GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text) TO compliance_writer;
+
+-- compliance_exporter: claim jobs, read a running job's plan and lines, report progress and
+-- record the outcome. No table privilege: a runner sees only what export_plan and
+-- export_lines return for a job it is running.
+GRANT USAGE ON SCHEMA compliance TO compliance_exporter;
+GRANT EXECUTE ON FUNCTION compliance.claim_export(uuid), compliance.claim_next_export(),
+compliance.export_heartbeat(uuid), compliance.export_plan(uuid), compliance.export_lines(uuid, bigint, bigint),
+compliance.complete_export(uuid, text, text, bigint, bigint, bytea, bigint, bigint, bigint),
+compliance.fail_export(uuid, text) TO compliance_exporter;
+
+-- compliance_auditor: follow export jobs (status, error, where the bundle is).
+GRANT SELECT ON compliance.export_jobs TO compliance_auditor;
