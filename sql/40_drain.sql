@@ -201,7 +201,7 @@ COMMENT ON FUNCTION compliance.record_halt() IS
 -- minute. Loops drain + COMMIT until max_runtime is spent; slightly longer than the cron
 -- interval so that pg_cron starts the next run straight after (continuous draining).
 -- On AC010 it records the halt (compliance.record_halt), commits that, and fails the run.
--- A procedure that COMMITs cannot carry SET search_path, so every name and operator
+-- A procedure that COMMITs cannot carry SET search_path, so every name, type and operator
 -- below is schema-qualified instead.
 -- Touches: as drain and record_halt.
 CREATE OR REPLACE PROCEDURE compliance.run_drainer(
@@ -212,11 +212,11 @@ CREATE OR REPLACE PROCEDURE compliance.run_drainer(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_deadline timestamptz := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) run_drainer.max_runtime;
-    v_moved integer;
-    v_error_state text;
-    v_error_message text;
-    v_error_detail text;
+    v_deadline pg_catalog.timestamptz := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) run_drainer.max_runtime;
+    v_moved pg_catalog.int4;
+    v_error_state pg_catalog.text;
+    v_error_message pg_catalog.text;
+    v_error_detail pg_catalog.text;
 BEGIN
     LOOP
         v_error_state := NULL;
