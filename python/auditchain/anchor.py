@@ -106,83 +106,6 @@ class Summary:
         return EXIT_UNAVAILABLE if self.count("transient") else EXIT_OK
 
 
-def _head(client, settings: Settings, key: str) -> dict | None:
-    try:
-        return client.head_object(Bucket=settings.bucket, Key=key)
-    except s3.S3_ERRORS as exc:
-        if s3.is_not_found(exc):
-            return None
-        raise
-
-
-def _existing(client, settings: Settings, anchor: PendingAnchor, key: str, head: dict) -> Placement:
-    """Compare the object already at the key with the anchor: identical is a finished upload."""
-    version_id = head.get("VersionId")
-    body = client.get_object(Bucket=settings.bucket, Key=key, VersionId=version_id)["Body"].read()
-    if hashlib.sha256(body).digest() != anchor.document_digest:
-        return Placement(
-            "conflict",
-            key,
-            version_id=version_id,
-            error=f"integrity alarm: s3://{settings.bucket}/{key} (version {version_id}) holds different "
-            f"content (sha256 {hashlib.sha256(body).hexdigest()}, expected {anchor.document_digest.hex()}); "
-            "it was not overwritten",
-        )
-    mode, retain_until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
-    if not mode or not retain_until:
-        # Our bytes without a lock (written outside auditchain): lock this version now.
-        mode, retain_until = settings.lock_mode, _retain_until(settings)
-        client.put_object_retention(
-            Bucket=settings.bucket,
-            Key=key,
-            VersionId=version_id,
-            Retention={"Mode": mode, "RetainUntilDate": retain_until},
-        )
-    return Placement("already_present", key, version_id, mode, retain_until)
-
-
-def _retain_until(settings: Settings) -> datetime:
-    return (datetime.now(UTC) + timedelta(days=settings.retention_days)).replace(microsecond=0)
-
-
-def place(client, settings: Settings, anchor: PendingAnchor) -> Placement:
-    """Make the bucket hold exactly this anchor's document at its key, or say why not. S3 only."""
-    key = object_key(settings.prefix, anchor.seq_to, anchor.cadence_id)
-    body = anchor.document.encode("utf-8")
-    try:
-        head = _head(client, settings, key)
-        if head is not None:
-            return _existing(client, settings, anchor, key, head)
-        retain_until = _retain_until(settings)
-        params = {
-            "Bucket": settings.bucket,
-            "Key": key,
-            "Body": body,
-            "ContentType": "application/json",
-            "ChecksumAlgorithm": "SHA256",
-            # S3 rejects the upload unless the bytes it stores hash to the database's digest.
-            "ChecksumSHA256": base64.b64encode(anchor.document_digest).decode("ascii"),
-            "ObjectLockMode": settings.lock_mode,
-            "ObjectLockRetainUntilDate": retain_until,
-            # Never a second version: a concurrent writer makes this fail instead.
-            "IfNoneMatch": "*",
-        }
-        if settings.kms_key_id:
-            params.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=settings.kms_key_id)
-        try:
-            response = client.put_object(**params)
-        except s3.S3_ERRORS as exc:
-            if s3.error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise
-            head = _head(client, settings, key)
-            if head is None:
-                raise
-            return _existing(client, settings, anchor, key, head)
-        return Placement("uploaded", key, response.get("VersionId"), settings.lock_mode, retain_until)
-    except s3.S3_ERRORS as exc:
-        return Placement("transient", key, error=s3.describe_error(exc))
-
-
 def _record(
     conn: psycopg.Connection, anchor: PendingAnchor, placement: Placement, settings: Settings
 ) -> None:
@@ -239,42 +162,146 @@ def _report(anchor: PendingAnchor, placement: Placement, settings: Settings) -> 
     }
 
 
-def upload_pending(conn: psycopg.Connection, client, settings: Settings) -> Summary:
-    """Upload every pending anchor, batch by batch; stop at the first transient failure."""
-    summary = Summary()
-    while True:
-        with conn.transaction():
-            rows = conn.execute(
-                "SELECT anchor_id, cadence_id, seq_from, seq_to, document, document_digest, attempts"
-                " FROM compliance.claim_pending_anchors(%s)",
-                (settings.batch_size,),
-            ).fetchall()
-            for row in rows:
-                anchor = PendingAnchor(*row)
-                placement = place(client, settings, anchor)
-                _record(conn, anchor, placement, settings)
-                summary.anchors.append(_report(anchor, placement, settings))
-                if placement.outcome == "transient":
-                    break  # the store is unhealthy; the rest waits for the next run untouched
-        if len(rows) < settings.batch_size or summary.count("transient"):
-            return summary
+class Uploader:
+    """Writes anchors to one bucket. The bucket's Object Lock is checked once per process,
+    before the first write: at start when S3 answers, else before the first upload."""
 
+    def __init__(self, client, settings: Settings):
+        self.client = client
+        self.settings = settings
+        self.bucket_checked = False
 
-def check_bucket(client, settings: Settings) -> None:
-    """Once at start: the bucket is WORM-capable and not stricter than what we would write."""
-    status = require_worm(client, settings.bucket)
-    if status.default_mode == "COMPLIANCE" and settings.lock_mode != "COMPLIANCE":
-        raise AuditchainError(
-            f"bucket {settings.bucket} is in COMPLIANCE mode; run with --lock-mode COMPLIANCE "
-            "(AUDITCHAIN_LOCK_MODE=COMPLIANCE)",
-            EXIT_USAGE,
-        )
-    if status.default_mode == "COMPLIANCE" and settings.retention_days < (status.default_retention_days or 0):
-        raise AuditchainError(
-            f"--retention-days {settings.retention_days} is lower than the COMPLIANCE default retention "
-            f"of bucket {settings.bucket} ({status.default_retention_days} days)",
-            EXIT_USAGE,
-        )
+    def check_bucket(self) -> None:
+        """The bucket is WORM-capable and not stricter than what we would write (exit 2 if not)."""
+        if self.bucket_checked:
+            return
+        settings = self.settings
+        status = require_worm(self.client, settings.bucket)
+        if status.default_mode == "COMPLIANCE" and settings.lock_mode != "COMPLIANCE":
+            raise AuditchainError(
+                f"bucket {settings.bucket} is in COMPLIANCE mode; run with --lock-mode COMPLIANCE "
+                "(AUDITCHAIN_LOCK_MODE=COMPLIANCE)",
+                EXIT_USAGE,
+            )
+        if status.default_mode == "COMPLIANCE" and settings.retention_days < (
+            status.default_retention_days or 0
+        ):
+            raise AuditchainError(
+                f"--retention-days {settings.retention_days} is lower than the COMPLIANCE default retention "
+                f"of bucket {settings.bucket} ({status.default_retention_days} days)",
+                EXIT_USAGE,
+            )
+        self.bucket_checked = True
+
+    def check_bucket_if_reachable(self) -> None:
+        try:
+            self.check_bucket()
+        except AuditchainError as exc:
+            if exc.exit_code != EXIT_UNAVAILABLE:
+                raise
+            log.warning("%s; checking again before the first upload", exc)
+
+    def _head(self, key: str) -> dict | None:
+        try:
+            return self.client.head_object(Bucket=self.settings.bucket, Key=key)
+        except s3.S3_ERRORS as exc:
+            if s3.is_not_found(exc):
+                return None
+            raise
+
+    def _retain_until(self) -> datetime:
+        return (datetime.now(UTC) + timedelta(days=self.settings.retention_days)).replace(microsecond=0)
+
+    def _existing(self, anchor: PendingAnchor, key: str, head: dict) -> Placement:
+        """Compare the object already at the key with the anchor: identical is a finished upload."""
+        bucket, version_id = self.settings.bucket, head.get("VersionId")
+        body = self.client.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read()
+        if hashlib.sha256(body).digest() != anchor.document_digest:
+            return Placement(
+                "conflict",
+                key,
+                version_id=version_id,
+                error=f"integrity alarm: s3://{bucket}/{key} (version {version_id}) holds different content "
+                f"(sha256 {hashlib.sha256(body).hexdigest()}, expected {anchor.document_digest.hex()}); "
+                "it was not overwritten",
+            )
+        mode, retain_until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+        if not mode or not retain_until:
+            # Our bytes without a lock (written outside auditchain): lock this version now.
+            mode, retain_until = self.settings.lock_mode, self._retain_until()
+            self.client.put_object_retention(
+                Bucket=bucket,
+                Key=key,
+                VersionId=version_id,
+                Retention={"Mode": mode, "RetainUntilDate": retain_until},
+            )
+        return Placement("already_present", key, version_id, mode, retain_until)
+
+    def _put(self, anchor: PendingAnchor, key: str) -> Placement:
+        settings = self.settings
+        retain_until = self._retain_until()
+        params = {
+            "Bucket": settings.bucket,
+            "Key": key,
+            "Body": anchor.document.encode("utf-8"),
+            "ContentType": "application/json",
+            "ChecksumAlgorithm": "SHA256",
+            # S3 rejects the upload unless the bytes it stores hash to the database's digest.
+            "ChecksumSHA256": base64.b64encode(anchor.document_digest).decode("ascii"),
+            "ObjectLockMode": settings.lock_mode,
+            "ObjectLockRetainUntilDate": retain_until,
+            # Never a second version: a concurrent writer makes this fail instead.
+            "IfNoneMatch": "*",
+        }
+        if settings.kms_key_id:
+            params.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=settings.kms_key_id)
+        try:
+            response = self.client.put_object(**params)
+        except s3.S3_ERRORS as exc:
+            head = (
+                self._head(key)
+                if s3.error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
+                else None
+            )
+            if head is None:
+                raise
+            return self._existing(anchor, key, head)
+        return Placement("uploaded", key, response.get("VersionId"), settings.lock_mode, retain_until)
+
+    def place(self, anchor: PendingAnchor) -> Placement:
+        """Make the bucket hold exactly this anchor's document at its key, or say why not. S3 only."""
+        key = object_key(self.settings.prefix, anchor.seq_to, anchor.cadence_id)
+        try:
+            self.check_bucket()
+            head = self._head(key)
+            return self._put(anchor, key) if head is None else self._existing(anchor, key, head)
+        except s3.S3_ERRORS as exc:
+            return Placement("transient", key, error=s3.describe_error(exc))
+        except AuditchainError as exc:
+            if exc.exit_code != EXIT_UNAVAILABLE:
+                raise
+            return Placement("transient", key, error=str(exc))
+
+    def upload_pending(self, conn: psycopg.Connection) -> Summary:
+        """Upload every pending anchor, batch by batch; stop at the first transient failure."""
+        summary = Summary()
+        batch_size = self.settings.batch_size
+        while True:
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT anchor_id, cadence_id, seq_from, seq_to, document, document_digest, attempts"
+                    " FROM compliance.claim_pending_anchors(%s)",
+                    (batch_size,),
+                ).fetchall()
+                for row in rows:
+                    anchor = PendingAnchor(*row)
+                    placement = self.place(anchor)
+                    _record(conn, anchor, placement, self.settings)
+                    summary.anchors.append(_report(anchor, placement, self.settings))
+                    if placement.outcome == "transient":
+                        break  # the store is unhealthy; the rest waits for the next run untouched
+            if len(rows) < batch_size or summary.count("transient"):
+                return summary
 
 
 class _Stop(Exception):
@@ -285,7 +312,7 @@ def _stop(signum, frame) -> None:
     raise _Stop()
 
 
-def follow(dsn: str, client, settings: Settings, poll_interval: float) -> int:
+def follow(dsn: str, uploader: Uploader, poll_interval: float) -> int:
     """Upload now, then whenever create_anchor notifies or poll_interval passes."""
     signal.signal(signal.SIGTERM, _stop)
     try:
@@ -296,7 +323,7 @@ def follow(dsn: str, client, settings: Settings, poll_interval: float) -> int:
             listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
             log.info("following %s; polling every %s s", NOTIFY_CHANNEL, poll_interval)
             while True:
-                summary = upload_pending(conn, client, settings)
+                summary = uploader.upload_pending(conn)
                 if summary.count("conflict"):
                     raise AuditchainError("integrity alarm: see the errors above", EXIT_FAILED)
                 for _ in listener.notifies(timeout=poll_interval, stop_after=1):
@@ -322,18 +349,21 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    client = s3.client_from_args(args)
-    check_bucket(client, settings)
+    uploader = Uploader(s3.client_from_args(args), _settings(args))
+    uploader.check_bucket_if_reachable()
     try:
         if args.follow:
-            return follow(args.dsn, client, settings, args.poll_interval)
+            return follow(args.dsn, uploader, args.poll_interval)
         with db.connect(args.dsn, app="auditchain anchor") as conn:
-            summary = upload_pending(conn, client, settings)
+            summary = uploader.upload_pending(conn)
     except psycopg.OperationalError as exc:
         raise AuditchainError(f"lost the database connection: {exc}", EXIT_UNAVAILABLE) from None
+    # Nothing was pending, but a bucket we could not reach is still worth a non-zero exit.
+    exit_code = summary.exit_code if uploader.bucket_checked else max(summary.exit_code, EXIT_UNAVAILABLE)
     if args.json:
-        print_json({"anchors": summary.anchors, "exit_code": summary.exit_code})
+        print_json(
+            {"anchors": summary.anchors, "bucket_checked": uploader.bucket_checked, "exit_code": exit_code}
+        )
     elif not summary.anchors:
         print("no pending anchors")
     else:
@@ -342,7 +372,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{summary.count('transient')} left pending after an error, "
             f"{summary.count('conflict')} integrity alarms"
         )
-    return summary.exit_code
+    return exit_code
 
 
 def _positive(kind):

@@ -1,0 +1,370 @@
+"""`auditchain anchor` against a real S3 API on loopback (moto server): what lands in the bucket,
+what the database records, and what happens when the store fails or already holds other bytes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+from botocore.exceptions import ClientError
+
+from auditchain.cli import main
+from awsfake import MotoServer, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def emit_and_drain(conn: psycopg.Connection, count: int) -> None:
+    conn.execute(
+        "SELECT compliance.emit('test.anchored', 'tester', jsonb_build_object('i', i))"
+        " FROM generate_series(1, %s) AS i",
+        (count,),
+    )
+    conn.execute("SELECT compliance.drain(1000)")
+
+
+def create_anchor(conn: psycopg.Connection) -> str | None:
+    return conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
+
+
+def s3_client(endpoint_url: str):
+    return boto3.client("s3", endpoint_url=endpoint_url)
+
+
+def make_worm_bucket(endpoint_url: str, bucket: str, mode: str = "GOVERNANCE", days: int = 365) -> None:
+    client = s3_client(endpoint_url)
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    client.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": mode, "Days": days}},
+        },
+    )
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The CLI in-process, as `auditchain ARGV` would run it; returns (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def anchor_once(capsys, dsn: str, endpoint_url: str, bucket: str, *extra: str) -> tuple[int, str, str]:
+    return run_cli(
+        capsys, "anchor", "--once", "--dsn", dsn, "--endpoint-url", endpoint_url, "--bucket", bucket, *extra
+    )
+
+
+def anchor_rows(conn: psycopg.Connection) -> list[dict]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute("SELECT * FROM compliance.anchors ORDER BY seq_to").fetchall()
+
+
+def all_versions(endpoint_url: str, bucket: str) -> list[dict]:
+    return s3_client(endpoint_url).list_object_versions(Bucket=bucket).get("Versions", [])
+
+
+@pytest.fixture
+def worm_bucket(endpoint_url: str, bucket_name: str) -> str:
+    make_worm_bucket(endpoint_url, bucket_name)
+    return bucket_name
+
+
+def test_anchor_object_has_the_document_lock_retention_and_checksum(
+    conn, dsn, endpoint_url, worm_bucket, capsys
+):
+    emit_and_drain(conn, 5)
+    cadence = create_anchor(conn)
+
+    code, out, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == 0, err
+    assert out == "1 uploaded, 0 already present, 0 left pending after an error, 0 integrity alarms\n"
+    (row,) = anchor_rows(conn)
+    key = f"anchors/{5:020d}-{cadence}.json"
+    assert (row["status"], row["bucket"], row["object_key"], row["attempts"]) == (
+        "uploaded",
+        worm_bucket,
+        key,
+        1,
+    )
+    client = s3_client(endpoint_url)
+    head = client.head_object(Bucket=worm_bucket, Key=key, ChecksumMode="ENABLED")
+    assert head["ObjectLockMode"] == "GOVERNANCE" == row["lock_mode"]
+    assert head["ObjectLockRetainUntilDate"] == row["retain_until"]
+    expected_until = datetime.now(UTC) + timedelta(days=365)
+    assert abs(head["ObjectLockRetainUntilDate"] - expected_until) < timedelta(minutes=2)
+    assert head["VersionId"] == row["version_id"]
+    assert head["ContentType"] == "application/json"
+    assert head["ChecksumSHA256"] == base64.b64encode(row["document_digest"]).decode()
+    body = client.get_object(Bucket=worm_bucket, Key=key)["Body"].read()
+    assert body == row["document"].encode("utf-8")
+    assert hashlib.sha256(body).digest() == row["document_digest"]
+    assert json.loads(body)["seq_to"] == 5
+
+
+def test_compliance_mode_object_version_cannot_be_deleted(conn, dsn, endpoint_url, worm_bucket, capsys):
+    emit_and_drain(conn, 3)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(
+        capsys, dsn, endpoint_url, worm_bucket, "--lock-mode", "COMPLIANCE", "--retention-days", "1"
+    )
+
+    assert code == 0, err
+    (row,) = anchor_rows(conn)
+    client = s3_client(endpoint_url)
+    head = client.head_object(Bucket=worm_bucket, Key=row["object_key"], VersionId=row["version_id"])
+    assert head["ObjectLockMode"] == "COMPLIANCE" == row["lock_mode"]
+    with pytest.raises(ClientError) as denied:
+        client.delete_object(
+            Bucket=worm_bucket,
+            Key=row["object_key"],
+            VersionId=row["version_id"],
+            BypassGovernanceRetention=True,
+        )
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    assert client.get_object(Bucket=worm_bucket, Key=row["object_key"], VersionId=row["version_id"])[
+        "Body"
+    ].read()
+
+
+def test_create_anchor_and_anchor_twice_leave_one_anchor_and_one_object(
+    conn, dsn, endpoint_url, worm_bucket, capsys
+):
+    emit_and_drain(conn, 4)
+    first = create_anchor(conn)
+    assert create_anchor(conn) is None
+
+    assert anchor_once(capsys, dsn, endpoint_url, worm_bucket)[0] == 0
+    code, out, _ = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert (code, out) == (0, "no pending anchors\n")
+    assert [r["cadence_id"] for r in anchor_rows(conn)] == [first]
+    (version,) = all_versions(endpoint_url, worm_bucket)
+    assert version["Key"] == f"anchors/{4:020d}-{first}.json"
+
+
+def test_upload_done_but_not_recorded_is_recorded_on_the_next_run_without_a_second_version(
+    conn, dsn, endpoint_url, worm_bucket, capsys
+):
+    """A crash between the PUT and the commit: the next run finds its own bytes at the key."""
+    emit_and_drain(conn, 2)
+    cadence = create_anchor(conn)
+    document, digest = conn.execute("SELECT document, document_digest FROM compliance.anchors").fetchone()
+    key = f"anchors/{2:020d}-{cadence}.json"
+    until = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    put = s3_client(endpoint_url).put_object(
+        Bucket=worm_bucket,
+        Key=key,
+        Body=document.encode(),
+        ChecksumAlgorithm="SHA256",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=until,
+    )
+
+    code, out, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == 0, err
+    assert out.startswith("0 uploaded, 1 already present")
+    (row,) = anchor_rows(conn)
+    assert (row["status"], row["version_id"], row["retain_until"]) == ("uploaded", put["VersionId"], until)
+    assert len(all_versions(endpoint_url, worm_bucket)) == 1
+
+
+def test_unreachable_store_leaves_anchors_pending_with_the_error_and_the_next_run_uploads_them(
+    conn, dsn, endpoint_url, worm_bucket, capsys, caplog
+):
+    emit_and_drain(conn, 3)
+    create_anchor(conn)
+    emit_and_drain(conn, 2)
+    create_anchor(conn)
+    dead = MotoServer(free_port()).start()
+    dead.stop()
+
+    code, _, err = anchor_once(capsys, dsn, dead.url, worm_bucket)
+
+    assert code == 3
+    first, second = anchor_rows(conn)
+    assert (first["status"], first["attempts"]) == ("pending", 1)
+    assert "Could not connect" in first["last_error"]
+    assert (second["status"], second["attempts"], second["last_error"]) == ("pending", 0, None)
+    assert "anchor 1 (seq 1..3): upload failed, left pending for the next run" in caplog.text
+
+    code, out, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == 0, err
+    assert out.startswith("2 uploaded")
+    first, second = anchor_rows(conn)
+    assert (first["status"], first["attempts"], second["status"], second["attempts"]) == (
+        "uploaded",
+        2,
+        "uploaded",
+        1,
+    )
+    assert "Could not connect" in first["last_error"]
+    assert len(all_versions(endpoint_url, worm_bucket)) == 2
+
+
+def test_store_unreachable_with_nothing_pending_still_exits_3(dsn, capsys, caplog):
+    dead = MotoServer(free_port()).start()
+    dead.stop()
+
+    code, out, _ = anchor_once(capsys, dsn, dead.url, "ac-some-bucket")
+
+    assert (code, out) == (3, "no pending anchors\n")
+    assert "checking again before the first upload" in caplog.text
+
+
+def test_different_content_at_the_key_is_an_integrity_alarm_and_is_not_overwritten(
+    conn, dsn, endpoint_url, worm_bucket, capsys, caplog
+):
+    emit_and_drain(conn, 3)
+    cadence = create_anchor(conn)
+    key = f"anchors/{3:020d}-{cadence}.json"
+    client = s3_client(endpoint_url)
+    forged = b'{"format": "auditchain-anchor", "forged": true}'
+    client.put_object(Bucket=worm_bucket, Key=key, Body=forged, ChecksumAlgorithm="SHA256")
+
+    code, _, _ = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == 1
+    (row,) = anchor_rows(conn)
+    assert (row["status"], row["attempts"], row["object_key"]) == ("failed", 1, key)
+    assert row["last_error"].startswith(f"integrity alarm: s3://{worm_bucket}/{key}")
+    assert any(r.levelname == "ERROR" and "integrity alarm" in r.getMessage() for r in caplog.records)
+    (version,) = all_versions(endpoint_url, worm_bucket)
+    assert client.get_object(Bucket=worm_bucket, Key=key)["Body"].read() == forged
+    assert version["VersionId"] == row["version_id"]
+
+    # The alarm is final; later anchors chain on and are uploaded as usual.
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+    assert anchor_once(capsys, dsn, endpoint_url, worm_bucket)[0] == 0
+    assert [r["status"] for r in anchor_rows(conn)] == ["failed", "uploaded"]
+
+
+def test_refuses_a_bucket_without_object_lock(conn, dsn, endpoint_url, bucket_name, capsys):
+    s3_client(endpoint_url).create_bucket(Bucket=bucket_name)
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, bucket_name)
+
+    assert code == 2
+    assert f"bucket {bucket_name} is not WORM-capable (Object Lock not enabled" in err
+    (row,) = anchor_rows(conn)
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    assert all_versions(endpoint_url, bucket_name) == []
+
+
+def test_refuses_governance_objects_in_a_compliance_bucket(conn, dsn, endpoint_url, bucket_name, capsys):
+    make_worm_bucket(endpoint_url, bucket_name, mode="COMPLIANCE", days=1)
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, bucket_name)
+
+    assert code == 2
+    assert "is in COMPLIANCE mode; run with --lock-mode COMPLIANCE" in err
+    assert anchor_rows(conn)[0]["status"] == "pending"
+
+
+def test_kms_key_gives_sse_kms_objects(conn, dsn, endpoint_url, worm_bucket, capsys):
+    key_id = boto3.client("kms", endpoint_url=endpoint_url).create_key()["KeyMetadata"]["KeyId"]
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket, "--kms-key-id", key_id)
+
+    assert code == 0, err
+    (row,) = anchor_rows(conn)
+    head = s3_client(endpoint_url).head_object(Bucket=worm_bucket, Key=row["object_key"])
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert key_id in head["SSEKMSKeyId"]
+
+
+def test_prefix_and_json_summary(conn, dsn, endpoint_url, worm_bucket, capsys):
+    emit_and_drain(conn, 2)
+    cadence = create_anchor(conn)
+
+    code, out, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket, "--prefix", "prod/eu", "--json")
+
+    assert code == 0, err
+    summary = json.loads(out)
+    (anchor,) = summary["anchors"]
+    assert (summary["exit_code"], anchor["outcome"], anchor["seq_from"], anchor["seq_to"]) == (
+        0,
+        "uploaded",
+        1,
+        2,
+    )
+    assert anchor["key"] == f"prod/eu/anchors/{2:020d}-{cadence}.json" == anchor_rows(conn)[0]["object_key"]
+
+
+def test_lock_mode_from_the_environment_is_validated(dsn, endpoint_url, worm_bucket, capsys, monkeypatch):
+    monkeypatch.setenv("AUDITCHAIN_LOCK_MODE", "compliance")
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == 2
+    assert "lock mode must be GOVERNANCE or COMPLIANCE, not 'compliance'" in err
+
+
+def test_follow_uploads_when_create_anchor_notifies(conn, dsn, endpoint_url, worm_bucket):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "auditchain.cli",
+            "anchor",
+            "--follow",
+            "--dsn",
+            dsn,
+            "--endpoint-url",
+            endpoint_url,
+            "--bucket",
+            worm_bucket,
+            "--poll-interval",
+            "600",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait until its first pass over the empty queue has committed: only a notification can
+        # wake it before the 600 s poll.
+        deadline = time.monotonic() + 30
+        while not conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'auditchain anchor' AND state = 'idle'"
+            " AND query = 'COMMIT'"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the follower never finished its first pass"
+            time.sleep(0.1)
+        emit_and_drain(conn, 3)
+        create_anchor(conn)
+        deadline = time.monotonic() + 30
+        while anchor_rows(conn)[0]["status"] != "uploaded":
+            assert time.monotonic() < deadline, "the notification did not lead to an upload"
+            time.sleep(0.1)
+    finally:
+        follower.terminate()
+        _, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    assert len(all_versions(endpoint_url, worm_bucket)) == 1
