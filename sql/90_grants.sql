@@ -56,3 +56,17 @@ compliance.fail_export(uuid, text) TO compliance_exporter;
 
 -- compliance_auditor: follow export jobs (status, error, where the bundle is).
 GRANT SELECT ON compliance.export_jobs TO compliance_auditor;
+
+-- ==== anchors (issue 4)
+
+-- compliance_anchor: take pending anchors and record upload results through these
+-- functions only; no table privilege, so it can neither create, alter nor read anchors
+-- beyond what claim_pending_anchors returns.
+GRANT USAGE ON SCHEMA compliance TO compliance_anchor;
+GRANT EXECUTE ON FUNCTION compliance.claim_pending_anchors(integer),
+compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz),
+compliance.record_anchor_error(bigint, text),
+compliance.record_anchor_integrity_failure(bigint, text, text, text, text) TO compliance_anchor;
+
+-- compliance_auditor: read anchors (`auditchain verify` compares them with the bucket).
+GRANT SELECT ON compliance.anchors TO compliance_auditor;
