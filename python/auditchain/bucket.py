@@ -102,8 +102,9 @@ def read_lock_status(client, bucket: str) -> LockStatus:
         object_lock_enabled=config.get("ObjectLockEnabled") == "Enabled",
         versioning=versioning,
         default_mode=retention.get("Mode"),
-        default_days=retention.get("Days"),
-        default_years=retention.get("Years"),
+        # Exactly one of Days and Years is set; some S3 implementations report the other as 0.
+        default_days=retention.get("Days") or None,
+        default_years=retention.get("Years") or None,
     )
 
 
