@@ -6,7 +6,7 @@ SET LOCAL search_path = pg_catalog, pg_temp;
 -- Touches: compliance.audit_outbox (INSERT).
 -- Rules and their SQLSTATEs (docs/api.md):
 --   AC001 event_type: 3-128 chars, lower-case dotted words, e.g. data.export_initiated
---   AC002 actor: non-empty after trimming, at most 256 chars
+--   AC002 actor: not blank (some non-whitespace character), at most 256 chars
 --   AC003 payload: a JSON object (not NULL, array, scalar)
 --   AC004 payload: at most 256 KiB as stored jsonb
 --   AC005 occurred_at: not after now() + 5 minutes, not before 1970-01-01 UTC
@@ -34,8 +34,8 @@ BEGIN
             USING ERRCODE = 'AC001',
                   HINT = 'Use 3-128 characters of lower-case dotted words, e.g. data.export_initiated.';
     END IF;
-    IF emit.actor IS NULL OR pg_catalog.btrim(emit.actor) = '' OR pg_catalog.length(emit.actor) > 256 THEN
-        RAISE EXCEPTION 'invalid actor: it must be non-empty and at most 256 characters'
+    IF emit.actor IS NULL OR emit.actor !~ '[^[:space:]]' OR pg_catalog.length(emit.actor) > 256 THEN
+        RAISE EXCEPTION 'invalid actor: it must not be blank and at most 256 characters'
             USING ERRCODE = 'AC002';
     END IF;
     IF emit.payload IS NULL OR pg_catalog.jsonb_typeof(emit.payload) <> 'object' THEN

@@ -28,7 +28,7 @@ AS $$
            j.job,
            j.schedule,
            j.command,
-           coalesce(j.database_name, pg_catalog.current_database()),
+           coalesce(j.database_name, pg_catalog.current_database()::text COLLATE pg_catalog."default"),
            j.entry_point
       FROM (
           VALUES
@@ -297,7 +297,8 @@ COMMENT ON FUNCTION compliance.unschedule_jobs() IS
 
 -- compliance.cron_job_health(): one row per job of compliance.cron_jobs(): whether it is
 -- scheduled, its last run and failures in the last hour, read from pg_cron (here or through
--- dblink). For the watchdog and metrics; raises AC050-AC052 when pg_cron cannot be read.
+-- dblink). For compliance.metrics() and operators; raises AC050-AC052 when pg_cron cannot
+-- be read. SECURITY DEFINER: pg_cron shows each role only its own jobs.
 -- Touches: cron.job, cron.job_run_details (read).
 CREATE OR REPLACE FUNCTION compliance.cron_job_health()
 RETURNS TABLE (

@@ -36,10 +36,6 @@ GRANT SELECT ON compliance.audit_events, compliance.drainer_state, compliance.ve
 compliance.integrity_incidents TO compliance_auditor;
 GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_auditor;
 
--- compliance_watchdog: find this database's pg_cron jobs and their failures (read-only).
-GRANT USAGE ON SCHEMA compliance TO compliance_watchdog;
-GRANT EXECUTE ON FUNCTION compliance.cron_jobs(), compliance.cron_job_health() TO compliance_watchdog;
-
 -- ==== exports (issue 6)
 
 -- compliance_writer: request exports (each request is itself an audit event).
@@ -70,3 +66,15 @@ compliance.record_anchor_integrity_failure(bigint, text, text, text, text) TO co
 
 -- compliance_auditor: read anchors (`auditchain verify` compares them with the bucket).
 GRANT SELECT ON compliance.anchors TO compliance_auditor;
+
+-- ==== watchdog (issue 5)
+
+-- compliance_watchdog: compliance.metrics() and nothing else. It is SECURITY DEFINER and
+-- STABLE, so the watchdog reads every number without any table privilege and can change
+-- nothing, not even through it.
+GRANT USAGE ON SCHEMA compliance TO compliance_watchdog;
+GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_watchdog;
+
+-- compliance_auditor: the same numbers, so that `auditchain status` works for on-call
+-- engineers who hold auditor credentials (its details come from the tables auditors read).
+GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_auditor;

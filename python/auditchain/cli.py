@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "watchdog",
     "alarms",
     "status",
+    "bundle",
     "anchor",
     "bucket",
     "verify",
