@@ -150,7 +150,8 @@ ALARMS = [
         "Maximum",
         "GreaterThanOrEqualToThreshold",
         1,
-        "A pg_cron job of auditchain is not scheduled or not active: draining, anchoring or verification stopped.",
+        "A pg_cron job of auditchain is not scheduled or not active: its work (draining, anchoring, "
+        "verifying, reconciling exports) has stopped.",
     ),
 ]
 

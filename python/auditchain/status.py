@@ -58,6 +58,7 @@ class Check:
     state: str
     summary: str
     details: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # facts for machines reading --json
 
 
 def outbox_band(depth: float) -> tuple[str, str]:
@@ -111,7 +112,7 @@ def check_outbox(m: dict[str, Metric], _: Details) -> Check:
     if age > OUTBOX_STALE_SECONDS and state == OK:
         state = WARNING
         summary += " (the drainer is not draining)"
-    return Check("outbox", state, summary)
+    return Check("outbox", state, summary, data={"band": band})
 
 
 def check_drainer(m: dict[str, Metric], details: Details) -> Check:

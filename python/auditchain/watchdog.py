@@ -70,7 +70,7 @@ def add_cloudwatch_options(parser: argparse.ArgumentParser, *, stage_required: b
     parser.add_argument("--region", help="AWS region (default: boto3's configuration)")
     parser.add_argument(
         "--endpoint-url",
-        help="CloudWatch endpoint URL (default: AWS_ENDPOINT_URL_CLOUDWATCH, AWS_ENDPOINT_URL, else AWS itself)",
+        help="CloudWatch endpoint URL (default: AWS_ENDPOINT_URL_CLOUDWATCH, AWS_ENDPOINT_URL, else AWS)",
     )
 
 

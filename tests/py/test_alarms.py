@@ -1,0 +1,213 @@
+"""`auditchain alarms install` against a loopback CloudWatch: the documented alarms, created
+once, left alone when unchanged, updated when the configuration changes, and watching
+metrics the watchdog really publishes."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from awsfake import free_port
+from test_anchor import run_cli
+from test_watchdog import published_names, unique_stage, watchdog_once
+
+DOCUMENTED = {
+    # what: (metric, statistic, comparison, threshold, evaluation periods, missing data)
+    "anchor-gap": ("ComplianceAnchorGap", "Maximum", "GreaterThanThreshold", 1800.0, 1, "missing"),
+    "watchdog-heartbeat-missing": (
+        "ComplianceAnchorWatchdogHeartbeat",
+        "SampleCount",
+        "LessThanThreshold",
+        1.0,
+        2,
+        "breaching",
+    ),
+    "outbox-depth": ("ComplianceOutboxDepth", "Maximum", "GreaterThanThreshold", 10000.0, 1, "missing"),
+    "anchor-failed": (
+        "ComplianceAnchorsFailed",
+        "Maximum",
+        "GreaterThanOrEqualToThreshold",
+        1.0,
+        1,
+        "missing",
+    ),
+    "exports-stuck": (
+        "ComplianceExportsStuck",
+        "Maximum",
+        "GreaterThanOrEqualToThreshold",
+        1.0,
+        1,
+        "missing",
+    ),
+    "drainer-halted": (
+        "ComplianceDrainerHalted",
+        "Maximum",
+        "GreaterThanOrEqualToThreshold",
+        1.0,
+        1,
+        "missing",
+    ),
+    "verification-failed": (
+        "ComplianceVerificationFailed",
+        "Maximum",
+        "GreaterThanOrEqualToThreshold",
+        1.0,
+        1,
+        "missing",
+    ),
+    "cron-job-failures": (
+        "ComplianceCronFailedRunsLastHour",
+        "Maximum",
+        "GreaterThanOrEqualToThreshold",
+        1.0,
+        1,
+        "missing",
+    ),
+    "cron-jobs-unscheduled": (
+        "ComplianceCronJobsUnscheduled",
+        "Maximum",
+        "GreaterThanOrEqualToThreshold",
+        1.0,
+        1,
+        "missing",
+    ),
+}
+
+
+def alarms_of(endpoint_url: str, prefix: str) -> dict[str, dict]:
+    client = boto3.client("cloudwatch", endpoint_url=endpoint_url, region_name="us-east-1")
+    found = client.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]
+    return {a["AlarmName"]: a for a in found}
+
+
+def install(capsys, endpoint_url: str, stage: str, *extra: str) -> tuple[int, str, str]:
+    return run_cli(capsys, "alarms", "install", "--stage", stage, "--endpoint-url", endpoint_url, *extra)
+
+
+def test_install_creates_the_documented_alarms(endpoint_url, capsys):
+    stage = unique_stage()
+
+    code, out, err = install(capsys, endpoint_url, stage)
+
+    assert code == 0, err
+    prefix = f"auditchain-{stage}-compliance-"
+    assert out.splitlines() == [f"created   {prefix}{what}" for what in DOCUMENTED]
+    alarms = alarms_of(endpoint_url, prefix)
+    assert set(alarms) == {prefix + what for what in DOCUMENTED}
+    for what, (metric, statistic, comparison, threshold, periods, missing) in DOCUMENTED.items():
+        alarm = alarms[prefix + what]
+        assert (
+            alarm["Namespace"],
+            alarm["MetricName"],
+            alarm["Dimensions"],
+            alarm["Statistic"],
+            alarm["ComparisonOperator"],
+            alarm["Threshold"],
+            alarm["Period"],
+            alarm["EvaluationPeriods"],
+            alarm["DatapointsToAlarm"],
+            alarm["TreatMissingData"],
+        ) == (
+            "Auditchain/Compliance",
+            metric,
+            [{"Name": "Stage", "Value": stage}],
+            statistic,
+            comparison,
+            threshold,
+            300,
+            periods,
+            periods,
+            missing,
+        ), what
+        assert alarm["AlarmDescription"].endswith(f"Runbook: docs/runbook.md#{what}")
+
+
+def test_install_is_idempotent_and_updates_what_changed(endpoint_url, capsys):
+    stage = unique_stage()
+    prefix = f"auditchain-{stage}-compliance-"
+    install(capsys, endpoint_url, stage)
+
+    code, out, _ = install(capsys, endpoint_url, stage)
+    assert code == 0
+    assert out.splitlines() == [f"unchanged {prefix}{what}" for what in DOCUMENTED]
+    assert len(alarms_of(endpoint_url, prefix)) == len(DOCUMENTED)
+
+    topic = "arn:aws:sns:us-east-1:123456789012:oncall"
+    code, out, _ = install(capsys, endpoint_url, stage, "--sns-topic-arn", topic)
+    assert code == 0
+    assert out.splitlines() == [f"updated   {prefix}{what}" for what in DOCUMENTED]
+    alarms = alarms_of(endpoint_url, prefix)
+    assert len(alarms) == len(DOCUMENTED)
+    assert all(a["AlarmActions"] == [topic] and a["OKActions"] == [topic] for a in alarms.values())
+    assert all(a["ActionsEnabled"] for a in alarms.values())
+
+
+def test_custom_prefix_and_namespace(endpoint_url, capsys):
+    stage = unique_stage()
+
+    code, _, err = install(capsys, endpoint_url, stage, "--prefix", "acme", "--namespace", "Acme/Audit")
+
+    assert code == 0, err
+    alarms = alarms_of(endpoint_url, f"acme-{stage}-compliance-")
+    assert len(alarms) == len(DOCUMENTED)
+    assert {a["Namespace"] for a in alarms.values()} == {"Acme/Audit"}
+
+
+def test_every_alarm_watches_a_metric_the_watchdog_publishes(conn, dsn, endpoint_url, capsys):
+    conn.execute("SELECT compliance.emit('test.alarmed', 'tester')")
+    conn.execute("SELECT compliance.drain()")
+    stage = unique_stage()
+    code, _, err = watchdog_once(capsys, dsn, endpoint_url, stage)
+    assert code == 0, err
+
+    code, out, _ = run_cli(capsys, "alarms", "install", "--stage", stage, "--dry-run")
+
+    watched = {request["MetricName"] for request in json.loads(out)}
+    # The cron metrics are published only where pg_cron can be read; this cluster has it.
+    assert watched <= published_names(endpoint_url, stage)
+
+
+def test_dry_run_prints_the_requests_and_calls_nothing(capsys):
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    code, out, err = run_cli(
+        capsys,
+        "alarms",
+        "install",
+        "--stage",
+        "prod",
+        "--dry-run",
+        "--endpoint-url",
+        dead,
+        "--prefix",
+        "acme",
+    )
+
+    assert code == 0, err
+    requests = json.loads(out)
+    assert [r["AlarmName"] for r in requests] == [f"acme-prod-compliance-{what}" for what in DOCUMENTED]
+    heartbeat = requests[1]
+    assert heartbeat["TreatMissingData"] == "breaching"
+    assert (heartbeat["EvaluationPeriods"], heartbeat["Period"]) == (2, 300)
+    assert all(r["ActionsEnabled"] is False and r["AlarmActions"] == [] for r in requests)
+
+
+def test_unreachable_endpoint_exits_3(moto_server, capsys):
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    code, _, err = install(capsys, dead, "prod")
+
+    assert code == 3
+    assert err.startswith("auditchain alarms: CloudWatch alarm installation failed: Could not connect")
+
+
+@pytest.mark.parametrize("bad", ["", "prod east", "-prod", "x" * 65])
+def test_stage_and_prefix_are_plain_names(bad, capsys):
+    for option in ("--stage", "--prefix"):
+        argv = ["alarms", "install", "--dry-run", "--stage", "prod", "--prefix", "acme"]
+        argv[argv.index(option) + 1] = bad
+        with pytest.raises(SystemExit) as usage:
+            run_cli(capsys, *argv)
+        assert usage.value.code == 2

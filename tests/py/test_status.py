@@ -1,0 +1,295 @@
+"""`auditchain status` with each failure mode induced for real: the backlog of an
+unscheduled drainer, an unreachable bucket, a stuck export, a halted drainer, a missing
+heartbeat, an unreachable database."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from awsfake import free_port
+from test_anchor import create_anchor, make_worm_bucket, run_cli
+from test_watchdog import (
+    metric_values,
+    unique_stage,
+    wait_until,
+    watchdog_login_fixture,  # noqa: F401 (the watchdog_login fixture)
+    watchdog_once,
+)
+
+
+def status(capsys, dsn: str, *extra: str) -> tuple[int, dict]:
+    code, out, err = run_cli(capsys, "status", "--json", "--dsn", dsn, *extra)
+    document = json.loads(out)
+    assert document["exit_code"] == code, err
+    return code, document
+
+
+def check(document: dict, name: str) -> dict:
+    (found,) = [c for c in document["checks"] if c["name"] == name]
+    return found
+
+
+def emit(conn: psycopg.Connection, count: int) -> None:
+    conn.execute(
+        "SELECT count(compliance.emit('test.produced', 'tester')) FROM generate_series(1, %s)", (count,)
+    )
+
+
+def chain_recorded_at(conn: psycopg.Connection, count: int, at: datetime) -> None:
+    """Append events exactly as the drainer would have chained them at `at`: valid hashes,
+    the drainer's head moved along. How a test has events that were chained 40 minutes ago."""
+    for _ in range(count):
+        conn.execute(
+            """
+            WITH next AS (
+                SELECT d.last_seq + 1 AS seq, d.last_hash AS prev_hash, compliance.uuidv7() AS event_id
+                  FROM compliance.drainer_state AS d
+            ), hashed AS (
+                SELECT n.*, compliance.event_hash(n.prev_hash, compliance.event_record(
+                           n.seq, n.event_id, %(at)s, %(at)s, NULL, 'test.backdated', 'tester',
+                           compliance.payload_digest('{}'))) AS event_hash
+                  FROM next AS n
+            ), inserted AS (
+                INSERT INTO compliance.audit_events
+                    (seq, event_id, occurred_at, recorded_at, tenant_id, event_type, actor, payload,
+                     hash_version, prev_hash, event_hash)
+                SELECT h.seq, h.event_id, %(at)s, %(at)s, NULL, 'test.backdated', 'tester', '{}', 1,
+                       h.prev_hash, h.event_hash
+                  FROM hashed AS h
+                RETURNING seq, event_hash
+            )
+            UPDATE compliance.drainer_state AS d
+               SET last_seq = i.seq, last_hash = i.event_hash, last_success_at = %(at)s
+              FROM inserted AS i
+            """,
+            {"at": at},
+        )
+
+
+@pytest.mark.slow
+def test_unscheduled_drainer_backlog_bands_and_rescheduling_drains_it(conn, dsn, capsys):
+    assert metric_values(conn)["cron_jobs_unscheduled"] == 5
+    expected = [
+        (150, "elevated", "warning"),
+        (10_001, "concerning", "warning"),
+        (100_001, "critical", "critical"),
+    ]
+    try:
+        produced = 0
+        for depth, band, state in expected:
+            emit(conn, depth - produced)
+            produced = depth
+            code, document = status(capsys, dsn)
+            outbox = check(document, "outbox")
+            assert (outbox["state"], outbox["data"]["band"]) == (state, band), depth
+            assert document["metrics"]["outbox_depth"] == depth
+            assert code == (2 if state == "critical" else 1)
+        assert check(document, "pg_cron")["state"] == "warning"
+        assert "drain: not scheduled" in check(document, "pg_cron")["details"]
+
+        assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] == 5
+        wait_until(lambda: metric_values(conn)["outbox_depth"] == 0, timeout=180, what="pg_cron to drain")
+
+        _, document = status(capsys, dsn)
+        outbox = check(document, "outbox")
+        assert (outbox["state"], outbox["data"]["band"]) == ("ok", "healthy")
+        assert document["metrics"]["chain_length"] == 100_001
+        assert document["metrics"]["cron_jobs_unscheduled"] == 0
+    finally:
+        conn.execute("SELECT compliance.unschedule_jobs()")
+
+
+def test_outbox_band_edges(conn, dsn, capsys):
+    emit(conn, 99)
+    assert check(status(capsys, dsn)[1], "outbox")["data"]["band"] == "healthy"
+    emit(conn, 1)
+    assert check(status(capsys, dsn)[1], "outbox")["data"]["band"] == "elevated"
+
+
+def test_old_rows_in_a_small_outbox_are_a_warning(conn, dsn, capsys):
+    conn.execute(
+        "INSERT INTO compliance.audit_outbox (event_id, emitted_at, occurred_at, event_type, actor, payload)"
+        " VALUES (compliance.uuidv7(), now() - interval '6 minutes', now(), 'test.stale', 'tester', '{}')"
+    )
+
+    outbox = check(status(capsys, dsn)[1], "outbox")
+
+    assert (outbox["state"], outbox["data"]["band"]) == ("warning", "healthy")
+    assert "the drainer is not draining" in outbox["summary"]
+
+
+def test_unreachable_bucket_grows_the_gap_to_critical_and_recovery_clears_it(
+    conn, dsn, endpoint_url, bucket_name, capsys
+):
+    dead = f"http://127.0.0.1:{free_port()}"
+    chain_recorded_at(conn, 3, datetime.now(UTC) - timedelta(minutes=40))
+    assert conn.execute("SELECT ok FROM compliance.verify_chain()").fetchone()[0]
+    create_anchor(conn)
+
+    code, _, _ = run_cli(
+        capsys, "anchor", "--once", "--dsn", dsn, "--endpoint-url", dead, "--bucket", bucket_name
+    )
+    assert code == 3
+
+    first = metric_values(conn)
+    time.sleep(1.1)
+    second = metric_values(conn)
+    assert 1800 < first["anchor_gap_seconds"] < second["anchor_gap_seconds"]
+    assert (second["anchors_pending"], second["anchors_failed"]) == (1, 0)
+    code, document = status(capsys, dsn)
+    anchors = check(document, "anchors")
+    assert (code, document["overall"], anchors["state"]) == (2, "critical", "critical")
+    (problem,) = anchors["details"]
+    assert "(seq 1-3) pending after 1 attempt(s): " in problem
+    assert "Could not connect to the endpoint URL" in problem
+
+    make_worm_bucket(endpoint_url, bucket_name)
+    code, _, err = run_cli(
+        capsys, "anchor", "--once", "--dsn", dsn, "--endpoint-url", endpoint_url, "--bucket", bucket_name
+    )
+    assert code == 0, err
+
+    recovered = metric_values(conn)
+    assert (recovered["anchor_gap_seconds"], recovered["anchors_pending"]) == (0, 0)
+    assert recovered["anchor_last_upload_age_seconds"] < 60
+    code, document = status(capsys, dsn)
+    assert check(document, "anchors")["state"] == "ok"
+    assert document["overall"] != "critical"
+
+
+def test_watchdog_role_sees_the_numbers_but_not_the_details(conn, watchdog_login, capsys):
+    chain_recorded_at(conn, 1, datetime.now(UTC) - timedelta(minutes=31))
+    create_anchor(conn)
+    conn.execute(
+        "SELECT compliance.record_anchor_error(max(anchor_id), 'SlowDown: throttled') FROM compliance.anchors"
+    )
+
+    code, document = status(capsys, watchdog_login)
+
+    anchors = check(document, "anchors")
+    assert (code, anchors["state"]) == (2, "critical")
+    assert anchors["details"] == ["details hidden: this role cannot read compliance.anchors"]
+
+
+def test_stuck_export_appears_in_metrics_and_status_until_reconciled(conn, dsn, capsys):
+    job = conn.execute("SELECT compliance.request_export('{}', 'auditor@example.com')").fetchone()[0]
+    assert conn.execute("SELECT compliance.claim_export(%s)", (job,)).fetchone()[0]
+    assert metric_values(conn)["exports_stuck"] == 0
+
+    # The runner crashed 20 minutes ago: move the claim back as the clock would have.
+    conn.execute("ALTER TABLE compliance.export_jobs DISABLE TRIGGER export_jobs_guard")
+    conn.execute(
+        "UPDATE compliance.export_jobs SET created_at = now() - interval '21 minutes',"
+        " started_at = now() - interval '20 minutes' WHERE job_id = %s",
+        (job,),
+    )
+    conn.execute("ALTER TABLE compliance.export_jobs ENABLE ALWAYS TRIGGER export_jobs_guard")
+
+    assert metric_values(conn)["exports_stuck"] == 1
+    exports = check(status(capsys, dsn)[1], "exports")
+    assert exports["state"] == "warning"
+    assert exports["summary"].startswith("1 stuck")
+    assert exports["details"][0].startswith(f"job {job} running since ")
+
+    assert conn.execute("SELECT compliance.reconcile_exports()").fetchone()[0] == 1
+    assert metric_values(conn)["exports_stuck"] == 0
+    assert check(status(capsys, dsn)[1], "exports")["state"] == "ok"
+
+
+def test_halted_drainer_is_critical_and_names_the_seq(conn, dsn, capsys):
+    emit(conn, 2)
+    conn.execute("SELECT compliance.drain()")
+    conn.execute("ALTER TABLE compliance.audit_events DISABLE TRIGGER forbid_row_change")
+    conn.execute("UPDATE compliance.audit_events SET actor = 'someone else' WHERE seq = 2")
+    conn.execute("ALTER TABLE compliance.audit_events ENABLE ALWAYS TRIGGER forbid_row_change")
+    emit(conn, 1)
+    with pytest.raises(psycopg.Error) as halted:
+        conn.execute("CALL compliance.run_drainer(max_runtime => '1 second')")
+    assert halted.value.sqlstate == "AC010"
+
+    code, document = status(capsys, dsn)
+
+    drainer = check(document, "drainer")
+    assert (code, drainer["state"]) == (2, "critical")
+    assert drainer["summary"].startswith("HALTED on an integrity failure")
+    assert " at seq 2: chain head check failed at seq 2" in drainer["details"][0]
+    assert document["metrics"]["drainer_halted"] == 1
+
+
+def test_verification_failure_is_critical(conn, dsn, capsys):
+    emit(conn, 2)
+    conn.execute("SELECT compliance.drain()")
+    conn.execute("ALTER TABLE compliance.audit_events DISABLE TRIGGER forbid_row_change")
+    conn.execute("UPDATE compliance.audit_events SET payload = '{\"edited\": true}' WHERE seq = 1")
+    conn.execute("ALTER TABLE compliance.audit_events ENABLE ALWAYS TRIGGER forbid_row_change")
+    conn.execute("SELECT compliance.verify_new_events()")
+
+    code, document = status(capsys, dsn)
+
+    verification = check(document, "verification")
+    assert (code, verification["state"]) == (2, "critical")
+    assert verification["details"] == [
+        "first bad seq 1: content changed: the event no longer matches its event_hash"
+    ]
+
+
+def test_heartbeat_is_read_back_from_cloudwatch(conn, dsn, endpoint_url, capsys):
+    stage = unique_stage()
+    options = ("--stage", stage, "--endpoint-url", endpoint_url)
+
+    heartbeat = check(status(capsys, dsn, *options)[1], "heartbeat")
+    assert heartbeat["state"] == "critical"
+    assert heartbeat["summary"] == f"no heartbeat in the last 3 h (Auditchain/Compliance Stage={stage})"
+
+    assert watchdog_once(capsys, dsn, endpoint_url, stage)[0] == 0
+    heartbeat = check(status(capsys, dsn, *options)[1], "heartbeat")
+    assert heartbeat["state"] == "ok"
+    assert heartbeat["summary"].startswith("last heartbeat ")
+
+
+def test_heartbeat_unknown_when_cloudwatch_is_unreachable(conn, dsn, moto_server, capsys):
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    code, document = status(capsys, dsn, "--stage", "prod", "--endpoint-url", dead)
+
+    heartbeat = check(document, "heartbeat")
+    assert heartbeat["state"] == "unknown"
+    assert heartbeat["summary"].startswith("cannot read ComplianceAnchorWatchdogHeartbeat from CloudWatch")
+    assert (code, document["overall"]) == (3, "unknown")
+
+
+def test_heartbeat_skipped_without_stage(conn, dsn, capsys):
+    heartbeat = check(status(capsys, dsn)[1], "heartbeat")
+    assert heartbeat["state"] == "skipped"
+
+
+def test_unreachable_database_is_unknown(capsys):
+    dsn = f"host=127.0.0.1 port={free_port()} dbname=nowhere user=postgres connect_timeout=3"
+
+    code, out, err = run_cli(capsys, "status", "--json", "--dsn", dsn)
+
+    assert code == 3
+    assert json.loads(out)["overall"] == "unknown"
+    assert err.startswith("auditchain status: cannot connect to postgresql://postgres@127.0.0.1:")
+    code, out, _ = run_cli(capsys, "status", "--dsn", dsn)
+    assert (code, out) == (3, "")
+
+
+def test_table_on_a_terminal_lists_every_check_and_the_overall_state(conn, dsn, capsys):
+    emit(conn, 120)
+
+    code, out, _ = run_cli(capsys, "status", "--dsn", dsn)
+
+    lines = out.splitlines()
+    assert lines[0].startswith("auditchain status of postgresql://")
+    assert lines[2].split() == ["CHECK", "STATE", "SUMMARY"]
+    rows = {line.split()[0]: line.split()[1] for line in lines[3:] if line and not line.startswith(" ")}
+    assert rows["outbox"] == "WARNING"
+    assert set(rows) >= {"outbox", "drainer", "anchors", "verification", "exports", "pg_cron", "heartbeat"}
+    assert lines[-1] == f"overall: WARNING (exit {code})"
+    assert code == 1
