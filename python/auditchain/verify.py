@@ -268,8 +268,9 @@ def check_links(report: Report, anchored: list[tuple[int, AnchorObject]]) -> Non
         previous = obj
 
 
-def check_rows(report: Report, client, snap: Snapshot, bucket: str, listed: set[tuple[str, str]]) -> None:
+def check_rows(report: Report, client, snap: Snapshot, listed: set[tuple[str, str]]) -> None:
     """The database's anchor chain is continuous, and every uploaded row has its object."""
+    checked = f"s3://{report.bucket}/{report.prefix}anchors/"
     previous: AnchorRow | None = None
     for row in snap.rows:
         subject = f"anchor {row.anchor_id} (seq {row.seq_from}..{row.seq_to})"
@@ -277,24 +278,27 @@ def check_rows(report: Report, client, snap: Snapshot, bucket: str, listed: set[
         expected_prev = previous.document_digest if previous else None
         if (row.seq_from, row.prev_anchor_digest) != (expected_from, expected_prev):
             report.problem("link", subject, "does not continue the previous anchor row")
+        recorded = f"s3://{row.bucket}/{row.object_key}"
         if row.status == "failed":
             report.problem("alarm", subject, f"integrity alarm recorded by the uploader: {row.last_error}")
         elif row.status == "pending":
-            report.notes.append(f"{subject} is pending upload (attempts so far: see compliance.anchors)")
-        elif (row.object_key, row.version_id) not in listed and not _exists(client, bucket, row):
+            error = f"; last error: {row.last_error}" if row.last_error else ""
+            report.notes.append(f"{subject} is pending upload{error}")
+        elif not recorded.startswith(checked):
+            report.problem(
+                "object", subject, f"recorded as {recorded}, outside {checked} (--bucket, --prefix?)"
+            )
+        elif (row.object_key, row.version_id) not in listed and not _exists(client, report.bucket, row):
             report.problem(
                 "object",
                 subject,
-                f"recorded as s3://{row.bucket}/{row.object_key} version {row.version_id}, "
-                "which the bucket does not hold",
+                f"recorded as {recorded} version {row.version_id}, which the bucket does not hold",
             )
         previous = row
 
 
 def _exists(client, bucket: str, row: AnchorRow) -> bool:
     """An object uploaded after the listing (the row committed before our snapshot)."""
-    if row.bucket != bucket:
-        return False
     try:
         client.head_object(Bucket=bucket, Key=row.object_key, VersionId=row.version_id)
         return True
@@ -341,7 +345,7 @@ def verify(dsn: str, client, bucket: str, prefix: str) -> Report:
             check_row(report, bucket, obj, rows_by_cadence.get(cadence))
             anchored.append((seq_to, obj))
         check_links(report, anchored)
-        check_rows(report, client, snap, bucket, {(o.key, o.version_id) for o in objects})
+        check_rows(report, client, snap, {(o.key, o.version_id) for o in objects})
     except s3.S3_ERRORS as exc:
         raise s3.unavailable(f"cannot read anchors from s3://{bucket}", exc) from None
     finally:
