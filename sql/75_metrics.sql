@@ -20,7 +20,7 @@ COMMENT ON FUNCTION compliance.age_seconds(timestamptz, timestamptz) IS
 -- never a scan of audit_events. SECURITY DEFINER so that compliance_watchdog needs EXECUTE
 -- on this function and nothing else.
 -- Touches (read only): audit_outbox, audit_events (one row by seq), drainer_state,
--- verification_state, anchors, export_jobs; cron.job and cron.job_run_details through
+-- verification_state, anchors, anchor_failure_reviews, export_jobs; cron.job and cron.job_run_details through
 -- compliance.cron_job_health().
 CREATE OR REPLACE FUNCTION compliance.metrics()
 RETURNS TABLE (metric text, value double precision, unit text)
@@ -81,8 +81,13 @@ BEGIN
         ('anchors_pending',
          (SELECT pg_catalog.count(*) FROM compliance.anchors AS a WHERE a.status = 'pending')::double precision,
          'count'),
+        -- Integrity alarms nobody has reviewed yet (compliance.acknowledge_anchor_failure).
         ('anchors_failed',
-         (SELECT pg_catalog.count(*) FROM compliance.anchors AS a WHERE a.status = 'failed')::double precision,
+         (SELECT pg_catalog.count(*)
+            FROM compliance.anchors AS a
+           WHERE a.status = 'failed'
+             AND NOT EXISTS (SELECT 1 FROM compliance.anchor_failure_reviews AS r
+                              WHERE r.anchor_id = a.anchor_id))::double precision,
          'count'),
         ('chain_length', v_drainer.last_seq::double precision, 'count'),
         ('drainer_last_success_age_seconds', compliance.age_seconds(v_now, v_drainer.last_success_at), 'seconds'),
@@ -106,3 +111,39 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.metrics() IS
 'Health metrics (metric, value, unit) for the watchdog and auditchain status; cheap, read-only, names documented in docs/api.md.';
+
+-- compliance.acknowledge_anchor_failure(anchor_id, note): an operator's record that a
+-- failed anchor (integrity alarm) was investigated, so that it stops counting in
+-- anchors_failed and the anchor-failed alarm can clear. The anchor itself stays failed and
+-- `auditchain verify` keeps reporting it. Idempotent: true when recorded now, false when
+-- the anchor was already reviewed (the first note stays). AC060 for an anchor that is not
+-- failed or a blank note. Owner only, like acknowledge_integrity_failure.
+-- Touches: anchors (read), anchor_failure_reviews (INSERT).
+CREATE OR REPLACE FUNCTION compliance.acknowledge_anchor_failure(p_anchor_id bigint, p_note text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status compliance.anchor_status;
+BEGIN
+    SELECT a.status INTO v_status FROM compliance.anchors AS a WHERE a.anchor_id = p_anchor_id;
+    IF v_status IS DISTINCT FROM 'failed' THEN
+        RAISE EXCEPTION 'anchor % is %, not failed: there is no integrity alarm to acknowledge', p_anchor_id,
+            coalesce(v_status::text, 'missing')
+            USING ERRCODE = 'AC060';
+    END IF;
+    IF p_note IS NULL OR pg_catalog.btrim(p_note) = '' OR pg_catalog.length(p_note) > 2000 THEN
+        RAISE EXCEPTION 'a note of 1-2000 characters describing the investigation is required'
+            USING ERRCODE = 'AC060';
+    END IF;
+    INSERT INTO compliance.anchor_failure_reviews (anchor_id, note)
+    VALUES (p_anchor_id, p_note)
+    ON CONFLICT (anchor_id) DO NOTHING;
+    RETURN FOUND;
+END;
+$$;
+COMMENT ON FUNCTION compliance.acknowledge_anchor_failure(bigint, text) IS
+'Operator action after investigating a failed anchor: records the review so anchors_failed stops counting it (AC060 if not failed).';
+
+SELECT compliance.protect_table('compliance.anchor_failure_reviews', true);

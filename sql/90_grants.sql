@@ -76,5 +76,7 @@ GRANT USAGE ON SCHEMA compliance TO compliance_watchdog;
 GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_watchdog;
 
 -- compliance_auditor: the same numbers, so that `auditchain status` works for on-call
--- engineers who hold auditor credentials (its details come from the tables auditors read).
+-- engineers who hold auditor credentials (its details come from the tables auditors read),
+-- and the record of reviewed anchor integrity alarms.
 GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_auditor;
+GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;

@@ -149,7 +149,9 @@ def check_anchors(m: dict[str, Metric], details: Details) -> Check:
         rows = details.rows(
             "SELECT anchor_id, status::text, seq_from, seq_to, attempts, last_error"
             "  FROM compliance.anchors"
-            " WHERE status = 'failed' OR (status = 'pending' AND last_error IS NOT NULL)"
+            " WHERE (status = 'failed'"
+            "        AND anchor_id NOT IN (SELECT anchor_id FROM compliance.anchor_failure_reviews))"
+            "    OR (status = 'pending' AND last_error IS NOT NULL)"
             " ORDER BY status DESC, seq_to DESC LIMIT %s",
             (DETAIL_LIMIT,),
         )

@@ -5,10 +5,6 @@ SELECT plan(13);
 
 SELECT ok(has_function_privilege('compliance_watchdog', 'compliance.metrics()', 'EXECUTE'),
           'compliance_watchdog may execute compliance.metrics()');
--- Known conflict: the ledger section of sql/90_grants.sql also grants compliance.cron_jobs()
--- and compliance.cron_job_health() to compliance_watchdog; metrics() already reports the
--- pg_cron figures. Remove the todo once those two grants are gone.
-SELECT todo('ledger grants cron_jobs() and cron_job_health() to compliance_watchdog', 1);
 SELECT is_empty(
     $$SELECT p.oid::regprocedure::text
         FROM pg_proc AS p
