@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "anchor",
     "bucket",
     "verify",
+    "export",
 ]
 
 

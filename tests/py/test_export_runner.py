@@ -1,0 +1,495 @@
+"""`auditchain export request` and `auditchain export run` against a real database and a loopback
+S3 (moto server): what a bundle holds, what happens when S3 fails, when two runners race,
+when a claim is re-delivered, when a runner is killed, and how much memory a runner needs."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from auditchain import hashing, s3
+from auditchain.bundle import FULL_EVENT_FIELDS, verify_bundle
+from auditchain.cli import main
+from awsfake import MotoServer, free_port
+
+MANIFEST_KEYS = {
+    "format",
+    "format_version",
+    "hash_version",
+    "job_id",
+    "filter",
+    "requested_by",
+    "created_at",
+    "seq_from",
+    "seq_to",
+    "range_prev_hash",
+    "line_count",
+    "matched_count",
+    "withheld_payloads",
+    "data_object",
+    "data_sha256",
+    "data_bytes",
+    "database",
+    "anchors",
+}
+EXCLUDED_KEYS = {"seq", "prev_hash", "event_hash", "excluded"}
+RUNNER_APP = "auditchain export run"
+# Runs the CLI in a child process and reports that process's peak resident set size on stderr.
+PEAK_RSS_WRAPPER = (
+    "import sys\n"
+    "from auditchain.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0]\n"
+    "print('PEAK_RSS_KB', peak.split()[1], file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def chain_events(
+    conn: psycopg.Connection, count: int, *, tenant: str | None = "acme", note: str = ""
+) -> None:
+    """Emit `count` events in one statement and drain them into the chain."""
+    conn.execute(
+        "SELECT count(compliance.emit('user.login', 'actor-' || (g %% 5),"
+        " jsonb_build_object('n', g, 'note', %s::text, 'r', md5(g::text)), %s))"
+        " FROM generate_series(1, %s) AS g",
+        (note, tenant, count),
+    )
+    while conn.execute("SELECT compliance.drain(50000)").fetchone()[0]:
+        pass
+
+
+def request(
+    conn: psycopg.Connection, export_filter: dict[str, Any], who: str = "auditor@example.com"
+) -> uuid.UUID:
+    return conn.execute(
+        "SELECT compliance.request_export(%s::jsonb, %s)", (json.dumps(export_filter), who)
+    ).fetchone()[0]
+
+
+def job_row(conn: psycopg.Connection, job_id: uuid.UUID) -> dict[str, Any]:
+    return conn.execute(
+        "SELECT to_jsonb(j) FROM compliance.export_jobs AS j WHERE job_id = %s", (job_id,)
+    ).fetchone()[0]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def runner_args(dsn: str, endpoint: str, bucket: str, *mode: str) -> list[str]:
+    return ["export", "run", "--dsn", dsn, *mode, "--bucket", bucket, "--endpoint-url", endpoint]
+
+
+def spawn(*argv: str, code: str | None = None) -> subprocess.Popen[str]:
+    """The CLI in a child process, as an operator or a scheduler starts it."""
+    command = [sys.executable, "-c", code, *argv] if code else [sys.executable, "-m", "auditchain.cli", *argv]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_bundle(client: Any, bucket: str, prefix: str) -> tuple[dict[str, Any], bytes]:
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read())
+    data = client.get_object(Bucket=bucket, Key=prefix + "events.ndjson.gz")["Body"].read()
+    return manifest, data
+
+
+def keys_under(client: Any, bucket: str, prefix: str = "") -> list[str]:
+    listing = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def runner_activity(conn: psycopg.Connection) -> list[tuple[str, str | None]]:
+    """(query, wait_event_type) of every connection of a runner to this database."""
+    return conn.execute(
+        "SELECT query, wait_event_type FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = %s",
+        (RUNNER_APP,),
+    ).fetchall()
+
+
+@pytest.fixture
+def client(endpoint_url: str) -> Any:
+    return s3.make_client(endpoint_url)
+
+
+@pytest.fixture
+def bucket(client: Any, bucket_name: str) -> str:
+    """A fresh bucket (bucket_name alone repeats across parametrized cases of one test)."""
+    name = f"{bucket_name}-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def exporter_dsn(dsn: str) -> Iterator[str]:
+    """A login role that is only a member of compliance_exporter, as production runs the runner."""
+    role = f"ac_exporter_{os.getpid()}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE compliance_exporter")
+    yield make_conninfo(dsn, user=role)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+# ---------------------------------------------------------------------------- bundles
+
+
+@pytest.mark.parametrize("withhold", [False, True], ids=["payloads", "withheld"])
+def test_bundle_holds_the_range_and_matches_its_manifest(
+    conn, exporter_dsn, endpoint_url, client, bucket, capsys, withhold
+):
+    chain_events(conn, 60, tenant="acme", note='é "quoted" \\ and\nnewline')
+    chain_events(conn, 40, tenant="beta")
+    chain_events(conn, 30, tenant="acme")
+    job_id = request(conn, {"tenant_id": "acme", "withhold_payloads": withhold})
+
+    code, out, err = run_cli(capsys, *runner_args(exporter_dsn, endpoint_url, bucket, "--job", str(job_id)))
+    assert code == 0, err
+    prefix = f"exports/{job_id}/"
+    assert f"export job {job_id} completed: 130 lines (90 matched)" in out
+    assert keys_under(client, bucket) == [prefix + "events.ndjson.gz", prefix + "manifest.json"]
+
+    manifest, data = read_bundle(client, bucket, prefix)
+    job = job_row(conn, job_id)
+    assert set(manifest) == MANIFEST_KEYS
+    assert manifest["data_sha256"] == hashlib.sha256(data).hexdigest() == job["data_sha256"][2:]
+    assert manifest["data_bytes"] == len(data) == job["data_bytes"]
+    assert (job["status"], job["output_bucket"], job["output_prefix"]) == ("completed", bucket, prefix)
+    assert (manifest["seq_from"], manifest["seq_to"], manifest["line_count"], manifest["matched_count"]) == (
+        1,
+        130,
+        130,
+        90,
+    )
+    assert (job["seq_from"], job["seq_to"], job["row_count"], job["matched_count"]) == (1, 130, 130, 90)
+    assert manifest["format"] == "auditchain-export"
+    assert (manifest["format_version"], manifest["hash_version"]) == (1, 1)
+    assert manifest["job_id"] == str(job_id)
+    assert manifest["filter"] == {"tenant_id": "acme", "withhold_payloads": withhold}
+    assert manifest["withheld_payloads"] is withhold
+    assert manifest["range_prev_hash"] == "00" * 32
+    assert manifest["anchors"] == []
+
+    lines = [json.loads(line) for line in gzip.decompress(data).decode().splitlines()]
+    assert [line["seq"] for line in lines] == list(range(1, 131))
+    events = {
+        row[0]: row
+        for row in conn.execute(
+            "SELECT seq, tenant_id, payload::text, event_hash FROM compliance.audit_events"
+        )
+    }
+    prev = bytes(32)
+    for line in lines:
+        seq = line["seq"]
+        assert bytes.fromhex(line["prev_hash"]) == prev, seq
+        if events[seq][1] == "beta":
+            assert set(line) == EXCLUDED_KEYS and line["excluded"] is True, seq
+        else:
+            payload_key = "payload_sha256" if withhold else "payload"
+            assert set(line) == FULL_EVENT_FIELDS | {payload_key}, seq
+            assert hashing.event_hash(prev, hashing.canonical_record(line)).hex() == line["event_hash"], seq
+        if not withhold and "payload" in line:
+            assert line["payload"] == events[seq][2]
+        assert line["event_hash"] == bytes(events[seq][3]).hex()
+        prev = bytes.fromhex(line["event_hash"])
+
+    report = verify_bundle(f"s3://{bucket}/{prefix}", endpoint_url=endpoint_url)
+    assert report.ok, report.failures
+
+
+def test_manifest_lists_the_uploaded_anchors_that_cover_the_range(conn, dsn, endpoint_url, client, capsys):
+    worm = f"ac-anchors-{os.getpid() % 10000}-{uuid.uuid4().hex[:8]}"
+    bucket_options = ["--bucket", worm, "--endpoint-url", endpoint_url]
+    assert main(["bucket", "create", *bucket_options]) == 0
+    chain_events(conn, 20, tenant="acme")
+    conn.execute("SELECT compliance.create_anchor()")
+    chain_events(conn, 10, tenant="beta")
+    conn.execute("SELECT compliance.create_anchor()")
+    chain_events(conn, 5, tenant="beta")
+    assert main(["anchor", "--dsn", dsn, "--once", *bucket_options]) == 0
+    job_id = request(conn, {"tenant_id": "acme", "from": "2000-01-01T00:00:00Z"})
+
+    code, _, err = run_cli(
+        capsys, *runner_args(dsn, endpoint_url, worm, "--prefix", "audits/2026", "--job", str(job_id))
+    )
+    assert code == 0, err
+    prefix = f"audits/2026/{job_id}/"
+    manifest, _ = read_bundle(client, worm, prefix)
+    anchors = conn.execute(
+        "SELECT cadence_id, seq_to, encode(head_hash, 'hex'), encode(document_digest, 'hex'), bucket,"
+        " object_key, version_id FROM compliance.anchors WHERE status = 'uploaded' ORDER BY seq_to"
+    ).fetchall()
+    assert [a[1] for a in anchors] == [20, 30]
+    # Matches end at seq 20, which an uploaded anchor covers: the range ends there, not at 30.
+    assert (manifest["seq_from"], manifest["seq_to"], manifest["matched_count"]) == (1, 20, 20)
+    assert manifest["anchors"] == [
+        {
+            "cadence_id": a[0],
+            "seq_to": a[1],
+            "head_hash": a[2],
+            "document_digest": a[3],
+            "bucket": a[4],
+            "key": a[5],
+            "version_id": a[6],
+        }
+        for a in anchors[:1]
+    ]
+
+    report = verify_bundle(f"s3://{worm}/{prefix}", endpoint_url=endpoint_url, anchors="require")
+    assert report.ok, report.failures
+
+
+def test_a_filter_that_matches_nothing_still_writes_a_bundle(conn, dsn, endpoint_url, client, bucket, capsys):
+    chain_events(conn, 10)
+    job_id = request(conn, {"actor": "nobody"})
+    code, _, err = run_cli(capsys, *runner_args(dsn, endpoint_url, bucket, "--once", "--json"))
+    assert code == 0, err
+    manifest, data = read_bundle(client, bucket, f"exports/{job_id}/")
+    assert gzip.decompress(data) == b""
+    assert (manifest["seq_from"], manifest["seq_to"], manifest["line_count"], manifest["matched_count"]) == (
+        None,
+        None,
+        0,
+        0,
+    )
+    assert manifest["data_sha256"] == hashlib.sha256(data).hexdigest()
+    assert job_row(conn, job_id)["status"] == "completed"
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+def test_request_prints_the_job_id_and_audits_the_request(conn, dsn, capsys):
+    code, out, err = run_cli(
+        capsys,
+        "export",
+        "request",
+        "--dsn",
+        dsn,
+        "--filter",
+        '{"tenant_ids": ["acme", "beta"]}',
+        "--requested-by",
+        "auditor@example.com",
+        "--json",
+    )
+    assert code == 0, err
+    job_id = uuid.UUID(json.loads(out)["job_id"])
+    assert job_row(conn, job_id)["status"] == "queued"
+    event = conn.execute(
+        "SELECT event_type, actor, payload FROM compliance.audit_outbox AS o"
+        " JOIN compliance.export_jobs AS j ON j.request_event_id = o.event_id WHERE j.job_id = %s",
+        (job_id,),
+    ).fetchone()
+    assert event == (
+        "data.export_initiated",
+        "auditor@example.com",
+        {"job_id": str(job_id), "filter": {"tenant_ids": ["acme", "beta"]}},
+    )
+
+    code, out, _ = run_cli(
+        capsys, "export", "request", "--dsn", dsn, "--filter", "{}", "--requested-by", "me"
+    )
+    assert code == 0 and uuid.UUID(out.strip()).version == 7
+
+
+@pytest.mark.parametrize(
+    ("filter_text", "message"),
+    [
+        ('{"tenant": "acme"}', 'invalid export filter: unknown key "tenant"'),
+        ('{"from": "last week"}', '"from" must be an ISO-8601 timestamp with a time zone'),
+        ('{"event_types": "user.login"}', '"event_types" must be a non-empty array of strings'),
+        ('{"tenant_id": "acme"', "--filter is not valid JSON"),
+    ],
+)
+def test_a_bad_filter_is_refused_and_leaves_nothing_behind(conn, dsn, capsys, filter_text, message):
+    code, out, err = run_cli(
+        capsys, "export", "request", "--dsn", dsn, "--filter", filter_text, "--requested-by", "me"
+    )
+    assert (code, out) == (2, "")
+    assert message in err
+    assert conn.execute("SELECT count(*) FROM compliance.export_jobs").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0] == 0
+
+
+# ---------------------------------------------------------------------------- business failures
+
+
+def test_a_missing_bucket_fails_the_job(conn, dsn, endpoint_url, bucket_name, capsys):
+    job_id = request(conn, {})
+    code, _, _ = run_cli(capsys, *runner_args(dsn, endpoint_url, bucket_name, "--job", str(job_id)))
+    assert code == 1
+    job = job_row(conn, job_id)
+    assert job["status"] == "failed"
+    assert job["job_error"].startswith("NoSuchBucket")
+    assert job["completed_at"] is not None
+
+
+def test_an_unreachable_endpoint_fails_the_job(conn, dsn, bucket_name, capsys):
+    job_id = request(conn, {})
+    code, out, _ = run_cli(
+        capsys, *runner_args(dsn, f"http://127.0.0.1:{free_port()}", bucket_name, "--once", "--json")
+    )
+    assert code == 1
+    assert json.loads(out)["status"] == "failed"
+    job = job_row(conn, job_id)
+    assert job["status"] == "failed" and "EndpointConnectionError" in job["job_error"]
+
+
+def test_an_endpoint_that_dies_during_the_upload_fails_the_job(conn, dsn, bucket_name):
+    server = MotoServer().start()
+    try:
+        s3.make_client(server.url).create_bucket(Bucket=bucket_name)
+        chain_events(conn, 200)
+        job_id = request(conn, {})
+        # Hold the runner between starting the multipart upload and streaming: the plan waits for this lock.
+        with psycopg.connect(dsn) as blocker:
+            blocker.execute("LOCK TABLE compliance.audit_events IN ACCESS EXCLUSIVE MODE")
+            runner = spawn(*runner_args(dsn, server.url, bucket_name, "--job", str(job_id)))
+            wait_for(
+                lambda: any(w == "Lock" for _, w in runner_activity(conn)),
+                60,
+                "the runner to wait for the lock",
+            )
+            server.stop()
+            blocker.rollback()
+        _, err = runner.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert runner.returncode == 1, err
+    job = job_row(conn, job_id)
+    assert job["status"] == "failed" and "EndpointConnectionError" in job["job_error"], job
+
+
+# ---------------------------------------------------------------------------- concurrency and crashes
+
+
+def test_two_runners_race_for_one_job_and_exactly_one_runs_it(conn, dsn, endpoint_url, client, bucket):
+    chain_events(conn, 500)
+    job_id = request(conn, {})
+    runners = [spawn(*runner_args(dsn, endpoint_url, bucket, "--job", str(job_id))) for _ in range(2)]
+    results = [runner.communicate(timeout=120) + (runner.returncode,) for runner in runners]
+    assert [code for _, _, code in results] == [0, 0], results
+    outs = sorted(out for out, _, _ in results)
+    assert outs[0].startswith(f"export job {job_id} completed: 500 lines")
+    assert (
+        outs[1]
+        == f"export job {job_id} is not queued (claimed by another runner or finished); nothing to do\n"
+    )
+    assert keys_under(client, bucket) == [
+        f"exports/{job_id}/events.ndjson.gz",
+        f"exports/{job_id}/manifest.json",
+    ]
+    assert job_row(conn, job_id)["status"] == "completed"
+
+    second_job = request(conn, {"tenant_id": "acme"})
+    runners = [spawn(*runner_args(dsn, endpoint_url, bucket, "--once")) for _ in range(2)]
+    outs = sorted(runner.communicate(timeout=120)[0] for runner in runners)
+    assert outs[0].startswith(f"export job {second_job} completed")
+    assert outs[1] == "no export job is queued\n"
+
+
+def test_a_redelivered_claim_of_a_completed_job_changes_nothing(
+    conn, dsn, endpoint_url, client, bucket, capsys
+):
+    chain_events(conn, 50)
+    job_id = request(conn, {})
+    assert run_cli(capsys, *runner_args(dsn, endpoint_url, bucket, "--job", str(job_id)))[0] == 0
+    before = job_row(conn, job_id)
+    objects_before = client.list_objects_v2(Bucket=bucket)["Contents"]
+    outbox_before = conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0]
+
+    code, out, _ = run_cli(capsys, *runner_args(dsn, endpoint_url, bucket, "--job", str(job_id), "--json"))
+    assert (code, json.loads(out)) == (0, {"job_id": str(job_id), "status": "skipped"})
+    assert job_row(conn, job_id) == before
+    assert client.list_objects_v2(Bucket=bucket)["Contents"] == objects_before
+    assert conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0] == outbox_before
+
+
+def test_an_unknown_job_is_a_usage_error(dsn, endpoint_url, bucket, capsys):
+    code, _, err = run_cli(capsys, *runner_args(dsn, endpoint_url, bucket, "--job", str(uuid.uuid4())))
+    assert code == 2 and "does not exist" in err
+
+
+@pytest.mark.slow
+def test_a_killed_runner_leaves_the_job_running_until_reconciled_then_a_fresh_request_completes(
+    conn, dsn, endpoint_url, client, bucket
+):
+    chain_events(conn, 120_000)
+    export_filter = {"tenant_id": "acme"}
+    job_id = request(conn, export_filter)
+    runner = spawn(*runner_args(dsn, endpoint_url, bucket, "--job", str(job_id)))
+    try:
+        wait_for(
+            lambda: any(q.startswith("FETCH") for q, _ in runner_activity(conn)), 60, "the runner to stream"
+        )
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.communicate(timeout=30)
+    assert runner.returncode == -signal.SIGKILL
+    assert job_row(conn, job_id)["status"] == "running"
+    assert keys_under(client, bucket) == [], "a killed runner must not leave a bundle"
+
+    time.sleep(1.1)
+    assert conn.execute("SELECT compliance.reconcile_exports('1 second')").fetchone()[0] == 1
+    job = job_row(conn, job_id)
+    assert job["status"] == "failed"
+    assert job["job_error"].startswith("reconciled: running since ")
+
+    retry = request(conn, export_filter)
+    runner = spawn(*runner_args(dsn, endpoint_url, bucket, "--job", str(retry)))
+    out, err = runner.communicate(timeout=300)
+    assert runner.returncode == 0, err
+    assert out.startswith(f"export job {retry} completed: 120,000 lines (120,000 matched)")
+    manifest, data = read_bundle(client, bucket, f"exports/{retry}/")
+    assert manifest["data_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.slow
+def test_runner_memory_stays_flat_from_10k_to_200k_events(conn, dsn, endpoint_url, client, bucket):
+    chain_events(conn, 10_000, tenant="small")
+    chain_events(conn, 190_000, tenant="big")
+
+    def peak_rss_kb(export_filter: dict[str, Any], lines: int) -> int:
+        job_id = request(conn, export_filter)
+        runner = spawn(*runner_args(dsn, endpoint_url, bucket, "--job", str(job_id)), code=PEAK_RSS_WRAPPER)
+        out, err = runner.communicate(timeout=600)
+        assert runner.returncode == 0, err
+        assert f"completed: {lines:,} lines" in out
+        manifest, data = read_bundle(client, bucket, f"exports/{job_id}/")
+        assert manifest["data_sha256"] == hashlib.sha256(data).hexdigest()
+        print(out.strip())
+        return int(err.split("PEAK_RSS_KB ")[1].split()[0])
+
+    small = peak_rss_kb({"tenant_id": "small"}, 10_000)
+    large = peak_rss_kb({}, 200_000)
+    print(f"peak RSS: {small} kB for 10,000 lines, {large} kB for 200,000 lines")
+    assert large - small < 30 * 1024
