@@ -44,7 +44,7 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
         "AWS_ENDPOINT_URL, else AWS itself)",
     )
     parser.add_argument(
-        "--region", default=None, help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / profile)"
+        "--region", default=None, help="AWS region (default: AWS_DEFAULT_REGION or the profile)"
     )
 
 
