@@ -4,13 +4,16 @@ when a claim is re-delivered, when a runner is killed, and how much memory a run
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -106,6 +109,29 @@ def spawn(*argv: str, code: str | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def run_on_terminal(*argv: str, timeout: float) -> tuple[int, str, str]:
+    """The CLI with stderr on a pseudo-terminal, as an operator runs it: (exit code, stdout, terminal)."""
+    main_fd, terminal_fd = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditchain.cli", *argv], stdout=subprocess.PIPE, stderr=terminal_fd, text=True
+    )
+    os.close(terminal_fd)
+    shown: list[bytes] = []
+
+    def read_terminal() -> None:
+        # Linux reports EIO on the main side once the child has closed the terminal.
+        with contextlib.suppress(OSError):
+            while chunk := os.read(main_fd, 4096):
+                shown.append(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    out, _ = process.communicate(timeout=timeout)
+    reader.join(timeout=30)
+    os.close(main_fd)
+    return process.returncode, out, b"".join(shown).decode(errors="replace")
+
+
 def read_bundle(client: Any, bucket: str, prefix: str) -> tuple[dict[str, Any], bytes]:
     manifest = json.loads(client.get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read())
     data = client.get_object(Bucket=bucket, Key=prefix + "events.ndjson.gz")["Body"].read()
@@ -176,6 +202,7 @@ def test_bundle_holds_the_range_and_matches_its_manifest(
     assert code == 0, err
     prefix = f"exports/{job_id}/"
     assert f"export job {job_id} completed: 130 lines (90 matched)" in out
+    assert "lines/s" not in err, "no progress display when stderr is not a terminal"
     assert keys_under(client, bucket) == [prefix + "events.ndjson.gz", prefix + "manifest.json"]
 
     manifest, data = read_bundle(client, bucket, prefix)
@@ -417,6 +444,38 @@ def test_two_runners_race_for_one_job_and_exactly_one_runs_it(conn, dsn, endpoin
     assert outs[1] == "no export job is queued\n"
 
 
+def test_follow_runs_jobs_as_they_arrive_and_ctrl_c_fails_the_job_in_progress(
+    conn, dsn, endpoint_url, bucket
+):
+    chain_events(conn, 100)
+    runner = spawn(*runner_args(dsn, endpoint_url, bucket, "--follow", "--poll-interval", "0.1"))
+    try:
+        first, second = request(conn, {}), request(conn, {"tenant_id": "acme"})
+        wait_for(lambda: job_row(conn, second)["status"] == "completed", 60, "the runner to run both jobs")
+        with psycopg.connect(dsn) as blocker:
+            blocker.execute("LOCK TABLE compliance.audit_events IN ACCESS EXCLUSIVE MODE")
+            third = request(conn, {})
+            wait_for(
+                lambda: job_row(conn, third)["status"] == "running", 60, "the runner to claim the third job"
+            )
+            wait_for(lambda: any(w == "Lock" for _, w in runner_activity(conn)), 60, "the runner to read")
+            runner.send_signal(signal.SIGINT)
+            _, err = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.communicate()
+    assert runner.returncode == 130, err
+    assert job_row(conn, first)["completed_at"] <= job_row(conn, second)["started_at"], (
+        "jobs run in request order"
+    )
+    job = job_row(conn, third)
+    assert (job["status"], job["job_error"]) == (
+        "failed",
+        "interrupted: the runner was stopped by its operator",
+    )
+
+
 def test_a_redelivered_claim_of_a_completed_job_changes_nothing(
     conn, dsn, endpoint_url, client, bucket, capsys
 ):
@@ -465,10 +524,14 @@ def test_a_killed_runner_leaves_the_job_running_until_reconciled_then_a_fresh_re
     assert job["job_error"].startswith("reconciled: running since ")
 
     retry = request(conn, export_filter)
-    runner = spawn(*runner_args(dsn, endpoint_url, bucket, "--job", str(retry)))
-    out, err = runner.communicate(timeout=300)
-    assert runner.returncode == 0, err
+    code, out, terminal = run_on_terminal(
+        *runner_args(dsn, endpoint_url, bucket, "--job", str(retry)), timeout=300
+    )
+    assert code == 0, terminal
     assert out.startswith(f"export job {retry} completed: 120,000 lines (120,000 matched)")
+    assert f"export {retry}: " in terminal and " of 120,000 lines (" in terminal and " lines/s" in terminal, (
+        "an operator at a terminal sees the progress"
+    )
     manifest, data = read_bundle(client, bucket, f"exports/{retry}/")
     assert manifest["data_sha256"] == hashlib.sha256(data).hexdigest()
 
