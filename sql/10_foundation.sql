@@ -11,15 +11,15 @@ PARALLEL SAFE
 RETURN pg_catalog.encode(
     pg_catalog.set_bit(
         pg_catalog.set_bit(
-            overlay(
-                pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
-                PLACING substring(
+            pg_catalog.overlay(
+                pg_catalog.uuid_send(pg_catalog.gen_random_uuid()),
+                pg_catalog.substr(
                     pg_catalog.int8send(
                         pg_catalog.floor(
                             EXTRACT(EPOCH FROM pg_catalog.clock_timestamp()) * 1000
                         )::bigint
-                    ) FROM 3
-                ) FROM 1 FOR 6
+                    ), 3
+                ), 1, 6
             ), 52, 1
         ), 53, 1
     ), 'hex'

@@ -240,7 +240,7 @@ BEGIN
     END LOOP;
 END;
 $$;
-COMMENT ON PROCEDURE compliance.run_drainer(interval, integer, double precision) IS
+COMMENT ON PROCEDURE compliance.run_drainer(interval, integer, double precision) IS  -- noqa: LT01
 'pg_cron entry point: drains and commits batch by batch until max_runtime; records a halt on a failed head check.';
 
 -- compliance.acknowledge_integrity_failure(resume_from_seq, note): the documented way out

@@ -30,9 +30,16 @@ from psycopg.conninfo import make_conninfo
 RUN_DIR = Path(".run")
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
 EVENT_TYPES = [
-    "auth.login_succeeded", "auth.login_failed", "auth.mfa_enrolled", "data.record_viewed",
-    "data.record_updated", "data.export_requested", "admin.role_granted", "admin.user_suspended",
-    "billing.invoice_issued", "api.key_rotated",
+    "auth.login_succeeded",
+    "auth.login_failed",
+    "auth.mfa_enrolled",
+    "data.record_viewed",
+    "data.record_updated",
+    "data.export_requested",
+    "admin.role_granted",
+    "admin.user_suspended",
+    "billing.invoice_issued",
+    "api.key_rotated",
 ]
 TENANTS = ["acme", "globex", "initech", "umbrella", "hooli", None]
 
@@ -83,7 +90,10 @@ def start_moto(port: int) -> str:
     log = open(RUN_DIR / "moto.log", "ab")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=log, env={**os.environ, **FAKE_AWS}, start_new_session=True,
+        stdout=log,
+        stderr=log,
+        env={**os.environ, **FAKE_AWS},
+        start_new_session=True,
     )
     (RUN_DIR / "moto.pid").write_text(str(process.pid))
     deadline = time.monotonic() + 30
@@ -122,8 +132,14 @@ def producer(opts: Options, seed: int, stop: threading.Event, counter: list[int]
                     (
                         event_type,
                         f"user-{rng.randrange(500)}@example.com",
-                        json.dumps({"request_id": f"{seed}-{counter[0]}", "ip": f"10.0.{rng.randrange(256)}.{rng.randrange(256)}",
-                                    "resource": f"/records/{rng.randrange(10_000)}", "ok": rng.random() > 0.05}),
+                        json.dumps(
+                            {
+                                "request_id": f"{seed}-{counter[0]}",
+                                "ip": f"10.0.{rng.randrange(256)}.{rng.randrange(256)}",
+                                "resource": f"/records/{rng.randrange(10_000)}",
+                                "ok": rng.random() > 0.05,
+                            }
+                        ),
                         rng.choice(TENANTS),
                     ),
                 )
@@ -137,7 +153,9 @@ def producer(opts: Options, seed: int, stop: threading.Event, counter: list[int]
 
 
 def run_workload(opts: Options) -> dict[str, float]:
-    say(f"{opts.producers} producers emit about {opts.rate:.0f} events/s for {opts.duration:.0f} s; pg_cron drains")
+    say(
+        f"{opts.producers} producers emit about {opts.rate:.0f} events/s for {opts.duration:.0f} s; pg_cron drains"
+    )
     stop = threading.Event()
     counters = [[0] for _ in range(opts.producers)]
     errors: list[str] = []
@@ -155,8 +173,10 @@ def run_workload(opts: Options) -> dict[str, float]:
             depth, chained = conn.execute(
                 "SELECT (SELECT count(*) FROM compliance.audit_outbox), last_seq FROM compliance.drainer_state"
             ).fetchone()
-            print(f"  {time.monotonic() - started:5.1f}s  emitted {emitted:>7}  chained {chained:>7}  outbox depth {depth}",
-                  flush=True)
+            print(
+                f"  {time.monotonic() - started:5.1f}s  emitted {emitted:>7}  chained {chained:>7}  outbox depth {depth}",
+                flush=True,
+            )
         stop.set()
         for t in threads:
             t.join(timeout=10)
@@ -205,10 +225,20 @@ def demo(opts: Options) -> None:
     run_cli(opts, "watchdog", "--once", "--stage", opts.stage)
 
     say("An auditor's export: one tenant's events, streamed to S3, verified offline")
-    job_id = run_cli(
-        opts, "export", "request", "--filter", json.dumps({"tenant_id": "acme"}), "--requested-by", "demo-auditor",
-        capture=True,
-    ).strip().splitlines()[-1]
+    job_id = (
+        run_cli(
+            opts,
+            "export",
+            "request",
+            "--filter",
+            json.dumps({"tenant_id": "acme"}),
+            "--requested-by",
+            "demo-auditor",
+            capture=True,
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     run_cli(opts, "export", "run", "--job", job_id, "--bucket", opts.bucket)
     run_cli(opts, "verify-bundle", f"s3://{opts.bucket}/exports/{job_id}/")
 
@@ -219,7 +249,9 @@ def demo(opts: Options) -> None:
     run_cli(opts, "status", ok_codes=(0, 1))
 
     with psycopg.connect(opts.dsn, autocommit=True) as conn:
-        anchors = conn.execute("SELECT count(*) FROM compliance.anchors WHERE status = 'uploaded'").fetchone()[0]
+        anchors = conn.execute(
+            "SELECT count(*) FROM compliance.anchors WHERE status = 'uploaded'"
+        ).fetchone()[0]
         chain = conn.execute("SELECT last_seq FROM compliance.drainer_state").fetchone()[0]
     say("Summary")
     print(
@@ -233,7 +265,9 @@ def demo(opts: Options) -> None:
     print("Next, try:")
     print(f"  {psql} -c 'SELECT * FROM compliance.verify_chain()'")
     print(f"  {psql} -c 'SELECT * FROM compliance.metrics()'")
-    print(f"  {psql} -c 'SELECT anchor_id, seq_to, status, object_key, anchored_at FROM compliance.anchors ORDER BY anchor_id DESC LIMIT 5'")
+    print(
+        f"  {psql} -c 'SELECT anchor_id, seq_to, status, object_key, anchored_at FROM compliance.anchors ORDER BY anchor_id DESC LIMIT 5'"
+    )
     print("  .venv/bin/auditchain status --json      (with the environment printed above)")
     print("  make demo-down                          stop the endpoint and the cluster")
 
@@ -252,8 +286,11 @@ def unschedule(dsn: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m auditchain.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m auditchain.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--database", default="auditchain")
     parser.add_argument("--host", default=os.environ.get("PGHOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PGPORT", "54329")))
@@ -272,16 +309,31 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     endpoint = f"http://127.0.0.1:{args.moto_port}"
     env = {
-        **os.environ, **FAKE_AWS,
+        **os.environ,
+        **FAKE_AWS,
         "DATABASE_URL": dsn,
         "AUDITCHAIN_S3_ENDPOINT_URL": endpoint,
         "AUDITCHAIN_CLOUDWATCH_ENDPOINT_URL": endpoint,
         "AUDITCHAIN_BUCKET": args.bucket,
     }
-    opts = Options(dsn=dsn, endpoint_url=endpoint, moto_port=args.moto_port, bucket=args.bucket, stage="demo",
-                   producers=args.producers, rate=args.rate, duration=args.duration, env=env)
+    opts = Options(
+        dsn=dsn,
+        endpoint_url=endpoint,
+        moto_port=args.moto_port,
+        bucket=args.bucket,
+        stage="demo",
+        producers=args.producers,
+        rate=args.rate,
+        duration=args.duration,
+        env=env,
+    )
     print("Environment used by every command below:")
-    for key in ("DATABASE_URL", "AUDITCHAIN_S3_ENDPOINT_URL", "AUDITCHAIN_CLOUDWATCH_ENDPOINT_URL", "AUDITCHAIN_BUCKET"):
+    for key in (
+        "DATABASE_URL",
+        "AUDITCHAIN_S3_ENDPOINT_URL",
+        "AUDITCHAIN_CLOUDWATCH_ENDPOINT_URL",
+        "AUDITCHAIN_BUCKET",
+    ):
         print(f"  {key}={env[key]}")
     started = time.monotonic()
     try:

@@ -3,8 +3,12 @@ a fresh clone of it per test (pytest-postgresql's noproc fixtures)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,12 +16,27 @@ from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 
 from auditchain.migrate import migrate
+from auditchain.schema import schema_root
 from awsfake import FAKE_CREDENTIALS, MotoServer
 
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PGPORT", "54329"))
 PG_USER = os.environ.get("PGUSER", "postgres")
 CRON_DB = "postgres"
+
+
+def _snapshot_schema() -> Path:
+    """Freeze migrations/ and sql/ for this session: the template and every test that reads
+    the schema files see the same version, even while someone edits the tree."""
+    snapshot = Path(tempfile.mkdtemp(prefix="auditchain-schema-"))
+    for folder in ("migrations", "sql"):
+        shutil.copytree(schema_root() / folder, snapshot / folder)
+    os.environ["AUDITCHAIN_SCHEMA_DIR"] = str(snapshot)
+    atexit.register(shutil.rmtree, snapshot, True)
+    return snapshot
+
+
+SCHEMA_SNAPSHOT = _snapshot_schema()
 
 
 def admin_dsn(dbname: str = "postgres") -> str:
@@ -31,7 +50,7 @@ def load_schema(
 
 
 postgresql_noproc = factories.postgresql_noproc(
-    host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="auditchain_test", load=[load_schema]
+    host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=f"auditchain_test_{os.getpid()}", load=[load_schema]
 )
 postgresql = factories.postgresql("postgresql_noproc")
 
