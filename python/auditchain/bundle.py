@@ -129,10 +129,13 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else check(value)
 
 
+_JSON_TYPE_NAMES = {str: "string", dict: "object", list: "array", bool: "boolean"}
+
+
 def _of_type(kind: type) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise hashing.FieldError(f"is not a JSON {'string' if kind is str else kind.__name__}")
+        if not isinstance(value, kind):
+            raise hashing.FieldError(f"is not a JSON {_JSON_TYPE_NAMES[kind]}")
         return value
 
     return check
@@ -818,7 +821,11 @@ def _check_anchors(
             continue
         result.status = "verified"
         if fetched.lock_mode is None and not fetched.legal_hold:
-            caveat("the anchor object is under no Object Lock retention or legal hold: it is not WORM", seq)
+            caveat(
+                "S3 reports no Object Lock retention or legal hold on the anchor object: it is not WORM "
+                "(or you lack s3:GetObjectRetention and s3:GetObjectLegalHold, without which S3 hides them)",
+                seq,
+            )
         if anchor["version_id"] is None:
             report.warnings.append(
                 f"anchor at seq {seq}: the manifest has no version_id; the latest version was read"
@@ -923,7 +930,7 @@ def print_report(report: Report) -> None:
     if m:
         print(
             f"export    job {m['job_id']} by {m['requested_by']} at {m['created_at']}, "
-            f"seq {m['seq_from']}..{m['seq_to']}"
+            + (f"seq {m['seq_from']}..{m['seq_to']}" if m["seq_from"] is not None else "no events")
         )
     for anchor in report.anchors:
         lock = f", {anchor.lock_mode} until {anchor.retain_until}" if anchor.lock_mode else ""

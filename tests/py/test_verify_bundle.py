@@ -535,7 +535,7 @@ HOSTILE_MANIFESTS = {
     "withheld_payloads a number": (
         lambda folder: edit_manifest(folder, lambda m: m.update(withheld_payloads=0)),
         2,
-        "field 'withheld_payloads' is not a JSON bool",
+        "field 'withheld_payloads' is not a JSON boolean",
     ),
     "database without its name": (
         lambda folder: edit_manifest(folder, lambda m: m["database"].pop("database_name")),
