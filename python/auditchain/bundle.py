@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import hashing, s3
 from .cliutil import add_command, add_json_flag, is_terminal, print_json
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+from .verify import cadence_id
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "auditchain-export"
@@ -665,12 +666,6 @@ def _check_data(
 LATE_UPLOAD_WARNING_SECONDS = 24 * 3600
 
 
-def cadence_id(system_identifier: str, database_name: str, seq_to: int, head_hash: bytes) -> str:
-    """The anchor's idempotency key, as compliance.create_anchor computes it."""
-    text = f"auditchain-anchor:v1:{system_identifier}:{database_name}:{seq_to}:{head_hash.hex()}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 @dataclass
 class _FetchedAnchor:
     document: bytes
@@ -753,7 +748,7 @@ def _anchor_document_problems(
     if document.get("database") != manifest.database:
         problems.append("the document names another database than the manifest")
     expected_id = cadence_id(
-        manifest.database["system_identifier"], manifest.database["database_name"], seq_to, head_hash
+        manifest.database["system_identifier"], manifest.database["database_name"], seq_to, head_hash.hex()
     )
     if document.get("cadence_id") != expected_id or anchor["cadence_id"].hex() != expected_id:
         problems.append("the cadence_id does not match the anchored database, seq_to and head_hash")
