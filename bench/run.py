@@ -69,7 +69,7 @@ SMOKE = Profile(
 Step = tuple[str, Callable[[Ledger], Row]]
 
 
-def plan(p: Profile) -> list[Step]:
+def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
     """The cases in the order that grows the log once: each step asks for the log size it needs."""
     steps: list[Step] = [
         ("emit", lambda lg, c=c: emit.run(lg, clients=c, seconds=p.emit_seconds, rounds=p.emit_rounds))
@@ -82,8 +82,8 @@ def plan(p: Profile) -> list[Step]:
                 lambda lg, s=size: drain.run(lg, log_size=s - p.drain_backlog, backlog=p.drain_backlog),
             ),
             ("verify_chain", lambda lg, s=size: verify.run(lg, size=s, rounds=p.verify_rounds)),
-            ("export", lambda lg, s=size: exports.run_export(lg, size=s)),
-            ("verify_bundle", lambda lg, s=size: exports.run_verify_bundle(lg, size=s)),
+            ("export", lambda lg, s=size: lab.export(s)),
+            ("verify_bundle", lambda lg, s=size: lab.verify_bundle(s)),
         ]
     # Emit again beside a large log: emit touches only the outbox, so it should not care.
     steps.append(
@@ -120,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     with bench_database(server) as dbname:
         ledger = Ledger.open(server, dbname)
+        lab = exports.BundleLab(ledger)
         try:
             machine = describe_machine(ledger.conn)
-            for case, step in plan(profile):
+            for case, step in plan(profile, lab):
                 if args.only and case not in args.only:
                     continue
                 print(f"bench: {case} ...", file=sys.stderr, flush=True)
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: {case} {row.variant}: {row.measured} vs {row.reference}", file=sys.stderr)
                 rows.append(row)
         finally:
+            lab.close()
             ledger.close()
     machine["load_average_end"] = list(__import__("os").getloadavg())
     document = {

@@ -55,6 +55,11 @@ def bench_database(server: Server) -> Iterator[str]:
         yield name
     finally:
         with server.connect("postgres") as admin:
+            # Whatever happened, leave no pg_cron job pointing at a database about to vanish.
+            admin.execute(
+                "SELECT cron.unschedule(jobid) FROM cron.job WHERE starts_with(jobname, %s)",
+                (f"auditchain:{name}:",),
+            )
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -164,3 +169,40 @@ def describe_machine(conn: psycopg.Connection) -> dict[str, object]:
         "load_average": list(os.getloadavg()),
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_rss_kib: int
+
+
+def run_measured(command: list[str], *, env: dict[str, str] | None = None, timeout: float = 3600) -> Finished:
+    """Run a command; wall-clock seconds and the child's peak resident set size (wait4 rusage)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                child.kill()
+                child.wait()
+                raise RuntimeError(f"{command[0]} ran longer than {timeout:.0f} s")
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Finished(
+            returncode=child.returncode,
+            stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+            seconds=seconds,
+            peak_rss_kib=usage.ru_maxrss,
+        )

@@ -79,37 +79,40 @@ class Watcher(threading.Thread):
 
 @contextmanager
 def cron_drainer(ledger: Ledger, timeout: float) -> Iterator[str]:
-    """Schedule CALL compliance.run_drainer() every minute through pg_cron and wait until a run
-    has started; on exit unschedule it, end the run this job started and drop its history."""
-    job_name = f"{ledger.dbname}_drainer"
+    """Install the production pg_cron jobs (compliance.schedule_jobs()) and wait until the
+    drainer's first run has started; on exit remove them (compliance.unschedule_jobs() also
+    ends their runs in progress) and drop their run history."""
+    # A verifier that is caught up, as in a system that has been running: its first run would
+    # otherwise re-hash the whole log while the load runs.
+    ledger.conn.execute("SELECT compliance.verify_new_events(100000000)")
+    drain_job = ledger.scalar("SELECT compliance.cron_job_prefix() || 'drain'")
+    ledger.conn.execute("SELECT compliance.schedule_jobs()")
     with ledger.server.connect(CRON_DB) as cron:
-        job_id = cron.execute(
-            "SELECT cron.schedule_in_database(%s, '* * * * *', 'CALL compliance.run_drainer()', %s)",
-            (job_name, ledger.dbname),
-        ).fetchone()[0]
+        job_ids = [
+            row[0]
+            for row in cron.execute(
+                "SELECT jobid FROM cron.job WHERE starts_with(jobname, %s)", (f"auditchain:{ledger.dbname}:",)
+            )
+        ]
         try:
             deadline = time.monotonic() + timeout
             while True:
                 status = cron.execute(
-                    "SELECT status FROM cron.job_run_details WHERE jobid = %s ORDER BY runid DESC LIMIT 1",
-                    (job_id,),
+                    "SELECT d.status FROM cron.job_run_details AS d JOIN cron.job AS j USING (jobid)"
+                    " WHERE j.jobname = %s ORDER BY d.runid DESC LIMIT 1",
+                    (drain_job,),
                 ).fetchone()
                 if status and status[0] == "running":
                     break
                 if status and status[0] == "failed":
-                    raise RuntimeError("the pg_cron drainer run failed to start")
+                    raise RuntimeError("the pg_cron drainer run failed")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"pg_cron did not start the drainer within {timeout:.0f} s")
                 time.sleep(0.2)
-            yield "pg_cron, CALL compliance.run_drainer() every minute"
+            yield "pg_cron: compliance.schedule_jobs() (CALL compliance.run_drainer() every minute)"
         finally:
-            cron.execute("SELECT cron.unschedule(%s)", (job_id,))
-            # Unscheduling does not end a run in progress: end ours by its pid.
-            for (pid,) in cron.execute(
-                "SELECT job_pid FROM cron.job_run_details WHERE jobid = %s AND status = 'running'", (job_id,)
-            ).fetchall():
-                cron.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            cron.execute("DELETE FROM cron.job_run_details WHERE jobid = %s", (job_id,))
+            ledger.conn.execute("SELECT compliance.unschedule_jobs()")
+            cron.execute("DELETE FROM cron.job_run_details WHERE jobid = ANY(%s)", (job_ids,))
 
 
 @contextmanager

@@ -104,8 +104,8 @@ class Ledger:
 
 
 def human(count: int) -> str:
-    """200000 -> 200k, 1000000 -> 1M."""
+    """200000 -> 200k, 1000001 -> 1M (three significant digits; the metrics keep exact counts)."""
     for unit, scale in (("M", 1_000_000), ("k", 1_000)):
-        if count >= scale and count % (scale // 10) == 0:
-            return f"{count / scale:g}{unit}"
+        if count >= scale:
+            return f"{count / scale:.3g}{unit}"
     return str(count)
