@@ -1,7 +1,7 @@
-"""`auditchain verify-bundle`: bundles written here from drained test databases (the export
-runner's own bundles get an integration test when it lands) verify; one changed byte in an
-event is named by its seq; hostile input ends in exit 1 or 2 with a message, never a
-traceback; anchors are checked against WORM objects on a loopback S3."""
+"""`auditchain verify-bundle`: bundles written here from drained test databases, and bundles
+written by `auditchain export run` with anchors uploaded by `auditchain anchor`, verify; one
+changed byte in an event is named by its seq; hostile input ends in exit 1 or 2 with a
+message, never a traceback; anchors are checked against WORM objects on a loopback S3."""
 
 from __future__ import annotations
 
@@ -822,3 +822,67 @@ def test_matched_events_before_an_excluded_one_are_not_bound_to_the_anchor(
     ]
     code, report = run_json(capsys, str(tmp_path), "--endpoint-url", endpoint_url, "--require-anchors")
     assert code == 1
+
+
+# ---------------------------------------------------------------------------- the real pipeline
+
+
+def test_bundles_written_by_the_export_runner_verify_against_uploaded_anchors(
+    conn, dsn, tmp_path, capsys, endpoint_url, bucket_name
+):
+    """emit -> drain -> create_anchor -> `auditchain anchor` -> `auditchain export run` -> verify-bundle."""
+    client = boto3.client("s3", endpoint_url=endpoint_url)
+    worm, exports = f"{bucket_name}-worm", f"{bucket_name}-exp"
+    client.create_bucket(Bucket=worm, ObjectLockEnabledForBucket=True)
+    client.create_bucket(Bucket=exports)
+    emit_odd_events(conn)
+    emit_events(conn, 285)
+    conn.execute("SELECT compliance.create_anchor()")
+    emit_events(conn, 20)
+    conn.execute("SELECT compliance.create_anchor()")
+    assert main(["anchor", "--once", "--dsn", dsn, "--bucket", worm, "--endpoint-url", endpoint_url]) == 0
+
+    filters = {
+        "all": {},
+        "acme": {"tenant_id": "acme"},
+        "withheld": {"tenant_id": "acme", "withhold_payloads": True},
+        "none": {"tenant_id": "nobody"},
+    }
+    jobs = {}
+    for name, bundle_filter in filters.items():
+        jobs[name] = conn.execute(
+            "SELECT compliance.request_export(%s, 'auditor@example.com')", (json.dumps(bundle_filter),)
+        ).fetchone()[0]
+        runner = ["export", "run", "--job", str(jobs[name]), "--dsn", dsn, "--bucket", exports]
+        assert main([*runner, "--endpoint-url", endpoint_url]) == 0
+    capsys.readouterr()
+
+    def verify_job(name: str, *extra: str) -> tuple[int, dict]:
+        return run_json(
+            capsys, f"s3://{exports}/exports/{jobs[name]}", "--endpoint-url", endpoint_url, *extra
+        )
+
+    code, report = verify_job("all", "--require-anchors")
+    assert code == 0, report
+    assert report["summary"]["anchored"] == report["summary"]["matched"] == 320
+    assert [a["status"] for a in report["anchors"]] == ["verified", "verified"]
+
+    code, report = verify_job("acme")
+    assert code == 0, report
+    summary = report["summary"]
+    assert summary["excluded"] > 0 and 0 < summary["anchored"] < summary["matched"]
+
+    code, report = verify_job("withheld")
+    assert (code, report["summary"]["withheld"]) == (0, summary["matched"])
+
+    code, report = verify_job("none")
+    assert (code, report["summary"]["events_checked"]) == (0, 0)
+
+    # The same bundle, downloaded, with one changed byte: named by its seq.
+    folder = tmp_path / "all"
+    folder.mkdir()
+    for file_name in ("manifest.json", DATA):
+        client.download_file(exports, f"exports/{jobs['all']}/{file_name}", str(folder / file_name))
+    rewrite_data(folder, change_byte_after(200, b'"actor":"'))
+    report = verify_bundle(str(folder), endpoint_url=endpoint_url)
+    assert event_failure_seqs(report)[0] == 200
