@@ -1,0 +1,309 @@
+"""Crash and fault injection under load. Every scenario ends the same way: every event whose
+emit committed is chained exactly once, seqs run 1..n without a gap, the outbox is empty and
+verify_chain passes.
+
+Scenarios that stop PostgreSQL or kill processes other than our own backends run on a
+throwaway cluster (module fixture `scratch_cluster`), never on the shared one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from awsfake import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+AUDITCHAIN = str(Path(sys.executable).with_name("auditchain"))
+DRAINER_APP = "ac-crash-drainer"
+RECONNECT_PAUSE = 0.05
+T = TypeVar("T")
+EMIT_TOKEN = "SELECT compliance.emit('crash.test', 'producer', jsonb_build_object('token', %s::bigint))"
+
+
+@dataclass
+class Ledger:
+    """Producers and a drainer running against one database through whatever happens to it."""
+
+    dsn: str
+    producer_threads: int = 2
+    batch_size: int = 500
+    attempted: set[int] = field(default_factory=set)
+    confirmed: set[int] = field(default_factory=set)
+    drainer_interruptions: int = 0
+    drainer_errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._tokens = itertools.count(1)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._produce, name=f"producer-{n}", daemon=True)
+            for n in range(self.producer_threads)
+        ] + [threading.Thread(target=self._drain, name="drainer", daemon=True)]
+
+    def prefill(self, conn: psycopg.Connection, events: int) -> None:
+        """A backlog emitted in one transaction, so that every drain batch is a long one."""
+        first = next(self._tokens)
+        tokens = range(first, first + events)
+        self._tokens = itertools.count(first + events)
+        conn.execute(
+            "SELECT count(compliance.emit('crash.test', 'prefill', jsonb_build_object('token', t)))"
+            " FROM generate_series(%s::bigint, %s::bigint) AS t",
+            (tokens.start, tokens.stop - 1),
+        )
+        self.attempted.update(tokens)
+        self.confirmed.update(tokens)
+
+    def __enter__(self) -> Ledger:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+            assert not thread.is_alive(), f"{thread.name} did not stop"
+
+    def _connect(self, app: str) -> psycopg.Connection | None:
+        while not self._stop.is_set():
+            try:
+                return psycopg.connect(self.dsn, autocommit=True, application_name=app, connect_timeout=5)
+            except psycopg.OperationalError:
+                time.sleep(RECONNECT_PAUSE)
+        return None
+
+    def _produce(self) -> None:
+        while (conn := self._connect("ac-crash-producer")) is not None:
+            with conn:
+                try:
+                    while not self._stop.is_set():
+                        token = next(self._tokens)
+                        self.attempted.add(token)
+                        conn.execute(EMIT_TOKEN, (token,))
+                        self.confirmed.add(token)
+                except psycopg.OperationalError:
+                    pass  # the emit in flight may or may not have committed: it stays only attempted
+
+    def _drain(self) -> None:
+        while (conn := self._connect(DRAINER_APP)) is not None:
+            with conn:
+                try:
+                    while not self._stop.is_set():
+                        conn.execute("CALL compliance.run_drainer('1 second', %s, 0.02)", (self.batch_size,))
+                except psycopg.OperationalError:
+                    self.drainer_interruptions += 1
+                except psycopg.Error as exc:
+                    self.drainer_errors.append(f"{exc.sqlstate}: {exc}")
+                    return
+
+    def wait_for_chained(self, conn: psycopg.Connection, at_least: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while chained_count(conn) < at_least:
+            assert time.monotonic() < deadline, f"fewer than {at_least} events chained after {timeout}s"
+            time.sleep(0.05)
+
+
+def connect_when_up(dsn: str, timeout: float = 60) -> psycopg.Connection:
+    """A connection once the server accepts them again (after a restart or crash recovery)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(RECONNECT_PAUSE)
+
+
+def chained_count(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT last_seq FROM compliance.drainer_state").fetchone()[0]
+
+
+def drain_everything(conn: psycopg.Connection) -> None:
+    while conn.execute("SELECT compliance.drain(5000)").fetchone()[0] > 0:
+        pass
+
+
+def assert_nothing_lost_or_duplicated(conn: psycopg.Connection, ledger: Ledger) -> int:
+    """The invariant every scenario ends with; returns the number of events chained."""
+    assert not ledger.drainer_errors, ledger.drainer_errors
+    drain_everything(conn)
+    assert conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0] == 0
+    rows = conn.execute(
+        "SELECT seq, (payload->>'token')::bigint FROM compliance.audit_events ORDER BY seq"
+    ).fetchall()
+    seqs = [seq for seq, _ in rows]
+    tokens = [token for _, token in rows]
+    assert seqs == list(range(1, len(rows) + 1)), "seqs must run 1..n without a gap"
+    assert len(set(tokens)) == len(tokens), "an event was chained twice"
+    lost = ledger.confirmed - set(tokens)
+    assert not lost, f"{len(lost)} committed events were lost, e.g. {sorted(lost)[:5]}"
+    assert set(tokens) <= ledger.attempted, "an event nobody emitted was chained"
+    assert conn.execute("SELECT * FROM compliance.verify_chain()").fetchone() == (True, len(rows), None, None)
+    assert conn.execute("SELECT last_seq, halted_at FROM compliance.drainer_state").fetchone() == (
+        len(rows),
+        None,
+    )
+    return len(rows)
+
+
+def drainer_backend(
+    conn: psycopg.Connection, *, mid_write: bool, timeout: float = 30, not_pid: int | None = None
+) -> int | None:
+    """pid of the drainer's backend, once it is inside a transaction that has written (mid_write)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+            " AND (NOT %s OR backend_xid IS NOT NULL) AND pid IS DISTINCT FROM %s",
+            (DRAINER_APP, mid_write, not_pid),
+        ).fetchone()
+        if row:
+            return row[0]
+        time.sleep(0.002)
+    return None
+
+
+def test_drainer_backend_killed_repeatedly(dsn, conn, record_property):
+    kills = mid_write = 0
+    with Ledger(dsn) as ledger:
+        ledger.wait_for_chained(conn, 200)
+        for _ in range(15):
+            pid = drainer_backend(conn, mid_write=True, timeout=1)
+            mid_write += pid is not None
+            pid = pid or drainer_backend(conn, mid_write=False)
+            assert pid, "the drainer never came back"
+            assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+            kills += 1
+            time.sleep(0.1)
+        before = chained_count(conn)
+        ledger.wait_for_chained(conn, before + 100)
+    assert ledger.drainer_interruptions >= kills - 1  # the last kill may race the shutdown
+    chained = assert_nothing_lost_or_duplicated(conn, ledger)
+    assert mid_write >= kills // 2, f"only {mid_write} of {kills} kills landed inside a drain transaction"
+    record_property("kills", kills)
+    record_property("kills_mid_write", mid_write)
+    record_property("events", chained)
+
+
+@dataclass
+class ScratchCluster:
+    """A throwaway cluster of our own (scripts/pg-cluster with its own data folder and port)."""
+
+    data: Path
+    port: int
+
+    def pg_cluster(self, action: str) -> None:
+        env = {**os.environ, "AUDITCHAIN_PGDATA": str(self.data), "AUDITCHAIN_PGPORT": str(self.port)}
+        subprocess.run(
+            [str(REPO / "scripts" / "pg-cluster"), action],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def dsn(self, dbname: str) -> str:
+        return make_conninfo(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname)
+
+    def create_ledger(self, dbname: str) -> str:
+        dsn = self.dsn(dbname)
+        subprocess.run(
+            [AUDITCHAIN, "migrate", "--create-database", "--quiet", "--dsn", dsn],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        return dsn
+
+
+@pytest.fixture(scope="module")
+def scratch_cluster() -> Iterator[ScratchCluster]:
+    # Under /tmp so that the postgres OS user (the server's, when we run as root) can reach it.
+    root = Path(tempfile.mkdtemp(prefix="auditchain-crash-", dir="/tmp"))
+    root.chmod(0o755)
+    cluster = ScratchCluster(root / "data", free_port())
+    try:
+        cluster.pg_cluster("up")
+        yield cluster
+    finally:
+        subprocess.run(
+            [str(REPO / "scripts" / "pg-cluster"), "down"],
+            env={
+                **os.environ,
+                "AUDITCHAIN_PGDATA": str(cluster.data),
+                "AUDITCHAIN_PGPORT": str(cluster.port),
+            },
+            capture_output=True,
+            timeout=120,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def once_recovered(dsn: str, action: Callable[[psycopg.Connection], T], timeout: float = 60) -> T:
+    """action(conn) on a server that may still be restarting or resetting after a crash."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with connect_when_up(dsn) as conn:
+                return action(conn)
+        except psycopg.OperationalError:
+            # Connected in the moment before a crash reset; try again.
+            if time.monotonic() > deadline:
+                raise
+
+
+def immediate_shutdown_and_restart(cluster: ScratchCluster, _drainer_pid: int) -> None:
+    cluster.pg_cluster("stop-immediate")
+    cluster.pg_cluster("start")
+
+
+def kill_drainer_backend(_cluster: ScratchCluster, drainer_pid: int) -> None:
+    # SIGKILL of a backend makes the postmaster reset every backend and run crash recovery.
+    os.kill(drainer_pid, signal.SIGKILL)
+
+
+SERVER_CRASHES: dict[str, Callable[[ScratchCluster, int], None]] = {
+    "immediate shutdown mid-drain, restart": immediate_shutdown_and_restart,
+    "drainer backend SIGKILLed mid-drain, crash recovery": kill_drainer_backend,
+}
+
+
+@pytest.mark.parametrize("crash", SERVER_CRASHES.values(), ids=SERVER_CRASHES.keys())
+def test_server_crash_mid_drain(scratch_cluster, crash, record_property):
+    dsn = scratch_cluster.create_ledger(f"crash_{crash.__name__}")
+    crashes = 0
+    ledger = Ledger(dsn, batch_size=5000)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ledger.prefill(conn, 40000)
+    with ledger:
+        pids = [None]
+        for _ in range(3):
+            # A new drainer backend (not the dying one of the last crash) inside a drain transaction.
+            pid = once_recovered(dsn, lambda conn: drainer_backend(conn, mid_write=True, not_pid=pids[-1]))
+            assert pid, "the drainer never got inside a drain transaction"
+            crash(scratch_cluster, pid)
+            pids.append(pid)
+            crashes += 1
+        once_recovered(dsn, lambda conn: ledger.wait_for_chained(conn, chained_count(conn) + 1000))
+    with connect_when_up(dsn) as conn:
+        chained = assert_nothing_lost_or_duplicated(conn, ledger)
+    assert ledger.drainer_interruptions >= crashes
+    record_property("crashes", crashes)
+    record_property("events", chained)
