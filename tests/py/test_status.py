@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from awsfake import free_port
 from test_anchor import create_anchor, make_worm_bucket, run_cli
 from test_watchdog import (
     metric_values,
+    published_names,
     unique_stage,
     wait_until,
     watchdog_login_fixture,  # noqa: F401 (the watchdog_login fixture)
@@ -293,3 +295,28 @@ def test_table_on_a_terminal_lists_every_check_and_the_overall_state(conn, dsn, 
     assert set(rows) >= {"outbox", "drainer", "anchors", "verification", "exports", "pg_cron", "heartbeat"}
     assert lines[-1] == f"overall: WARNING (exit {code})"
     assert code == 1
+
+
+def test_unreachable_pg_cron_is_unknown_not_zero(conn, dsn, endpoint_url, capsys):
+    dbname = conn.info.dbname
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} SET auditchain.cron_conninfo = {}").format(
+            sql.Identifier(dbname),
+            sql.Literal(f"host=127.0.0.1 port={free_port()} dbname=postgres connect_timeout=3"),
+        )
+    )
+
+    values = metric_values(conn)
+    assert (values["cron_failed_runs_last_hour"], values["cron_jobs_unscheduled"]) == (None, None)
+    assert values["chain_length"] == 0
+    code, document = status(capsys, dsn)
+    cron = check(document, "pg_cron")
+    assert cron["state"] == "unknown"
+    assert cron["summary"].startswith("cannot read pg_cron: cannot reach pg_cron's database")
+    assert code == 3
+
+    stage = unique_stage()
+    assert watchdog_once(capsys, dsn, endpoint_url, stage)[0] == 0
+    published = published_names(endpoint_url, stage)
+    assert "ComplianceAnchorWatchdogHeartbeat" in published
+    assert not {"ComplianceCronFailedRunsLastHour", "ComplianceCronJobsUnscheduled"} & published
