@@ -12,15 +12,18 @@ CREATE INDEX idx_anchors_failed ON compliance.anchors (anchor_id) WHERE status =
 COMMENT ON INDEX compliance.idx_anchors_failed IS
 'Failed anchors (integrity alarms), counted by compliance.metrics() every watchdog cycle.';
 
+-- No foreign key to anchors: anchors are never deleted anyway, and a reference would make
+-- TRUNCATE on anchors fail on the reference instead of on its append-only guard (AC020).
 CREATE TABLE compliance.anchor_failure_reviews (
-    anchor_id bigint PRIMARY KEY REFERENCES compliance.anchors (anchor_id),
+    anchor_id bigint PRIMARY KEY,
     reviewed_by text NOT NULL DEFAULT current_user,
     reviewed_at timestamptz NOT NULL DEFAULT now(),
     note text NOT NULL CHECK (btrim(note) <> '' AND length(note) <= 2000)
 );
 COMMENT ON TABLE compliance.anchor_failure_reviews IS
 'Append-only: failed anchors (integrity alarms) an operator investigated; they no longer count in anchors_failed.';
-COMMENT ON COLUMN compliance.anchor_failure_reviews.anchor_id IS 'The failed anchor that was reviewed.';
+COMMENT ON COLUMN compliance.anchor_failure_reviews.anchor_id IS
+'The failed anchor (compliance.anchors.anchor_id) that was reviewed.';
 COMMENT ON COLUMN compliance.anchor_failure_reviews.reviewed_by IS 'Role that recorded the review.';
 COMMENT ON COLUMN compliance.anchor_failure_reviews.reviewed_at IS 'When the review was recorded.';
 COMMENT ON COLUMN compliance.anchor_failure_reviews.note IS 'The finding: ticket, cause, decision.';
