@@ -33,9 +33,12 @@ DATA_OBJECT = "events.ndjson.gz"
 MANIFEST_OBJECT = "manifest.json"
 # S3 needs every part but the last to be at least 5 MiB; one part is the runner's only sizeable buffer.
 PART_SIZE = 8 * 1024 * 1024
-FETCH_ROWS = 2000
+# Lines are handed to gzip in batches of about this many bytes (or BATCH_LINES lines).
+BATCH_BYTES = 1024 * 1024
+BATCH_LINES = 2000
 HEARTBEAT_SECONDS = 30.0
-GZIP_LEVEL = 6
+# Measured on bundle lines (random hex hashes): level 6 costs 3x the CPU of level 1 for 1-2% less output.
+GZIP_LEVEL = 1
 GZIP_CONTAINER = (
     31  # zlib wbits for a gzip header and trailer; zlib writes mtime 0, so output is reproducible
 )
@@ -44,6 +47,10 @@ REQUEST_ERRORS = ("AC030", "AC032")
 # export_lines is a SQL function called in the select list so that PostgreSQL hands out rows
 # as it produces them; in FROM it would materialise the whole range before the first row.
 # OFFSET 0 keeps the subquery, so the function runs once per row, not once per column.
+# The runner reads it as a stream (libpq single-row mode) rather than through FETCH on a
+# DECLAREd cursor: the server keeps producing while the runner compresses (measured 1.6x the
+# throughput of FETCH 2000), and the client holds one row at a time whatever the payload sizes
+# (FETCH 2000 held 400 MB when 400 payloads of 190 kB followed small events).
 LINES_SQL = """
 SELECT (l).seq, (l).matched, (l).line
   FROM (SELECT compliance.export_lines(%s, %s, %s) AS l OFFSET 0) AS s
@@ -237,19 +244,26 @@ class Runner:
         progress = Progress(f"export {job_id}", unit="lines", total=manifest["line_count"])
         next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         lines = matched = 0
-        with reader.cursor(name=f"export_{job_id.hex}") as cursor:
-            cursor.execute(LINES_SQL, (job_id, seq_from, seq_to))
-            while rows := cursor.fetchmany(FETCH_ROWS):
-                # Lines come in seq order from a gapless range: first and last seq pin down the batch.
-                if rows[0][0] != seq_from + lines or rows[-1][0] != seq_from + lines + len(rows) - 1:
-                    raise ExportFailure(f"the stream skipped or repeated a seq near {seq_from + lines}")
-                sink.write("".join([row[2] + "\n" for row in rows]).encode())
-                matched += sum(1 for row in rows if row[1])
-                lines += len(rows)
+        batch: list[str] = []
+        batch_bytes = 0
+        for seq, is_match, line in reader.cursor().stream(LINES_SQL, (job_id, seq_from, seq_to)):
+            if seq != seq_from + lines:
+                raise ExportFailure(
+                    f"the stream skipped or repeated a seq: expected {seq_from + lines}, got {seq}"
+                )
+            lines += 1
+            matched += is_match
+            batch.append(line)
+            batch_bytes += len(line)
+            if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_LINES:
+                sink.write(("\n".join(batch) + "\n").encode())
+                batch, batch_bytes = [], 0
                 progress.update(lines)
                 if time.monotonic() >= next_heartbeat:
                     self._heartbeat(job_id)
                     next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        if batch:
+            sink.write(("\n".join(batch) + "\n").encode())
         progress.finish()
         return lines, matched
 

@@ -151,13 +151,20 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def runner_activity(conn: psycopg.Connection) -> list[tuple[str, str | None]]:
-    """(query, wait_event_type) of every connection of a runner to this database."""
+RUNNER_CONNECTIONS = (
+    "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s"
+)
+
+
+def runner_waits_for_a_lock(conn: psycopg.Connection) -> bool:
+    return conn.execute(RUNNER_CONNECTIONS + " AND wait_event_type = 'Lock')", (RUNNER_APP,)).fetchone()[0]
+
+
+def runner_streams_lines(conn: psycopg.Connection) -> bool:
     return conn.execute(
-        "SELECT query, wait_event_type FROM pg_stat_activity"
-        " WHERE datname = current_database() AND application_name = %s",
+        RUNNER_CONNECTIONS + " AND state = 'active' AND query LIKE '%%compliance.export_lines(%%')",
         (RUNNER_APP,),
-    ).fetchall()
+    ).fetchone()[0]
 
 
 @pytest.fixture
@@ -402,7 +409,7 @@ def test_an_endpoint_that_dies_during_the_upload_fails_the_job(conn, dsn, bucket
             blocker.execute("LOCK TABLE compliance.audit_events IN ACCESS EXCLUSIVE MODE")
             runner = spawn(*runner_args(dsn, server.url, bucket_name, "--job", str(job_id)))
             wait_for(
-                lambda: any(w == "Lock" for _, w in runner_activity(conn)),
+                lambda: runner_waits_for_a_lock(conn),
                 60,
                 "the runner to wait for the lock",
             )
@@ -458,7 +465,7 @@ def test_follow_runs_jobs_as_they_arrive_and_ctrl_c_fails_the_job_in_progress(
             wait_for(
                 lambda: job_row(conn, third)["status"] == "running", 60, "the runner to claim the third job"
             )
-            wait_for(lambda: any(w == "Lock" for _, w in runner_activity(conn)), 60, "the runner to read")
+            wait_for(lambda: runner_waits_for_a_lock(conn), 60, "the runner to read")
             runner.send_signal(signal.SIGINT)
             _, err = runner.communicate(timeout=60)
     finally:
@@ -507,9 +514,7 @@ def test_a_killed_runner_leaves_the_job_running_until_reconciled_then_a_fresh_re
     job_id = request(conn, export_filter)
     runner = spawn(*runner_args(dsn, endpoint_url, bucket, "--job", str(job_id)))
     try:
-        wait_for(
-            lambda: any(q.startswith("FETCH") for q, _ in runner_activity(conn)), 60, "the runner to stream"
-        )
+        wait_for(lambda: runner_streams_lines(conn), 60, "the runner to stream")
     finally:
         runner.send_signal(signal.SIGKILL)
         runner.communicate(timeout=30)
@@ -537,9 +542,18 @@ def test_a_killed_runner_leaves_the_job_running_until_reconciled_then_a_fresh_re
 
 
 @pytest.mark.slow
-def test_runner_memory_stays_flat_from_10k_to_200k_events(conn, dsn, endpoint_url, client, bucket):
+def test_runner_memory_stays_flat_from_10k_to_200k_events_large_payloads_included(
+    conn, dsn, endpoint_url, client, bucket
+):
     chain_events(conn, 10_000, tenant="small")
-    chain_events(conn, 190_000, tenant="big")
+    chain_events(conn, 189_700, tenant="big")
+    # 300 payloads of 192 kB (random hex, near the 256 KiB limit) right after small events.
+    conn.execute(
+        "SELECT count(compliance.emit('blob.stored', 'archiver', jsonb_build_object('blob', (SELECT"
+        " string_agg(md5(g::text || ':' || i::text), '') FROM generate_series(1, 6000) AS i)), 'big'))"
+        " FROM generate_series(1, 300) AS g"
+    )
+    conn.execute("SELECT compliance.drain(1000)")
 
     def peak_rss_kb(export_filter: dict[str, Any], lines: int) -> int:
         job_id = request(conn, export_filter)
