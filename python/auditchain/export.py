@@ -2,7 +2,7 @@
 
 The database decides everything about a bundle (sql/70_exports.sql): which jobs exist and
 their states, the compare-and-set claim, the range, every line of the data object and the
-manifest. The runner only claims a job, streams the lines from a server-side cursor through
+manifest. The runner only claims a job, streams the lines as PostgreSQL produces them through
 gzip into an S3 multipart upload (hashing the gzip bytes on the way), writes manifest.json
 next to the data, and records the outcome. See docs/exports.md.
 """
@@ -39,9 +39,8 @@ BATCH_LINES = 2000
 HEARTBEAT_SECONDS = 30.0
 # Measured on bundle lines (random hex hashes): level 6 costs 3x the CPU of level 1 for 1-2% less output.
 GZIP_LEVEL = 1
-GZIP_CONTAINER = (
-    31  # zlib wbits for a gzip header and trailer; zlib writes mtime 0, so output is reproducible
-)
+# zlib wbits for a gzip header and trailer; zlib writes mtime 0, so the output is reproducible.
+GZIP_CONTAINER = 31
 REQUEST_ERRORS = ("AC030", "AC032")
 
 # export_lines is a SQL function called in the select list so that PostgreSQL hands out rows
