@@ -41,7 +41,7 @@ BEGIN
             USING ERRCODE = 'AC030';
     END IF;
     FOR v_key IN SELECT k.key FROM pg_catalog.jsonb_object_keys(p_filter) AS k (key) ORDER BY k.key LOOP
-        IF NOT v_key OPERATOR(pg_catalog.=) ANY (v_allowed) THEN
+        IF NOT v_key = ANY (v_allowed) THEN
             RAISE EXCEPTION 'invalid export filter: unknown key "%"', v_key
                 USING ERRCODE = 'AC030',
                       HINT = 'Allowed keys: ' || pg_catalog.array_to_string(v_allowed, ', ') || '.';
@@ -49,18 +49,18 @@ BEGIN
     END LOOP;
 
     FOREACH v_key IN ARRAY ARRAY['from', 'to'] LOOP
-        v_value := p_filter OPERATOR(pg_catalog.->) v_key;
+        v_value := p_filter -> v_key;
         CONTINUE WHEN v_value IS NULL;
         v_position := pg_catalog.array_position(ARRAY['from', 'to'], v_key);
         IF pg_catalog.jsonb_typeof(v_value) <> 'string'
-           OR (v_value OPERATOR(pg_catalog.#>>) '{}')
+           OR (v_value #>> '{}')
               !~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$' THEN
             RAISE EXCEPTION 'invalid export filter: "%" must be an ISO-8601 timestamp with a time zone, not %',
                 v_key, v_value::text
                 USING ERRCODE = 'AC030', HINT = 'For example "2026-01-31T00:00:00Z" or "2026-01-31T01:00:00+01:00".';
         END IF;
         BEGIN
-            v_bounds[v_position] := (v_value OPERATOR(pg_catalog.#>>) '{}')::timestamptz;
+            v_bounds[v_position] := (v_value #>> '{}')::timestamptz;
         EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
             RAISE EXCEPTION 'invalid export filter: "%" is not a valid timestamp: %', v_key, v_value::text
                 USING ERRCODE = 'AC030';
@@ -68,14 +68,14 @@ BEGIN
     END LOOP;
     IF v_bounds[1] >= v_bounds[2] THEN
         RAISE EXCEPTION 'invalid export filter: "from" (%) must be before "to" (%)',
-            p_filter OPERATOR(pg_catalog.->>) 'from', p_filter OPERATOR(pg_catalog.->>) 'to'
+            p_filter ->> 'from', p_filter ->> 'to'
             USING ERRCODE = 'AC030';
     END IF;
 
-    IF p_filter OPERATOR(pg_catalog.?) 'tenant_id' AND p_filter OPERATOR(pg_catalog.?) 'tenant_ids' THEN
+    IF p_filter ? 'tenant_id' AND p_filter ? 'tenant_ids' THEN
         RAISE EXCEPTION 'invalid export filter: give "tenant_id" or "tenant_ids", not both' USING ERRCODE = 'AC030';
     END IF;
-    v_value := p_filter OPERATOR(pg_catalog.->) 'tenant_id';
+    v_value := p_filter -> 'tenant_id';
     IF v_value IS NOT NULL AND NOT compliance.export_filter_text_ok(v_value, 128) THEN
         RAISE EXCEPTION 'invalid export filter: "tenant_id" must be a string of 1-128 characters without control characters, not %',
             v_value::text
@@ -83,7 +83,7 @@ BEGIN
     END IF;
 
     FOREACH v_key IN ARRAY ARRAY['tenant_ids', 'event_types'] LOOP
-        v_value := p_filter OPERATOR(pg_catalog.->) v_key;
+        v_value := p_filter -> v_key;
         CONTINUE WHEN v_value IS NULL;
         IF pg_catalog.jsonb_typeof(v_value) <> 'array' OR pg_catalog.jsonb_array_length(v_value) = 0 THEN
             RAISE EXCEPTION 'invalid export filter: "%" must be a non-empty array of strings, not %', v_key, v_value::text
@@ -98,8 +98,8 @@ BEGIN
             -- The event_type rule of compliance.emit (AC001).
             IF v_key = 'event_types' AND (
                    pg_catalog.jsonb_typeof(v_element) <> 'string'
-                   OR (v_element OPERATOR(pg_catalog.#>>) '{}') !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'
-                   OR pg_catalog.length(v_element OPERATOR(pg_catalog.#>>) '{}') NOT BETWEEN 3 AND 128) THEN
+                   OR (v_element #>> '{}') !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'
+                   OR pg_catalog.length(v_element #>> '{}') NOT BETWEEN 3 AND 128) THEN
                 RAISE EXCEPTION 'invalid export filter: "event_types" holds %, which is not a valid event type',
                     v_element::text
                     USING ERRCODE = 'AC030',
@@ -108,15 +108,15 @@ BEGIN
         END LOOP;
     END LOOP;
 
-    v_value := p_filter OPERATOR(pg_catalog.->) 'actor';
+    v_value := p_filter -> 'actor';
     IF v_value IS NOT NULL AND (NOT compliance.export_filter_text_ok(v_value, 256)
-                                OR pg_catalog.btrim(v_value OPERATOR(pg_catalog.#>>) '{}') = '') THEN
+                                OR pg_catalog.btrim(v_value #>> '{}') = '') THEN
         RAISE EXCEPTION 'invalid export filter: "actor" must be a non-blank string of at most 256 characters, not %',
             v_value::text
             USING ERRCODE = 'AC030';
     END IF;
 
-    v_value := p_filter OPERATOR(pg_catalog.->) 'withhold_payloads';
+    v_value := p_filter -> 'withhold_payloads';
     IF v_value IS NOT NULL AND pg_catalog.jsonb_typeof(v_value) <> 'boolean' THEN
         RAISE EXCEPTION 'invalid export filter: "withhold_payloads" must be true or false, not %', v_value::text
             USING ERRCODE = 'AC030';
@@ -190,7 +190,7 @@ BEGIN
         'data.export_initiated',
         request_export.requested_by,
         pg_catalog.jsonb_build_object('job_id', v_job_id, 'filter', request_export.filter),
-        request_export.filter OPERATOR(pg_catalog.->>) 'tenant_id'
+        request_export.filter ->> 'tenant_id'
     );
     INSERT INTO compliance.export_jobs (job_id, requested_by, filter, request_event_id)
     VALUES (v_job_id, request_export.requested_by, request_export.filter, v_event_id);
@@ -413,7 +413,7 @@ BEGIN
         'range_prev_hash', pg_catalog.encode(v_range_prev_hash, 'hex'),
         'line_count', coalesce(v_seq_to - v_first + 1, 0),
         'matched_count', v_matched,
-        'withheld_payloads', coalesce((v_job.filter OPERATOR(pg_catalog.->) 'withhold_payloads')::boolean, false),
+        'withheld_payloads', coalesce((v_job.filter -> 'withhold_payloads')::boolean, false),
         'data_object', 'events.ndjson.gz',
         'database', pg_catalog.jsonb_build_object(
             'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
