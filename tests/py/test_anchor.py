@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import boto3
 import psycopg
 import pytest
 from botocore.exceptions import ClientError
+from psycopg.conninfo import make_conninfo
 
 from auditchain.cli import main
 from awsfake import MotoServer, free_port
@@ -368,3 +371,26 @@ def test_follow_uploads_when_create_anchor_notifies(conn, dsn, endpoint_url, wor
         _, err = follower.communicate(timeout=30)
     assert follower.returncode == 0, err
     assert len(all_versions(endpoint_url, worm_bucket)) == 1
+
+
+@contextmanager
+def login_role(conn: psycopg.Connection, group: str) -> Iterator[str]:
+    """A login role in the given group role, dropped afterwards (roles are cluster-wide)."""
+    name = f"ac_login_{group}_{os.getpid()}"
+    conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+    conn.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE {group}')
+    try:
+        yield name
+    finally:
+        conn.execute(f'DROP ROLE "{name}"')
+
+
+def test_uploader_needs_only_the_compliance_anchor_role(conn, dsn, endpoint_url, worm_bucket, capsys):
+    emit_and_drain(conn, 2)
+    create_anchor(conn)
+
+    with login_role(conn, "compliance_anchor") as role:
+        code, _, err = anchor_once(capsys, make_conninfo(dsn, user=role), endpoint_url, worm_bucket)
+
+    assert code == 0, err
+    assert anchor_rows(conn)[0]["status"] == "uploaded"

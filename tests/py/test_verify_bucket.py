@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from awsfake import MotoServer, free_port
 from test_anchor import (
@@ -18,6 +19,7 @@ from test_anchor import (
     anchor_rows,
     create_anchor,
     emit_and_drain,
+    login_role,
     make_worm_bucket,
     run_cli,
     s3_client,
@@ -268,3 +270,10 @@ def test_unreachable_store_exits_3(dsn, capsys):
 
     assert code == 3
     assert "Could not connect" in err
+
+
+def test_an_auditor_can_verify(conn, dsn, endpoint_url, anchored, capsys):
+    with login_role(conn, "compliance_auditor") as role:
+        code, out, err = verify(capsys, make_conninfo(dsn, user=role), endpoint_url, anchored)
+
+    assert code == 0, out + err
