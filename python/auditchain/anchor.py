@@ -358,6 +358,9 @@ def _run(args: argparse.Namespace) -> int:
             summary = uploader.upload_pending(conn)
     except psycopg.OperationalError as exc:
         raise AuditchainError(f"lost the database connection: {exc}", EXIT_UNAVAILABLE) from None
+    except psycopg.Error as exc:
+        # Rolled back: every anchor of the batch is pending again.
+        raise AuditchainError(f"the database refused: {exc}", EXIT_FAILED) from None
     # Nothing was pending, but a bucket we could not reach is still worth a non-zero exit.
     exit_code = summary.exit_code if uploader.bucket_checked else max(summary.exit_code, EXIT_UNAVAILABLE)
     if args.json:

@@ -394,3 +394,15 @@ def test_uploader_needs_only_the_compliance_anchor_role(conn, dsn, endpoint_url,
 
     assert code == 0, err
     assert anchor_rows(conn)[0]["status"] == "uploaded"
+
+
+def test_a_role_without_the_anchor_grants_is_refused_cleanly(conn, dsn, endpoint_url, worm_bucket, capsys):
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+
+    with login_role(conn, "compliance_auditor") as role:
+        code, _, err = anchor_once(capsys, make_conninfo(dsn, user=role), endpoint_url, worm_bucket)
+
+    assert code == 1
+    assert "the database refused: permission denied for function claim_pending_anchors" in err
+    assert anchor_rows(conn)[0]["status"] == "pending"
