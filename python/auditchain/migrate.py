@@ -158,8 +158,10 @@ def render_dist() -> str:
     """One psql script that installs everything and records it as the runner would."""
     parts = [
         "-- auditchain: plain-SQL installer built by `make dist`.",
-        "-- Run with: psql -v ON_ERROR_STOP=1 -1 -f auditchain.sql",
-        "-- It is equivalent to `auditchain migrate` on an empty database.",
+        "-- Run with: psql -v ON_ERROR_STOP=1 -f auditchain.sql",
+        "-- It is equivalent to `auditchain migrate` on an empty database, and all or nothing.",
+        "",
+        "BEGIN;",
         "",
     ]
     files = load_migrations() + load_definitions()
@@ -171,7 +173,8 @@ def render_dist() -> str:
         record = f"INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ({values});"  # noqa: S608
         parts.append(record)
         parts.append("")
-    return "\n".join(parts)
+    parts.append("COMMIT;")
+    return "\n".join(parts) + "\n"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

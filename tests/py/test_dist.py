@@ -73,7 +73,7 @@ def records(dsn: str) -> list[tuple[str, str, str]]:
 
 def psql_install(path: Path, dsn: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PGBIN / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(path), "-d", dsn],
+        [PGBIN / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path), "-d", dsn],
         capture_output=True,
         text=True,
         timeout=300,
@@ -101,7 +101,7 @@ def copy_schema(tmp_path: Path, name: str = "schema") -> Path:
 def test_make_dist_writes_the_installer(dist_file):
     text = dist_file.read_text(encoding="utf-8")
     assert text == render_dist()
-    assert "psql -v ON_ERROR_STOP=1 -1 -f" in text.splitlines()[1]
+    assert "psql -v ON_ERROR_STOP=1 -f" in text.splitlines()[1]
     for item in load_migrations() + load_definitions():
         assert f"('{item.name}', '{item.kind}', '{item.checksum}')" in text
 
@@ -124,12 +124,14 @@ def test_dist_install_and_runner_install_have_identical_catalogs(dist_file, new_
 
 
 def test_dist_install_is_all_or_nothing(dist_file, new_db, tmp_path):
-    """psql -1 with ON_ERROR_STOP: an error at the very end leaves the database untouched."""
+    """The installer is one transaction: an error just before its COMMIT leaves the database untouched."""
     target = new_db()
     before = normalised_dump(target)
     broken = tmp_path / "broken.sql"
+    text = dist_file.read_text(encoding="utf-8")
+    assert text.endswith("COMMIT;\n")
     broken.write_text(
-        dist_file.read_text(encoding="utf-8") + "\nSELECT 1/0 AS installer_fails_at_the_end;\n",
+        text.removesuffix("COMMIT;\n") + "SELECT 1/0 AS installer_fails_at_the_end;\nCOMMIT;\n",
         encoding="utf-8",
     )
 
