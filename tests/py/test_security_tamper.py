@@ -1,21 +1,34 @@
-"""The tamper matrix: a superuser alters the ledger in each way an insider could, and each
-alteration is caught by the layer that should catch it, naming the seq.
+"""The tamper matrix: a superuser alters the ledger (or someone alters the bucket) in each way
+an insider could, and each alteration is caught by the layer that should catch it, naming
+the seq.
 
-Layers: verify_chain (recomputes every hash and link), the drainer's head check (refuses to
-extend a chain whose head is not what it wrote; run_drainer records the halt) and
-`auditchain verify` against the WORM bucket. Each case states, per layer, the seq that layer
-reports, or None where that layer cannot see the change (docs/security.md explains why).
+Layers: verify_chain (recomputes every hash and link, and compares with the drainer's and
+the incremental verifier's memory), the drainer's head check (refuses to extend a chain
+whose head is not what it wrote; run_drainer records the halt) and `auditchain verify`
+against the WORM bucket (its own checks besides verify_chain). Each case states, per layer,
+what that layer reports, or nothing where it cannot see the change (docs/security.md says why).
+
+The chain every case starts from: 30 events; the incremental verifier has checked 1..20;
+one anchor (seq 1..20) is uploaded to a GOVERNANCE bucket; events 21..30 came after it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+import boto3
 import psycopg
 import pytest
 
+from auditchain.cli import main
+
 EVENTS = 30
 VERIFIED = 20  # what the incremental verifier has checked (and remembers the hash of)
+ANCHORED = 20  # the seq_to of the one uploaded anchor
 TARGET = 12  # the event most cases alter
 
 # Stages the change with the guard triggers off, as a superuser can; they are put back
@@ -75,6 +88,20 @@ CREATE FUNCTION pg_temp.forge(p_seq bigint) RETURNS void LANGUAGE sql AS $$
                compliance.payload_digest('{"forged": true}')))
       FROM compliance.audit_events AS p WHERE p.seq = p_seq - 1;
 $$;
+-- Rewrite the anchor row at p_seq_to to the head_hash the chain now has (the document's
+-- CHECK that ties it to the columns has to go first).
+CREATE FUNCTION pg_temp.reanchor(p_seq_to bigint) RETURNS void LANGUAGE sql AS $$
+    ALTER TABLE compliance.anchors DISABLE TRIGGER guard_anchor_change;
+    ALTER TABLE compliance.anchors DROP CONSTRAINT anchors_document_check;
+    UPDATE compliance.anchors AS a
+       SET head_hash = e.event_hash,
+           document = replace(a.document, encode(a.head_hash, 'hex'), encode(e.event_hash, 'hex')),
+           document_digest = sha256(convert_to(
+               replace(a.document, encode(a.head_hash, 'hex'), encode(e.event_hash, 'hex')), 'UTF8'))
+      FROM compliance.audit_events AS e
+     WHERE e.seq = a.seq_to AND a.seq_to = p_seq_to;
+    ALTER TABLE compliance.anchors ENABLE ALWAYS TRIGGER guard_anchor_change;
+$$;
 -- Make the drainer's and the incremental verifier's memory agree with the chain as it is.
 CREATE FUNCTION pg_temp.rewrite_state() RETURNS void LANGUAGE sql AS $$
     UPDATE compliance.drainer_state
@@ -89,13 +116,35 @@ $$;
 Step = tuple[str, tuple[int, ...]]
 
 
+BucketStep = Callable[["boto3.client", str], None]
+
+
+def delete_anchor_version(client, bucket: str) -> None:
+    """Delete the anchor's object version, bypassing GOVERNANCE retention (s3:BypassGovernanceRetention)."""
+    (version,) = client.list_object_versions(Bucket=bucket)["Versions"]
+    client.delete_object(
+        Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"], BypassGovernanceRetention=True
+    )
+
+
+def hide_anchor_behind_a_delete_marker(client, bucket: str) -> None:
+    """A plain DELETE (no version, no bypass): S3 adds a delete marker, the locked version stays."""
+    (version,) = client.list_object_versions(Bucket=bucket)["Versions"]
+    client.delete_object(Bucket=bucket, Key=version["Key"])
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
     steps: tuple[Step, ...]
     verify_chain: tuple[int, str] | None  # (first_bad_seq, words of the problem) or None
     head_check: int | None  # seq the drainer halts on, or None
+    bucket: frozenset[tuple[str, int]] = frozenset()  # (check, anchored seq) auditchain verify adds
+    bucket_steps: tuple[BucketStep, ...] = field(default=())
 
+
+# auditchain verify: the event at the anchored seq no longer has the anchored head_hash (or is gone).
+ANCHOR_CONTRADICTED = frozenset({("head", ANCHORED)})
 
 CHANGE_ACTOR: Step = ("UPDATE compliance.audit_events SET actor = 'someone-else' WHERE seq = %s", (TARGET,))
 DELETE_FROM: Step = ("DELETE FROM compliance.audit_events WHERE seq >= %s", (EVENTS - 2,))
@@ -131,6 +180,7 @@ CASES = [
         (CHANGE_ACTOR, ("SELECT pg_temp.rehash(%s)", (TARGET,))),
         (VERIFIED, "chain rewritten"),
         EVENTS,
+        ANCHOR_CONTRADICTED,
     ),
     Case(
         "middle row deleted",
@@ -147,6 +197,7 @@ CASES = [
         ),
         (VERIFIED, "chain rewritten"),
         EVENTS,
+        ANCHOR_CONTRADICTED,
     ),
     Case("tail deleted", (DELETE_FROM,), (EVENTS - 2, "tail missing"), EVENTS),
     Case(
@@ -166,6 +217,7 @@ CASES = [
         (("SELECT pg_temp.renumber(%s, 1)", (TARGET,)), ("SELECT pg_temp.forge(%s)", (TARGET,))),
         (TARGET + 1, "content changed"),
         EVENTS + 1,
+        ANCHOR_CONTRADICTED,
     ),
     Case(
         "forged row appended with a wrong hash",
@@ -187,12 +239,51 @@ CASES = [
         (CHANGE_ACTOR, ("SELECT pg_temp.rehash(%s)", (1,)), ("SELECT pg_temp.rewrite_state()", ())),
         None,
         None,
+        ANCHOR_CONTRADICTED,
     ),
     Case(
-        "tail deleted and the drainer's memory rewound",
+        "chain rewritten consistently and the anchor row rewritten to match",
+        (
+            CHANGE_ACTOR,
+            ("SELECT pg_temp.rehash(%s)", (1,)),
+            ("SELECT pg_temp.rewrite_state()", ()),
+            ("SELECT pg_temp.reanchor(%s)", (ANCHORED,)),
+        ),
+        None,
+        None,
+        ANCHOR_CONTRADICTED | {("row", ANCHORED)},
+    ),
+    Case(
+        "tail after the last anchor deleted, memories rewound (undetectable: the anchor gap)",
         (DELETE_FROM, ("SELECT pg_temp.rewrite_state()", ())),
         None,
         None,
+    ),
+    Case(
+        "tail reaching below the last anchor deleted, memories rewound",
+        (
+            ("DELETE FROM compliance.audit_events WHERE seq >= %s", (ANCHORED - 2,)),
+            ("SELECT pg_temp.rewrite_state()", ()),
+        ),
+        None,
+        None,
+        ANCHOR_CONTRADICTED,
+    ),
+    Case(
+        "anchor object version deleted with BypassGovernanceRetention",
+        (),
+        None,
+        None,
+        frozenset({("object", ANCHORED)}),
+        (delete_anchor_version,),
+    ),
+    Case(
+        "anchor object hidden behind a delete marker",
+        (),
+        None,
+        None,
+        frozenset({("object", ANCHORED)}),
+        (hide_anchor_behind_a_delete_marker,),
     ),
 ]
 
@@ -206,11 +297,52 @@ def emit_and_drain(conn: psycopg.Connection, first: int, last: int) -> None:
     assert conn.execute("SELECT compliance.drain(1000)").fetchone()[0] == last - first + 1
 
 
-def build_chain(conn: psycopg.Connection, events: int) -> None:
-    """events chained; the incremental verifier (pg_cron, every minute) has checked the first VERIFIED."""
-    emit_and_drain(conn, 1, VERIFIED)
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """`auditchain ARGV`, in-process; returns the exit code and stdout."""
+    capsys.readouterr()
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+@pytest.fixture
+def bucket(moto_server) -> str:
+    """A GOVERNANCE Object Lock bucket of this test's own (parametrised ids share a prefix)."""
+    name = f"ac-tamper-{uuid.uuid4().hex[:12]}"
+    assert main(["bucket", "create", "--bucket", name, "--endpoint-url", moto_server.url]) == 0
+    return name
+
+
+@pytest.fixture
+def chain(conn, dsn, moto_server, bucket, capsys) -> str:
+    """The starting point of every case (see the module docstring)."""
+    emit_and_drain(conn, 1, ANCHORED)
     assert conn.execute("SELECT compliance.verify_new_events()").fetchone()[0] == VERIFIED
-    emit_and_drain(conn, VERIFIED + 1, events)
+    assert conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
+    assert (
+        cli(capsys, "anchor", "--once", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", moto_server.url)[
+            0
+        ]
+        == 0
+    )
+    emit_and_drain(conn, ANCHORED + 1, EVENTS)
+    return dsn
+
+
+def bucket_findings(capsys, dsn: str, endpoint_url: str, bucket: str) -> frozenset[tuple[str, int]]:
+    """What `auditchain verify` reports beyond verify_chain, as (check, anchored seq)."""
+    code, out = cli(
+        capsys, "verify", "--json", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", endpoint_url
+    )
+    report = json.loads(out)
+    assert code == (0 if report["ok"] else 1)
+    findings = set()
+    for problem in report["problems"]:
+        if problem["check"] != "chain":  # verify_chain's own finding, asserted as its own layer
+            # Subjects name the object key (20-digit seq_to) or the anchor row "(seq FROM..TO)".
+            seq = re.search(r"anchors/(\d{20})-|\(seq \d+\.\.(\d+)\)", problem["subject"])
+            assert seq, problem
+            findings.add((problem["check"], int(seq.group(1) or seq.group(2))))
+    return frozenset(findings)
 
 
 def tamper(conn: psycopg.Connection, steps: tuple[Step, ...]) -> None:
@@ -245,11 +377,14 @@ def run_drainer_once(conn: psycopg.Connection) -> int | None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_tamper_detected_by_the_right_layer(conn, case):
-    build_chain(conn, EVENTS)
+def test_tamper_detected_by_the_right_layer(conn, chain, moto_server, bucket, capsys, case):
     assert verify_chain(conn) == (True, None, None)
+    assert bucket_findings(capsys, chain, moto_server.url, bucket) == frozenset()
 
     tamper(conn, case.steps)
+    client = boto3.client("s3", endpoint_url=moto_server.url)
+    for step in case.bucket_steps:
+        step(client, bucket)
 
     ok, first_bad_seq, problem = verify_chain(conn)
     if case.verify_chain is None:
@@ -258,4 +393,5 @@ def test_tamper_detected_by_the_right_layer(conn, case):
         expected_seq, words = case.verify_chain
         assert (ok, first_bad_seq) == (False, expected_seq), problem
         assert words in problem
+    assert bucket_findings(capsys, chain, moto_server.url, bucket) == case.bucket
     assert run_drainer_once(conn) == case.head_check
