@@ -49,7 +49,7 @@ COMMENT ON TABLE compliance.audit_events IS
 COMMENT ON COLUMN compliance.audit_events.seq IS 'Position in the chain: gapless, starting at 1.';
 COMMENT ON COLUMN compliance.audit_events.event_id IS 'UUIDv7 returned by compliance.emit.';
 COMMENT ON COLUMN compliance.audit_events.occurred_at IS 'When the audited action happened, as the producer says.';
-COMMENT ON COLUMN compliance.audit_events.recorded_at IS 'When the drainer chained the event (its batch transaction time).';
+COMMENT ON COLUMN compliance.audit_events.recorded_at IS 'When the drainer chained the event (wall clock at the start of its batch).';
 COMMENT ON COLUMN compliance.audit_events.tenant_id IS 'Tenant the event belongs to; NULL for system-wide events.';
 COMMENT ON COLUMN compliance.audit_events.event_type IS 'Dotted lower-case name such as data.export_initiated.';
 COMMENT ON COLUMN compliance.audit_events.actor IS 'Who performed the action.';

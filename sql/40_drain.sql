@@ -68,7 +68,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_state compliance.drainer_state%ROWTYPE;
-    v_recorded_at timestamptz := pg_catalog.now();
+    -- The wall clock, not now(): run_drainer's idle sleep shares a transaction with the next batch.
+    v_recorded_at timestamptz := pg_catalog.clock_timestamp();
     v_ids bigint[];
     v_records bytea[];
     v_record bytea;
