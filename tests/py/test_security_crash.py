@@ -8,24 +8,31 @@ throwaway cluster (module fixture `scratch_cluster`), never on the shared one.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import boto3
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from auditchain.cli import main
 from awsfake import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,7 +156,8 @@ def assert_nothing_lost_or_duplicated(conn: psycopg.Connection, ledger: Ledger) 
         "SELECT seq, (payload->>'token')::bigint FROM compliance.audit_events ORDER BY seq"
     ).fetchall()
     seqs = [seq for seq, _ in rows]
-    tokens = [token for _, token in rows]
+    # Events the system emits itself (data.export_initiated) carry no token.
+    tokens = [token for _, token in rows if token is not None]
     assert seqs == list(range(1, len(rows) + 1)), "seqs must run 1..n without a gap"
     assert len(set(tokens)) == len(tokens), "an event was chained twice"
     lost = ledger.confirmed - set(tokens)
@@ -307,3 +315,190 @@ def test_server_crash_mid_drain(scratch_cluster, crash, record_property):
     assert ledger.drainer_interruptions >= crashes
     record_property("crashes", crashes)
     record_property("events", chained)
+
+
+class CuttableEndpoint:
+    """A loopback TCP proxy in front of a moto server that dies at a chosen request.
+
+    Clients see the endpoint vanish (connections cut, new ones refused) exactly where a
+    request or its response is in flight, while what already reached S3 stays there, which
+    restarting moto itself (it keeps everything in memory) would not allow.
+    """
+
+    def __init__(self, upstream_url: str):
+        self.upstream = ("127.0.0.1", int(upstream_url.rsplit(":", 1)[1]))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dead = threading.Event()
+        self._trap: tuple[re.Pattern[bytes], str] | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+
+    def start(self) -> CuttableEndpoint:
+        self.dead.clear()
+        self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+        return self
+
+    def die_at(self, request_line: str, *, after_request_reached_s3: bool) -> None:
+        """Die when a request whose first line matches arrives: before forwarding it, or once
+        S3 has it, before its response reaches the client."""
+        self._trap = (
+            re.compile(request_line.encode()),
+            "response" if after_request_reached_s3 else "request",
+        )
+
+    def kill(self) -> None:
+        self.dead.set()
+        self._trap = None
+        with self._lock:
+            for sock in [self._listener, *self._sockets]:
+                if sock is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self.dead.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            with self._lock:
+                self._sockets.update((client, server))
+            drop_response = threading.Event()
+            threading.Thread(target=self._requests, args=(client, server, drop_response), daemon=True).start()
+            threading.Thread(
+                target=self._responses, args=(server, client, drop_response), daemon=True
+            ).start()
+
+    def _requests(self, client: socket.socket, server: socket.socket, drop_response: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                trap = self._trap
+                # botocore sends each request's head in one write, so a request starts a chunk.
+                if trap and trap[0].match(data):
+                    if trap[1] == "request":
+                        self.kill()
+                        return
+                    drop_response.set()
+                server.sendall(data)
+
+    def _responses(
+        self, server: socket.socket, client: socket.socket, drop_response: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if drop_response.is_set() and not data.startswith(b"HTTP/1.1 100"):
+                    self.kill()  # S3 has done it; the client never hears so
+                    return
+                client.sendall(data)
+
+
+@pytest.fixture
+def s3_endpoint(moto_server) -> Iterator[CuttableEndpoint]:
+    endpoint = CuttableEndpoint(moto_server.url).start()
+    yield endpoint
+    endpoint.kill()
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """`auditchain ARGV` in-process; the exit code and stdout."""
+    capsys.readouterr()
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def new_bucket(moto_server) -> str:
+    name = f"ac-crash-{uuid.uuid4().hex[:12]}"
+    assert main(["bucket", "create", "--bucket", name, "--endpoint-url", moto_server.url]) == 0
+    return name
+
+
+def test_s3_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, s3_endpoint, capsys, record_property):
+    bucket = new_bucket(moto_server)
+    s3 = boto3.client("s3", endpoint_url=moto_server.url)
+    anchor = ("anchor", "--once", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", s3_endpoint.url)
+    outages = 0
+    with Ledger(dsn) as ledger:
+        for reached_s3 in (False, True):
+            ledger.wait_for_chained(conn, chained_count(conn) + 200)
+            assert conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
+            s3_endpoint.die_at(r"PUT /[^ ]*anchors/", after_request_reached_s3=reached_s3)
+            assert cli(capsys, *anchor)[0] == 3, "a transient failure exits 3"
+            assert s3_endpoint.dead.is_set()
+            outages += 1
+            pending = conn.execute(
+                "SELECT count(*) FROM compliance.anchors WHERE status = 'pending' AND last_error IS NOT NULL"
+            ).fetchone()[0]
+            assert pending >= 1, "the anchor stays pending with its error"
+            s3_endpoint.start()
+        ledger.wait_for_chained(conn, chained_count(conn) + 200)
+        assert cli(capsys, *anchor)[0] == 0
+    assert_nothing_lost_or_duplicated(conn, ledger)
+    assert conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'uploaded') FROM compliance.anchors"
+    ).fetchone() == (2, 2)
+    versions = s3.list_object_versions(Bucket=bucket)
+    assert len(versions["Versions"]) == 2, "one object version per anchor, none written twice"
+    assert "DeleteMarkers" not in versions
+    code, out = cli(
+        capsys, "verify", "--json", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", moto_server.url
+    )
+    assert code == 0, out
+    record_property("outages", outages)
+
+
+EXPORT_CUTS = {
+    "data part upload, request lost": (r"PUT /[^ ]*events\.ndjson\.gz\?[^ ]*partNumber=", False),
+    "multipart completion, response lost": (r"POST /[^ ]*events\.ndjson\.gz\?uploadId=", True),
+    "manifest upload, request lost": (r"PUT /[^ ]*manifest\.json", False),
+    "manifest upload, response lost": (r"PUT /[^ ]*manifest\.json", True),
+}
+
+
+@pytest.mark.parametrize(("request_line", "reached_s3"), EXPORT_CUTS.values(), ids=EXPORT_CUTS.keys())
+def test_s3_endpoint_dies_mid_export(dsn, conn, moto_server, s3_endpoint, capsys, request_line, reached_s3):
+    bucket = new_bucket(moto_server)
+    s3 = boto3.client("s3", endpoint_url=moto_server.url)
+    run = (
+        "export",
+        "run",
+        "--once",
+        "--json",
+        "--dsn",
+        dsn,
+        "--bucket",
+        bucket,
+        "--endpoint-url",
+        s3_endpoint.url,
+    )
+    with Ledger(dsn) as ledger:
+        ledger.wait_for_chained(conn, 500)
+        failed_job = conn.execute("SELECT compliance.request_export('{}', 'auditor@example.com')").fetchone()[
+            0
+        ]
+        s3_endpoint.die_at(request_line, after_request_reached_s3=reached_s3)
+        code, out = cli(capsys, *run)
+        assert (code, json.loads(out)["status"]) == (1, "failed"), out
+        assert s3_endpoint.dead.is_set()
+        s3_endpoint.start()
+        job = conn.execute("SELECT compliance.request_export('{}', 'auditor@example.com')").fetchone()[0]
+        code, out = cli(capsys, *run)
+        assert (code, json.loads(out)["status"]) == (0, "completed"), out
+    status, job_error = conn.execute(
+        "SELECT status, job_error FROM compliance.export_jobs WHERE job_id = %s", (failed_job,)
+    ).fetchone()
+    assert status == "failed" and job_error, "the interrupted job is failed with the reason"
+    assert_nothing_lost_or_duplicated(conn, ledger)
+    code, out = cli(
+        capsys, "verify-bundle", "--json", "--endpoint-url", moto_server.url, f"s3://{bucket}/exports/{job}/"
+    )
+    assert code == 0, out
+    # The retried job wrote its own folder; whatever the failed one left never overwrote it.
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert {f"exports/{job}/manifest.json", f"exports/{job}/events.ndjson.gz"} <= keys
