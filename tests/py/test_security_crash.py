@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,6 +34,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from auditchain.cli import main
+from auditchain.watchdog import DEFAULT_NAMESPACE, HEARTBEAT_METRIC
 from awsfake import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -400,7 +402,7 @@ class CuttableEndpoint:
 
 
 @pytest.fixture
-def s3_endpoint(moto_server) -> Iterator[CuttableEndpoint]:
+def aws_endpoint(moto_server) -> Iterator[CuttableEndpoint]:
     endpoint = CuttableEndpoint(moto_server.url).start()
     yield endpoint
     endpoint.kill()
@@ -419,24 +421,24 @@ def new_bucket(moto_server) -> str:
     return name
 
 
-def test_s3_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, s3_endpoint, capsys, record_property):
+def test_aws_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, aws_endpoint, capsys, record_property):
     bucket = new_bucket(moto_server)
     s3 = boto3.client("s3", endpoint_url=moto_server.url)
-    anchor = ("anchor", "--once", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", s3_endpoint.url)
+    anchor = ("anchor", "--once", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", aws_endpoint.url)
     outages = 0
     with Ledger(dsn) as ledger:
         for reached_s3 in (False, True):
             ledger.wait_for_chained(conn, chained_count(conn) + 200)
             assert conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
-            s3_endpoint.die_at(r"PUT /[^ ]*anchors/", after_request_reached_s3=reached_s3)
+            aws_endpoint.die_at(r"PUT /[^ ]*anchors/", after_request_reached_s3=reached_s3)
             assert cli(capsys, *anchor)[0] == 3, "a transient failure exits 3"
-            assert s3_endpoint.dead.is_set()
+            assert aws_endpoint.dead.is_set()
             outages += 1
             pending = conn.execute(
                 "SELECT count(*) FROM compliance.anchors WHERE status = 'pending' AND last_error IS NOT NULL"
             ).fetchone()[0]
             assert pending >= 1, "the anchor stays pending with its error"
-            s3_endpoint.start()
+            aws_endpoint.start()
         ledger.wait_for_chained(conn, chained_count(conn) + 200)
         assert cli(capsys, *anchor)[0] == 0
     assert_nothing_lost_or_duplicated(conn, ledger)
@@ -462,7 +464,7 @@ EXPORT_CUTS = {
 
 
 @pytest.mark.parametrize(("request_line", "reached_s3"), EXPORT_CUTS.values(), ids=EXPORT_CUTS.keys())
-def test_s3_endpoint_dies_mid_export(dsn, conn, moto_server, s3_endpoint, capsys, request_line, reached_s3):
+def test_aws_endpoint_dies_mid_export(dsn, conn, moto_server, aws_endpoint, capsys, request_line, reached_s3):
     bucket = new_bucket(moto_server)
     s3 = boto3.client("s3", endpoint_url=moto_server.url)
     run = (
@@ -475,18 +477,18 @@ def test_s3_endpoint_dies_mid_export(dsn, conn, moto_server, s3_endpoint, capsys
         "--bucket",
         bucket,
         "--endpoint-url",
-        s3_endpoint.url,
+        aws_endpoint.url,
     )
     with Ledger(dsn) as ledger:
         ledger.wait_for_chained(conn, 500)
         failed_job = conn.execute("SELECT compliance.request_export('{}', 'auditor@example.com')").fetchone()[
             0
         ]
-        s3_endpoint.die_at(request_line, after_request_reached_s3=reached_s3)
+        aws_endpoint.die_at(request_line, after_request_reached_s3=reached_s3)
         code, out = cli(capsys, *run)
         assert (code, json.loads(out)["status"]) == (1, "failed"), out
-        assert s3_endpoint.dead.is_set()
-        s3_endpoint.start()
+        assert aws_endpoint.dead.is_set()
+        aws_endpoint.start()
         job = conn.execute("SELECT compliance.request_export('{}', 'auditor@example.com')").fetchone()[0]
         code, out = cli(capsys, *run)
         assert (code, json.loads(out)["status"]) == (0, "completed"), out
@@ -502,3 +504,30 @@ def test_s3_endpoint_dies_mid_export(dsn, conn, moto_server, s3_endpoint, capsys
     # The retried job wrote its own folder; whatever the failed one left never overwrote it.
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
     assert {f"exports/{job}/manifest.json", f"exports/{job}/events.ndjson.gz"} <= keys
+
+
+def test_cloudwatch_endpoint_down_for_the_watchdog(dsn, conn, moto_server, aws_endpoint, capsys, caplog):
+    stage = f"t{uuid.uuid4().hex[:10]}"
+    watchdog = ("watchdog", "--once", "--dsn", dsn, "--stage", stage, "--endpoint-url", aws_endpoint.url)
+    with Ledger(dsn) as ledger:
+        ledger.wait_for_chained(conn, 200)
+        aws_endpoint.die_at(r"POST / ", after_request_reached_s3=False)  # PutMetricData
+        assert cli(capsys, *watchdog)[0] == 3, "a lost publish exits 3"
+        assert aws_endpoint.dead.is_set()
+        assert any("CloudWatch publish FAILED" in r.getMessage() for r in caplog.records)
+        # The ledger does not depend on CloudWatch: events keep being chained meanwhile.
+        ledger.wait_for_chained(conn, chained_count(conn) + 200)
+        aws_endpoint.start()
+        assert cli(capsys, *watchdog)[0] == 0
+    assert_nothing_lost_or_duplicated(conn, ledger)
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=moto_server.url)
+    heartbeats = cloudwatch.get_metric_statistics(
+        Namespace=DEFAULT_NAMESPACE,
+        MetricName=HEARTBEAT_METRIC,
+        Dimensions=[{"Name": "Stage", "Value": stage}],
+        StartTime=datetime.now(UTC) - timedelta(minutes=10),
+        EndTime=datetime.now(UTC) + timedelta(minutes=1),
+        Period=60,
+        Statistics=["Sum"],
+    )["Datapoints"]
+    assert sum(d["Sum"] for d in heartbeats) == 1, "exactly the heartbeat of the cycle that got through"
