@@ -272,13 +272,16 @@ BEGIN
             SELECT j.jobid FROM cron.job AS j WHERE pg_catalog.starts_with(j.jobname::text, %L)
         ),
         stopped AS (
-            -- Only a pg_cron worker that started for this very run: job_pid may be stale.
+            -- Whatever the run's recorded status (pg_cron 1.4 may already call a run that
+            -- goes on "failed"), but only a pg_cron session that started for that very run,
+            -- since a job_pid can be reused; pg_cron gives a run 10 seconds to start.
             SELECT pg_catalog.pg_terminate_backend(a.pid) AS done
               FROM cron.job_run_details AS d
               JOIN pg_catalog.pg_stat_activity AS a
-                ON a.pid = d.job_pid AND a.datname = d.database AND a.backend_start >= d.start_time
+                ON a.pid = d.job_pid AND a.datname = d.database
+               AND a.backend_start BETWEEN d.start_time - interval '10 seconds'
+                                       AND d.start_time + interval '10 seconds'
              WHERE d.jobid IN (SELECT o.jobid FROM ours AS o)
-               AND d.status IN ('starting', 'connecting', 'sending', 'running')
                AND 'pg_cron' IN (a.backend_type, a.application_name)
         ),
         removed AS (
