@@ -26,6 +26,9 @@ from .results import Row, Target
 POLL_SECONDS = 0.02
 DEPTH_EVERY_SECONDS = 0.1
 CRON_DB = "postgres"
+# pg_cron starts jobs on minute boundaries, and pg_cron 1.4 with background workers starts
+# nothing while any job of the cluster is still running (citusdata/pg_cron#200).
+CRON_START_TIMEOUT = 240
 
 LOAD_SCRIPT = """SELECT compliance.emit('bench.latency', 'bench-load',
     jsonb_build_object('sent_epoch', extract(epoch FROM clock_timestamp()),
@@ -78,10 +81,11 @@ class Watcher(threading.Thread):
 
 
 @contextmanager
-def cron_drainer(ledger: Ledger, timeout: float) -> Iterator[str]:
+def cron_drainer(ledger: Ledger, timeout: float) -> Iterator[dict[str, object]]:
     """Install the production pg_cron jobs (compliance.schedule_jobs()) and wait until the
-    drainer's first run has started; on exit remove them (compliance.unschedule_jobs() also
-    ends their runs in progress) and drop their run history."""
+    drainer's first run has started; on exit note the drainer's runs and the longest gap
+    between them, remove the jobs (compliance.unschedule_jobs() also ends their runs in
+    progress) and drop their run history."""
     # A verifier that is caught up, as in a system that has been running: its first run would
     # otherwise re-hash the whole log while the load runs.
     ledger.conn.execute("SELECT compliance.verify_new_events(100000000)")
@@ -109,14 +113,23 @@ def cron_drainer(ledger: Ledger, timeout: float) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"pg_cron did not start the drainer within {timeout:.0f} s")
                 time.sleep(0.2)
-            yield "pg_cron: compliance.schedule_jobs() (CALL compliance.run_drainer() every minute)"
+            info: dict[str, object] = {"drainer": "pg_cron, as compliance.schedule_jobs() installs it"}
+            yield info
+            runs = cron.execute(
+                "SELECT d.start_time, d.end_time FROM cron.job_run_details AS d"
+                " JOIN cron.job AS j USING (jobid) WHERE j.jobname = %s ORDER BY d.start_time",
+                (drain_job,),
+            ).fetchall()
+            info["drainer_runs"] = len(runs)
+            gaps = [(b[0] - a[1]).total_seconds() for a, b in zip(runs, runs[1:], strict=False) if a[1]]
+            info["max_gap_between_drainer_runs_s"] = max(gaps, default=0.0)
         finally:
             ledger.conn.execute("SELECT compliance.unschedule_jobs()")
             cron.execute("DELETE FROM cron.job_run_details WHERE jobid = ANY(%s)", (job_ids,))
 
 
 @contextmanager
-def direct_drainer(ledger: Ledger, seconds: float) -> Iterator[str]:
+def direct_drainer(ledger: Ledger, seconds: float) -> Iterator[dict[str, object]]:
     """The same procedure pg_cron runs, called from a thread: pg_cron 1.4 starts jobs only on
     minute boundaries, which a seconds-long smoke cannot wait for."""
     conn = ledger.server.connect(ledger.dbname)
@@ -133,7 +146,7 @@ def direct_drainer(ledger: Ledger, seconds: float) -> Iterator[str]:
     thread = threading.Thread(target=drain, name="bench-drainer", daemon=True)
     thread.start()
     try:
-        yield "CALL compliance.run_drainer() from a session (smoke)"
+        yield {"drainer": "CALL compliance.run_drainer() from one session, no scheduler"}
     finally:
         conn.cancel_safe()
         thread.join(timeout=30)
@@ -145,18 +158,21 @@ def direct_drainer(ledger: Ledger, seconds: float) -> Iterator[str]:
 def run(ledger: Ledger, *, rate: int, seconds: int, via_cron: bool) -> Row:
     row = Row(
         case="latency",
-        variant=f"{rate}/s for {seconds}s",
+        variant=f"{rate}/s {seconds}s {'pg_cron' if via_cron else 'session'}",
         unit="s (p99)",
         reference_name="none: absolute targets",
         targets=[Target("p99_s", "<=", 2.0), Target("max_depth", "<", 100), Target("unchained", "<=", 0)],
     )
     if ledger.outbox_depth():
         raise RuntimeError("the outbox must be empty before the latency case")
-    settle_seconds = 30
+    # Long enough for pg_cron to start a drainer run held back by another job (see above).
+    settle_seconds = 90 if via_cron else 30
     drainer = (
-        cron_drainer(ledger, timeout=90) if via_cron else direct_drainer(ledger, seconds + settle_seconds)
+        cron_drainer(ledger, timeout=CRON_START_TIMEOUT)
+        if via_cron
+        else direct_drainer(ledger, seconds + settle_seconds)
     )
-    with drainer as how:
+    with drainer as info:
         watcher = Watcher(ledger)
         watcher.start()
         load = pgbench(ledger.server, ledger.dbname, LOAD_SCRIPT, clients=4, seconds=seconds, rate=rate)
@@ -170,7 +186,7 @@ def run(ledger: Ledger, *, rate: int, seconds: int, via_cron: bool) -> Row:
     centiles = statistics.quantiles(latencies, n=100, method="inclusive")
     row.measured = centiles[98]
     row.metrics = {
-        "drainer": how,
+        **info,
         "offered_rate": rate,
         "achieved_rate": load.tps,
         "emitted": load.transactions,

@@ -33,6 +33,7 @@ class Row:
     reference: float | None = None
     metrics: dict[str, float | int | str] = field(default_factory=dict)
     skipped: str | None = None
+    error: str | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -64,6 +65,7 @@ class Row:
             "metrics": self.metrics,
             "targets": self.verdicts(),
             "skipped": self.skipped,
+            "error": self.error,
         }
 
 
@@ -81,8 +83,9 @@ def format_table(rows: list[Row]) -> str:
     header = ("case", "variant", "measured", "reference", "ratio", "unit", "targets")
     lines = [header]
     for row in rows:
-        if row.skipped:
-            lines.append((row.case, row.variant, "skipped", "", "", "", row.skipped))
+        if row.skipped or row.error:
+            state = "skipped" if row.skipped else "ERROR"
+            lines.append((row.case, row.variant, state, "", "", "", row.skipped or row.error or ""))
             continue
         verdicts = ", ".join(
             f"{t.describe()} {'ok' if v['met'] else 'MISSED'}"

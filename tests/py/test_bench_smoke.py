@@ -44,6 +44,7 @@ def test_bench_smoke_measures_every_case_beside_its_reference(tmp_path: Path) ->
     assert len([r for r in rows if r["case"] in ("drain", "verify_chain")]) == 4, "two sizes each"
     for row in rows:
         label = f"{row['case']} {row['variant']}"
+        assert row["error"] is None, f"{label}: {row['error']}"
         if row["skipped"]:
             missing = [m for m in NEEDS.get(row["case"], []) if importlib.util.find_spec(m) is None]
             assert missing, f"{label} skipped although what it measures exists: {row['skipped']}"
