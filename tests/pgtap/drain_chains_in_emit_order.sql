@@ -1,7 +1,7 @@
 -- compliance.drain moves outbox rows into audit_events in emit order, numbers them from 1
 -- without gaps, links each to the previous one's hash, and remembers the head.
 BEGIN;
-SELECT plan(21);
+SELECT plan(22);
 
 CREATE TEMP TABLE emitted (n integer PRIMARY KEY, event_id uuid NOT NULL);
 INSERT INTO emitted
@@ -43,9 +43,12 @@ SELECT is_empty(
     'every event carries its outbox row''s fields unchanged'
 );
 SELECT is_empty(
-    'SELECT a.seq FROM compliance.audit_events AS a WHERE a.recorded_at <> now() OR a.hash_version <> 1',
-    'recorded_at is the drain transaction''s time and hash_version is 1'
+    $$SELECT a.seq FROM compliance.audit_events AS a
+       WHERE a.recorded_at NOT BETWEEN now() AND clock_timestamp() OR a.hash_version <> 1$$,
+    'recorded_at is the time of the drain and hash_version is 1'
 );
+SELECT is((SELECT count(DISTINCT recorded_at) FROM compliance.audit_events WHERE seq <= 3), 1::bigint,
+          'the events of one batch share one recorded_at');
 SELECT is((SELECT prev_hash FROM compliance.audit_events WHERE seq = 1), decode(repeat('00', 32), 'hex'),
           'seq 1 links to 32 zero bytes');
 SELECT is_empty(
@@ -66,7 +69,7 @@ SELECT is(
     (SELECT sha256(p.event_hash || convert_to(
                 'auditchain:v1' || E'\n' || '2' || E'\n' || a.event_id::text || E'\n'
                 || '1714564802000002' || E'\n'
-                || ((extract(epoch FROM now()) * 1000000)::bigint)::text || E'\n'
+                || ((extract(epoch FROM a.recorded_at) * 1000000)::bigint)::text || E'\n'
                 || '8:tenant-0' || E'\n' || '16:payment.captured' || E'\n' || '6:user-2' || E'\n'
                 || encode(sha256(convert_to('{"n": 2, "note": "naïve 2"}', 'UTF8')), 'hex'), 'UTF8'))
        FROM compliance.audit_events AS a JOIN compliance.audit_events AS p ON p.seq = 1
