@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # one failed case must not lose the others' numbers
                     traceback.print_exc()
                     row = Row(case, "-", unit="", reference_name="", error=f"{type(exc).__name__}: {exc}")
+                    ledger.reconnect()
                 print(f"bench: {case} {row.variant}: {row.measured} vs {row.reference}", file=sys.stderr)
                 rows.append(row)
         finally:

@@ -202,7 +202,9 @@ class BundleLab:
         )
         report = json.loads(done.stdout) if done.stdout.strip() else {}
         if done.returncode != 0 or not report.get("ok"):
-            found = "; ".join(f["text"] for f in report.get("failures", [])[:3]) or done.stderr.strip()[-2000:]
+            found = (
+                "; ".join(f["text"] for f in report.get("failures", [])[:3]) or done.stderr.strip()[-2000:]
+            )
             raise RuntimeError(f"verify-bundle exited {done.returncode}: {found}")
         row.measured = total_bytes / report["seconds"]
         row.reference = total_bytes / reference.seconds

@@ -99,6 +99,20 @@ class Ledger:
             self.fill_outbox(size - current)
             self.drain_all()
 
+    def reconnect(self, wait: float = 120) -> None:
+        """A fresh session after a failure (other work on a shared machine may restart the
+        cluster): retried until the server accepts connections again."""
+        self.conn.close()
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.conn = self.server.connect(self.dbname)
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
     def close(self) -> None:
         self.conn.close()
 
