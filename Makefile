@@ -88,7 +88,7 @@ demo: setup db-up
 	@$(PY) -m auditchain.demo
 
 demo-down:
-	@$(PY) -m auditchain.demo --down $(if $(filter 0,$(KEEP_DATA)),--remove-data,) 2>/dev/null || true
+	@if [ -x $(PY) ]; then $(PY) -m auditchain.demo --down || true; fi
 	@scripts/pg-cluster down
 	@if [ "$(KEEP_DATA)" = 0 ]; then rm -rf .pgdata .run/moto; echo "removed the data folder"; fi
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-RUN_DIR = Path(".run")
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
 EVENT_TYPES = [
     "auth.login_succeeded",
@@ -58,6 +57,7 @@ class Options:
     producers: int
     rate: float
     duration: float
+    run_dir: Path
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,7 +78,7 @@ def run_cli(opts: Options, *args: str, capture: bool = False, ok_codes: tuple[in
     return result.stdout if capture else ""
 
 
-def start_moto(port: int) -> str:
+def start_moto(port: int, run_dir: Path) -> str:
     url = f"http://127.0.0.1:{port}"
     try:
         urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
@@ -86,8 +86,8 @@ def start_moto(port: int) -> str:
         return url
     except OSError:
         pass
-    RUN_DIR.mkdir(exist_ok=True)
-    log = open(RUN_DIR / "moto.log", "ab")  # noqa: SIM115 - handed to the child process
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / "moto.log", "ab")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
@@ -95,7 +95,7 @@ def start_moto(port: int) -> str:
         env={**os.environ, **FAKE_AWS},
         start_new_session=True,
     )
-    (RUN_DIR / "moto.pid").write_text(str(process.pid))
+    (run_dir / "moto.pid").write_text(str(process.pid))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -104,11 +104,11 @@ def start_moto(port: int) -> str:
             return url
         except OSError:
             time.sleep(0.2)
-    raise DemoFailed("moto server did not start; see .run/moto.log")
+    raise DemoFailed(f"moto server did not start; see {run_dir / 'moto.log'}")
 
 
-def stop_moto() -> None:
-    pid_file = RUN_DIR / "moto.pid"
+def stop_moto(run_dir: Path) -> None:
+    pid_file = run_dir / "moto.pid"
     if not pid_file.exists():
         return
     try:
@@ -152,9 +152,36 @@ def producer(opts: Options, seed: int, stop: threading.Event, counter: list[int]
         errors.append(str(exc))
 
 
+def wait_for_drainer(opts: Options) -> None:
+    """pg_cron starts jobs on minute boundaries; the first drainer run may be up to a minute away."""
+    say("Wait for pg_cron to start the drainer (it ticks on minute boundaries)")
+    started = time.monotonic()
+    with psycopg.connect(opts.dsn, autocommit=True) as conn:
+        while not conn.execute(
+            """SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                               WHERE datname = current_database()
+                                 AND query LIKE 'CALL compliance.run_drainer%')"""
+        ).fetchone()[0]:
+            if time.monotonic() - started > 75:
+                raise DemoFailed("pg_cron did not start the drainer within 75 s; see cron.job_run_details")
+            time.sleep(0.5)
+    print(f"  drainer running (waited {time.monotonic() - started:.0f} s)")
+
+
+def wait_until_chained(conn: psycopg.Connection, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0] > 0:
+        if time.monotonic() > deadline:
+            raise DemoFailed(
+                f"the outbox did not drain within {timeout:.0f} s: is pg_cron running the drainer?"
+            )
+        time.sleep(0.2)
+
+
 def run_workload(opts: Options) -> dict[str, float]:
     say(
-        f"{opts.producers} producers emit about {opts.rate:.0f} events/s for {opts.duration:.0f} s; pg_cron drains"
+        f"{opts.producers} producers emit about {opts.rate:.0f} events/s for {opts.duration:.0f} s; "
+        "pg_cron drains"
     )
     stop = threading.Event()
     counters = [[0] for _ in range(opts.producers)]
@@ -171,10 +198,12 @@ def run_workload(opts: Options) -> dict[str, float]:
             time.sleep(min(5.0, opts.duration / 4))
             emitted = sum(c[0] for c in counters)
             depth, chained = conn.execute(
-                "SELECT (SELECT count(*) FROM compliance.audit_outbox), last_seq FROM compliance.drainer_state"
+                "SELECT (SELECT count(*) FROM compliance.audit_outbox), last_seq "
+                "FROM compliance.drainer_state"
             ).fetchone()
             print(
-                f"  {time.monotonic() - started:5.1f}s  emitted {emitted:>7}  chained {chained:>7}  outbox depth {depth}",
+                f"  {time.monotonic() - started:5.1f}s  emitted {emitted:>7}  chained {chained:>7}  "
+                f"outbox depth {depth}",
                 flush=True,
             )
         stop.set()
@@ -184,14 +213,12 @@ def run_workload(opts: Options) -> dict[str, float]:
             raise DemoFailed(f"a producer failed: {errors[0]}")
         emitted = sum(c[0] for c in counters)
         elapsed = time.monotonic() - started
-        deadline = time.monotonic() + 90
-        while conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0] > 0:
-            if time.monotonic() > deadline:
-                raise DemoFailed("the outbox did not drain within 90 s: is pg_cron running the drainer?")
-            time.sleep(0.5)
+        wait_until_chained(conn)
         p50, p99 = conn.execute(
-            """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)
-                 FROM (SELECT extract(epoch FROM recorded_at - occurred_at) AS lag FROM compliance.audit_events) AS l"""
+            """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag),
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)
+                 FROM (SELECT extract(epoch FROM recorded_at - occurred_at) AS lag
+                         FROM compliance.audit_events) AS l"""
         ).fetchone()
     print(f"  emitted {emitted} events in {elapsed:.1f} s ({emitted / elapsed:.0f}/s); all chained")
     return {"emitted": emitted, "rate": emitted / elapsed, "p50": p50 or 0.0, "p99": p99 or 0.0}
@@ -199,7 +226,7 @@ def run_workload(opts: Options) -> dict[str, float]:
 
 def demo(opts: Options) -> None:
     say("Loopback AWS endpoint")
-    start_moto(opts.moto_port)
+    start_moto(opts.moto_port, opts.run_dir)
 
     say("Install the schema and schedule the pg_cron jobs")
     run_cli(opts, "migrate", "--create-database")
@@ -213,18 +240,10 @@ def demo(opts: Options) -> None:
     run_cli(opts, "bucket", "create", "--bucket", opts.bucket, ok_codes=(0,))
     run_cli(opts, "bucket", "check", "--bucket", opts.bucket)
 
+    wait_for_drainer(opts)
     stats = run_workload(opts)
 
-    say("Anchor the chain head to S3 (pg_cron does this every 15 minutes)")
-    with psycopg.connect(opts.dsn, autocommit=True) as conn:
-        cadence = conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
-        print(f"  pending anchor {cadence}")
-    run_cli(opts, "anchor", "--once", "--bucket", opts.bucket)
-
-    say("Publish metrics (CloudWatch on the loopback endpoint)")
-    run_cli(opts, "watchdog", "--once", "--stage", opts.stage)
-
-    say("An auditor's export: one tenant's events, streamed to S3, verified offline")
+    say("An auditor asks for one tenant's events (the request is itself an audit event)")
     job_id = (
         run_cli(
             opts,
@@ -239,14 +258,27 @@ def demo(opts: Options) -> None:
         .strip()
         .splitlines()[-1]
     )
+    with psycopg.connect(opts.dsn, autocommit=True) as conn:
+        wait_until_chained(conn)
+
+    say("Anchor the chain head to S3 (pg_cron does this every 15 minutes)")
+    with psycopg.connect(opts.dsn, autocommit=True) as conn:
+        cadence = conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
+        print(f"  pending anchor {cadence}")
+    run_cli(opts, "anchor", "--once", "--bucket", opts.bucket)
+
+    say("Publish metrics (CloudWatch on the loopback endpoint)")
+    run_cli(opts, "watchdog", "--once", "--stage", opts.stage)
+
+    say("Run the export: streamed to S3 as gzip NDJSON, then verified offline against the anchor")
     run_cli(opts, "export", "run", "--job", job_id, "--bucket", opts.bucket)
-    run_cli(opts, "verify-bundle", f"s3://{opts.bucket}/exports/{job_id}/")
+    run_cli(opts, "verify-bundle", "--require-anchors", f"s3://{opts.bucket}/exports/{job_id}/")
 
     say("Verify the chain in the database and against the anchors in the bucket")
     run_cli(opts, "verify", "--bucket", opts.bucket)
 
     say("On-call view")
-    run_cli(opts, "status", ok_codes=(0, 1))
+    run_cli(opts, "status", "--stage", opts.stage, ok_codes=(0, 1))
 
     with psycopg.connect(opts.dsn, autocommit=True) as conn:
         anchors = conn.execute(
@@ -261,19 +293,17 @@ def demo(opts: Options) -> None:
         f"  anchors uploaded with Object Lock: {anchors}\n"
         f"  export {job_id} verified offline\n"
     )
-    psql = f"psql -h {shlex.quote(_param(opts.dsn, 'host'))} -p {_param(opts.dsn, 'port')} -U postgres -d {_param(opts.dsn, 'dbname')}"
+    params = psycopg.conninfo.conninfo_to_dict(opts.dsn)
+    target = f"postgresql://postgres@{params['host']}:{params['port']}/{params['dbname']}"
     print("Next, try:")
-    print(f"  {psql} -c 'SELECT * FROM compliance.verify_chain()'")
-    print(f"  {psql} -c 'SELECT * FROM compliance.metrics()'")
-    print(
-        f"  {psql} -c 'SELECT anchor_id, seq_to, status, object_key, anchored_at FROM compliance.anchors ORDER BY anchor_id DESC LIMIT 5'"
-    )
-    print("  .venv/bin/auditchain status --json      (with the environment printed above)")
-    print("  make demo-down                          stop the endpoint and the cluster")
-
-
-def _param(dsn: str, key: str) -> str:
-    return psycopg.conninfo.conninfo_to_dict(dsn).get(key, "")
+    for query in (
+        "SELECT * FROM compliance.verify_chain()",
+        "SELECT * FROM compliance.metrics()",
+        "SELECT anchor_id, seq_to, status, anchored_at FROM compliance.anchors ORDER BY anchor_id DESC",
+    ):
+        print(f'  psql {target} -c "{query}"')
+    print(f"  .venv/bin/auditchain status --dsn {target}")
+    print("  make demo-down      stops the endpoint and the cluster")
 
 
 def unschedule(dsn: str) -> None:
@@ -298,22 +328,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", default="auditchain-demo-anchors")
     parser.add_argument("--producers", type=int, default=6)
     parser.add_argument("--rate", type=float, default=800.0, help="offered events/s across all producers")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of producer load")
+    parser.add_argument("--duration", type=float, default=50.0, help="seconds of producer load")
+    parser.add_argument(
+        "--run-dir", type=Path, default=Path(".run"), help="where the endpoint's pid and log live"
+    )
     parser.add_argument("--down", action="store_true", help="stop what the demo started")
-    parser.add_argument("--remove-data", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     dsn = make_conninfo(host=args.host, port=args.port, user="postgres", dbname=args.database)
     if args.down:
         unschedule(dsn)
-        stop_moto()
+        stop_moto(args.run_dir)
         return 0
     endpoint = f"http://127.0.0.1:{args.moto_port}"
     env = {
         **os.environ,
         **FAKE_AWS,
         "DATABASE_URL": dsn,
-        "AUDITCHAIN_S3_ENDPOINT_URL": endpoint,
-        "AUDITCHAIN_CLOUDWATCH_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL": endpoint,
         "AUDITCHAIN_BUCKET": args.bucket,
     }
     opts = Options(
@@ -325,15 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         producers=args.producers,
         rate=args.rate,
         duration=args.duration,
+        run_dir=args.run_dir,
         env=env,
     )
     print("Environment used by every command below:")
-    for key in (
-        "DATABASE_URL",
-        "AUDITCHAIN_S3_ENDPOINT_URL",
-        "AUDITCHAIN_CLOUDWATCH_ENDPOINT_URL",
-        "AUDITCHAIN_BUCKET",
-    ):
+    for key in ("DATABASE_URL", "AWS_ENDPOINT_URL", "AUDITCHAIN_BUCKET"):
         print(f"  {key}={env[key]}")
     started = time.monotonic()
     try:
