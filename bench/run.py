@@ -44,8 +44,8 @@ class Profile:
 FULL = Profile(
     name="full",
     emit_clients=(1, 4, 8),
-    emit_seconds=15,
-    emit_rounds=2,
+    emit_seconds=10,
+    emit_rounds=3,
     drain_backlog=200_000,
     small_log=200_000,
     large_log=1_000_000,

@@ -3,10 +3,8 @@ the same rows into a plain table."""
 
 from __future__ import annotations
 
-import time
-
 from .ledger import Ledger, human
-from .results import Row, Target
+from .results import Row, Target, cpu_metrics
 
 # One SHA-256 over each row's full text (every column, the payload included), copied into a
 # table shaped like audit_events with no index, constraint or trigger.
@@ -39,22 +37,21 @@ def run(ledger: Ledger, *, log_size: int, backlog: int) -> Row:
     ledger.conn.execute("ANALYZE compliance.audit_outbox")
     ledger.scalar("SELECT count(*) FROM compliance.audit_outbox")  # hint bits set for both
 
-    started = time.perf_counter()
-    ledger.conn.execute(REFERENCE_SQL)
-    reference_seconds = time.perf_counter() - started
+    reference = ledger.measure(lambda: ledger.conn.execute(REFERENCE_SQL))
     # TRUNCATE drops the copy's buffers unwritten, so the drain does not flush them.
     ledger.conn.execute("TRUNCATE bench_ref.drain_copy")
 
-    drain_seconds, batches = ledger.drain_all()
+    drain = ledger.measure(ledger.drain_all)
     if ledger.outbox_depth() != 0:
         raise RuntimeError("the drain left rows in the outbox")
-    row.measured = backlog / drain_seconds
-    row.reference = backlog / reference_seconds
+    row.measured = backlog / drain.wall
+    row.reference = backlog / reference.wall
     row.metrics = {
         "events": backlog,
         "log_size_before": log_size,
-        "drain_seconds": drain_seconds,
-        "batches": batches,
-        "reference_seconds": reference_seconds,
+        "drain_seconds": drain.wall,
+        "batches": drain.result,
+        "reference_seconds": reference.wall,
+        **cpu_metrics(drain, reference, backlog),
     }
     return row

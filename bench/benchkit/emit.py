@@ -56,8 +56,8 @@ def run(ledger: Ledger, *, clients: int, seconds: int, rounds: int) -> Row:
             )
     # What was emitted here must not leak into the drain and verify cases.
     ledger.conn.execute("TRUNCATE compliance.audit_outbox, bench_ref.emit_plain")
-    row.measured = statistics.mean(r.tps for r in runs["emit"])
-    row.reference = statistics.mean(r.tps for r in runs["insert"])
+    row.measured = statistics.median(r.tps for r in runs["emit"])
+    row.reference = statistics.median(r.tps for r in runs["insert"])
     row.metrics = {
         "seconds_per_run": seconds,
         "rounds": rounds,

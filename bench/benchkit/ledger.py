@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -33,6 +35,13 @@ CREATE TABLE IF NOT EXISTS bench_ref.emit_plain (LIKE compliance.audit_outbox IN
 -- Same columns as audit_events and nothing else: no index, no constraint, no trigger.
 CREATE TABLE IF NOT EXISTS bench_ref.drain_copy (LIKE compliance.audit_events);
 """
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float
+    cpu: float | None
+    result: object
 
 
 @dataclass
@@ -71,13 +80,12 @@ class Ledger:
             self.conn.execute(f"VACUUM (ANALYZE) {table}")
         self.conn.execute("CHECKPOINT")
 
-    def drain_all(self) -> tuple[float, int]:
+    def drain_all(self) -> int:
         """Chain the whole outbox the way pg_cron does: CALL compliance.run_drainer() with its
         default batch size and a zero max_runtime, so each call is one batch and one COMMIT.
-        Returns the seconds spent and the number of batches."""
+        Returns the number of batches."""
         target = self.chained() + self.outbox_depth()
         batches = 0
-        started = time.perf_counter()
         last = self.chained()
         while last < target:
             self.conn.execute("CALL compliance.run_drainer(max_runtime => interval '0')")
@@ -86,7 +94,7 @@ class Ledger:
             if now == last:
                 raise RuntimeError(f"the drainer stopped moving rows at seq {now}, short of {target}")
             last = now
-        return time.perf_counter() - started, batches
+        return batches
 
     def ensure_log(self, size: int) -> None:
         """Grow audit_events to exactly size events (untimed)."""
@@ -115,6 +123,26 @@ class Ledger:
 
     def close(self) -> None:
         self.conn.close()
+
+    def measure(self, action: Callable[[], object]) -> Timing:
+        """Run action; its wall-clock seconds and this session's server CPU seconds."""
+        cpu_before = self.backend_cpu()
+        started = time.perf_counter()
+        result = action()
+        wall = time.perf_counter() - started
+        cpu_after = self.backend_cpu()
+        cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        return Timing(wall, cpu, result)
+
+    def backend_cpu(self) -> float | None:
+        """CPU seconds (user + system) the session's server process has used so far, or None
+        when the server is not on this machine. Less disturbed by other load than wall time."""
+        try:
+            with open(f"/proc/{self.conn.info.backend_pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def human(count: int) -> str:

@@ -6,7 +6,13 @@ import json
 import operator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from .ledger import Timing
+
+# /proc reports CPU time in clock ticks (10 ms): too coarse for the smoke's tiny runs.
+CPU_RESOLUTION = 0.01
 _COMPARE = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 
@@ -67,6 +73,18 @@ class Row:
             "skipped": self.skipped,
             "error": self.error,
         }
+
+
+def cpu_metrics(measured: Timing, reference: Timing, events: int) -> dict[str, float]:
+    """Server CPU per event of both sides and their ratio: steadier than wall time when other
+    work shares the machine (empty when the server runs elsewhere)."""
+    if not measured.cpu or not reference.cpu or reference.cpu < CPU_RESOLUTION * 20:
+        return {}
+    return {
+        "cpu_us_per_event": measured.cpu / events * 1e6,
+        "reference_cpu_us_per_event": reference.cpu / events * 1e6,
+        "cpu_ratio": reference.cpu / measured.cpu,
+    }
 
 
 def _number(value: float | None) -> str:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-
-from .ledger import Ledger, human
-from .results import Row, Target
+from .ledger import Ledger, Timing, human
+from .results import Row, Target, cpu_metrics
 
 # sum(get_byte(...)) consumes every digest, so the hashing cannot be optimised away.
 REFERENCE_SQL = """
@@ -27,27 +24,34 @@ def run(ledger: Ledger, *, size: int, rounds: int) -> Row:
     # verify_chain is one backend walking the chain in order; give the reference one backend too.
     ledger.conn.execute("SET max_parallel_workers_per_gather = 0")
     ledger.scalar(REFERENCE_SQL)  # warm the cache for both
-    verify_times, reference_times = [], []
+    verifies, references = [], []
     try:
         for _ in range(rounds):
-            started = time.perf_counter()
-            ledger.scalar(REFERENCE_SQL)
-            reference_times.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            ok, checked, first_bad, problem = ledger.conn.execute(
-                "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
-            ).fetchone()
-            verify_times.append(time.perf_counter() - started)
+            references.append(ledger.measure(lambda: ledger.scalar(REFERENCE_SQL)))
+            verify = ledger.measure(
+                lambda: ledger.conn.execute(
+                    "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
+                ).fetchone()
+            )
+            ok, checked, first_bad, problem = verify.result
             if not ok or checked != size:
                 raise RuntimeError(f"verify_chain failed: checked {checked}, seq {first_bad}: {problem}")
+            verifies.append(verify)
     finally:
         ledger.conn.execute("RESET max_parallel_workers_per_gather")
-    row.measured = size / statistics.median(verify_times)
-    row.reference = size / statistics.median(reference_times)
+    verify, reference = median(verifies), median(references)
+    row.measured = size / verify.wall
+    row.reference = size / reference.wall
     row.metrics = {
         "events": size,
-        "verify_seconds": statistics.median(verify_times),
-        "reference_seconds": statistics.median(reference_times),
+        "verify_seconds": verify.wall,
+        "reference_seconds": reference.wall,
         "rounds": rounds,
+        **cpu_metrics(verify, reference, size),
     }
     return row
+
+
+def median(timings: list[Timing]) -> Timing:
+    """The run with the median wall time (the upper median of an even count)."""
+    return sorted(timings, key=lambda t: t.wall)[len(timings) // 2]
