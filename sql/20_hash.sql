@@ -1,4 +1,6 @@
--- The hash format, version 1 (docs/hash-format.md). Written as SQL-standard bodies
+-- The hash format, version 1 (docs/hash-format.md): event_hash = SHA-256(prev_hash ||
+-- SHA-256(record)), so that a bundle can prove an event it does not reveal from the
+-- digest of its record alone. Written as SQL-standard bodies
 -- (RETURN ...): they are parsed once at creation, so a caller's search_path can never
 -- change what they compute, and the planner can still inline them into set-based queries.
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -60,15 +62,18 @@ RETURN pg_catalog.convert_to(
     'UTF8'
 );
 COMMENT ON FUNCTION compliance.event_record(bigint, uuid, timestamptz, timestamptz, text, text, text, bytea) IS
-'Canonical record v1 of an event (docs/hash-format.md); event_hash = sha256(prev_hash || record).';
+'Canonical record v1 of an event (docs/hash-format.md); event_hash = sha256(prev_hash || sha256(record)).';
 
--- compliance.event_hash(prev_hash, record): one link of the chain. Touches no table.
+-- compliance.event_hash(prev_hash, record): one link of the chain, over the record's
+-- digest rather than the record itself: an export bundle can then represent an event it
+-- excludes by that digest and still let a verifier re-derive its event_hash
+-- (docs/bundle-verification.md). Touches no table.
 CREATE OR REPLACE FUNCTION compliance.event_hash(p_prev_hash bytea, p_record bytea)
 RETURNS bytea
 LANGUAGE sql
 IMMUTABLE
 STRICT
 PARALLEL SAFE
-RETURN pg_catalog.sha256(p_prev_hash || p_record);
+RETURN pg_catalog.sha256(p_prev_hash || pg_catalog.sha256(p_record));
 COMMENT ON FUNCTION compliance.event_hash(bytea, bytea) IS
-'SHA-256 of the previous event hash (32 bytes) followed by the canonical record.';
+'SHA-256 of the previous event hash (32 bytes) followed by the SHA-256 of the canonical record (32 bytes).';

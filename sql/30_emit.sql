@@ -1,6 +1,22 @@
 -- The producers' write path.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
+-- compliance.is_event_type(event_type): the event_type rule (3-128 characters of
+-- lower-case dotted words), shared by emit (AC001) and export filters (AC030); false for
+-- NULL. Touches no table.
+CREATE OR REPLACE FUNCTION compliance.is_event_type(p_event_type text)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN coalesce(
+    p_event_type ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'
+    AND pg_catalog.length(p_event_type) BETWEEN 3 AND 128,
+    false
+);
+COMMENT ON FUNCTION compliance.is_event_type(text) IS
+'Internal: true when a text is a valid event type (3-128 characters of lower-case dotted words, e.g. data.export_initiated).';
+
 -- compliance.emit(event_type, actor, payload, tenant_id, occurred_at): validate one event
 -- and INSERT it into compliance.audit_outbox; no chain work. Returns the event's UUIDv7.
 -- Touches: compliance.audit_outbox (INSERT).
@@ -27,9 +43,7 @@ DECLARE
     v_event_id uuid := compliance.uuidv7();
     v_occurred_at timestamptz := coalesce(emit.occurred_at, pg_catalog.now());
 BEGIN
-    IF emit.event_type IS NULL
-       OR emit.event_type !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'
-       OR pg_catalog.length(emit.event_type) NOT BETWEEN 3 AND 128 THEN
+    IF NOT compliance.is_event_type(emit.event_type) THEN
         RAISE EXCEPTION 'invalid event_type %', coalesce(pg_catalog.quote_literal(emit.event_type), 'NULL')
             USING ERRCODE = 'AC001',
                   HINT = 'Use 3-128 characters of lower-case dotted words, e.g. data.export_initiated.';

@@ -140,7 +140,7 @@ BEGIN
         'head_hash', pg_catalog.encode(v_head.last_hash, 'hex'),
         'event_count', v_head.last_seq - v_seq_from + 1,
         'prev_anchor_digest', pg_catalog.encode(v_last.document_digest, 'hex'),
-        'created_at', pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'created_at', compliance.iso_utc(pg_catalog.now()),
         'database', pg_catalog.jsonb_build_object(
             'system_identifier', v_system_identifier,
             'database_name', v_database_name

@@ -95,11 +95,9 @@ BEGIN
                     v_element::text
                     USING ERRCODE = 'AC030';
             END IF;
-            -- The event_type rule of compliance.emit (AC001).
             IF v_key = 'event_types' AND (
                    pg_catalog.jsonb_typeof(v_element) <> 'string'
-                   OR (v_element #>> '{}') !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'
-                   OR pg_catalog.length(v_element #>> '{}') NOT BETWEEN 3 AND 128) THEN
+                   OR NOT compliance.is_event_type(v_element #>> '{}')) THEN
                 RAISE EXCEPTION 'invalid export filter: "event_types" holds %, which is not a valid event type',
                     v_element::text
                     USING ERRCODE = 'AC030',
@@ -429,9 +427,11 @@ COMMENT ON FUNCTION compliance.export_plan(uuid) IS
 -- compliance.export_lines(job_id, seq_from, seq_to): the data object of a running job's
 -- bundle, one row per seq of [seq_from, seq_to] in seq order: matched events in full
 -- (payload as its exact jsonb text, or payload_sha256 when withheld), excluded events as
--- hash-only lines. Each line is compact JSON. No rows unless the job is running. Plain SQL
--- and called in the select list (SELECT compliance.export_lines(...)) it streams row by
--- row; in FROM, PostgreSQL would materialise it first.
+-- their hashes and the SHA-256 of their record, from which a verifier re-derives their
+-- event_hash without seeing their content. Each line is compact JSON. No rows unless the
+-- job is running. Plain SQL and called in the select list (SELECT
+-- compliance.export_lines(...)) it streams row by row; in FROM, PostgreSQL would
+-- materialise it first.
 -- Touches: export_jobs, audit_events (read).
 CREATE OR REPLACE FUNCTION compliance.export_lines(p_job_id uuid, p_seq_from bigint, p_seq_to bigint)
 RETURNS TABLE (seq bigint, matched boolean, line text)
@@ -444,8 +444,12 @@ AS $$
            m.matched,
            CASE
                WHEN NOT m.matched THEN pg_catalog.format(
-                   '{"seq":%s,"prev_hash":"%s","event_hash":"%s","excluded":true}',
-                   e.seq, pg_catalog.encode(e.prev_hash, 'hex'), pg_catalog.encode(e.event_hash, 'hex'))
+                   '{"seq":%s,"prev_hash":"%s","record_sha256":"%s","event_hash":"%s","excluded":true}',
+                   e.seq, pg_catalog.encode(e.prev_hash, 'hex'),
+                   pg_catalog.encode(pg_catalog.sha256(compliance.event_record(
+                       e.seq, e.event_id, e.occurred_at, e.recorded_at, e.tenant_id, e.event_type, e.actor,
+                       compliance.payload_digest(e.payload))), 'hex'),
+                   pg_catalog.encode(e.event_hash, 'hex'))
                ELSE pg_catalog.format(
                    '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
                    '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',

@@ -4,9 +4,10 @@ A bundle (format v1, docs/bundle-verification.md) is a folder or S3 prefix holdi
 manifest.json and events.ndjson.gz. The data object is streamed once: its bytes are
 hashed as they are read and decompressed, and each line is checked as it arrives, so
 memory stays flat whatever the bundle's size. Every event the filter matched is
-re-hashed from its own fields (python/auditchain/hashing.py); every line is linked to
-the one before. Events are checked even when the data object's digest already differs
-from the manifest, so that a changed event is still named by its seq.
+re-hashed from its own fields (python/auditchain/hashing.py), every excluded event from
+the digest of its record; every line is linked to the one before. Events are checked
+even when the data object's digest already differs from the manifest, so that a changed
+event is still named by its seq.
 
 Exit codes: 0 everything checked passed, 1 a check failed, 2 the bundle is unusable
 (no manifest, unreadable, not format v1), 3 S3 unreachable for the bundle itself.
@@ -20,7 +21,6 @@ import functools
 import gzip
 import hashlib
 import json
-import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import hashing, s3
 from .cliutil import add_command, add_json_flag, is_terminal, print_json
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+from .progress import Progress
 from .verify import cadence_id
 
 MANIFEST_NAME = "manifest.json"
@@ -61,7 +62,7 @@ FULL_EVENT_FIELDS = frozenset(
         "event_hash",
     }
 )
-EXCLUDED_FIELDS = frozenset({"seq", "prev_hash", "event_hash", "excluded"})
+EXCLUDED_FIELDS = frozenset({"seq", "prev_hash", "record_sha256", "event_hash", "excluded"})
 
 
 class UnusableBundle(AuditchainError):
@@ -465,27 +466,6 @@ class _HashingReader:
 # ---------------------------------------------------------------------------- checking the events
 
 
-class _Progress:
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.next_at = time.monotonic() + 0.5
-
-    def update(self, lines: int) -> None:
-        if self.enabled and time.monotonic() >= self.next_at:
-            self.next_at = time.monotonic() + 0.5
-            share = f" ({100 * lines // self.total}%)" if self.total else ""
-            print(
-                f"\rverify-bundle: {lines:,} of {self.total:,} events{share}",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def done(self) -> None:
-        if self.enabled:
-            print(f"\r{' ' * 60}\r", end="", file=sys.stderr, flush=True)
-
-
 def _read_lines(stream: IO[bytes], report: Report) -> Iterator[tuple[int, bytes]]:
     """(line number, line) pairs; a line too long or a corrupt gzip stream is reported and ends the read."""
     number = 0
@@ -511,11 +491,11 @@ def _read_lines(stream: IO[bytes], report: Report) -> Iterator[tuple[int, bytes]
 class _ChainState:
     """What the stream carries from line to line.
 
-    An excluded line cuts the hash dependency: its record is not in the bundle, so nothing
-    proves that its event_hash was computed from its prev_hash. A matched event is therefore
-    bound to an anchor only when no excluded line lies between them: segments count the
-    matched events between excluded lines, and each anchored seq remembers its segment and
-    how many matched events of that segment precede it.
+    Every line, matched or excluded, re-derives its event_hash from its prev_hash, so a
+    matched event is bound to every later anchor of the range unless a line that does not
+    verify (a broken link, a hash that does not follow, an unreadable line) lies between
+    them. Segments count the matched events between such breaks, and each anchored seq
+    remembers its segment and how many matched events of that segment precede it.
     """
 
     prev_hash: bytes | None
@@ -534,7 +514,8 @@ def _check_line(number: int, raw: bytes, manifest: Manifest, report: Report, sta
     except ValueError as exc:
         fail("line", str(exc))
         return
-    if event.get("seq") != seq or type(event.get("seq")) is not int:
+    in_place = event.get("seq") == seq and type(event.get("seq")) is int
+    if not in_place:
         fail(
             "order",
             f"the line carries seq {event.get('seq')!r} where seq {seq} belongs (a line is "
@@ -547,28 +528,63 @@ def _check_line(number: int, raw: bytes, manifest: Manifest, report: Report, sta
         fail("line", f"prev_hash or event_hash {exc}")
         return
 
-    if "excluded" in event:
-        report.excluded += 1
-        state.segment, state.matched_in_segment = state.segment + 1, 0
-        if event["excluded"] is not True:
-            fail("line", f"excluded is {event['excluded']!r}, not true")
-        if extra := set(event) - EXCLUDED_FIELDS:
-            fail(
-                "line", f"an excluded event may carry only seq, prev_hash and event_hash, not {sorted(extra)}"
-            )
-    else:
-        _check_event(event, prev_hash, stored_hash, manifest, report, fail)
-        state.matched_in_segment += 1
-
-    if expected_prev is not None and prev_hash != expected_prev:
+    linked = prev_hash == expected_prev
+    if expected_prev is not None and not linked:
         if number == 1:
             fail("link", "prev_hash differs from the manifest's range_prev_hash")
         else:
             fail("link", f"prev_hash is not the event_hash of seq {seq - 1} (the chain is broken here)")
+    if not linked:  # what came before is not tied to what follows
+        state.segment, state.matched_in_segment = state.segment + 1, 0
+
+    matched = "excluded" not in event
+    if matched:
+        hash_follows = _check_event(event, prev_hash, stored_hash, manifest, report, fail)
+    else:
+        hash_follows = _check_excluded(event, prev_hash, stored_hash, report, fail)
+    if hash_follows and in_place:
+        state.matched_in_segment += matched
+    else:  # this line is tied to nothing, and breaks the tie of those before it
+        state.segment, state.matched_in_segment = state.segment + 1, 0
     state.prev_hash = stored_hash
     if seq in state.hashes_at:
         state.hashes_at[seq] = stored_hash
         state.bindings[seq] = (state.segment, state.matched_in_segment)
+
+
+def _check_excluded(
+    event: dict[str, Any],
+    prev_hash: bytes,
+    stored_hash: bytes,
+    report: Report,
+    fail: Callable[[str, str], None],
+) -> bool:
+    """An excluded line; True when its event_hash follows from its prev_hash and record_sha256."""
+    report.excluded += 1
+    if event["excluded"] is not True:
+        fail("line", f"excluded is {event['excluded']!r}, not true")
+    if extra := set(event) - EXCLUDED_FIELDS:
+        fail(
+            "line",
+            "an excluded event may carry only seq, prev_hash, record_sha256 and event_hash, "
+            f"not {sorted(extra)}",
+        )
+    if "record_sha256" not in event:
+        fail("line", "record_sha256: missing (an excluded event carries the SHA-256 of its record)")
+        return False
+    try:
+        record_sha256 = hashing.parse_hex_digest(event["record_sha256"])
+    except hashing.FieldError as exc:
+        fail("line", f"record_sha256: {exc}")
+        return False
+    if hashing.event_hash_from_digest(prev_hash, record_sha256) != stored_hash:
+        fail(
+            "content",
+            "the excluded event's prev_hash and record_sha256 do not hash to its event_hash "
+            "(a hash was changed)",
+        )
+        return False
+    return True
 
 
 def _check_event(
@@ -578,7 +594,8 @@ def _check_event(
     manifest: Manifest,
     report: Report,
     fail: Callable[[str, str], None],
-) -> None:
+) -> bool:
+    """A matched event; True when its fields hash to its event_hash."""
     report.matched += 1
     withheld = "payload" not in event
     report.withheld += withheld
@@ -597,9 +614,11 @@ def _check_event(
         record = hashing.canonical_record(event)
     except hashing.FieldError as exc:
         fail("line", str(exc))
-        return
+        return False
     if hashing.event_hash(prev_hash, record) != stored_hash:
         fail("content", "the event's fields do not hash to its event_hash (a hashed field was changed)")
+        return False
+    return True
 
 
 def _check_data(
@@ -611,7 +630,7 @@ def _check_data(
         hashes_at={a["seq_to"]: None for a in manifest.anchors},
     )
     expected = manifest.expected_lines
-    meter = _Progress(expected, progress)
+    meter = Progress("verify-bundle", unit="events", total=expected, enabled=progress)
     raw = source.open_stream(manifest["data_object"])
     reader = _HashingReader(raw, source)
     try:
@@ -631,7 +650,7 @@ def _check_data(
                     meter.update(number)
         reader.drain()
     finally:
-        meter.done()
+        meter.finish()
         raw.close()
     if report.lines < expected:
         missing_from = manifest["seq_from"] + report.lines
@@ -832,7 +851,8 @@ def _check_anchors(
 def _check_binding(
     manifest: Manifest, chain: _ChainState, report: Report, caveat: Callable[[str], None]
 ) -> None:
-    """How many matched events are bound by an unbroken run of re-hashed events to a verified anchor."""
+    """How many matched events are bound to a verified anchor at or after them by an unbroken run of
+    lines whose hashes all verify."""
     bound_per_segment: dict[int, int] = {}
     for result in report.anchors:
         if result.status == "verified" and result.seq_to in chain.bindings:
@@ -843,8 +863,8 @@ def _check_binding(
     if unbound and any(result.status == "verified" for result in report.anchors):
         caveat(
             f"{unbound} of {report.matched} matched events are not bound by hash to a verified anchor "
-            "(an excluded event, or the end of the anchored range, lies between them and every verified "
-            "anchor): for these the bundle proves only its internal consistency"
+            "(they lie after the last verified anchor, or a line that does not verify lies between them "
+            "and it): for these the bundle proves only its internal consistency"
         )
 
 
@@ -982,8 +1002,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Verify an export bundle (a folder or s3://bucket/prefix holding manifest.json and\n"
             "events.ndjson.gz) without the database: the data object's digest, every line's place\n"
-            "in the chain, every exported event re-hashed from its fields, and the anchors that\n"
-            "cover the range against their WORM objects when the bucket can be reached.\n\n"
+            "in the chain, every line's hash re-derived (exported events from their fields, excluded\n"
+            "ones from their record's digest), and the anchors that cover the range against their\n"
+            "WORM objects when the bucket can be reached.\n\n"
             "exit codes: 0 all checks passed, 1 a check failed, 2 unusable bundle or arguments,\n"
             "3 S3 unreachable for the bundle itself. See docs/bundle-verification.md."
         ),

@@ -136,6 +136,16 @@ def canonical_record(event: dict) -> bytes:
     )
 
 
+def record_digest(record: bytes) -> bytes:
+    """SHA-256 of a canonical record: what an excluded line of a bundle carries as record_sha256."""
+    return hashlib.sha256(record).digest()
+
+
+def event_hash_from_digest(prev_hash: bytes, record_sha256: bytes) -> bytes:
+    """One link of the chain from the record's digest: SHA-256(prev_hash || record_sha256)."""
+    return hashlib.sha256(prev_hash + record_sha256).digest()
+
+
 def event_hash(prev_hash: bytes, record: bytes) -> bytes:
-    """One link of the chain: SHA-256(prev_hash || record)."""
-    return hashlib.sha256(prev_hash + record).digest()
+    """One link of the chain from the record itself: SHA-256(prev_hash || SHA-256(record))."""
+    return event_hash_from_digest(prev_hash, record_digest(record))

@@ -66,15 +66,15 @@ SELECT is_empty(
 -- The record of seq 2 spelled out by hand from docs/hash-format.md, without the helpers.
 SELECT is(
     (SELECT a.event_hash FROM compliance.audit_events AS a WHERE a.seq = 2),
-    (SELECT sha256(p.event_hash || convert_to(
+    (SELECT sha256(p.event_hash || sha256(convert_to(
                 'auditchain:v1' || E'\n' || '2' || E'\n' || a.event_id::text || E'\n'
                 || '1714564802000002' || E'\n'
                 || ((extract(epoch FROM a.recorded_at) * 1000000)::bigint)::text || E'\n'
                 || '8:tenant-0' || E'\n' || '16:payment.captured' || E'\n' || '6:user-2' || E'\n'
-                || encode(sha256(convert_to('{"n": 2, "note": "naïve 2"}', 'UTF8')), 'hex'), 'UTF8'))
+                || encode(sha256(convert_to('{"n": 2, "note": "naïve 2"}', 'UTF8')), 'hex'), 'UTF8')))
        FROM compliance.audit_events AS a JOIN compliance.audit_events AS p ON p.seq = 1
       WHERE a.seq = 2),
-    'event_hash of seq 2 equals SHA-256(prev_hash || canonical record v1) built by hand'
+    'event_hash of seq 2 equals SHA-256(prev_hash || SHA-256(canonical record v1)) built by hand'
 );
 SELECT is((SELECT octet_length(convert_to(payload::text, 'UTF8')) FROM compliance.audit_events WHERE seq = 2), 28,
           'the payload text hashed is PostgreSQL''s jsonb output (multi-byte characters counted in bytes)');

@@ -2,10 +2,10 @@
 -- first uploaded anchor at or after the last match, else the last match) and lists the
 -- covering anchors; export_lines gives one compact JSON line per seq of that range:
 -- matched events in full (payload as its exact jsonb text, or only its digest when
--- withheld), excluded ones as hashes only. Filters: from inclusive, to exclusive, tenant,
--- tenants, event types, actor.
+-- withheld), excluded ones as their hashes and the SHA-256 of their record only. Filters:
+-- from inclusive, to exclusive, tenant, tenants, event types, actor.
 BEGIN;
-SELECT plan(24);
+SELECT plan(25);
 
 -- seq: 1 acme/user.login/alice 10:00, 2 beta/user.login/alice 10:01, 3 acme/data.read/bob 10:02 | anchor 1
 --      4 -/user.login/alice 10:03, 5 acme/user.login/alice 10:04, 6 acme/user.login/carol 10:05,
@@ -77,6 +77,9 @@ $$;
 CREATE FUNCTION pg_temp.hash_line(p_seq bigint) RETURNS jsonb
 LANGUAGE sql AS $$
     SELECT jsonb_build_object('seq', e.seq, 'prev_hash', encode(e.prev_hash, 'hex'),
+                              'record_sha256', encode(sha256(compliance.event_record(
+                                  e.seq, e.event_id, e.occurred_at, e.recorded_at, e.tenant_id, e.event_type,
+                                  e.actor, compliance.payload_digest(e.payload))), 'hex'),
                               'event_hash', encode(e.event_hash, 'hex'), 'excluded', true)
       FROM compliance.audit_events AS e WHERE e.seq = p_seq
 $$;
@@ -89,7 +92,7 @@ SELECT results_eq(format('SELECT seq, matched, line FROM pg_temp.lines(%L)', :'a
                   $$VALUES (1::bigint, true, pg_temp.full_line(1, false)), (2, false, pg_temp.hash_line(2)),
                            (3, false, pg_temp.hash_line(3)), (4, false, pg_temp.hash_line(4)),
                            (5, true, pg_temp.full_line(5, false))$$,
-                  'every seq of the range has a line: matched events in full, the others hash-only');
+                  'every seq of the range has a line: matched events in full, the others hashes and record digest only');
 SELECT is((SELECT line ->> 'payload' FROM pg_temp.lines(:'acme_job') WHERE seq = 1),
           (SELECT payload::text FROM compliance.audit_events WHERE seq = 1),
           'the payload is the exact jsonb text, escapes and non-ASCII included');
@@ -110,6 +113,14 @@ SELECT results_eq(format('SELECT * FROM pg_temp.range(%L)', :'anchored_job'), $$
 SELECT results_eq(format('SELECT seq, matched, line FROM pg_temp.lines(%L) WHERE seq > 5', :'anchored_job'),
                   $$VALUES (6::bigint, false, pg_temp.hash_line(6)), (7, false, pg_temp.hash_line(7))$$,
                   'the events up to the anchor are hash-only lines');
+SELECT is_empty(
+    format($$SELECT seq FROM pg_temp.lines(%L)
+              WHERE NOT matched
+                AND line ->> 'event_hash'
+                    <> encode(sha256(decode(line ->> 'prev_hash', 'hex') || decode(line ->> 'record_sha256', 'hex')), 'hex')$$,
+           :'anchored_job'),
+    'an excluded line''s event_hash is SHA-256(prev_hash || record_sha256): a verifier re-derives it without the event'
+);
 SELECT is((SELECT jsonb_agg((a ->> 'seq_to')::bigint) FROM compliance.export_plan(:'anchored_job') AS p,
                   jsonb_array_elements(p -> 'anchors') AS a),
           '[3, 7]'::jsonb, 'both anchors of the range are listed, in seq order');

@@ -24,31 +24,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from auditchain import hashing, s3
-from auditchain.bundle import FULL_EVENT_FIELDS, verify_bundle
+from auditchain.bundle import EXCLUDED_FIELDS, FULL_EVENT_FIELDS, MANIFEST_FIELDS, verify_bundle
 from auditchain.cli import main
 from awsfake import MotoServer, free_port
 
-MANIFEST_KEYS = {
-    "format",
-    "format_version",
-    "hash_version",
-    "job_id",
-    "filter",
-    "requested_by",
-    "created_at",
-    "seq_from",
-    "seq_to",
-    "range_prev_hash",
-    "line_count",
-    "matched_count",
-    "withheld_payloads",
-    "data_object",
-    "data_sha256",
-    "data_bytes",
-    "database",
-    "anchors",
-}
-EXCLUDED_KEYS = {"seq", "prev_hash", "event_hash", "excluded"}
 RUNNER_APP = "auditchain export run"
 # Runs the CLI in a child process and reports that process's peak resident set size on stderr.
 PEAK_RSS_WRAPPER = (
@@ -214,7 +193,7 @@ def test_bundle_holds_the_range_and_matches_its_manifest(
 
     manifest, data = read_bundle(client, bucket, prefix)
     job = job_row(conn, job_id)
-    assert set(manifest) == MANIFEST_KEYS
+    assert set(manifest) == set(MANIFEST_FIELDS)
     assert manifest["data_sha256"] == hashlib.sha256(data).hexdigest() == job["data_sha256"][2:]
     assert manifest["data_bytes"] == len(data) == job["data_bytes"]
     assert (job["status"], job["output_bucket"], job["output_prefix"]) == ("completed", bucket, prefix)
@@ -238,7 +217,10 @@ def test_bundle_holds_the_range_and_matches_its_manifest(
     events = {
         row[0]: row
         for row in conn.execute(
-            "SELECT seq, tenant_id, payload::text, event_hash FROM compliance.audit_events"
+            """SELECT seq, tenant_id, payload::text, event_hash,
+                      sha256(compliance.event_record(seq, event_id, occurred_at, recorded_at, tenant_id,
+                                                     event_type, actor, compliance.payload_digest(payload)))
+                 FROM compliance.audit_events"""
         )
     }
     prev = bytes(32)
@@ -246,7 +228,10 @@ def test_bundle_holds_the_range_and_matches_its_manifest(
         seq = line["seq"]
         assert bytes.fromhex(line["prev_hash"]) == prev, seq
         if events[seq][1] == "beta":
-            assert set(line) == EXCLUDED_KEYS and line["excluded"] is True, seq
+            assert set(line) == EXCLUDED_FIELDS and line["excluded"] is True, seq
+            record_sha256 = bytes(events[seq][4])
+            assert line["record_sha256"] == record_sha256.hex(), seq
+            assert hashing.event_hash_from_digest(prev, record_sha256).hex() == line["event_hash"], seq
         else:
             payload_key = "payload_sha256" if withhold else "payload"
             assert set(line) == FULL_EVENT_FIELDS | {payload_key}, seq

@@ -21,7 +21,7 @@ from auditchain import hashing
 DOC = Path(__file__).resolve().parents[2] / "docs" / "hash-format.md"
 
 # The exported form of an event (bundle format v1), computed by the database in a way that
-# does not depend on the session's TimeZone or DateStyle.
+# does not depend on the session's TimeZone or DateStyle, with the digest of its record.
 EXPORT_SQL = """
 SELECT seq,
        event_id::text AS event_id,
@@ -30,6 +30,9 @@ SELECT seq,
        tenant_id, event_type, actor,
        payload::text AS payload,
        encode(compliance.payload_digest(payload), 'hex') AS payload_sha256,
+       encode(sha256(compliance.event_record(seq, event_id, occurred_at, recorded_at, tenant_id,
+                                             event_type, actor, compliance.payload_digest(payload))),
+              'hex') AS record_sha256,
        encode(prev_hash, 'hex') AS prev_hash,
        encode(event_hash, 'hex') AS event_hash
   FROM compliance.audit_events
@@ -115,8 +118,19 @@ def test_python_reproduces_every_documented_vector():
         assert hashing.payload_digest(event["payload"]).hex() == vector["payload_sha256"]
         assert hashing.parse_export_timestamp(event["occurred_at"]) == vector["occurred_at_us"]
         assert hashing.parse_export_timestamp(event["recorded_at"]) == vector["recorded_at_us"]
+        assert hashing.record_digest(record).hex() == vector["record_sha256"]
         prev_hash = bytes.fromhex(event["prev_hash"])
         assert hashing.event_hash(prev_hash, record).hex() == event["event_hash"]
+
+
+def test_an_event_hash_follows_from_the_record_digest_alone():
+    """What a bundle's excluded line relies on: prev_hash and record_sha256 give the event_hash."""
+    for vector in documented_vectors():
+        event = vector["event"]
+        prev_hash, record_sha256 = bytes.fromhex(event["prev_hash"]), bytes.fromhex(vector["record_sha256"])
+        assert hashing.event_hash_from_digest(prev_hash, record_sha256).hex() == event["event_hash"]
+        other_digest = hashing.record_digest(vector["canonical_record"].encode("utf-8") + b" ")
+        assert hashing.event_hash_from_digest(prev_hash, other_digest).hex() != event["event_hash"]
 
 
 def test_a_withheld_payload_hashes_the_same_through_its_digest():
@@ -174,7 +188,9 @@ def assert_python_matches_database(conn: psycopg.Connection) -> int:
     checked = 0
     for event in exported_events(conn):
         assert event["prev_hash"] == prev_hash.hex(), event["seq"]
-        computed = hashing.event_hash(prev_hash, hashing.canonical_record(event))
+        record = hashing.canonical_record(event)
+        assert hashing.record_digest(record).hex() == event["record_sha256"], event["seq"]
+        computed = hashing.event_hash(prev_hash, record)
         assert computed.hex() == event["event_hash"], event
         prev_hash = computed
         checked += 1

@@ -94,9 +94,10 @@ def write_bundle(
                 line = {
                     "seq": event["seq"],
                     "prev_hash": event["prev_hash"],
+                    "record_sha256": event["record_sha256"],
                     "event_hash": event["event_hash"],
+                    "excluded": True,
                 }
-                line["excluded"] = True
             out.write(encode_line(line))
             lines += 1
     manifest = {
@@ -373,12 +374,42 @@ def test_reordered_duplicated_and_missing_lines_are_named(conn, tmp_path, change
     assert words in str(report.failures[0])
 
 
-def test_a_changed_hash_of_an_excluded_event_breaks_the_next_link(chain, tmp_path):
+EXCLUDED_HASH_MISMATCH = (
+    "the excluded event's prev_hash and record_sha256 do not hash to its event_hash (a hash was changed)"
+)
+
+
+def test_a_changed_hash_of_an_excluded_event_is_named(chain, tmp_path):
     write_bundle(chain, tmp_path, matches=lambda e: e["seq"] % 2 == 0)  # odd seqs excluded
     rewrite_data(tmp_path, change_byte_after(101, b'"event_hash":"'), reseal=True)
     report = verify_bundle(str(tmp_path), anchors="skip")
     assert [str(f) for f in report.failures] == [
-        "link at seq 102, line 102: prev_hash is not the event_hash of seq 101 (the chain is broken here)"
+        f"content at seq 101, line 101: {EXCLUDED_HASH_MISMATCH}",
+        "link at seq 102, line 102: prev_hash is not the event_hash of seq 101 (the chain is broken here)",
+    ]
+
+
+def test_an_excluded_line_with_a_wrong_record_digest_is_named(chain, tmp_path):
+    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] % 2 == 0)
+    rewrite_data(tmp_path, change_byte_after(77, b'"record_sha256":"'), reseal=True)
+    report = verify_bundle(str(tmp_path), anchors="skip")
+    assert [str(f) for f in report.failures] == [f"content at seq 77, line 77: {EXCLUDED_HASH_MISMATCH}"]
+
+
+def test_an_excluded_line_without_its_record_digest_is_refused(chain, tmp_path):
+    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] != 50)
+
+    def drop_digest(data: bytes) -> bytes:
+        start, end = line_span(data, 1, 50)
+        line = json.loads(data[start:end])
+        del line["record_sha256"]
+        return data[:start] + encode_line(line)[:-1] + data[end:]
+
+    rewrite_data(tmp_path, drop_digest, reseal=True)
+    report = verify_bundle(str(tmp_path), anchors="skip")
+    assert [str(f) for f in report.failures] == [
+        "line at seq 50, line 50: record_sha256: missing "
+        "(an excluded event carries the SHA-256 of its record)"
     ]
 
 
@@ -389,8 +420,8 @@ def test_an_excluded_line_carrying_event_fields_is_refused(chain, tmp_path):
     )
     report = verify_bundle(str(tmp_path), anchors="skip")
     assert [str(f) for f in report.failures] == [
-        "line at seq 50, line 50: an excluded event may carry only seq, prev_hash and event_hash, "
-        "not ['actor']"
+        "line at seq 50, line 50: an excluded event may carry only seq, prev_hash, record_sha256 and "
+        "event_hash, not ['actor']"
     ]
 
 
@@ -791,34 +822,73 @@ def test_a_broken_link_between_anchors_is_caught(chain, tmp_path, capsys, worm, 
     assert "prev_anchor_digest is not the digest of the anchor at seq 120" in out
 
 
-def test_matched_events_before_an_excluded_one_are_not_bound_to_the_anchor(
-    chain, tmp_path, capsys, worm, bucket_name, endpoint_url
-):
-    """Format v1's known limit: an excluded line's record is absent, so nothing ties the events
-    before it to the anchor. A forger who rewrites such an event and recomputes the hashes up to
-    the excluded line passes every per-line check; the verifier must not call it anchored."""
-    entry = put_anchor(worm, bucket_name, anchor_document(chain, 1, 200), 200)
-    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] != 150, anchors=[entry])
+def forge_actor(seq: int, rehash_through: int) -> Callable[[bytes], bytes]:
+    """A forger's change to a bundle starting at seq 1: the actor of the matched event at seq is
+    rewritten and every hash from there through seq rehash_through recomputed (an excluded line's
+    from its record_sha256); the line after that gets the new prev_hash and keeps its event_hash."""
 
-    def forge(data: bytes) -> bytes:
+    def change(data: bytes) -> bytes:
         lines = [json.loads(line) for line in data.splitlines()]
-        lines[9]["actor"] = "someone else"
-        prev = bytes.fromhex(lines[9]["prev_hash"])
-        for line in lines[9:149]:
+        lines[seq - 1]["actor"] = "someone else"
+        prev = bytes.fromhex(lines[seq - 1]["prev_hash"])
+        for line in lines[seq - 1 : rehash_through]:
             line["prev_hash"] = prev.hex()
-            prev = hashing.event_hash(prev, hashing.canonical_record(line))
+            if line.get("excluded"):
+                prev = hashing.event_hash_from_digest(prev, bytes.fromhex(line["record_sha256"]))
+            else:
+                prev = hashing.event_hash(prev, hashing.canonical_record(line))
             line["event_hash"] = prev.hex()
-        lines[149]["prev_hash"] = prev.hex()  # the excluded line at seq 150 keeps its event_hash
+        if rehash_through < len(lines):
+            lines[rehash_through]["prev_hash"] = prev.hex()
         return b"".join(encode_line(line) for line in lines)
 
-    rewrite_data(tmp_path, forge, reseal=True)
+    return change
+
+
+def test_an_event_rewritten_with_hashes_recomputed_up_to_an_excluded_line_is_caught(
+    chain, tmp_path, capsys, worm, bucket_name, endpoint_url
+):
+    """Every line of the range re-derives its event_hash, an excluded one from its record's digest,
+    so a forger can no longer stop recomputing at an excluded line: the chain breaks there."""
+    entry = put_anchor(worm, bucket_name, anchor_document(chain, 1, 200), 200)
+    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] != 150, anchors=[entry])
+    rewrite_data(tmp_path, forge_actor(10, rehash_through=149), reseal=True)
+    code, report = run_json(capsys, str(tmp_path), "--endpoint-url", endpoint_url)
+    assert code == 1
+    assert [f["text"] for f in report["failures"]] == [
+        f"content at seq 150, line 150: {EXCLUDED_HASH_MISMATCH}"
+    ]
+    assert report["summary"]["anchored"] == 50  # seq 151..200: the break at 150 unties everything before it
+
+
+def test_an_event_rewritten_with_every_later_hash_recomputed_is_caught_by_the_anchor(
+    chain, tmp_path, capsys, worm, bucket_name, endpoint_url
+):
+    entry = put_anchor(worm, bucket_name, anchor_document(chain, 1, 200), 200)
+    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] % 3 != 0, anchors=[entry])
+    rewrite_data(tmp_path, forge_actor(10, rehash_through=200), reseal=True)
+    code, report = run_json(capsys, str(tmp_path), "--endpoint-url", endpoint_url)
+    assert code == 1
+    assert {(f["check"], f["seq"]) for f in report["failures"]} == {("anchors", 200)}
+    assert any("the document's head_hash differs" in f["text"] for f in report["failures"])
+    assert report["summary"]["anchored"] == 0
+
+
+def test_a_filtered_bundle_binds_every_matched_event_up_to_a_verified_anchor(
+    chain, tmp_path, capsys, worm, bucket_name, endpoint_url
+):
+    """Excluded lines no longer cut the tie: only the matched events after the last verified
+    anchor are unbound, and the report says so."""
+    entry = put_anchor(worm, bucket_name, anchor_document(chain, 1, 150), 150)
+    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] % 3 != 0, anchors=[entry])
     code, report = run_json(capsys, str(tmp_path), "--endpoint-url", endpoint_url)
     assert code == 0, report["failures"]
-    assert report["summary"]["anchored"] == 50  # seq 151..200
+    assert (report["summary"]["matched"], report["summary"]["excluded"]) == (134, 66)
+    assert report["summary"]["anchored"] == 100  # the matched events of seq 1..150
     assert report["warnings"] == [
-        "149 of 199 matched events are not bound by hash to a verified anchor (an excluded event, or the "
-        "end of the anchored range, lies between them and every verified anchor): for these the bundle "
-        "proves only its internal consistency"
+        "34 of 134 matched events are not bound by hash to a verified anchor (they lie after the last "
+        "verified anchor, or a line that does not verify lies between them and it): for these the "
+        "bundle proves only its internal consistency"
     ]
     code, report = run_json(capsys, str(tmp_path), "--endpoint-url", endpoint_url, "--require-anchors")
     assert code == 1
@@ -867,10 +937,10 @@ def test_bundles_written_by_the_export_runner_verify_against_uploaded_anchors(
     assert report["summary"]["anchored"] == report["summary"]["matched"] == 320
     assert [a["status"] for a in report["anchors"]] == ["verified", "verified"]
 
-    code, report = verify_job("acme")
+    code, report = verify_job("acme", "--require-anchors")
     assert code == 0, report
     summary = report["summary"]
-    assert summary["excluded"] > 0 and 0 < summary["anchored"] < summary["matched"]
+    assert summary["excluded"] > 0 and summary["anchored"] == summary["matched"] > 0
 
     code, report = verify_job("withheld")
     assert (code, report["summary"]["withheld"]) == (0, summary["matched"])
