@@ -65,7 +65,7 @@ def test_dropped_index_is_reported_with_the_exact_line(dsn, conn, capsys):
     dbname = conninfo_to_dict(dsn)["dbname"]
     expected = (
         "ERROR: migration 0003_ledger_tables.sql declares -- creates: compliance.idx_audit_events_event_hash "
-        f"but the object is missing on postgresql://postgres@127.0.0.1:54329/{dbname}"
+        f"but the object is missing on postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{dbname}"
     )
     assert code == 1
     assert expected in out.splitlines()
