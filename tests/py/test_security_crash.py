@@ -52,6 +52,8 @@ class Ledger:
     dsn: str
     producer_threads: int = 2
     batch_size: int = 500
+    drainer: bool = True  # False when pg_cron is the database's drainer
+    emit_pause: float = 0.0  # seconds each producer waits between events
     attempted: set[int] = field(default_factory=set)
     confirmed: set[int] = field(default_factory=set)
     drainer_interruptions: int = 0
@@ -63,7 +65,9 @@ class Ledger:
         self._threads = [
             threading.Thread(target=self._produce, name=f"producer-{n}", daemon=True)
             for n in range(self.producer_threads)
-        ] + [threading.Thread(target=self._drain, name="drainer", daemon=True)]
+        ]
+        if self.drainer:
+            self._threads.append(threading.Thread(target=self._drain, name="drainer", daemon=True))
 
     def prefill(self, conn: psycopg.Connection, events: int) -> None:
         """A backlog emitted in one transaction, so that every drain batch is a long one."""
@@ -106,6 +110,7 @@ class Ledger:
                         self.attempted.add(token)
                         conn.execute(EMIT_TOKEN, (token,))
                         self.confirmed.add(token)
+                        self._stop.wait(self.emit_pause)
                 except psycopg.OperationalError:
                     pass  # the emit in flight may or may not have committed: it stays only attempted
 
@@ -218,28 +223,31 @@ class ScratchCluster:
 
     data: Path
     port: int
+    cron_ledger: Ledger | None = None  # the database pg_cron drains (test_pg_cron_scheduler_terminated)
 
-    def pg_cluster(self, action: str) -> None:
+    def pg_cluster(self, action: str, *, check: bool = True) -> None:
         env = {**os.environ, "AUDITCHAIN_PGDATA": str(self.data), "AUDITCHAIN_PGPORT": str(self.port)}
-        subprocess.run(
+        done = subprocess.run(
             [str(REPO / "scripts" / "pg-cluster"), action],
             env=env,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=120,
         )
+        assert done.returncode == 0 or not check, f"pg-cluster {action}: {done.stdout}{done.stderr}"
 
     def dsn(self, dbname: str) -> str:
         return make_conninfo(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname)
 
     def create_ledger(self, dbname: str) -> str:
         dsn = self.dsn(dbname)
-        subprocess.run(
+        done = subprocess.run(
             [AUDITCHAIN, "migrate", "--create-database", "--quiet", "--dsn", dsn],
-            check=True,
             capture_output=True,
+            text=True,
             timeout=120,
         )
+        assert done.returncode == 0, done.stderr
         return dsn
 
 
@@ -251,18 +259,16 @@ def scratch_cluster() -> Iterator[ScratchCluster]:
     cluster = ScratchCluster(root / "data", free_port())
     try:
         cluster.pg_cluster("up")
+        # pg_cron ticks once a minute: schedule the jobs of the pg_cron test's database now, so
+        # that they have run by the time that test (the module's last) looks.
+        cluster.cron_ledger = Ledger(cluster.create_ledger(CRON_WATCHED_DB), drainer=False, emit_pause=0.01)
+        with psycopg.connect(cluster.cron_ledger.dsn, autocommit=True) as conn:
+            cluster.cron_ledger.prefill(conn, CRON_PREFILL)
+            assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] >= 1
         yield cluster
     finally:
-        subprocess.run(
-            [str(REPO / "scripts" / "pg-cluster"), "down"],
-            env={
-                **os.environ,
-                "AUDITCHAIN_PGDATA": str(cluster.data),
-                "AUDITCHAIN_PGPORT": str(cluster.port),
-            },
-            capture_output=True,
-            timeout=120,
-        )
+        # The data is thrown away: nothing to shut down cleanly for.
+        cluster.pg_cluster("stop-immediate", check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -277,6 +283,10 @@ def once_recovered(dsn: str, action: Callable[[psycopg.Connection], T], timeout:
             # Connected in the moment before a crash reset; try again.
             if time.monotonic() > deadline:
                 raise
+
+
+CRON_WATCHED_DB = "cron_watched"
+CRON_PREFILL = 100
 
 
 def immediate_shutdown_and_restart(cluster: ScratchCluster, _drainer_pid: int) -> None:
@@ -531,3 +541,71 @@ def test_cloudwatch_endpoint_down_for_the_watchdog(dsn, conn, moto_server, aws_e
         Statistics=["Sum"],
     )["Datapoints"]
     assert sum(d["Sum"] for d in heartbeats) == 1, "exactly the heartbeat of the cycle that got through"
+
+
+def metrics_of(conn: psycopg.Connection) -> dict[str, float | None]:
+    return dict(conn.execute("SELECT metric, value FROM compliance.metrics()").fetchall())
+
+
+def test_pg_cron_scheduler_terminated(scratch_cluster, capsys, record_property):
+    """Last in the module: pg_cron has been draining this database since the module started."""
+    ledger = scratch_cluster.cron_ledger
+    cron_db = scratch_cluster.dsn("postgres")
+    with connect_when_up(ledger.dsn) as conn, connect_when_up(cron_db) as cron:
+        deadline = time.monotonic() + 75
+        while chained_count(conn) < CRON_PREFILL:  # pg_cron, the only drainer here, works
+            assert time.monotonic() < deadline, "pg_cron never drained the prefilled events"
+            time.sleep(0.5)
+
+        # The scheduler, and the job runs it started (background workers, or libpq sessions
+        # named pg_cron): a run_drainer in progress would otherwise drain for another minute.
+        killed = conn.execute(
+            "SELECT array_agg(backend_type) FROM (SELECT backend_type, pg_terminate_backend(pid)"
+            " FROM pg_stat_activity WHERE backend_type IN ('pg_cron launcher', 'pg_cron')"
+            " OR application_name = 'pg_cron') AS t"
+        ).fetchone()[0]
+        assert "pg_cron launcher" in killed
+        killed_at, killed_clock = time.monotonic(), conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        chained_at_kill = chained_count(conn)
+
+        with ledger:  # producers keep emitting; nobody drains
+            # Past the next minute boundary, when a live scheduler starts every job.
+            wait = conn.execute("SELECT 65 - extract(epoch FROM clock_timestamp())::numeric % 60").fetchone()[
+                0
+            ]
+            time.sleep(float(wait))
+            elapsed = time.monotonic() - killed_at
+            assert not conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher'"
+            ).fetchall(), "a terminated pg_cron scheduler does not come back by itself"
+            started = cron.execute(
+                "SELECT count(*) FROM cron.job_run_details WHERE start_time > %s", (killed_clock,)
+            ).fetchone()[0]
+            assert started == 0, "no job started after the scheduler was terminated"
+            assert chained_count(conn) == chained_at_kill, "nothing was drained"
+
+            # How auditchain shows it: the outbox fills and ages, the last drain and the last
+            # verification run recede.
+            metrics = metrics_of(conn)
+            waiting = conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0]
+            assert 0 < metrics["outbox_depth"] <= waiting
+            assert metrics["outbox_oldest_age_seconds"] > 5
+            assert metrics["drainer_last_success_age_seconds"] >= elapsed - 1
+            assert metrics["verification_last_run_age_seconds"] >= elapsed - 1
+            code, out = cli(capsys, "status", "--json", "--dsn", ledger.dsn)
+            checks = {c["name"]: c for c in json.loads(out)["checks"]}
+            assert "oldest row waiting" in checks["outbox"]["summary"]
+            assert re.search(r"last batch \d+ (s|min) ago", checks["drainer"]["summary"]), checks["drainer"]
+
+    # A restart brings the scheduler back.
+    scratch_cluster.pg_cluster("stop-immediate")
+    scratch_cluster.pg_cluster("start")
+    with connect_when_up(ledger.dsn) as conn:
+        deadline = time.monotonic() + 10
+        while not conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher'"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the scheduler did not start with the server"
+            time.sleep(0.2)
+        assert_nothing_lost_or_duplicated(conn, ledger)
+    record_property("seconds_without_scheduler", round(elapsed))
