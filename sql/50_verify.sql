@@ -162,6 +162,11 @@ BEGIN
                verified_hash = coalesce(v_result.last_hash, verified_hash),
                last_run_at = pg_catalog.now(), last_ok = true, first_bad_seq = NULL, problem = NULL;
     ELSE
+        -- Everything before the first bad event did verify: keep that progress.
+        UPDATE compliance.verification_state AS v
+           SET verified_seq = e.seq, verified_hash = e.event_hash
+          FROM compliance.audit_events AS e
+         WHERE e.seq = v_result.first_bad_seq - 1 AND e.seq > v.verified_seq;
         UPDATE compliance.verification_state
            SET last_run_at = pg_catalog.now(), last_ok = false,
                first_bad_seq = v_result.first_bad_seq, problem = v_result.problem;
@@ -171,3 +176,43 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.verify_new_events(bigint) IS
 'Incremental verifier (pg_cron): checks events past verification_state.verified_seq and records progress or the failure.';
+
+-- compliance.acknowledge_verification_failure(bad_seq, note): the documented way past a
+-- failure the incremental verifier found, after investigation. The break stays in the
+-- chain (verify_chain keeps reporting it); this records the incident and lets the verifier
+-- continue from the named event, taking its stored hash as given. Owner only.
+-- Touches: verification_state (UPDATE), integrity_incidents (INSERT), audit_events (read).
+CREATE OR REPLACE FUNCTION compliance.acknowledge_verification_failure(p_bad_seq bigint, p_note text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_state compliance.verification_state%ROWTYPE;
+    v_hash bytea;
+    v_incident bigint;
+BEGIN
+    SELECT * INTO STRICT v_state FROM compliance.verification_state FOR UPDATE;
+    IF v_state.last_ok IS DISTINCT FROM false OR v_state.first_bad_seq IS DISTINCT FROM p_bad_seq THEN
+        RAISE EXCEPTION 'the incremental verifier is not failing at seq % (its first bad seq is %)',
+            p_bad_seq, coalesce(v_state.first_bad_seq::text, 'none')
+            USING ERRCODE = 'AC012';
+    END IF;
+    IF p_note IS NULL OR pg_catalog.btrim(p_note) = '' THEN
+        RAISE EXCEPTION 'a note describing the investigation is required' USING ERRCODE = 'AC012';
+    END IF;
+    SELECT e.event_hash INTO STRICT v_hash FROM compliance.audit_events AS e WHERE e.seq = p_bad_seq;
+
+    INSERT INTO compliance.integrity_incidents
+        (halted_at, halted_seq, halted_reason, resumed_from_seq, resumed_from_hash, note)
+    VALUES (coalesce(v_state.last_run_at, pg_catalog.now()), p_bad_seq,
+            'incremental verification: ' || v_state.problem, p_bad_seq, v_hash, p_note)
+    RETURNING incident_id INTO v_incident;
+    UPDATE compliance.verification_state
+       SET verified_seq = p_bad_seq, verified_hash = v_hash,
+           last_ok = NULL, first_bad_seq = NULL, problem = NULL;
+    RETURN v_incident;
+END;
+$$;
+COMMENT ON FUNCTION compliance.acknowledge_verification_failure(bigint, text) IS
+'Operator action after investigating a verifier failure: records an integrity incident and resumes verification after the named seq.';

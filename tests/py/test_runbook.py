@@ -226,6 +226,7 @@ def placeholders(ctx: Context) -> dict[str, str]:
     """Values for the document's placeholders, from the rows the scenario made."""
     queries = {
         "<last_seq>": "SELECT max(seq) FROM compliance.audit_events",
+        "<first_bad_seq>": "SELECT first_bad_seq FROM compliance.verification_state",
         "<job_id>": "SELECT job_id FROM compliance.export_jobs ORDER BY created_at LIMIT 1",
         "<anchor_id>": "SELECT anchor_id FROM compliance.anchors WHERE status = 'failed' LIMIT 1",
     }
