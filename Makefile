@@ -64,7 +64,7 @@ dist: .run/venv.stamp
 lint: .run/venv.stamp
 	@$(BIN)/ruff check python tests/py bench
 	@$(BIN)/ruff format --check python tests/py bench
-	@$(BIN)/sqlfluff lint --processes 2 sql migrations
+	@$(BIN)/sqlfluff lint sql migrations
 
 test-pgtap: setup db-up
 	@$(PGBIN)/dropdb --if-exists auditchain_pgtap

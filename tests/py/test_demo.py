@@ -10,6 +10,7 @@ import sys
 
 import psycopg
 import pytest
+
 from awsfake import free_port
 from conftest import admin_dsn
 
