@@ -77,3 +77,19 @@ PARALLEL SAFE
 RETURN pg_catalog.sha256(p_prev_hash || pg_catalog.sha256(p_record));
 COMMENT ON FUNCTION compliance.event_hash(bytea, bytea) IS
 'SHA-256 of the previous event hash (32 bytes) followed by the SHA-256 of the canonical record (32 bytes).';
+
+-- compliance.row_record(event): the canonical record of a stored audit_events row, for
+-- every check that re-hashes the chain from its columns. Not STRICT and without SET, so the
+-- planner inlines it (and what it calls) into set-based queries such as verify_range.
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance.row_record(p_event compliance.audit_events)
+RETURNS bytea
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN compliance.event_record(
+    p_event.seq, p_event.event_id, p_event.occurred_at, p_event.recorded_at, p_event.tenant_id,
+    p_event.event_type, p_event.actor, compliance.payload_digest(p_event.payload)
+);
+COMMENT ON FUNCTION compliance.row_record(compliance.audit_events) IS
+'Internal: canonical record v1 of a stored audit_events row (event_record over its columns).';

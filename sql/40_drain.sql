@@ -26,13 +26,7 @@ BEGIN
             v_problem := 'the head event was removed';
         ELSIF v_head.event_hash <> p_last_hash THEN
             v_problem := 'the head event''s stored hash differs from the one the drainer wrote';
-        ELSIF compliance.event_hash(
-                  v_head.prev_hash,
-                  compliance.event_record(
-                      v_head.seq, v_head.event_id, v_head.occurred_at, v_head.recorded_at, v_head.tenant_id,
-                      v_head.event_type, v_head.actor, compliance.payload_digest(v_head.payload)
-                  )
-              ) <> p_last_hash
+        ELSIF compliance.event_hash(v_head.prev_hash, compliance.row_record(v_head)) <> p_last_hash
               -- A head an operator accepted as it is (acknowledge_integrity_failure) stays
               -- altered; without this the drainer could never resume after such a halt.
               AND NOT EXISTS (

@@ -22,11 +22,7 @@ AS $$
                                               coalesce(pg_catalog.lag(e.seq) OVER w + 1, p_from_seq), e.seq)
                    WHEN e.hash_version <> 1
                        THEN pg_catalog.format('unknown hash_version %s', e.hash_version)
-                   WHEN compliance.event_hash(
-                            e.prev_hash,
-                            compliance.event_record(e.seq, e.event_id, e.occurred_at, e.recorded_at, e.tenant_id,
-                                                    e.event_type, e.actor, compliance.payload_digest(e.payload))
-                        ) <> e.event_hash
+                   WHEN compliance.event_hash(e.prev_hash, compliance.row_record(e)) <> e.event_hash
                        THEN 'content changed: the event no longer matches its event_hash'
                    WHEN e.prev_hash <> coalesce(pg_catalog.lag(e.event_hash) OVER w, p_expected_prev)
                        THEN 'link broken: prev_hash differs from the previous event''s event_hash'

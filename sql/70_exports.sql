@@ -446,9 +446,7 @@ AS $$
                WHEN NOT m.matched THEN pg_catalog.format(
                    '{"seq":%s,"prev_hash":"%s","record_sha256":"%s","event_hash":"%s","excluded":true}',
                    e.seq, pg_catalog.encode(e.prev_hash, 'hex'),
-                   pg_catalog.encode(pg_catalog.sha256(compliance.event_record(
-                       e.seq, e.event_id, e.occurred_at, e.recorded_at, e.tenant_id, e.event_type, e.actor,
-                       compliance.payload_digest(e.payload))), 'hex'),
+                   pg_catalog.encode(pg_catalog.sha256(compliance.row_record(e)), 'hex'),
                    pg_catalog.encode(e.event_hash, 'hex'))
                ELSE pg_catalog.format(
                    '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'

@@ -63,8 +63,8 @@ SELECT is_empty(
          AND r.rolname IN ('compliance_writer', 'compliance_drainer', 'compliance_anchor', 'compliance_watchdog',
                            'compliance_exporter', 'compliance_auditor')
          AND p.proname IN ('uuidv7', 'forbid_change', 'protect_table', 'epoch_us', 'payload_digest', 'event_record',
-                           'event_hash', 'check_chain_head', 'acknowledge_integrity_failure', 'verify_range',
-                           'acknowledge_verification_failure',
+                           'event_hash', 'row_record', 'check_chain_head', 'acknowledge_integrity_failure',
+                           'verify_range', 'acknowledge_verification_failure',
                            'verify_new_events', 'cron_job_prefix', 'cron_conninfo', 'cron_exec',
                            'cron_manual_schedule', 'schedule_jobs', 'unschedule_jobs', 'cron_jobs',
                            'cron_job_health')
