@@ -15,8 +15,9 @@ import psycopg
 import pytest
 
 from auditchain.migrate import migrate, render_dist
-from auditchain.schema import load_definitions, load_migrations, schema_root
+from auditchain.schema import load_definitions, load_migrations
 from conftest import admin_dsn
+from schemacopy import copy_schema
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 REPO = Path(__file__).resolve().parents[2]
@@ -85,17 +86,6 @@ def assert_same(a: list[str], b: list[str]) -> None:
     if a != b:
         diff = "\n".join(difflib.unified_diff(a, b, "first", "second", lineterm="", n=2))
         pytest.fail(f"catalogs differ:\n{diff[:6000]}")
-
-
-def copy_schema(tmp_path: Path, name: str = "schema") -> Path:
-    source = schema_root()
-    dest = tmp_path / name
-    shutil.copytree(source / "migrations", dest / "migrations")
-    if (source / "sql").is_dir():
-        shutil.copytree(source / "sql", dest / "sql")
-    else:
-        (dest / "sql").mkdir()
-    return dest
 
 
 def test_make_dist_writes_the_installer(dist_file):

@@ -3,15 +3,15 @@ written, or exit 1 with one exact line per problem; the target is named without 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from auditchain.cli import main
-from auditchain.schema import load_migrations, schema_root
+from auditchain.schema import load_migrations
 from conftest import PG_HOST, PG_PORT, PG_USER
+from schemacopy import add_migration, copy_schema
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -33,24 +33,6 @@ def missing_line(migration: str, name: str, dsn: str) -> str:
         f"ERROR: migration {migration} declares -- creates: {name} "
         f"but the object is missing on {target_of(dsn)}"
     )
-
-
-def copy_schema(tmp_path: Path) -> Path:
-    source = schema_root()
-    dest = tmp_path / "schema"
-    shutil.copytree(source / "migrations", dest / "migrations")
-    if (source / "sql").is_dir():
-        shutil.copytree(source / "sql", dest / "sql")
-    else:
-        (dest / "sql").mkdir()
-    return dest
-
-
-def add_migration(schema_dir: Path, description: str, text: str) -> str:
-    versions = [int(p.name[:4]) for p in (schema_dir / "migrations").glob("*.sql")]
-    name = f"{max(versions, default=0) + 1:04d}_{description}.sql"
-    (schema_dir / "migrations" / name).write_text(text, encoding="utf-8")
-    return name
 
 
 def test_ok_when_everything_is_in_place(dsn, capsys):

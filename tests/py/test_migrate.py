@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,8 +17,9 @@ import pytest
 
 from auditchain.cli import main
 from auditchain.migrate import MIGRATION_LOCK_KEY, migrate
-from auditchain.schema import load_definitions, load_migrations, schema_root
+from auditchain.schema import load_definitions, load_migrations
 from conftest import PG_HOST, PG_PORT, PG_USER
+from schemacopy import add_migration, copy_schema
 
 PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
 REPO = Path(__file__).resolve().parents[2]
@@ -32,26 +32,6 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def copy_schema(tmp_path: Path) -> Path:
-    """A private copy of migrations/ and sql/ that a test may edit (AUDITCHAIN_SCHEMA_DIR)."""
-    source = schema_root()
-    dest = tmp_path / "schema"
-    shutil.copytree(source / "migrations", dest / "migrations")
-    if (source / "sql").is_dir():
-        shutil.copytree(source / "sql", dest / "sql")
-    else:
-        (dest / "sql").mkdir()
-    return dest
-
-
-def add_migration(schema_dir: Path, description: str, text: str) -> str:
-    """Write the next-numbered migration; return its file name."""
-    versions = [int(p.name[:4]) for p in (schema_dir / "migrations").glob("*.sql")]
-    name = f"{max(versions, default=0) + 1:04d}_{description}.sql"
-    (schema_dir / "migrations" / name).write_text(text, encoding="utf-8")
-    return name
 
 
 def recorded(conn: psycopg.Connection) -> list[tuple]:
