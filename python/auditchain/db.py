@@ -7,7 +7,7 @@ import os
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .errors import EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+from .errors import EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError, first_line
 
 
 def resolve_dsn(dsn: str | None) -> str:
@@ -41,5 +41,5 @@ def connect(dsn: str, *, autocommit: bool = False, app: str = "auditchain") -> p
         return psycopg.connect(dsn, autocommit=autocommit, application_name=app)
     except psycopg.OperationalError as exc:
         # libpq messages can quote the host but never the password; keep only the first line.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        reason = first_line(exc, "connection failed")
         raise AuditchainError(f"cannot connect to {describe(dsn)}: {reason}", EXIT_UNAVAILABLE) from None

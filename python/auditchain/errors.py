@@ -12,3 +12,10 @@ class AuditchainError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(exc: BaseException, empty: str | None = None) -> str:
+    """The first line of an exception's message (driver messages run on with DETAIL and
+    context lines); `empty`, else the exception's type name, when the message is blank."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else (empty or type(exc).__name__)

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from . import db, s3
 from .cliutil import add_command, add_json_flag, print_json
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError, first_line
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ class Runner:
             self._fail(job_id, upload, "interrupted: the runner was stopped by its operator")
             raise
         except (psycopg.Error, AuditchainError) as exc:
-            return self._fail(job_id, upload, f"database error: {_first_line(exc)}")
+            return self._fail(job_id, upload, f"database error: {first_line(exc)}")
         return Outcome(
             job_id,
             "completed",
@@ -295,15 +295,10 @@ class Runner:
         except psycopg.Error as exc:
             raise AuditchainError(
                 f"export job {job_id} failed ({error}) and the failure could not be recorded: "
-                f"{_first_line(exc)}; the job stays running until reconcile_exports fails it",
+                f"{first_line(exc)}; the job stays running until reconcile_exports fails it",
                 EXIT_UNAVAILABLE,
             ) from None
         return Outcome(job_id, "failed", error=error)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------- command line

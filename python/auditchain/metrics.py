@@ -15,7 +15,7 @@ import psycopg
 
 from . import db
 from .cliutil import add_command, print_json
-from .errors import EXIT_OK, EXIT_UNAVAILABLE, AuditchainError
+from .errors import EXIT_OK, EXIT_UNAVAILABLE, AuditchainError, first_line
 
 PROMETHEUS_PREFIX = "auditchain_"
 CLOUDWATCH_PREFIX = "Compliance"
@@ -40,10 +40,6 @@ class Metric:
     @property
     def prometheus_name(self) -> str:
         return PROMETHEUS_PREFIX + self.name
-
-
-def first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def fetch(conn: psycopg.Connection) -> list[Metric]:

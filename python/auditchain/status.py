@@ -28,8 +28,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import db
 from .cliutil import add_command, add_json_flag, print_json
-from .errors import AuditchainError
-from .metrics import Metric, by_name, fetch, first_line
+from .errors import AuditchainError, first_line
+from .metrics import Metric, by_name, fetch
 from .watchdog import HEARTBEAT_METRIC, add_cloudwatch_options, cloudwatch_client, stage_dimensions
 
 OK, WARNING, CRITICAL, UNKNOWN, SKIPPED = "ok", "warning", "critical", "unknown", "skipped"
