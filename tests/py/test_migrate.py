@@ -34,6 +34,18 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
+def add_probe_definition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Use a schema copy with sql/99_probe.sql (compliance.probe() returns 1); return that file."""
+    schema_dir = copy_schema(tmp_path)
+    probe = schema_dir / "sql" / "99_probe.sql"
+    probe.write_text(
+        "CREATE OR REPLACE FUNCTION compliance.probe() RETURNS integer LANGUAGE sql AS 'SELECT 1';\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("AUDITCHAIN_SCHEMA_DIR", str(schema_dir))
+    return probe
+
+
 def recorded(conn: psycopg.Connection) -> list[tuple]:
     return conn.execute(
         "SELECT filename, kind, checksum, applied_at, applied_by FROM compliance.schema_migrations "
@@ -260,13 +272,7 @@ def test_concurrent_runners_in_threads_started_together(empty_dsn):
 
 
 def test_changed_definition_is_reapplied_on_next_migrate(dsn, conn, tmp_path, monkeypatch, capsys):
-    schema_dir = copy_schema(tmp_path)
-    probe = schema_dir / "sql" / "99_probe.sql"
-    probe.write_text(
-        "CREATE OR REPLACE FUNCTION compliance.probe() RETURNS integer LANGUAGE sql AS 'SELECT 1';\n",
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("AUDITCHAIN_SCHEMA_DIR", str(schema_dir))
+    probe = add_probe_definition(tmp_path, monkeypatch)
     assert run_cli(capsys, "migrate", "--dsn", dsn)[0] == 0
     assert conn.execute("SELECT compliance.probe()").fetchone()[0] == 1
     first = {r[0]: r for r in recorded(conn)}
@@ -292,13 +298,7 @@ def test_changed_definition_is_reapplied_on_next_migrate(dsn, conn, tmp_path, mo
 
 def test_removed_definition_file_is_forgotten_but_its_object_stays(dsn, conn, tmp_path, monkeypatch, capsys):
     """Dropping an object takes a migration: deleting its sql/ file only forgets the file."""
-    schema_dir = copy_schema(tmp_path)
-    probe = schema_dir / "sql" / "99_probe.sql"
-    probe.write_text(
-        "CREATE OR REPLACE FUNCTION compliance.probe() RETURNS integer LANGUAGE sql AS 'SELECT 1';\n",
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("AUDITCHAIN_SCHEMA_DIR", str(schema_dir))
+    probe = add_probe_definition(tmp_path, monkeypatch)
     assert run_cli(capsys, "migrate", "--dsn", dsn)[0] == 0
 
     probe.unlink()
@@ -306,7 +306,7 @@ def test_removed_definition_file_is_forgotten_but_its_object_stays(dsn, conn, tm
     assert "99_probe.sql" not in {r[0] for r in recorded(conn)}
     assert conn.execute("SELECT to_regproc('compliance.probe')").fetchone()[0] is not None
 
-    add_migration(schema_dir, "drop_probe", "DROP FUNCTION compliance.probe();\n")
+    add_migration(probe.parents[1], "drop_probe", "DROP FUNCTION compliance.probe();\n")
     assert run_cli(capsys, "migrate", "--dsn", dsn)[0] == 0
     assert conn.execute("SELECT to_regproc('compliance.probe')").fetchone()[0] is None
 
