@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import statistics
+import threading
+import time
 
-from .cluster import pgbench
-from .ledger import Ledger, human
-from .results import Row, Target
+from psycopg import sql
+
+from .cluster import PgbenchRun, pgbench
+from .ledger import Ledger, human, process_cpu
+from .results import CPU_RESOLUTION, Row, Target
 
 PAYLOAD = (
     '{"path": "/api/v1/accounts/42/documents/7", "reason": "scheduled review of the retention '
@@ -27,6 +31,10 @@ VALUES (gen_random_uuid(), now(), 'tenant-' || (:i::int % 10), 'bench.emit', 'us
 """
 
 
+TABLES = {"emit": ("compliance", "audit_outbox"), "insert": ("bench_ref", "emit_plain")}
+SCRIPTS = {"emit": EMIT_SCRIPT, "insert": INSERT_SCRIPT}
+
+
 def run(ledger: Ledger, *, clients: int, seconds: int, rounds: int) -> Row:
     log_size = ledger.chained()
     row = Row(
@@ -36,24 +44,18 @@ def run(ledger: Ledger, *, clients: int, seconds: int, rounds: int) -> Row:
         reference_name="pgbench single-row INSERT into a plain copy of audit_outbox",
         targets=[Target("ratio", ">=", 0.9)],
     )
-    runs: dict[str, list] = {"emit": [], "insert": []}
-    scripts = {"emit": EMIT_SCRIPT, "insert": INSERT_SCRIPT}
+    runs: dict[str, list[PgbenchRun]] = {"emit": [], "insert": []}
+    cpu: dict[str, list[float]] = {"emit": [], "insert": []}
     for round_number in range(rounds):
         # Alternate which goes first so a drift in machine load hits both alike.
         order = ("insert", "emit") if round_number % 2 == 0 else ("emit", "insert")
         for kind in order:
             ledger.conn.execute("TRUNCATE compliance.audit_outbox, bench_ref.emit_plain")
             ledger.conn.execute("CHECKPOINT")
-            runs[kind].append(
-                pgbench(
-                    ledger.server,
-                    ledger.dbname,
-                    scripts[kind],
-                    clients=clients,
-                    seconds=seconds,
-                    variables={"payload": PAYLOAD},
-                )
-            )
+            done, cpu_per_row = _sampled_run(ledger, kind, clients=clients, seconds=seconds)
+            runs[kind].append(done)
+            if cpu_per_row is not None:
+                cpu[kind].append(cpu_per_row)
     # What was emitted here must not leak into the drain and verify cases.
     ledger.conn.execute("TRUNCATE compliance.audit_outbox, bench_ref.emit_plain")
     row.measured = statistics.median(r.tps for r in runs["emit"])
@@ -67,4 +69,54 @@ def run(ledger: Ledger, *, clients: int, seconds: int, rounds: int) -> Row:
         "insert_latency_ms": statistics.mean(r.latency_ms for r in runs["insert"]),
         "log_size": log_size,
     }
+    if cpu["emit"] and cpu["insert"]:
+        emit_cpu, insert_cpu = statistics.median(cpu["emit"]), statistics.median(cpu["insert"])
+        row.metrics |= {
+            "cpu_us_per_event": emit_cpu * 1e6,
+            "reference_cpu_us_per_event": insert_cpu * 1e6,
+            "cpu_ratio": insert_cpu / emit_cpu,
+        }
     return row
+
+
+def _sampled_run(ledger: Ledger, kind: str, *, clients: int, seconds: int) -> tuple[PgbenchRun, float | None]:
+    """One pgbench run, and the server CPU its sessions spent per row written over the middle
+    60% of the run (None when too little to measure)."""
+    outcome: dict[str, object] = {}
+
+    def bench() -> None:
+        try:
+            outcome["run"] = pgbench(
+                ledger.server,
+                ledger.dbname,
+                SCRIPTS[kind],
+                clients=clients,
+                seconds=seconds,
+                variables={"payload": PAYLOAD},
+            )
+        except Exception as exc:  # raised below, in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=bench, name=f"bench-pgbench-{kind}")
+    thread.start()
+    time.sleep(seconds * 0.2)
+    first = _sample(ledger, TABLES[kind])
+    time.sleep(seconds * 0.6)
+    second = _sample(ledger, TABLES[kind])
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    spent = sum(second[0][pid] - used for pid, used in first[0].items() if pid in second[0])
+    rows = second[1] - first[1]
+    cpu_per_row = spent / rows if rows > 0 and spent >= CPU_RESOLUTION * 20 else None
+    return outcome["run"], cpu_per_row
+
+
+def _sample(ledger: Ledger, table: tuple[str, str]) -> tuple[dict[int, float], int]:
+    """CPU seconds used so far by each pgbench session, and the rows in its table."""
+    pids = ledger.conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pgbench'"
+    ).fetchall()
+    used = {pid: cpu for (pid,) in pids if (cpu := process_cpu(pid)) is not None}
+    count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table))
+    return used, int(ledger.conn.execute(count).fetchone()[0])

@@ -48,7 +48,7 @@ class BundleLab:
         self.ledger = ledger
         self.workdir = Path(tempfile.mkdtemp(prefix="bench_bundles_"))
         self.bundles: dict[int, tuple[Path, int]] = {}
-        self.export_rss_kib: dict[int, int] = {}
+        self.rss_kib: dict[tuple[str, int], int] = {}
         self.moto: Any = None
         self.env: dict[str, str] = {}
         self.client: Any = None
@@ -123,7 +123,6 @@ class BundleLab:
         if outcome["line_count"] != size:
             raise RuntimeError(f"the export holds {outcome['line_count']} lines, expected {size}")
         self.bundles[size] = (self._download(outcome["prefix"], size), outcome["line_count"])
-        self.export_rss_kib[size] = done.peak_rss_kib
 
         row.measured = size / outcome["seconds"]
         row.reference = size / reference_seconds
@@ -133,14 +132,19 @@ class BundleLab:
             "export_wall_seconds": done.seconds,
             "reference_seconds": reference_seconds,
             "data_bytes": outcome["data_bytes"],
-            "peak_rss_mib": round(done.peak_rss_kib / 1024, 1),
         }
-        smaller = [s for s in self.export_rss_kib if s < size]
-        if smaller:
-            # Memory must stay flat: the runner's peak RSS barely moves with the export's size.
-            row.metrics["rss_vs_smaller_export"] = done.peak_rss_kib / self.export_rss_kib[max(smaller)]
-            row.targets.append(Target("rss_vs_smaller_export", "<=", 1.25))
+        self._memory(row, size, done.peak_rss_kib)
         return row
+
+    def _memory(self, row: Row, size: int, peak_rss_kib: int) -> None:
+        """Both tools stream, so their memory must stay flat: peak RSS at this size against the
+        previous, smaller one (at most 25% more)."""
+        row.metrics["peak_rss_mib"] = round(peak_rss_kib / 1024, 1)
+        self.rss_kib[row.case, size] = peak_rss_kib
+        smaller = [s for case, s in self.rss_kib if case == row.case and s < size]
+        if smaller:
+            row.metrics["rss_vs_smaller"] = peak_rss_kib / self.rss_kib[row.case, max(smaller)]
+            row.targets.append(Target("rss_vs_smaller", "<=", 1.25))
 
     def _reference_dump(self) -> float:
         target = self.workdir / "reference.ndjson.gz"
@@ -215,6 +219,6 @@ class BundleLab:
             "verify_seconds": report["seconds"],
             "verify_wall_seconds": done.seconds,
             "reference_seconds": reference.seconds,
-            "peak_rss_mib": round(done.peak_rss_kib / 1024, 1),
         }
+        self._memory(row, size, done.peak_rss_kib)
         return row

@@ -196,6 +196,7 @@ def run(ledger: Ledger, *, rate: int, seconds: int, via_cron: bool) -> Row:
         "max_s": latencies[-1],
         "max_depth": max(watcher.depths),
         "mean_depth": statistics.mean(watcher.depths),
+        "p99_depth": statistics.quantiles(watcher.depths, n=100, method="inclusive")[98],
         "depth_samples": len(watcher.depths),
         "poll_interval_s": POLL_SECONDS,
         "emit_latency_ms": load.latency_ms,

@@ -135,14 +135,18 @@ class Ledger:
         return Timing(wall, cpu, result)
 
     def backend_cpu(self) -> float | None:
-        """CPU seconds (user + system) the session's server process has used so far, or None
-        when the server is not on this machine. Less disturbed by other load than wall time."""
-        try:
-            with open(f"/proc/{self.conn.info.backend_pid}/stat", encoding="ascii") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.conn.info.backend_pid)
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a server process has used so far, or None when it is gone or
+    the server is not on this machine. Less disturbed by other load than wall time."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def human(count: int) -> str:
