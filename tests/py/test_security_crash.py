@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,6 +38,8 @@ from auditchain.cli import main
 from auditchain.watchdog import DEFAULT_NAMESPACE, HEARTBEAT_METRIC
 from awsfake import free_port
 
+# Numbers for docs/security.md: pytest tests/py/test_security_crash.py -o log_cli=true --log-cli-level=INFO
+log = logging.getLogger("security-suite")
 REPO = Path(__file__).resolve().parents[2]
 AUDITCHAIN = str(Path(sys.executable).with_name("auditchain"))
 DRAINER_APP = "ac-crash-drainer"
@@ -195,7 +198,7 @@ def drainer_backend(
     return None
 
 
-def test_drainer_backend_killed_repeatedly(dsn, conn, record_property):
+def test_drainer_backend_killed_repeatedly(dsn, conn):
     kills = mid_write = 0
     with Ledger(dsn) as ledger:
         ledger.wait_for_chained(conn, 200)
@@ -212,9 +215,12 @@ def test_drainer_backend_killed_repeatedly(dsn, conn, record_property):
     assert ledger.drainer_interruptions >= kills - 1  # the last kill may race the shutdown
     chained = assert_nothing_lost_or_duplicated(conn, ledger)
     assert mid_write >= kills // 2, f"only {mid_write} of {kills} kills landed inside a drain transaction"
-    record_property("kills", kills)
-    record_property("kills_mid_write", mid_write)
-    record_property("events", chained)
+    log.info(
+        "drainer killed %d times (%d inside a drain transaction); %d events chained",
+        kills,
+        mid_write,
+        chained,
+    )
 
 
 @dataclass
@@ -306,7 +312,7 @@ SERVER_CRASHES: dict[str, Callable[[ScratchCluster, int], None]] = {
 
 
 @pytest.mark.parametrize("crash", SERVER_CRASHES.values(), ids=SERVER_CRASHES.keys())
-def test_server_crash_mid_drain(scratch_cluster, crash, record_property):
+def test_server_crash_mid_drain(scratch_cluster, crash):
     dsn = scratch_cluster.create_ledger(f"crash_{crash.__name__}")
     crashes = 0
     ledger = Ledger(dsn, batch_size=5000)
@@ -325,8 +331,7 @@ def test_server_crash_mid_drain(scratch_cluster, crash, record_property):
     with connect_when_up(dsn) as conn:
         chained = assert_nothing_lost_or_duplicated(conn, ledger)
     assert ledger.drainer_interruptions >= crashes
-    record_property("crashes", crashes)
-    record_property("events", chained)
+    log.info("%s: %d crashes survived; %d events chained", crash.__name__, crashes, chained)
 
 
 class CuttableEndpoint:
@@ -431,7 +436,7 @@ def new_bucket(moto_server) -> str:
     return name
 
 
-def test_aws_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, aws_endpoint, capsys, record_property):
+def test_aws_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, aws_endpoint, capsys):
     bucket = new_bucket(moto_server)
     s3 = boto3.client("s3", endpoint_url=moto_server.url)
     anchor = ("anchor", "--once", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", aws_endpoint.url)
@@ -451,7 +456,7 @@ def test_aws_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, aws_endpoin
             aws_endpoint.start()
         ledger.wait_for_chained(conn, chained_count(conn) + 200)
         assert cli(capsys, *anchor)[0] == 0
-    assert_nothing_lost_or_duplicated(conn, ledger)
+    chained = assert_nothing_lost_or_duplicated(conn, ledger)
     assert conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE status = 'uploaded') FROM compliance.anchors"
     ).fetchone() == (2, 2)
@@ -462,7 +467,7 @@ def test_aws_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, aws_endpoin
         capsys, "verify", "--json", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", moto_server.url
     )
     assert code == 0, out
-    record_property("outages", outages)
+    log.info("anchor uploads survived %d endpoint deaths; %d events chained", outages, chained)
 
 
 EXPORT_CUTS = {
@@ -506,11 +511,12 @@ def test_aws_endpoint_dies_mid_export(dsn, conn, moto_server, aws_endpoint, caps
         "SELECT status, job_error FROM compliance.export_jobs WHERE job_id = %s", (failed_job,)
     ).fetchone()
     assert status == "failed" and job_error, "the interrupted job is failed with the reason"
-    assert_nothing_lost_or_duplicated(conn, ledger)
+    chained = assert_nothing_lost_or_duplicated(conn, ledger)
     code, out = cli(
         capsys, "verify-bundle", "--json", "--endpoint-url", moto_server.url, f"s3://{bucket}/exports/{job}/"
     )
     assert code == 0, out
+    log.info("export survived the endpoint dying at %r; %d events chained", request_line, chained)
     # The retried job wrote its own folder; whatever the failed one left never overwrote it.
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
     assert {f"exports/{job}/manifest.json", f"exports/{job}/events.ndjson.gz"} <= keys
@@ -529,7 +535,7 @@ def test_cloudwatch_endpoint_down_for_the_watchdog(dsn, conn, moto_server, aws_e
         ledger.wait_for_chained(conn, chained_count(conn) + 200)
         aws_endpoint.start()
         assert cli(capsys, *watchdog)[0] == 0
-    assert_nothing_lost_or_duplicated(conn, ledger)
+    chained = assert_nothing_lost_or_duplicated(conn, ledger)
     cloudwatch = boto3.client("cloudwatch", endpoint_url=moto_server.url)
     heartbeats = cloudwatch.get_metric_statistics(
         Namespace=DEFAULT_NAMESPACE,
@@ -541,13 +547,14 @@ def test_cloudwatch_endpoint_down_for_the_watchdog(dsn, conn, moto_server, aws_e
         Statistics=["Sum"],
     )["Datapoints"]
     assert sum(d["Sum"] for d in heartbeats) == 1, "exactly the heartbeat of the cycle that got through"
+    log.info("watchdog survived CloudWatch dying mid-publish; %d events chained", chained)
 
 
 def metrics_of(conn: psycopg.Connection) -> dict[str, float | None]:
     return dict(conn.execute("SELECT metric, value FROM compliance.metrics()").fetchall())
 
 
-def test_pg_cron_scheduler_terminated(scratch_cluster, capsys, record_property):
+def test_pg_cron_scheduler_terminated(scratch_cluster, capsys):
     """Last in the module: pg_cron has been draining this database since the module started."""
     ledger = scratch_cluster.cron_ledger
     cron_db = scratch_cluster.dsn("postgres")
@@ -607,5 +614,7 @@ def test_pg_cron_scheduler_terminated(scratch_cluster, capsys, record_property):
         ).fetchone():
             assert time.monotonic() < deadline, "the scheduler did not start with the server"
             time.sleep(0.2)
-        assert_nothing_lost_or_duplicated(conn, ledger)
-    record_property("seconds_without_scheduler", round(elapsed))
+        chained = assert_nothing_lost_or_duplicated(conn, ledger)
+    log.info(
+        "pg_cron scheduler down for %.0f s, nothing drained meanwhile; %d events chained", elapsed, chained
+    )
