@@ -318,3 +318,45 @@ def test_malformed_job_id_or_created_at_is_refused(damaged, field, value):
     folder = damaged()
     rewrite_manifest(folder, **{field: value})
     assert_refused(folder)
+
+
+def test_hostile_payloads_survive_export_and_offline_verification(conn, dsn, moto_server, tmp_path):
+    """Payloads at the edges emit accepts come out of the export runner byte for byte as
+    PostgreSQL holds them, and the offline verifier re-derives their hashes."""
+    payloads = [
+        '{"a": "\\ud83d\\ude00 \u00e9 \u2028 \u202e \u0301 \\u001b \\" \\\\"}',
+        '{"a": 1, "a": 2}',
+        '{"": ""}',
+        '{"n": 1.000000000000000000001, "big": 123456789012345678901234567890}',
+        '{"a":' * 5000 + "1" + "}" * 5000,
+        json.dumps({"blob": "\U0001f600" * 60_000}),
+    ]
+    for payload in payloads:
+        conn.execute("SELECT compliance.emit('test.hostile_payload', 'someone', %s::jsonb)", (payload,))
+    conn.execute("SELECT compliance.drain()")
+    job = conn.execute("SELECT compliance.request_export('{}', 'auditor')").fetchone()[0]
+    bucket = f"ac-payloads-{job.hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=moto_server.url)
+    s3.create_bucket(Bucket=bucket)
+    run = [
+        "export",
+        "run",
+        "--job",
+        str(job),
+        "--dsn",
+        dsn,
+        "--bucket",
+        bucket,
+        "--endpoint-url",
+        moto_server.url,
+    ]
+    assert main(run) == 0
+    for name in (MANIFEST, DATA):
+        s3.download_file(bucket, f"exports/{job}/{name}", str(tmp_path / name))
+    code, report = verify(tmp_path)
+    assert code == 0, report
+    exported = [json.loads(line)["payload"] for line in lines_of(tmp_path)][: len(payloads)]
+    stored = [
+        row[0] for row in conn.execute("SELECT payload::text FROM compliance.audit_events ORDER BY seq")
+    ]
+    assert exported == stored[: len(payloads)]
