@@ -42,40 +42,46 @@ MANIFEST = "manifest.json"
 EVENTS = 24
 
 
+def export_to_folder(conn, dsn: str, endpoint_url: str, export_filter: str, folder: Path) -> Path:
+    """Everything chained, exported by `auditchain export run` and copied from the bucket."""
+    conn.execute("SELECT compliance.drain()")
+    job = conn.execute("SELECT compliance.request_export(%s, 'auditor')", (export_filter,)).fetchone()[0]
+    bucket = f"ac-bundles-{job.hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=endpoint_url)
+    s3.create_bucket(Bucket=bucket)
+    assert (
+        main(
+            [
+                "export",
+                "run",
+                "--job",
+                str(job),
+                "--dsn",
+                dsn,
+                "--bucket",
+                bucket,
+                "--endpoint-url",
+                endpoint_url,
+            ]
+        )
+        == 0
+    )
+    folder.mkdir()
+    for name in (MANIFEST, DATA):
+        s3.download_file(bucket, f"exports/{job}/{name}", str(folder / name))
+    return folder
+
+
 @pytest.fixture
 def genuine(conn, dsn, moto_server, tmp_path) -> Path:
-    """A bundle written by `auditchain export run` (a tenant filter, so it has excluded lines),
-    copied from the bucket into a folder."""
+    """A genuine bundle of a tenant filter, so that it has excluded lines."""
     for n in range(EVENTS):
         conn.execute(
             "SELECT compliance.emit('payment.captured', %s,"
             " jsonb_build_object('n', %s::int, 'note', %s::text), %s)",
             (f"user-{n}", n, "caf\u00e9 \u2028 \U0001f600" * (n % 3), "acme" if n % 2 else "globex"),
         )
-    conn.execute("SELECT compliance.drain()")
-    job = conn.execute("SELECT compliance.request_export('{\"tenant_id\": \"acme\"}', 'auditor')").fetchone()[
-        0
-    ]
-    bucket = f"ac-bundles-{job.hex[:12]}"
-    s3 = boto3.client("s3", endpoint_url=moto_server.url)
-    s3.create_bucket(Bucket=bucket)
-    run = [
-        "export",
-        "run",
-        "--job",
-        str(job),
-        "--dsn",
-        dsn,
-        "--bucket",
-        bucket,
-        "--endpoint-url",
-        moto_server.url,
-    ]
-    assert main(run) == 0
-    folder = tmp_path / "genuine"
-    folder.mkdir()
-    for name in (MANIFEST, DATA):
-        s3.download_file(bucket, f"exports/{job}/{name}", str(folder / name))
+    folder = export_to_folder(conn, dsn, moto_server.url, '{"tenant_id": "acme"}', tmp_path / "genuine")
     assert verify(folder)[0] == 0, "the genuine bundle verifies"
     return folder
 
@@ -333,29 +339,10 @@ def test_hostile_payloads_survive_export_and_offline_verification(conn, dsn, mot
     ]
     for payload in payloads:
         conn.execute("SELECT compliance.emit('test.hostile_payload', 'someone', %s::jsonb)", (payload,))
-    conn.execute("SELECT compliance.drain()")
-    job = conn.execute("SELECT compliance.request_export('{}', 'auditor')").fetchone()[0]
-    bucket = f"ac-payloads-{job.hex[:12]}"
-    s3 = boto3.client("s3", endpoint_url=moto_server.url)
-    s3.create_bucket(Bucket=bucket)
-    run = [
-        "export",
-        "run",
-        "--job",
-        str(job),
-        "--dsn",
-        dsn,
-        "--bucket",
-        bucket,
-        "--endpoint-url",
-        moto_server.url,
-    ]
-    assert main(run) == 0
-    for name in (MANIFEST, DATA):
-        s3.download_file(bucket, f"exports/{job}/{name}", str(tmp_path / name))
-    code, report = verify(tmp_path)
+    folder = export_to_folder(conn, dsn, moto_server.url, "{}", tmp_path / "bundle")
+    code, report = verify(folder)
     assert code == 0, report
-    exported = [json.loads(line)["payload"] for line in lines_of(tmp_path)][: len(payloads)]
+    exported = [json.loads(line)["payload"] for line in lines_of(folder)][: len(payloads)]
     stored = [
         row[0] for row in conn.execute("SELECT payload::text FROM compliance.audit_events ORDER BY seq")
     ]
