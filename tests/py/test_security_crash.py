@@ -317,7 +317,7 @@ def test_server_crash_mid_drain(scratch_cluster, crash):
     crashes = 0
     ledger = Ledger(dsn, batch_size=5000)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        ledger.prefill(conn, 40000)
+        ledger.prefill(conn, 20000)
     with ledger:
         pids = [None]
         for _ in range(3):
