@@ -24,7 +24,9 @@ COMMENT ON FUNCTION compliance.is_event_type(text) IS
 --   AC001 event_type: 3-128 chars, lower-case dotted words, e.g. data.export_initiated
 --   AC002 actor: not blank (some non-whitespace character), at most 256 chars
 --   AC003 payload: a JSON object (not NULL, array, scalar)
---   AC004 payload: at most 256 KiB as stored jsonb
+--   AC004 payload: at most 256 KiB (262,144 bytes) of canonical JSON text, the bytes that are
+--         hashed and exported; measured on the text so that a compressed or TOASTed value
+--         from a table column is held to the same limit
 --   AC005 occurred_at: not after now() + 5 minutes, not before 1970-01-01 UTC
 --   AC006 tenant_id: NULL, or 1-128 chars with no control characters
 CREATE OR REPLACE FUNCTION compliance.emit(
@@ -42,6 +44,7 @@ AS $$
 DECLARE
     v_event_id uuid := compliance.uuidv7();
     v_occurred_at timestamptz := coalesce(emit.occurred_at, pg_catalog.now());
+    v_payload_bytes integer;
 BEGIN
     IF NOT compliance.is_event_type(emit.event_type) THEN
         RAISE EXCEPTION 'invalid event_type %', coalesce(pg_catalog.quote_literal(emit.event_type), 'NULL')
@@ -57,9 +60,9 @@ BEGIN
             coalesce(pg_catalog.jsonb_typeof(emit.payload), 'NULL')
             USING ERRCODE = 'AC003';
     END IF;
-    IF pg_catalog.pg_column_size(emit.payload) > 262144 THEN
-        RAISE EXCEPTION 'payload too large: % bytes as jsonb, the limit is 262144',
-            pg_catalog.pg_column_size(emit.payload)
+    v_payload_bytes := pg_catalog.octet_length(emit.payload::text);
+    IF v_payload_bytes > 262144 THEN
+        RAISE EXCEPTION 'payload too large: % bytes of JSON text, the limit is 262144', v_payload_bytes
             USING ERRCODE = 'AC004';
     END IF;
     IF v_occurred_at > pg_catalog.now() + interval '5 minutes'

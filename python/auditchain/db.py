@@ -15,8 +15,13 @@ def resolve_dsn(dsn: str | None) -> str:
     chosen = dsn or os.environ.get("DATABASE_URL") or ""
     try:
         conninfo_to_dict(chosen)
-    except psycopg.ProgrammingError as exc:
-        raise AuditchainError(f"invalid connection string: {exc}", EXIT_USAGE) from None
+    except (psycopg.ProgrammingError, UnicodeError):
+        # libpq's parse error quotes the whole string, password included: never repeat it.
+        raise AuditchainError(
+            "invalid connection string: expected key=value pairs or a postgresql:// URI in UTF-8 "
+            "(libpq's message is not shown because it may contain the password)",
+            EXIT_USAGE,
+        ) from None
     return chosen
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
-from .errors import EXIT_FAILED, EXIT_UNAVAILABLE, AuditchainError
+from .errors import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
 
 # A few quick retries inside one command; an anchor that still fails stays pending for the next run.
 CLIENT_CONFIG = Config(
@@ -88,6 +88,12 @@ def is_not_found(exc: Exception) -> bool:
 
 
 def unavailable(action: str, exc: Exception) -> AuditchainError:
-    """The error a command raises when S3 could not be used: exit 3 unless the bucket is missing."""
-    code = EXIT_FAILED if error_code(exc) == "NoSuchBucket" else EXIT_UNAVAILABLE
+    """The error a command raises when S3 could not be used: exit 3 (retry later) unless the
+    bucket is missing (1) or the request itself was malformed, e.g. an invalid bucket name (2)."""
+    if isinstance(exc, ParamValidationError):
+        code = EXIT_USAGE
+    elif error_code(exc) == "NoSuchBucket":
+        code = EXIT_FAILED
+    else:
+        code = EXIT_UNAVAILABLE
     return AuditchainError(f"{action}: {describe_error(exc)}", code)

@@ -177,9 +177,6 @@ def test_odd_bucket_names(dsn, run, subtests, command, parser):
             assert_clear_and_discreet(code, output, {0, 2, 3} if command == "export run" else {2, 3})
 
 
-@pytest.mark.xfail(
-    strict=True, reason="an invalid bucket name exits 3 (unavailable), which cron and systemd retry"
-)
 def test_an_invalid_bucket_name_is_a_usage_error(dsn, run):
     code, output = run(["verify", "--bucket", "a b", "--endpoint-url", DEAD_ENDPOINT, "--dsn", dsn])
     assert code == 2, output
@@ -203,17 +200,11 @@ def test_bucket_arguments_that_are_not_utf8_on_the_real_command_line():
         assert_clear_and_discreet(*cli_subprocess(*argv), {2, 3})
 
 
-@pytest.mark.xfail(
-    strict=True, reason="db.resolve_dsn: a DSN that is not UTF-8 raises UnicodeEncodeError (traceback)"
-)
 def test_a_connection_string_that_is_not_utf8_on_the_real_command_line():
     dsn = b"host=127.0.0.1 port=%d password=" % CLOSED_PORT + PASSWORD.encode() + b"\xff"
     assert_clear_and_discreet(*cli_subprocess(b"drift-check", b"--dsn", dsn), {2, 3})
 
 
-@pytest.mark.xfail(
-    strict=True, reason="db.resolve_dsn repeats libpq's parse error, which quotes the whole URI"
-)
 def test_a_url_libpq_cannot_parse_is_not_echoed_with_its_password(run):
     code, output = run(["drift-check", "--dsn", f"postgresql://{USERINFO}@[::1/db"])
     assert_clear_and_discreet(code, output, {2})
