@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--full", action="store_const", const=FULL, dest="profile", help="the full suite")
     mode.add_argument("--smoke", action="store_const", const=SMOKE, dest="profile", help="tiny sizes")
-    parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/<mode>.json)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="JSON results file (default bench/results/latest.json, or smoke.json with --smoke)",
+    )
     parser.add_argument(
         "--only", action="append", metavar="CASE", help="run only this case (repeatable); others are skipped"
     )

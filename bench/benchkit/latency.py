@@ -130,8 +130,9 @@ def cron_drainer(ledger: Ledger, timeout: float) -> Iterator[dict[str, object]]:
 
 @contextmanager
 def direct_drainer(ledger: Ledger, seconds: float) -> Iterator[dict[str, object]]:
-    """The same procedure pg_cron runs, called from a thread: pg_cron 1.4 starts jobs only on
-    minute boundaries, which a seconds-long smoke cannot wait for."""
+    """The same procedure pg_cron runs, called from a thread: the drainer's own latency without
+    the scheduler's, and all a seconds-long smoke can use (pg_cron starts jobs on minute
+    boundaries only)."""
     conn = ledger.server.connect(ledger.dbname)
     errors: list[BaseException] = []
 
