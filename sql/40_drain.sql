@@ -195,6 +195,9 @@ COMMENT ON FUNCTION compliance.record_halt() IS
 -- compliance.run_drainer(max_runtime, batch_size, idle_sleep): what pg_cron calls every
 -- minute. Loops drain + COMMIT until max_runtime is spent; slightly longer than the cron
 -- interval so that pg_cron starts the next run straight after (continuous draining).
+-- After a batch smaller than batch_size it sleeps idle_sleep: the outbox then holds about
+-- rate x (idle_sleep + batch time) events; 0.02 s keeps it under 100 at 1,000 events/s for
+-- about 7% of a core while idle (docs/benchmarks.md).
 -- On AC010 it records the halt (compliance.record_halt), commits that, and fails the run.
 -- A procedure that COMMITs cannot carry SET search_path, so every name, type and operator
 -- below is schema-qualified instead.
@@ -202,7 +205,7 @@ COMMENT ON FUNCTION compliance.record_halt() IS
 CREATE OR REPLACE PROCEDURE compliance.run_drainer(
     max_runtime interval DEFAULT '65 seconds',
     batch_size integer DEFAULT 5000,
-    idle_sleep double precision DEFAULT 0.1
+    idle_sleep double precision DEFAULT 0.02
 )
 LANGUAGE plpgsql
 AS $$
