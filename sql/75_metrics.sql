@@ -40,6 +40,7 @@ DECLARE
     v_first_unanchored timestamptz;
     v_cron_failures bigint;
     v_cron_unscheduled bigint;
+    v_cron_minutely_age double precision;
 BEGIN
     SELECT * INTO STRICT v_drainer FROM compliance.drainer_state;
     SELECT * INTO STRICT v_verification FROM compliance.verification_state;
@@ -57,17 +58,27 @@ BEGIN
       FROM compliance.audit_events AS e
      WHERE e.seq = coalesce(v_anchored_to, 0) + 1;
     -- pg_cron usually lives in another database, reached through dblink. When it cannot be
-    -- read (not installed, dblink missing, connection refused, no privilege) its two values
+    -- read (not installed, dblink missing, connection refused, no privilege) its values
     -- stay NULL, "unknown", and every other metric is still reported; auditchain status
     -- calls compliance.cron_job_health() itself to show why.
+    -- A dead scheduler changes nothing in pg_cron's tables (jobs stay scheduled, no run
+    -- fails): only the starts of the once-a-minute jobs stop. Their oldest last start is
+    -- the sign; a job not scheduled, inactive or never started has no start to measure
+    -- and counts as 0 (cron_jobs_unscheduled reports the first two).
     BEGIN
         SELECT pg_catalog.sum(h.failures_last_hour),
-               pg_catalog.count(*) FILTER (WHERE NOT h.scheduled OR NOT h.active)
-          INTO v_cron_failures, v_cron_unscheduled
+               pg_catalog.count(*) FILTER (WHERE NOT h.scheduled OR NOT h.active),
+               coalesce(pg_catalog.max(compliance.age_seconds(v_now, h.last_started_at))
+                            FILTER (WHERE h.scheduled AND h.active AND h.job IN (
+                                        SELECT j.job FROM compliance.cron_jobs() AS j
+                                         WHERE j.schedule = '* * * * *')),
+                        0)
+          INTO v_cron_failures, v_cron_unscheduled, v_cron_minutely_age
           FROM compliance.cron_job_health() AS h;
     EXCEPTION WHEN OTHERS THEN
         v_cron_failures := NULL;
         v_cron_unscheduled := NULL;
+        v_cron_minutely_age := NULL;
     END;
 
     RETURN QUERY VALUES
@@ -106,7 +117,8 @@ BEGIN
              AND coalesce(j.heartbeat_at, j.started_at) < v_now - interval '15 minutes')::double precision,
          'count'),
         ('cron_failed_runs_last_hour', v_cron_failures::double precision, 'count'),
-        ('cron_jobs_unscheduled', v_cron_unscheduled::double precision, 'count');
+        ('cron_jobs_unscheduled', v_cron_unscheduled::double precision, 'count'),
+        ('cron_minutely_jobs_last_start_age_seconds', v_cron_minutely_age, 'seconds');
 END;
 $$;
 COMMENT ON FUNCTION compliance.metrics() IS

@@ -13,6 +13,8 @@ Alarms are named <prefix>-<stage>-compliance-<what> and watch the metrics that
   verification-failed         ComplianceVerificationFailed >= 1
   cron-job-failures           ComplianceCronFailedRunsLastHour >= 1
   cron-jobs-unscheduled       ComplianceCronJobsUnscheduled >= 1
+  cron-scheduler-stalled      ComplianceCronMinutelyJobsLastStartAge > 180 s (pg_cron has
+                              stopped starting the once-a-minute jobs: its scheduler is dead)
 
 Every alarm evaluates 5-minute periods, the watchdog's cadence. Apart from the heartbeat,
 missing data leaves an alarm INSUFFICIENT_DATA: a silent watchdog is the heartbeat
@@ -152,6 +154,15 @@ ALARMS = [
         1,
         "A pg_cron job of auditchain is not scheduled or not active: its work (draining, anchoring, "
         "verifying, reconciling exports) has stopped.",
+    ),
+    AlarmSpec(
+        "cron-scheduler-stalled",
+        published_name("cron_minutely_jobs_last_start_age_seconds"),
+        "Maximum",
+        "GreaterThanThreshold",
+        180,
+        "pg_cron has not started the once-a-minute drain or verify job for over 3 minutes although "
+        "they are scheduled: its scheduler is not running, and nothing is chained, verified or anchored.",
     ),
 ]
 

@@ -46,6 +46,13 @@ OUTBOX_STALE_SECONDS = 300  # a live drainer chains within seconds, whatever the
 ANCHOR_GAP_WARNING_SECONDS = 1200  # one 15-minute cadence missed, with margin
 ANCHOR_GAP_CRITICAL_SECONDS = 1800  # the anchor-gap alarm
 VERIFIER_STALE_SECONDS = 600
+# The drain and verify jobs are due every minute; a drain run lasts 65 s and the next starts
+# when it ends, and pg_cron's background-worker mode can hold verify back until then, so a
+# healthy last start stays well under two minutes old. Three minutes: pg_cron has stopped
+# starting them. Ten: its scheduler is not coming back (pg_cron 1.4 does not restart it
+# after a terminate; only a server restart does).
+CRON_START_WARNING_SECONDS = 180
+CRON_START_CRITICAL_SECONDS = 600
 HEARTBEAT_WARNING_SECONDS = 360  # one 5-minute cycle missed
 HEARTBEAT_CRITICAL_SECONDS = 600  # two: the heartbeat-missing alarm
 HEARTBEAT_LOOKBACK = timedelta(hours=3)
@@ -209,6 +216,7 @@ def check_exports(m: dict[str, Metric], details: Details) -> Check:
 def check_cron(m: dict[str, Metric], details: Details) -> Check:
     failures = m["cron_failed_runs_last_hour"].value
     unscheduled = m["cron_jobs_unscheduled"].value
+    last_start = m["cron_minutely_jobs_last_start_age_seconds"].value
     try:
         jobs = details.rows(
             "SELECT job, scheduled AND active, failures_last_hour, last_status, last_message"
@@ -216,9 +224,17 @@ def check_cron(m: dict[str, Metric], details: Details) -> Check:
         )
     except psycopg.Error as exc:
         return Check("pg_cron", UNKNOWN, f"cannot read pg_cron: {first_line(exc)}")
-    if failures is None or unscheduled is None:
+    if failures is None or unscheduled is None or last_start is None:
         return Check("pg_cron", UNKNOWN, "compliance.metrics() could not read pg_cron")
-    summary = f"{unscheduled:.0f} job(s) not scheduled; {failures:.0f} failed run(s) in the last hour"
+    summary = (
+        f"{unscheduled:.0f} job(s) not scheduled; {failures:.0f} failed run(s) in the last hour; "
+        f"minutely jobs last started {human_age(last_start)} ago"
+    )
+    states = [WARNING if failures or unscheduled else OK]
+    if last_start > CRON_START_CRITICAL_SECONDS:
+        states.append(CRITICAL)
+    elif last_start > CRON_START_WARNING_SECONDS:
+        states.append(WARNING)
     if jobs is None:
         lines = Details.hidden("compliance.cron_job_health()")
     else:
@@ -230,7 +246,12 @@ def check_cron(m: dict[str, Metric], details: Details) -> Check:
         ]
     if unscheduled:
         lines.append("to schedule them: SELECT compliance.schedule_jobs();")
-    return Check("pg_cron", WARNING if failures or unscheduled else OK, summary, lines)
+    if last_start > CRON_START_WARNING_SECONDS:
+        lines.append(
+            "pg_cron has stopped starting the drain and verify jobs: is its scheduler running? "
+            "(docs/runbook.md#cron-scheduler-stalled)"
+        )
+    return Check("pg_cron", worst(states), summary, lines)
 
 
 def check_heartbeat(args: argparse.Namespace, now: datetime) -> Check:

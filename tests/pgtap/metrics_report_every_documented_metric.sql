@@ -19,7 +19,8 @@ SELECT results_eq(
              ('verification_last_run_age_seconds', 'seconds'),
              ('exports_stuck', 'count'),
              ('cron_failed_runs_last_hour', 'count'),
-             ('cron_jobs_unscheduled', 'count')$$,
+             ('cron_jobs_unscheduled', 'count'),
+             ('cron_minutely_jobs_last_start_age_seconds', 'seconds')$$,
     'metrics() returns every documented metric once, in the documented order, with its unit'
 );
 
@@ -27,7 +28,7 @@ SELECT results_eq(
     $$SELECT metric, value FROM compliance.metrics()
        WHERE metric NOT IN ('anchor_last_upload_age_seconds', 'drainer_last_success_age_seconds',
                             'verification_last_run_age_seconds', 'cron_failed_runs_last_hour',
-                            'cron_jobs_unscheduled')$$,
+                            'cron_jobs_unscheduled', 'cron_minutely_jobs_last_start_age_seconds')$$,
     $$VALUES ('outbox_depth', 0::double precision), ('outbox_oldest_age_seconds', 0), ('anchor_gap_seconds', 0),
              ('anchors_pending', 0), ('anchors_failed', 0), ('chain_length', 0), ('drainer_halted', 0),
              ('verification_lag', 0), ('verification_failed', 0), ('exports_stuck', 0)$$,

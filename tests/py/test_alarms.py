@@ -73,6 +73,14 @@ DOCUMENTED = {
         1,
         "missing",
     ),
+    "cron-scheduler-stalled": (
+        "ComplianceCronMinutelyJobsLastStartAge",
+        "Maximum",
+        "GreaterThanThreshold",
+        180.0,
+        1,
+        "missing",
+    ),
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -14,6 +15,7 @@ from psycopg import sql
 
 from awsfake import free_port
 from test_anchor import create_anchor, make_worm_bucket, run_cli
+from test_ledger_cron import cron
 from test_watchdog import (
     metric_values,
     published_names,
@@ -297,6 +299,94 @@ def test_table_on_a_terminal_lists_every_check_and_the_overall_state(conn, dsn, 
     assert code == 1
 
 
+class StagedCronJobs:
+    """This database's five jobs in pg_cron, active but due only at midnight on 1 January, so
+    that pg_cron starts none of them during a test; their runs are what the test records."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.ids = {
+            job: cron("SELECT cron.schedule_in_database(%s, '0 0 1 1 *', 'SELECT 1', %s)", (name, database))[
+                0
+            ][0]
+            for job, name, database in conn.execute(
+                "SELECT job, jobname, database_name FROM compliance.cron_jobs()"
+            )
+        }
+
+    def started(self, job: str, seconds_ago: float) -> None:
+        cron(
+            "INSERT INTO cron.job_run_details (jobid, status, start_time, end_time)"
+            " VALUES (%s, 'succeeded', now() - make_interval(secs => %s), now() - make_interval(secs => %s))",
+            (self.ids[job], seconds_ago, seconds_ago - 1),
+        )
+
+    def last_started(self, drain_seconds_ago: float | None, verify_seconds_ago: float | None) -> None:
+        """Replace the runs: the drain and verify jobs last started that long ago (None: never)."""
+        self.forget_runs()
+        for job, seconds_ago in (("drain", drain_seconds_ago), ("verify", verify_seconds_ago)):
+            if seconds_ago is not None:
+                self.started(job, seconds_ago)
+
+    def forget_runs(self) -> None:
+        cron("DELETE FROM cron.job_run_details WHERE jobid = ANY(%s)", (list(self.ids.values()),))
+
+    def remove(self) -> None:
+        self.forget_runs()
+        cron("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobid = ANY(%s)", (list(self.ids.values()),))
+
+
+@pytest.fixture
+def staged_jobs(conn) -> Iterator[StagedCronJobs]:
+    jobs = StagedCronJobs(conn)
+    try:
+        yield jobs
+    finally:
+        jobs.remove()
+
+
+def test_a_scheduler_that_stopped_starting_jobs_is_flagged(conn, dsn, staged_jobs, capsys):
+    """pg_cron's scheduler dies quietly: jobs stay scheduled and no run fails. What shows it is
+    the age of the last start of the once-a-minute jobs (the older of drain and verify)."""
+    staged_jobs.last_started(drain_seconds_ago=100, verify_seconds_ago=30)
+    values = metric_values(conn)
+    assert (values["cron_jobs_unscheduled"], values["cron_failed_runs_last_hour"]) == (0, 0)
+    assert 100 <= values["cron_minutely_jobs_last_start_age_seconds"] < 115
+    cron_check = check(status(capsys, dsn)[1], "pg_cron")
+    assert (cron_check["state"], cron_check["details"]) == ("ok", [])
+    assert cron_check["summary"].startswith(
+        "0 job(s) not scheduled; 0 failed run(s) in the last hour; minutely jobs last started 1"
+    )
+
+    staged_jobs.last_started(drain_seconds_ago=30, verify_seconds_ago=200)
+    assert 200 <= metric_values(conn)["cron_minutely_jobs_last_start_age_seconds"] < 230
+    cron_check = check(status(capsys, dsn)[1], "pg_cron")
+    assert cron_check["state"] == "warning"
+    assert cron_check["details"] == [
+        "pg_cron has stopped starting the drain and verify jobs: is its scheduler running? "
+        "(docs/runbook.md#cron-scheduler-stalled)"
+    ]
+
+    staged_jobs.last_started(drain_seconds_ago=700, verify_seconds_ago=700)
+    code, document = status(capsys, dsn)
+    assert check(document, "pg_cron")["state"] == "critical"
+    assert "minutely jobs last started 12 min ago" in check(document, "pg_cron")["summary"]
+    assert code == 2
+
+
+def test_only_scheduled_active_minutely_jobs_that_ran_count(conn, staged_jobs):
+    """A job that is not due every minute, inactive (cron_jobs_unscheduled reports it) or has
+    never started has no start to measure: it does not make the scheduler look stalled."""
+    staged_jobs.last_started(drain_seconds_ago=None, verify_seconds_ago=None)
+    assert metric_values(conn)["cron_minutely_jobs_last_start_age_seconds"] == 0
+
+    staged_jobs.last_started(drain_seconds_ago=900, verify_seconds_ago=40)
+    cron("SELECT cron.alter_job(%s, active => false)", (staged_jobs.ids["drain"],))
+    staged_jobs.started("anchor", 7200)
+    values = metric_values(conn)
+    assert values["cron_jobs_unscheduled"] == 1
+    assert 40 <= values["cron_minutely_jobs_last_start_age_seconds"] < 55
+
+
 def test_unreachable_pg_cron_is_unknown_not_zero(conn, dsn, endpoint_url, capsys):
     dbname = conn.info.dbname
     conn.execute(
@@ -307,7 +397,11 @@ def test_unreachable_pg_cron_is_unknown_not_zero(conn, dsn, endpoint_url, capsys
     )
 
     values = metric_values(conn)
-    assert (values["cron_failed_runs_last_hour"], values["cron_jobs_unscheduled"]) == (None, None)
+    assert (
+        values["cron_failed_runs_last_hour"],
+        values["cron_jobs_unscheduled"],
+        values["cron_minutely_jobs_last_start_age_seconds"],
+    ) == (None, None, None)
     assert values["chain_length"] == 0
     code, document = status(capsys, dsn)
     cron = check(document, "pg_cron")
@@ -319,4 +413,11 @@ def test_unreachable_pg_cron_is_unknown_not_zero(conn, dsn, endpoint_url, capsys
     assert watchdog_once(capsys, dsn, endpoint_url, stage)[0] == 0
     published = published_names(endpoint_url, stage)
     assert "ComplianceAnchorWatchdogHeartbeat" in published
-    assert not {"ComplianceCronFailedRunsLastHour", "ComplianceCronJobsUnscheduled"} & published
+    assert (
+        not {
+            "ComplianceCronFailedRunsLastHour",
+            "ComplianceCronJobsUnscheduled",
+            "ComplianceCronMinutelyJobsLastStartAge",
+        }
+        & published
+    )
