@@ -4,8 +4,9 @@ A bundle (format v1, docs/bundle-verification.md) is a folder or S3 prefix holdi
 manifest.json and events.ndjson.gz. The data object is streamed once: its bytes are
 hashed as they are read and decompressed, and each line is checked as it arrives, so
 memory stays flat whatever the bundle's size. Every event the filter matched is
-re-hashed from its own fields (python/auditchain/hashing.py), every excluded event from
-the digest of its record; every line is linked to the one before. Events are checked
+re-hashed from its own fields (python/auditchain/hashing.py) and must satisfy the
+manifest's filter (python/auditchain/export_filter.py), every excluded event is re-hashed
+from the digest of its record; every line is linked to the one before. Events are checked
 even when the data object's digest already differs from the manifest, so that a changed
 event is still named by its seq.
 
@@ -21,6 +22,7 @@ import functools
 import gzip
 import hashlib
 import json
+import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import hashing, s3
 from .cliutil import add_command, add_json_flag, is_terminal, print_json
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+from .export_filter import ExportFilter, FilterError, parse_filter
 from .progress import Progress
 from .verify import cadence_id
 
@@ -63,6 +66,8 @@ FULL_EVENT_FIELDS = frozenset(
     }
 )
 EXCLUDED_FIELDS = frozenset({"seq", "prev_hash", "record_sha256", "event_hash", "excluded"})
+# Job ids are compliance.uuidv7(): lower-case, hyphenated, version 7, RFC 9562 variant.
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 class UnusableBundle(AuditchainError):
@@ -158,6 +163,17 @@ def _checked_object(spec: dict[str, Callable[[Any], Any]], value: Any, what: str
     return checked
 
 
+def _job_id(value: Any) -> str:
+    if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
+        raise hashing.FieldError("is not a lower-case hyphenated version-7 UUID")
+    return value
+
+
+def _export_timestamp(value: Any) -> str:
+    hashing.parse_export_timestamp(value)
+    return value
+
+
 DATABASE_FIELDS = {"system_identifier": _of_type(str), "database_name": _of_type(str)}
 MANIFEST_ANCHOR_FIELDS = {
     "cadence_id": hashing.parse_hex_digest,
@@ -172,10 +188,10 @@ MANIFEST_FIELDS = {
     "format": _of_type(str),
     "format_version": _int,
     "hash_version": _int,
-    "job_id": _of_type(str),
+    "job_id": _job_id,
     "filter": _of_type(dict),
     "requested_by": _of_type(str),
-    "created_at": _of_type(str),
+    "created_at": _export_timestamp,
     "seq_from": _optional(_int),
     "seq_to": _optional(_int),
     "range_prev_hash": _optional(hashing.parse_hex_digest),
@@ -193,6 +209,7 @@ MANIFEST_FIELDS = {
 @dataclass
 class Manifest:
     fields: dict[str, Any]
+    export_filter: ExportFilter
     database: dict[str, str]
     anchors: list[dict[str, Any]]
 
@@ -224,6 +241,12 @@ def load_manifest(raw: bytes, report: Report) -> Manifest:
                 f"this verifier reads version {FORMAT_VERSION}"
             )
     fields = _checked_object(MANIFEST_FIELDS, document, MANIFEST_NAME)
+    try:
+        export_filter = parse_filter(fields["filter"])
+    except FilterError as exc:
+        raise UnusableBundle(
+            f"{MANIFEST_NAME} has a filter no export can have (the database would refuse it): {exc}"
+        ) from None
     for extra in sorted(set(document) - set(MANIFEST_FIELDS)):
         report.fail("manifest", f"unexpected field {extra!r}: not part of manifest format v1")
     database = _checked_object(DATABASE_FIELDS, fields["database"], "manifest field 'database'")
@@ -244,7 +267,7 @@ def load_manifest(raw: bytes, report: Report) -> Manifest:
         raise UnusableBundle(f"{MANIFEST_NAME} range seq {seq_from}..{seq_to} is not a range of seqs")
     if seq_from is not None and fields["range_prev_hash"] is None:
         raise UnusableBundle(f"{MANIFEST_NAME} has no range_prev_hash for a non-empty range")
-    manifest = Manifest(fields, database, anchors)
+    manifest = Manifest(fields, export_filter, database, anchors)
     _check_manifest_consistency(manifest, report)
     return manifest
 
@@ -257,6 +280,12 @@ def _check_manifest_consistency(manifest: Manifest, report: Report) -> None:
         )
     if manifest["matched_count"] > manifest["line_count"]:
         report.fail("manifest", f"matched_count {manifest['matched_count']} exceeds line_count")
+    if manifest["withheld_payloads"] != manifest.export_filter.withhold_payloads:
+        report.fail(
+            "manifest",
+            f"withheld_payloads is {str(manifest['withheld_payloads']).lower()} but the filter's "
+            f"withhold_payloads is {str(manifest.export_filter.withhold_payloads).lower()}",
+        )
     if manifest["seq_from"] == 1 and manifest["range_prev_hash"] != hashing.GENESIS_HASH:
         report.fail(
             "manifest", "range_prev_hash of a range starting at seq 1 must be 32 zero bytes (the genesis)"
@@ -541,6 +570,7 @@ def _check_line(number: int, raw: bytes, manifest: Manifest, report: Report, sta
     if matched:
         hash_follows = _check_event(event, prev_hash, stored_hash, manifest, report, fail)
     else:
+        _check_exclusion_possible(seq, manifest, fail)
         hash_follows = _check_excluded(event, prev_hash, stored_hash, report, fail)
     if hash_follows and in_place:
         state.matched_in_segment += matched
@@ -550,6 +580,21 @@ def _check_line(number: int, raw: bytes, manifest: Manifest, report: Report, sta
     if seq in state.hashes_at:
         state.hashes_at[seq] = stored_hash
         state.bindings[seq] = (state.segment, state.matched_in_segment)
+
+
+def _check_exclusion_possible(seq: int, manifest: Manifest, fail: Callable[[str, str], None]) -> None:
+    """An excluded line where, by the manifest, no event can be excluded. (Where one can, nothing
+    shows whether the excluded event matched the filter: the line carries no fields.)"""
+    if manifest.export_filter.selects_every_event:
+        fail("filter", "the line is excluded, but the manifest's filter selects every event")
+    elif seq == manifest["seq_from"]:
+        fail("range", "the line is excluded, but a range starts at the first event its filter selects")
+    elif seq == manifest["seq_to"] and seq not in {anchor["seq_to"] for anchor in manifest.anchors}:
+        fail(
+            "range",
+            "the line is excluded, but a range ends at the last event its filter selects "
+            "or at an anchor the manifest lists",
+        )
 
 
 def _check_excluded(
@@ -615,6 +660,8 @@ def _check_event(
     except hashing.FieldError as exc:
         fail("line", str(exc))
         return False
+    for reason in manifest.export_filter.mismatches(event):
+        fail("filter", f"the manifest's filter does not select this event: {reason}")
     if hashing.event_hash(prev_hash, record) != stored_hash:
         fail("content", "the event's fields do not hash to its event_hash (a hashed field was changed)")
         return False
@@ -1003,8 +1050,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Verify an export bundle (a folder or s3://bucket/prefix holding manifest.json and\n"
             "events.ndjson.gz) without the database: the data object's digest, every line's place\n"
             "in the chain, every line's hash re-derived (exported events from their fields, excluded\n"
-            "ones from their record's digest), and the anchors that cover the range against their\n"
-            "WORM objects when the bucket can be reached.\n\n"
+            "ones from their record's digest), every exported event against the manifest's filter,\n"
+            "and the anchors that cover the range against their WORM objects when the bucket can be\n"
+            "reached.\n\n"
             "exit codes: 0 all checks passed, 1 a check failed, 2 unusable bundle or arguments,\n"
             "3 S3 unreachable for the bundle itself. See docs/bundle-verification.md."
         ),

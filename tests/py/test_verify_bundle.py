@@ -19,18 +19,26 @@ from pathlib import Path
 import boto3
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from auditchain import hashing
-from auditchain.bundle import MAX_LINE_BYTES, verify_bundle
+from auditchain.bundle import MAX_LINE_BYTES, Report, verify_bundle
 from auditchain.cli import main
+from auditchain.export_filter import FilterError, parse_filter
 from awsfake import free_port
 from test_hashing import drain_all, emit_odd_events, exported_events
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = "events.ndjson.gz"
 FULL_FIELDS = ("seq", "event_id", "occurred_at", "recorded_at", "tenant_id", "event_type", "actor")
+# A selection by seq cannot be written as a filter. This filter selects every event (emit
+# refuses occurred_at before 1970), yet it is not the empty filter, so a bundle under it may
+# show excluded lines: an excluded line carries nothing to read against a filter.
+SEQ_SELECTION = {"from": "1970-01-01T00:00:00Z"}
+# Seq 1 and the even seqs: a range starts at a selected event.
+ODD_SEQS_EXCLUDED = {"matches": lambda e: e["seq"] == 1 or e["seq"] % 2 == 0, "export_filter": SEQ_SELECTION}
 
 
 # ---------------------------------------------------------------------------- writing bundles
@@ -71,10 +79,12 @@ def write_bundle(
     seq_from: int = 1,
     seq_to: int | None = None,
     matches: Callable[[dict], bool] = lambda event: True,
+    export_filter: dict | None = None,
     withhold: bool = False,
     anchors: Iterable[dict] = (),
 ) -> dict:
-    """Write a bundle of format v1 for [seq_from, seq_to] of the chain; returns its manifest."""
+    """Write a bundle of format v1 for [seq_from, seq_to] of the chain; returns its manifest.
+    export_filter (default {}) is what the manifest says; matches decides each line."""
     folder.mkdir(parents=True, exist_ok=True)
     if seq_to is None:
         seq_to = conn.execute("SELECT max(seq) FROM compliance.audit_events").fetchone()[0]
@@ -105,7 +115,7 @@ def write_bundle(
         "format_version": 1,
         "hash_version": 1,
         "job_id": "0190f5b2-0000-7000-8000-000000000001",
-        "filter": {"tenant_id": "acme"},
+        "filter": (export_filter or {}) | ({"withhold_payloads": True} if withhold else {}),
         "requested_by": "auditor@example.com",
         "created_at": "2026-11-28T12:00:00.000000Z",
         "seq_from": seq_from if lines else None,
@@ -211,14 +221,29 @@ def test_a_bundle_of_the_whole_chain_verifies(chain, tmp_path, capsys):
     assert err == ""
 
 
+def write_acme_bundle(conn: psycopg.Connection, folder: Path) -> dict:
+    """The bundle of filter {"tenant_id": "acme"}: from the first to the last acme event."""
+    first, last = conn.execute(
+        "SELECT min(seq), max(seq) FROM compliance.audit_events WHERE tenant_id = 'acme'"
+    ).fetchone()
+    return write_bundle(
+        conn,
+        folder,
+        seq_from=first,
+        seq_to=last,
+        matches=lambda e: e["tenant_id"] == "acme",
+        export_filter={"tenant_id": "acme"},
+    )
+
+
 def test_a_filtered_bundle_verifies_with_the_excluded_events_as_hashes_only(chain, tmp_path, capsys):
-    manifest = write_bundle(chain, tmp_path, matches=lambda e: e["tenant_id"] == "acme")
+    manifest = write_acme_bundle(chain, tmp_path)
     code, report = run_json(capsys, str(tmp_path), "--no-anchors")
     assert code == 0, report["failures"]
     summary = report["summary"]
-    assert summary["events_checked"] == 200
+    assert summary["events_checked"] == manifest["line_count"]
     assert summary["matched"] == manifest["matched_count"] > 0
-    assert summary["excluded"] == 200 - summary["matched"] > 0
+    assert summary["excluded"] == manifest["line_count"] - summary["matched"] > 0
     assert report["ok"] is True and report["exit_code"] == 0
 
 
@@ -380,7 +405,7 @@ EXCLUDED_HASH_MISMATCH = (
 
 
 def test_a_changed_hash_of_an_excluded_event_is_named(chain, tmp_path):
-    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] % 2 == 0)  # odd seqs excluded
+    write_bundle(chain, tmp_path, **ODD_SEQS_EXCLUDED)
     rewrite_data(tmp_path, change_byte_after(101, b'"event_hash":"'), reseal=True)
     report = verify_bundle(str(tmp_path), anchors="skip")
     assert [str(f) for f in report.failures] == [
@@ -390,14 +415,14 @@ def test_a_changed_hash_of_an_excluded_event_is_named(chain, tmp_path):
 
 
 def test_an_excluded_line_with_a_wrong_record_digest_is_named(chain, tmp_path):
-    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] % 2 == 0)
+    write_bundle(chain, tmp_path, **ODD_SEQS_EXCLUDED)
     rewrite_data(tmp_path, change_byte_after(77, b'"record_sha256":"'), reseal=True)
     report = verify_bundle(str(tmp_path), anchors="skip")
     assert [str(f) for f in report.failures] == [f"content at seq 77, line 77: {EXCLUDED_HASH_MISMATCH}"]
 
 
 def test_an_excluded_line_without_its_record_digest_is_refused(chain, tmp_path):
-    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] != 50)
+    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] != 50, export_filter=SEQ_SELECTION)
 
     def drop_digest(data: bytes) -> bytes:
         start, end = line_span(data, 1, 50)
@@ -414,7 +439,7 @@ def test_an_excluded_line_without_its_record_digest_is_refused(chain, tmp_path):
 
 
 def test_an_excluded_line_carrying_event_fields_is_refused(chain, tmp_path):
-    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] != 50)
+    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] != 50, export_filter=SEQ_SELECTION)
     rewrite_data(
         tmp_path, replace_in_line(50, b'"excluded":true', b'"excluded":true,"actor":"x"'), reseal=True
     )
@@ -609,6 +634,45 @@ HOSTILE_MANIFESTS = {
         1,
         "must be 32 zero bytes",
     ),
+    "job_id not a version-7 UUID": (
+        lambda folder: edit_manifest(
+            folder, lambda m: m.update(job_id="0190f5b2-0000-4000-8000-000000000001")
+        ),
+        2,
+        "field 'job_id' is not a lower-case hyphenated version-7 UUID",
+    ),
+    "job_id in upper case": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(job_id=m["job_id"].upper())),
+        2,
+        "field 'job_id' is not a lower-case hyphenated version-7 UUID",
+    ),
+    "created_at with an offset": (
+        lambda folder: edit_manifest(
+            folder, lambda m: m.update(created_at="2026-11-28T13:00:00.000000+01:00")
+        ),
+        2,
+        "field 'created_at' is not a timestamp of the form YYYY-MM-DDTHH:MM:SS.ffffffZ",
+    ),
+    "created_at not a date": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(created_at="2026-02-30T12:00:00.000000Z")),
+        2,
+        "field 'created_at' is not a valid date and time",
+    ),
+    "a filter with an unknown key": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(filter={"tenant": "acme"})),
+        2,
+        'has a filter no export can have (the database would refuse it): unknown key "tenant"',
+    ),
+    "a filter with a bound of the wrong type": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(filter={"from": 1700000000})),
+        2,
+        '"from" must be an ISO-8601 timestamp with a time zone, not 1700000000',
+    ),
+    "withheld_payloads contradicting the filter": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(filter={"withhold_payloads": True})),
+        1,
+        "withheld_payloads is false but the filter's withhold_payloads is true",
+    ),
 }
 
 
@@ -648,6 +712,183 @@ def test_the_command_line_never_shows_a_traceback(conn, tmp_path):
         assert proc.returncode == code, proc.stderr
         assert "Traceback" not in proc.stderr
         assert json.loads(proc.stdout)["exit_code"] == code
+
+
+# ---------------------------------------------------------------------------- the manifest's filter
+
+
+FILTERS_AT_THE_EDGES = [
+    {},
+    {"from": "2026-01-01T24:00:00Z"},
+    {"from": "2026-12-31T23:59:60Z"},
+    {"from": "2026-12-31T23:59:60.5Z"},
+    {"from": "2026-01-01T24:00:00.000001Z"},
+    {"from": "2024-02-29T00:00:00Z"},
+    {"from": "2026-02-29T00:00:00Z"},
+    {"from": "0000-01-01T00:00:00Z"},
+    {"from": "0001-01-01T00:00:00.5+15:59"},
+    {"from": "9999-12-31T23:59:59.999999-15:59"},
+    {"from": "2026-01-01T00:00:00+16:00"},
+    {"from": "2026-01-01T00:00:00+01:60"},
+    {"from": "2026-01-01T00:00:00"},
+    {"from": "2026-01-01 00:00:00Z"},
+    {"from": "2026-01-01T00:00:00.1234567Z"},
+    {"from": "２026-01-01T00:00:00Z"},
+    {"from": None},
+    {"from": "2026-01-01T01:00:00+01:00", "to": "2026-01-01T00:00:00Z"},
+    {"from": "2026-01-01T01:00:00+01:00", "to": "2026-01-01T00:00:00.000001Z"},
+    {"tenant_id": "acme", "tenant_ids": ["acme"]},
+    {"tenant_id": ""},
+    {"tenant_id": "t" * 128},
+    {"tenant_id": "t" * 129},
+    {"tenant_id": "a\tb"},
+    {"tenant_id": "Zürich-支店"},
+    {"tenant_id": None},
+    {"tenant_ids": []},
+    {"tenant_ids": ["acme", "acme", "globex"]},
+    {"tenant_ids": ["acme", 7]},
+    {"tenant_ids": "acme"},
+    {"event_types": ["data.read", "a.b"]},
+    {"event_types": ["ab"]},
+    {"event_types": ["Data.read"]},
+    {"event_types": ["data."]},
+    {"event_types": ["a." + "b" * 126]},
+    {"event_types": ["a." + "b" * 127]},
+    {"actor": "   "},
+    {"actor": " x "},
+    {"actor": "a" * 256},
+    {"actor": "a" * 257},
+    {"actor": ""},
+    {"withhold_payloads": False},
+    {"withhold_payloads": "true"},
+    {"withhold_payloads": 1},
+    {"tenant": "acme"},
+]
+
+
+def test_the_offline_filter_rules_are_the_databases(conn):
+    """verify-bundle accepts exactly the filters compliance.validate_export_filter accepts, and
+    reads their bounds as the same instants."""
+    for candidate in FILTERS_AT_THE_EDGES:
+        try:
+            conn.execute("SELECT compliance.validate_export_filter(%s::jsonb)", (json.dumps(candidate),))
+            database_accepts = True
+        except psycopg.errors.DatabaseError:  # AC030, or 22009 for an offset beyond ±15:59
+            database_accepts = False
+        try:
+            parsed = parse_filter(candidate)
+        except FilterError:
+            parsed = None
+        assert (parsed is not None) == database_accepts, candidate
+        for key, microseconds in (("from", parsed and parsed.from_us), ("to", parsed and parsed.to_us)):
+            if microseconds is not None:
+                expected = conn.execute(
+                    "SELECT (extract(epoch FROM %s::timestamptz) * 1000000)::bigint", (candidate[key],)
+                ).fetchone()[0]
+                assert microseconds == expected, candidate
+
+
+def seqs_where(conn: psycopg.Connection, condition: str) -> set[int]:
+    query = sql.SQL("SELECT seq FROM compliance.audit_events WHERE {}").format(sql.SQL(condition))
+    return {seq for (seq,) in conn.execute(query)}
+
+
+def refiltered(folder: Path, export_filter: dict) -> Report:
+    """The report on the bundle with its manifest's filter replaced."""
+    edit_manifest(folder, lambda m: m.update(filter=export_filter))
+    return verify_bundle(str(folder), anchors="skip")
+
+
+def filter_failures(folder: Path, export_filter: dict) -> list[tuple[int, str]]:
+    return [(f.seq, f.message) for f in refiltered(folder, export_filter).failures]
+
+
+NOT_SELECTED = "the manifest's filter does not select this event: "
+
+
+def test_every_matched_event_is_held_to_the_manifests_filter(chain, tmp_path):
+    """from is inclusive and to exclusive, as in the database; each event the filter does not
+    select is named with the reason."""
+    acme = tmp_path / "acme"
+    write_acme_bundle(chain, acme)
+    assert filter_failures(acme, {"tenant_ids": ["initech", "acme"]}) == []
+    report = refiltered(acme, {"tenant_ids": ["globex", "initech"]})
+    acme_seqs = sorted(seqs_where(chain, "tenant_id = 'acme'"))
+    assert report.failure_count == len(acme_seqs)
+    assert [(f.seq, f.check) for f in report.failures] == [(seq, "filter") for seq in acme_seqs[:20]]
+    assert report.failures[0].message == f"{NOT_SELECTED}tenant_id 'acme' is not a tenant the filter selects"
+
+    folder = tmp_path / "all"
+    write_bundle(chain, folder)
+    first, last = chain.execute(
+        "SELECT compliance.iso_utc(min(occurred_at)), compliance.iso_utc(max(occurred_at))"
+        "  FROM compliance.audit_events"
+    ).fetchone()
+    assert filter_failures(folder, {"from": first}) == []
+    assert filter_failures(folder, {"from": first.replace("Z", "+00:00")}) == []
+    one_us_later = (datetime.fromisoformat(first) + timedelta(microseconds=1)).isoformat()
+    failures = filter_failures(folder, {"from": one_us_later})
+    assert failures == [(1, f"{NOT_SELECTED}occurred_at is before the filter's from")]
+
+    report = refiltered(folder, {"to": last})
+    at_last = sorted(
+        seqs_where(chain, "occurred_at = (SELECT max(occurred_at) FROM compliance.audit_events)")
+    )
+    assert report.failure_count == len(at_last)
+    assert [f.seq for f in report.failures] == at_last[:20]
+    assert report.failures[0].message == f"{NOT_SELECTED}occurred_at is not before the filter's to"
+    one_us_later = (datetime.fromisoformat(last) + timedelta(microseconds=1)).isoformat()
+    assert filter_failures(folder, {"to": one_us_later}) == []
+
+    report = refiltered(folder, {"event_types": ["data.record_read", "test.odd_text"]})
+    other_types = sorted(seqs_where(chain, "event_type NOT IN ('data.record_read', 'test.odd_text')"))
+    assert report.failure_count == len(other_types)
+    assert [f.seq for f in report.failures] == other_types[:20]
+    assert report.failures[0].message.startswith(f"{NOT_SELECTED}event_type 'data.record_")
+    report = refiltered(folder, {"actor": "nobody"})
+    assert report.failure_count == 200
+    assert report.failures[0].message == f"{NOT_SELECTED}actor is not the filter's actor"
+
+
+def test_excluded_lines_that_the_manifest_rules_out_are_named(chain, tmp_path, worm, bucket_name):
+    """An empty filter excludes nothing; a range starts at a selected event and ends at one or
+    at an anchor the manifest lists. Nothing else is known of an excluded line."""
+    anchor_at_200 = put_anchor(worm, bucket_name, anchor_document(chain, 1, 200), 200)
+    cases = [
+        ({}, 3, [], [(3, "filter", "the line is excluded, but the manifest's filter selects every event")]),
+        (
+            SEQ_SELECTION,
+            1,
+            [],
+            [(1, "range", "the line is excluded, but a range starts at the first event its filter selects")],
+        ),
+        (
+            SEQ_SELECTION,
+            200,
+            [],
+            [
+                (
+                    200,
+                    "range",
+                    "the line is excluded, but a range ends at the last event its filter selects "
+                    "or at an anchor the manifest lists",
+                )
+            ],
+        ),
+        (SEQ_SELECTION, 200, [anchor_at_200], []),
+        (SEQ_SELECTION, 100, [], []),
+    ]
+    for number, (export_filter, excluded, anchors, expected) in enumerate(cases):
+        folder = tmp_path / str(number)
+        write_bundle(
+            chain,
+            folder,
+            export_filter=export_filter,
+            matches=lambda e, excluded=excluded: e["seq"] != excluded,
+            anchors=anchors,
+        )
+        report = verify_bundle(str(folder), anchors="skip")
+        assert [(f.seq, f.check, f.message) for f in report.failures] == expected, export_filter
 
 
 # ---------------------------------------------------------------------------- anchors
@@ -851,7 +1092,9 @@ def test_an_event_rewritten_with_hashes_recomputed_up_to_an_excluded_line_is_cau
     """Every line of the range re-derives its event_hash, an excluded one from its record's digest,
     so a forger can no longer stop recomputing at an excluded line: the chain breaks there."""
     entry = put_anchor(worm, bucket_name, anchor_document(chain, 1, 200), 200)
-    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] != 150, anchors=[entry])
+    write_bundle(
+        chain, tmp_path, matches=lambda e: e["seq"] != 150, export_filter=SEQ_SELECTION, anchors=[entry]
+    )
     rewrite_data(tmp_path, forge_actor(10, rehash_through=149), reseal=True)
     code, report = run_json(capsys, str(tmp_path), "--endpoint-url", endpoint_url)
     assert code == 1
@@ -865,7 +1108,9 @@ def test_an_event_rewritten_with_every_later_hash_recomputed_is_caught_by_the_an
     chain, tmp_path, capsys, worm, bucket_name, endpoint_url
 ):
     entry = put_anchor(worm, bucket_name, anchor_document(chain, 1, 200), 200)
-    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] % 3 != 0, anchors=[entry])
+    write_bundle(
+        chain, tmp_path, matches=lambda e: e["seq"] % 3 != 0, export_filter=SEQ_SELECTION, anchors=[entry]
+    )
     rewrite_data(tmp_path, forge_actor(10, rehash_through=200), reseal=True)
     code, report = run_json(capsys, str(tmp_path), "--endpoint-url", endpoint_url)
     assert code == 1
@@ -880,7 +1125,9 @@ def test_a_filtered_bundle_binds_every_matched_event_up_to_a_verified_anchor(
     """Excluded lines no longer cut the tie: only the matched events after the last verified
     anchor are unbound, and the report says so."""
     entry = put_anchor(worm, bucket_name, anchor_document(chain, 1, 150), 150)
-    write_bundle(chain, tmp_path, matches=lambda e: e["seq"] % 3 != 0, anchors=[entry])
+    write_bundle(
+        chain, tmp_path, matches=lambda e: e["seq"] % 3 != 0, export_filter=SEQ_SELECTION, anchors=[entry]
+    )
     code, report = run_json(capsys, str(tmp_path), "--endpoint-url", endpoint_url)
     assert code == 0, report["failures"]
     assert (report["summary"]["matched"], report["summary"]["excluded"]) == (134, 66)
