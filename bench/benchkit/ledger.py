@@ -34,6 +34,21 @@ CREATE SCHEMA IF NOT EXISTS bench_ref;
 CREATE TABLE IF NOT EXISTS bench_ref.emit_plain (LIKE compliance.audit_outbox INCLUDING ALL);
 -- Same columns as audit_events and nothing else: no index, no constraint, no trigger.
 CREATE TABLE IF NOT EXISTS bench_ref.drain_copy (LIKE compliance.audit_events);
+-- The drain's floor: audit_events' indexes (seq, event_id, event_hash, BRIN recorded_at).
+CREATE TABLE IF NOT EXISTS bench_ref.drain_floor (LIKE compliance.audit_events INCLUDING INDEXES);
+-- The emit floor: the same INSERT inside the barest PL/pgSQL function.
+CREATE TABLE IF NOT EXISTS bench_ref.emit_floor (LIKE compliance.audit_outbox INCLUDING ALL);
+CREATE OR REPLACE FUNCTION bench_ref.emit_floor(
+    p_event_type text, p_actor text, p_payload jsonb, p_tenant_id text
+) RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    v_event_id uuid := gen_random_uuid();
+BEGIN
+    INSERT INTO bench_ref.emit_floor (event_id, occurred_at, tenant_id, event_type, actor, payload)
+    VALUES (v_event_id, now(), p_tenant_id, p_event_type, p_actor, p_payload);
+    RETURN v_event_id;
+END;
+$$;
 """
 
 

@@ -28,7 +28,12 @@ class Target:
 
 @dataclass
 class Row:
-    """A measured figure beside its reference; metrics holds the absolute numbers."""
+    """A measured figure beside its reference; metrics holds the absolute numbers.
+
+    floor, where a case has one, is the same work stripped down to what the design itself
+    imposes (a function call for emit; the row lock, delete and indexes for drain; the hash
+    format for verify_chain), measured in the same run: floor / reference is the most any
+    implementation of the design could reach, measured / floor what our code makes of it."""
 
     case: str
     variant: str
@@ -38,6 +43,8 @@ class Row:
     measured: float | None = None
     reference: float | None = None
     metrics: dict[str, float | int | str] = field(default_factory=dict)
+    floor_name: str | None = None
+    floor: float | None = None
     skipped: str | None = None
     error: str | None = None
 
@@ -46,6 +53,12 @@ class Row:
         if self.measured is None or not self.reference:
             return None
         return self.measured / self.reference
+
+    @property
+    def floor_ratio(self) -> float | None:
+        if self.floor is None or not self.reference:
+            return None
+        return self.floor / self.reference
 
     def values(self) -> dict[str, float | int | str | None]:
         return {**self.metrics, "measured": self.measured, "reference": self.reference, "ratio": self.ratio}
@@ -68,6 +81,9 @@ class Row:
             "reference_name": self.reference_name,
             "reference": self.reference,
             "ratio": self.ratio,
+            "floor_name": self.floor_name,
+            "floor": self.floor,
+            "floor_ratio": self.floor_ratio,
             "metrics": self.metrics,
             "targets": self.verdicts(),
             "skipped": self.skipped,
@@ -98,20 +114,29 @@ def _number(value: float | None) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    header = ("case", "variant", "measured", "reference", "ratio", "unit", "targets")
+    header = ("case", "variant", "measured", "reference", "ratio", "floor ratio", "unit", "targets")
     lines = [header]
     for row in rows:
         if row.skipped or row.error:
             state = "skipped" if row.skipped else "ERROR"
-            lines.append((row.case, row.variant, state, "", "", "", row.skipped or row.error or ""))
+            lines.append((row.case, row.variant, state, "", "", "", "", row.skipped or row.error or ""))
             continue
         verdicts = ", ".join(
             f"{t.describe()} {'ok' if v['met'] else 'MISSED'}"
             for t, v in zip(row.targets, row.verdicts(), strict=True)
         )
-        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
+        ratio, floor_ratio = (("-" if r is None else f"{r:.2f}") for r in (row.ratio, row.floor_ratio))
         lines.append(
-            (row.case, row.variant, _number(row.measured), _number(row.reference), ratio, row.unit, verdicts)
+            (
+                row.case,
+                row.variant,
+                _number(row.measured),
+                _number(row.reference),
+                ratio,
+                floor_ratio,
+                row.unit,
+                verdicts,
+            )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     rendered = [

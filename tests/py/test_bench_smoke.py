@@ -55,6 +55,8 @@ def test_bench_smoke_measures_every_case_beside_its_reference(tmp_path: Path) ->
             assert row["targets"], label
         if row["case"] != "latency":
             assert row["reference"] > 0 and row["ratio"] > 0, label
+        if row["case"] in ("emit", "drain", "verify_chain"):
+            assert row["floor_name"] and row["floor"] > 0 and row["floor_ratio"] > 0, f"{label}: no floor"
         assert row["variant"] in done.stdout, f"{label} missing from the printed table"
 
     for case in ("export", "verify_bundle"):
