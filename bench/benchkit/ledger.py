@@ -92,7 +92,7 @@ class Ledger:
         """VACUUM ANALYZE then CHECKPOINT, so that what follows starts from the same clean state
         (hint bits set, visibility map current, no dirty buffers left by the set-up)."""
         for table in tables:
-            self.conn.execute(f"VACUUM (ANALYZE) {table}")
+            self.conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(*table.split("."))))
         self.conn.execute("CHECKPOINT")
 
     def drain_all(self) -> int:

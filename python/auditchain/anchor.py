@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from psycopg import sql
 
 from . import db, s3
 from .bucket import add_bucket_option, require_bucket, require_worm
@@ -320,7 +321,7 @@ def follow(dsn: str, uploader: Uploader, poll_interval: float) -> int:
             db.connect(dsn, autocommit=True, app="auditchain anchor listen") as listener,
             db.connect(dsn, app="auditchain anchor") as conn,
         ):
-            listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
             log.info("following %s; polling every %s s", NOTIFY_CHANNEL, poll_interval)
             while True:
                 summary = uploader.upload_pending(conn)

@@ -29,9 +29,10 @@ from .bucket import add_bucket_option, read_lock_status, require_bucket
 from .cliutil import add_command, add_json_flag, is_terminal, print_json
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, AuditchainError
 
-ANCHOR_COLUMNS = (
-    "anchor_id, cadence_id, seq_from, seq_to, head_hash, prev_anchor_digest, document_digest, status::text,"
-    " bucket, object_key, version_id, lock_mode, retain_until, last_error"
+ANCHORS_QUERY = (
+    "SELECT anchor_id, cadence_id, seq_from, seq_to, head_hash, prev_anchor_digest, document_digest,"
+    " status::text, bucket, object_key, version_id, lock_mode, retain_until, last_error"
+    " FROM compliance.anchors ORDER BY seq_to"
 )
 
 
@@ -125,10 +126,7 @@ def _read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
             system_identifier, database_name = conn.execute(
                 "SELECT system_identifier::text, current_database() FROM pg_control_system()"
             ).fetchone()
-            rows = [
-                AnchorRow(*r)
-                for r in conn.execute(f"SELECT {ANCHOR_COLUMNS} FROM compliance.anchors ORDER BY seq_to")  # noqa: S608
-            ]
+            rows = [AnchorRow(*r) for r in conn.execute(ANCHORS_QUERY)]
             seqs = sorted(seqs_of_objects | {r.seq_to for r in rows})
             event_hashes = dict(
                 conn.execute(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 
@@ -41,6 +42,19 @@ SCHEMA_SNAPSHOT = _snapshot_schema()
 
 def admin_dsn(dbname: str = "postgres") -> str:
     return make_conninfo(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname)
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(admin_dsn(), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def create_empty_database(name: str) -> str:
+    """A new empty database of that name (dropped first if a killed run left it); its DSN."""
+    drop_database(name)
+    with psycopg.connect(admin_dsn(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return admin_dsn(name)
 
 
 def load_schema(
@@ -73,12 +87,8 @@ def conn(dsn: str) -> Iterator[psycopg.Connection]:
 def empty_dsn() -> Iterator[str]:
     """A database with nothing installed, dropped afterwards."""
     name = f"auditchain_empty_{os.getpid()}"
-    with psycopg.connect(admin_dsn(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield admin_dsn(name)
-    with psycopg.connect(admin_dsn(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield create_empty_database(name)
+    drop_database(name)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import boto3
 import psycopg
 import pytest
 from botocore.exceptions import ClientError
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from auditchain.cli import main
@@ -377,12 +378,13 @@ def test_follow_uploads_when_create_anchor_notifies(conn, dsn, endpoint_url, wor
 def login_role(conn: psycopg.Connection, group: str) -> Iterator[str]:
     """A login role in the given group role, dropped afterwards (roles are cluster-wide)."""
     name = f"ac_login_{group}_{os.getpid()}"
-    conn.execute(f'DROP ROLE IF EXISTS "{name}"')
-    conn.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE {group}')
+    role = sql.Identifier(name)
+    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(role, sql.Identifier(group)))
     try:
         yield name
     finally:
-        conn.execute(f'DROP ROLE "{name}"')
+        conn.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
 def test_uploader_needs_only_the_compliance_anchor_role(conn, dsn, endpoint_url, worm_bucket, capsys):

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from awsfake import free_port
-from conftest import admin_dsn
+from conftest import admin_dsn, drop_database
 
 
 @pytest.mark.slow
@@ -43,8 +43,7 @@ def test_demo_runs_end_to_end_at_small_size(tmp_path):
             assert conn.execute("SELECT status FROM compliance.export_jobs").fetchone()[0] == "completed"
     finally:
         subprocess.run([*command, *options, "--down"], capture_output=True, timeout=60)
-        with psycopg.connect(admin_dsn(), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        drop_database(database)
     with psycopg.connect(admin_dsn(), autocommit=True) as admin:
         left = admin.execute(
             "SELECT count(*) FROM cron.job WHERE jobname LIKE %s", (f"auditchain:{database}:%",)

@@ -16,7 +16,7 @@ import pytest
 
 from auditchain.migrate import migrate, render_dist
 from auditchain.schema import load_definitions, load_migrations
-from conftest import admin_dsn
+from conftest import create_empty_database, drop_database
 from schemacopy import copy_schema
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
@@ -31,16 +31,12 @@ def new_db() -> Iterator[Callable[[], str]]:
 
     def create() -> str:
         name = f"auditchain_dist_{os.getpid()}_{next(_counter)}"
-        with psycopg.connect(admin_dsn(), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.execute(f'CREATE DATABASE "{name}"')
         names.append(name)
-        return admin_dsn(name)
+        return create_empty_database(name)
 
     yield create
-    with psycopg.connect(admin_dsn(), autocommit=True) as admin:
-        for name in names:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for name in names:
+        drop_database(name)
 
 
 @pytest.fixture(scope="module")

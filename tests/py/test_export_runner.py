@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from auditchain import hashing, s3
@@ -163,13 +164,15 @@ def bucket(client: Any, bucket_name: str) -> str:
 def exporter_dsn(dsn: str) -> Iterator[str]:
     """A login role that is only a member of compliance_exporter, as production runs the runner."""
     role = f"ac_exporter_{os.getpid()}"
+    drop_role = sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role))
     with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"DROP ROLE IF EXISTS {role}")
-        admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE compliance_exporter")
+        admin.execute(drop_role)
+        create = sql.SQL("CREATE ROLE {} LOGIN IN ROLE compliance_exporter")
+        admin.execute(create.format(sql.Identifier(role)))
     yield make_conninfo(dsn, user=role)
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
-        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(drop_role)
 
 
 # ---------------------------------------------------------------------------- bundles

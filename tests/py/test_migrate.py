@@ -18,7 +18,7 @@ import pytest
 from auditchain.cli import main
 from auditchain.migrate import MIGRATION_LOCK_KEY, migrate
 from auditchain.schema import load_definitions, load_migrations
-from conftest import PG_HOST, PG_PORT, PG_USER
+from conftest import PG_HOST, PG_PORT, PG_USER, drop_database
 from schemacopy import add_migration, copy_schema
 
 PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
@@ -335,7 +335,6 @@ def test_failing_migration_is_rolled_back_and_named(dsn, conn, tmp_path, monkeyp
 def test_create_database_flag_creates_and_migrates(capsys):
     name = f"auditchain_create_{os.getpid()}"
     target = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    admin = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
     try:
         code, _, err = run_cli(capsys, "migrate", "--create-database", "--quiet", "--dsn", target)
         assert (code, err) == (0, "")
@@ -344,5 +343,4 @@ def test_create_database_flag_creates_and_migrates(capsys):
         # A second run with the flag finds the database and does nothing.
         assert run_cli(capsys, "migrate", "--create-database", "--quiet", "--dsn", target)[0] == 0
     finally:
-        with psycopg.connect(admin, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)

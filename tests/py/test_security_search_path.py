@@ -182,9 +182,11 @@ def test_emit_and_drain_chain_what_a_clean_session_computes(hijacked, conn):
 
 @pytest.mark.parametrize(("arguments", "sqlstate"), REFUSED, ids=[s for _, s in REFUSED])
 def test_emit_refuses_the_same_inputs(hijacked, conn, arguments, sqlstate):
-    placeholders = ", ".join(["%s"] * len(arguments))
+    call = sql.SQL("SELECT compliance.emit({})").format(
+        sql.SQL(", ").join([sql.Placeholder()] * len(arguments))
+    )
     with pytest.raises(psycopg.Error) as refused:
-        hijacked.execute(f"SELECT compliance.emit({placeholders})", arguments)
+        hijacked.execute(call, arguments)
     assert refused.value.sqlstate == sqlstate
     assert conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0] == 0
 
