@@ -60,7 +60,19 @@ def create_empty_database(name: str) -> str:
 def load_schema(
     host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object
 ) -> None:
+    """Build the session's template database; first clear what killed sessions left."""
+    unschedule_jobs_of_dropped_databases()
     migrate(make_conninfo(host=host, port=port, user=user, dbname=dbname), quiet=True)
+
+
+def unschedule_jobs_of_dropped_databases() -> None:
+    """A session killed before its teardown leaves pg_cron jobs whose database is gone, and
+    pg_cron then fails them every minute; remove them as docs/deployment.md tells operators."""
+    with psycopg.connect(admin_dsn(CRON_DB), autocommit=True) as cron:
+        cron.execute(
+            "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname LIKE 'auditchain:%'"
+            " AND split_part(jobname, ':', 2) NOT IN (SELECT datname FROM pg_database)"
+        )
 
 
 postgresql_noproc = factories.postgresql_noproc(
