@@ -89,6 +89,8 @@ def run(ledger: Ledger, *, clients: int, seconds: int, rounds: int) -> Row:
             "reference_cpu_us_per_event": insert_cpu * 1e6,
             "cpu_ratio": insert_cpu / emit_cpu,
         }
+        if cpu["floor"]:
+            row.metrics["floor_cpu_us_per_event"] = statistics.median(cpu["floor"]) * 1e6
     return row
 
 
