@@ -21,9 +21,10 @@ PAYLOAD = (
     '"user_agent": "Mozilla/5.0 (X11; Linux x86_64) auditchain-bench/1.0"}'
 )
 
-# The payload travels as a statement parameter (pgbench -D), as from an application.
-EMIT_SCRIPT = """\\set i random(1, 1000000)
-SELECT compliance.emit('bench.emit', 'user:' || :i::text, :payload::jsonb, 'tenant-' || (:i::int % 10));
+# The payload travels as a statement parameter (pgbench -D), as from an application. The
+# emit and floor scripts call a function with the same arguments.
+CALL_SCRIPT = """\\set i random(1, 1000000)
+SELECT {function}('bench.emit', 'user:' || :i::text, :payload::jsonb, 'tenant-' || (:i::int % 10));
 """
 
 INSERT_SCRIPT = """\\set i random(1, 1000000)
@@ -32,17 +33,17 @@ VALUES (gen_random_uuid(), now(), 'tenant-' || (:i::int % 10), 'bench.emit', 'us
         :payload::jsonb);
 """
 
-FLOOR_SCRIPT = """\\set i random(1, 1000000)
-SELECT bench_ref.emit_floor('bench.emit', 'user:' || :i::text, :payload::jsonb, 'tenant-' || (:i::int % 10));
-"""
-
 TABLES = {
     "emit": ("compliance", "audit_outbox"),
     "insert": ("bench_ref", "emit_plain"),
     "floor": ("bench_ref", "emit_floor"),
 }
-SCRIPTS = {"emit": EMIT_SCRIPT, "insert": INSERT_SCRIPT, "floor": FLOOR_SCRIPT}
-TRUNCATE_ALL = "TRUNCATE compliance.audit_outbox, bench_ref.emit_plain, bench_ref.emit_floor"
+SCRIPTS = {
+    "emit": CALL_SCRIPT.format(function="compliance.emit"),
+    "insert": INSERT_SCRIPT,
+    "floor": CALL_SCRIPT.format(function="bench_ref.emit_floor"),
+}
+TRUNCATE_ALL = sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(*t) for t in TABLES.values()))
 
 
 def run(ledger: Ledger, *, clients: int, seconds: int, rounds: int) -> Row:
