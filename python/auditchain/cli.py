@@ -6,9 +6,10 @@ import argparse
 import importlib
 import logging
 import sys
+import typing
 
 from . import __version__, db
-from .errors import AuditchainError
+from .errors import EXIT_USAGE, AuditchainError
 
 # Each module adds its own sub-commands with register(subparsers).
 COMMAND_MODULES = [
@@ -26,8 +27,17 @@ COMMAND_MODULES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which `status` uses for CRITICAL: exit EXIT_USAGE instead.
+    Sub-command parsers inherit this class (add_subparsers uses the parent's class)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="auditchain",
         description="Tamper-evident compliance audit log in PostgreSQL: migrations, anchoring, "
         "metrics, exports and verification.",

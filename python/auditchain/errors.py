@@ -1,9 +1,16 @@
-"""Exit codes and the one exception type the command line turns into a clean message."""
+"""Exit codes and the one exception type the command line turns into a clean message.
+
+One table for the whole CLI (docs/cli.md). 1 means evidence of tampering or a failed
+check and nothing else; setup problems use the sysexits.h numbers, which no monitoring
+verdict uses. `auditchain status` alone keeps the monitoring-plugin codes 0-3
+(OK, WARNING, CRITICAL, UNKNOWN), which is why no other code may be 2 or 3.
+"""
 
 EXIT_OK = 0
-EXIT_FAILED = 1  # a check ran and found a problem (drift, broken chain, failed upload)
-EXIT_USAGE = 2  # bad arguments or configuration
-EXIT_UNAVAILABLE = 3  # a dependency (database, S3, CloudWatch) could not be reached
+EXIT_FAILED = 1  # a check ran and found a problem: tampering, drift, a broken chain, a failed upload
+EXIT_USAGE = 64  # bad arguments, an unreadable input file (sysexits EX_USAGE)
+EXIT_UNAVAILABLE = 69  # a dependency (database, S3, CloudWatch, KMS) could not be reached (EX_UNAVAILABLE)
+EXIT_CONFIG = 78  # reachable but not set up: missing schema, role, bucket, credentials (EX_CONFIG)
 
 
 class AuditchainError(Exception):
