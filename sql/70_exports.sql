@@ -106,10 +106,12 @@ BEGIN
         END LOOP;
     END LOOP;
 
+    -- The actor rule is emit's (AC002), so that a filter can select every actor emit accepts.
     v_value := p_filter -> 'actor';
-    IF v_value IS NOT NULL AND (NOT compliance.export_filter_text_ok(v_value, 256)
-                                OR pg_catalog.btrim(v_value #>> '{}') = '') THEN
-        RAISE EXCEPTION 'invalid export filter: "actor" must be a non-blank string of at most 256 characters, not %',
+    IF v_value IS NOT NULL AND (pg_catalog.jsonb_typeof(v_value) <> 'string'
+                                OR (v_value #>> '{}') !~ '[^[:space:]]'
+                                OR pg_catalog.length(v_value #>> '{}') > 256) THEN
+        RAISE EXCEPTION 'invalid export filter: "actor" must be a string of at most 256 characters that is not blank, not %',
             v_value::text
             USING ERRCODE = 'AC030';
     END IF;
@@ -123,6 +125,41 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.validate_export_filter(jsonb) IS
 'Raises AC030 naming the key unless the export filter is well-formed (docs/exports.md, "Filters").';
+
+-- compliance.normalize_export_filter(filter): the filter in the one form an export manifest
+-- records (format_version 2), so that an offline verifier compares values and re-decides no
+-- rule: "from"/"to" as compliance.iso_utc instants, tenant_ids and event_types de-duplicated
+-- and sorted by code point (COLLATE "C", whatever the database's collation), and
+-- withhold_payloads always present. Raises AC030 as validate_export_filter does. Touches no table.
+CREATE OR REPLACE FUNCTION compliance.normalize_export_filter(filter jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_filter constant jsonb := normalize_export_filter.filter;
+BEGIN
+    PERFORM compliance.validate_export_filter(v_filter);
+    RETURN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'from', compliance.iso_utc((v_filter ->> 'from')::timestamptz),
+        'to', compliance.iso_utc((v_filter ->> 'to')::timestamptz),
+        'tenant_id', v_filter -> 'tenant_id',
+        'tenant_ids', (
+            SELECT pg_catalog.jsonb_agg(DISTINCT t.value COLLATE "C" ORDER BY t.value COLLATE "C")
+              FROM pg_catalog.jsonb_array_elements_text(v_filter -> 'tenant_ids') AS t (value)
+        ),
+        'event_types', (
+            SELECT pg_catalog.jsonb_agg(DISTINCT t.value COLLATE "C" ORDER BY t.value COLLATE "C")
+              FROM pg_catalog.jsonb_array_elements_text(v_filter -> 'event_types') AS t (value)
+        ),
+        'actor', v_filter -> 'actor',
+        'withhold_payloads', coalesce((v_filter -> 'withhold_payloads')::boolean, false)
+    ));
+END;
+$$;
+COMMENT ON FUNCTION compliance.normalize_export_filter(jsonb) IS
+'A validated export filter in the canonical form export manifests record (canonical instants, sorted lists); AC030 if invalid.';
 
 -- compliance.export_filter_text_ok(value, max_length): is a filter value a JSON string of
 -- 1..max_length characters without control characters? Touches no table.
@@ -400,10 +437,10 @@ BEGIN
 
     RETURN pg_catalog.jsonb_build_object(
         'format', 'auditchain-export',
-        'format_version', 1,
+        'format_version', 2,
         'hash_version', 1,
         'job_id', v_job.job_id,
-        'filter', v_job.filter,
+        'filter', compliance.normalize_export_filter(v_job.filter),
         'requested_by', v_job.requested_by,
         'created_at', compliance.iso_utc(pg_catalog.now()),
         'seq_from', v_first,
@@ -422,7 +459,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.export_plan(uuid) IS
-'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (export bundle v1); AC033 unless running.';
+'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 2); AC033 unless running.';
 
 -- compliance.export_lines(job_id, seq_from, seq_to): the data object of a running job's
 -- bundle, one row per seq of [seq_from, seq_to] in seq order: matched events in full

@@ -40,6 +40,8 @@ GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_
 
 -- compliance_writer: request exports (each request is itself an audit event).
 GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text) TO compliance_writer;
+-- compliance_writer and compliance_auditor: see a filter as its bundle's manifest will record it.
+GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO compliance_writer, compliance_auditor;
 
 -- compliance_exporter: claim jobs, read a running job's plan and lines, report progress and
 -- record the outcome. No table privilege: a runner sees only what export_plan and

@@ -29,7 +29,7 @@ from .results import Row, Target
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORT_MODULE = "auditchain.export"
-BUNDLE_MODULE = "auditchain.bundle"
+BUNDLE_MODULE = "auditchain.offline.bundle"
 BUCKET = "bench-exports"
 REFERENCE_COPY_SQL = (
     "COPY (SELECT row_to_json(e)::text FROM compliance.audit_events AS e ORDER BY e.seq) TO STDOUT"

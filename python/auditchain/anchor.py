@@ -31,8 +31,9 @@ import psycopg
 from psycopg import sql
 
 from . import db, s3
-from .bucket import add_bucket_option, require_bucket, require_worm
+from .bucket import require_worm
 from .cliutil import add_command, add_json_flag, print_json
+from .config import add_bucket_option, add_endpoint_options, require_bucket
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
 
 log = logging.getLogger("auditchain.anchor")
@@ -398,7 +399,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--follow", action="store_true", help="keep running: LISTEN auditchain_anchor and poll")
     add_bucket_option(p)
     add_prefix_option(p)
-    s3.add_endpoint_options(p)
+    add_endpoint_options(p)
     p.add_argument(
         "--lock-mode",
         choices=LOCK_MODES,

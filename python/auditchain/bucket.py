@@ -9,12 +9,12 @@ set-retention    change the default retention period; never lowered while in COM
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import asdict, dataclass
 
 from . import s3
 from .cliutil import add_command, add_json_flag, print_json
+from .config import add_bucket_option, add_endpoint_options, require_bucket
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AuditchainError
 
 STAGE_TAG = "auditchain:stage"
@@ -59,18 +59,6 @@ class LockStatus:
         if self.default_years is not None:
             return f"{self.default_mode}, {self.default_years} years"
         return f"{self.default_mode}, {self.default_days} days"
-
-
-def add_bucket_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bucket", default=os.environ.get("AUDITCHAIN_BUCKET"), help="S3 bucket (default: AUDITCHAIN_BUCKET)"
-    )
-
-
-def require_bucket(args: argparse.Namespace) -> str:
-    if not args.bucket:
-        raise AuditchainError("no bucket: pass --bucket or set AUDITCHAIN_BUCKET", EXIT_USAGE)
-    return args.bucket
 
 
 def read_stage_tag(client, bucket: str) -> str | None:
@@ -254,7 +242,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def action(name: str, help: str, func) -> argparse.ArgumentParser:
         p = add_command(commands, name, help=help, needs_db=False)
         add_bucket_option(p)
-        s3.add_endpoint_options(p)
+        add_endpoint_options(p)
         p.set_defaults(func=func)
         return p
 

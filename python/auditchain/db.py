@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from . import config
 from .errors import EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError, first_line
 
 
 def resolve_dsn(dsn: str | None) -> str:
     """--dsn wins, then DATABASE_URL; an empty conninfo lets libpq read the PG* variables."""
-    chosen = dsn or os.environ.get("DATABASE_URL") or ""
+    chosen = dsn or config.env("DATABASE_URL") or ""
     try:
         conninfo_to_dict(chosen)
     except (psycopg.ProgrammingError, UnicodeError):
@@ -28,10 +27,10 @@ def resolve_dsn(dsn: str | None) -> str:
 def describe(dsn: str) -> str:
     """A readable name for the target database that never contains the password."""
     params = conninfo_to_dict(dsn)
-    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    user = params.get("user") or os.environ.get("PGUSER") or ""
-    dbname = params.get("dbname") or os.environ.get("PGDATABASE") or user or "postgres"
+    host = params.get("host") or config.pg_env("PGHOST") or "localhost"
+    port = params.get("port") or config.pg_env("PGPORT") or "5432"
+    user = params.get("user") or config.pg_env("PGUSER") or ""
+    dbname = params.get("dbname") or config.pg_env("PGDATABASE") or user or "postgres"
     who = f"{user}@" if user else ""
     return f"postgresql://{who}{host}:{port}/{dbname}"
 

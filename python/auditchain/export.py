@@ -24,8 +24,9 @@ from psycopg.types.json import Jsonb
 
 from . import db, s3
 from .cliutil import add_command, add_json_flag, print_json
+from .config import add_bucket_option, add_endpoint_options, require_bucket
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError, first_line
-from .progress import Progress
+from .progress import meter
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class Runner:
         self, reader: psycopg.Connection, job_id: uuid.UUID, manifest: dict[str, Any], sink: GzipToParts
     ) -> tuple[int, int]:
         seq_from, seq_to = manifest["seq_from"], manifest["seq_to"]
-        progress = Progress(f"export {job_id}", unit="lines", total=manifest["line_count"])
+        bar = meter(f"export {job_id}", unit="lines", total=manifest["line_count"])
         next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         lines = matched = 0
         batch: list[str] = []
@@ -257,13 +258,13 @@ class Runner:
             if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_LINES:
                 sink.write(("\n".join(batch) + "\n").encode())
                 batch, batch_bytes = [], 0
-                progress.update(lines)
+                bar.update(lines - bar.n)
                 if time.monotonic() >= next_heartbeat:
                     self._heartbeat(job_id)
                     next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         if batch:
             sink.write(("\n".join(batch) + "\n").encode())
-        progress.finish()
+        bar.close()
         return lines, matched
 
     def _heartbeat(self, job_id: uuid.UUID) -> None:
@@ -350,7 +351,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--once", action="store_true", help="run the oldest queued job, if any, then exit")
     mode.add_argument("--follow", action="store_true", help="keep claiming queued jobs until interrupted")
     mode.add_argument("--job", type=_job_id, metavar="JOB_ID", help="run this job if it is still queued")
-    run.add_argument("--bucket", required=True, help="S3 bucket that receives the bundles")
+    add_bucket_option(run)
     run.add_argument("--prefix", default="exports/", help="key prefix of the bundles (default: exports/)")
     run.add_argument(
         "--poll-interval",
@@ -359,7 +360,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="with --follow: wait this long when no job is queued (default: 5)",
     )
-    s3.add_endpoint_options(run)
+    add_endpoint_options(run)
     add_json_flag(run)
     run.set_defaults(func=run_runner)
 
@@ -395,7 +396,7 @@ def run_request(args: argparse.Namespace) -> int:
 def run_runner(args: argparse.Namespace) -> int:
     client = s3.client_from_args(args)
     with db.connect(args.dsn, autocommit=True, app="auditchain export run") as control:
-        runner = Runner(args.dsn, control, client, args.bucket, args.prefix)
+        runner = Runner(args.dsn, control, client, require_bucket(args), args.prefix)
         if args.follow:
             return _follow(runner, args)
         if args.job:

@@ -8,7 +8,7 @@ or task role) as it does for the AWS CLI.
 from __future__ import annotations
 
 import argparse
-import os
+import urllib.parse
 from typing import Any
 
 import boto3
@@ -25,37 +25,29 @@ CLIENT_CONFIG = Config(
 )
 
 
+AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn")
+
 # Every error boto3 raises for a request: the service said no (ClientError) or never answered.
 S3_ERRORS = (ClientError, BotoCoreError)
 
 
-def default_endpoint_url() -> str | None:
-    for name in ("AUDITCHAIN_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
-
-
-def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--endpoint-url",
-        default=default_endpoint_url(),
-        help="S3-compatible endpoint (default: AUDITCHAIN_S3_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, "
-        "AWS_ENDPOINT_URL, else AWS itself)",
-    )
-    parser.add_argument(
-        "--region", default=None, help="AWS region (default: AWS_DEFAULT_REGION or the profile)"
-    )
-
-
 def make_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """An S3 client; path-style addressing when an explicit endpoint is given (MinIO, moto, Ceph)."""
-    config = CLIENT_CONFIG
-    if endpoint_url:
-        config = config.merge(Config(s3={"addressing_style": "path"}))
+    """An S3 client. The endpoint is endpoint_url, else what boto3 resolves (AWS_ENDPOINT_URL_S3,
+    AWS_ENDPOINT_URL, the profile), else AWS; any endpoint but AWS's own (MinIO, moto, Ceph) gets
+    path-style addressing, which they serve without wildcard DNS."""
     try:
-        return boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config
+        session = boto3.session.Session()
+        client = session.client(
+            "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=CLIENT_CONFIG
+        )
+        host = urllib.parse.urlsplit(client.meta.endpoint_url).hostname or ""
+        if host.endswith(AWS_HOST_SUFFIXES):
+            return client
+        return session.client(
+            "s3",
+            endpoint_url=client.meta.endpoint_url,
+            region_name=region or None,
+            config=CLIENT_CONFIG.merge(Config(s3={"addressing_style": "path"})),
         )
     except BotoCoreError as exc:
         raise AuditchainError(f"cannot configure the S3 client: {exc}", EXIT_UNAVAILABLE) from None

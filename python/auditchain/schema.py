@@ -9,11 +9,11 @@ sql/NN_area.sql                  functions, procedures, triggers, views, comment
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import config
 from .errors import EXIT_USAGE, AuditchainError
 
 MIGRATION_NAME = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
@@ -42,7 +42,7 @@ class SchemaFile:
 
 def schema_root() -> Path:
     """The folder holding migrations/ and sql/: AUDITCHAIN_SCHEMA_DIR, the wheel's copy, or the checkout."""
-    override = os.environ.get("AUDITCHAIN_SCHEMA_DIR")
+    override = config.env("AUDITCHAIN_SCHEMA_DIR")
     if override:
         return Path(override)
     packaged = Path(__file__).resolve().parent / "schema"

@@ -17,7 +17,7 @@ from conftest import admin_dsn
 ROOT = Path(__file__).resolve().parents[2]
 CASES = {"emit", "drain", "verify_chain", "export", "verify_bundle", "latency"}
 # A case may be skipped only while the module it measures does not exist.
-NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.bundle"]}
+NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.offline.bundle"]}
 
 
 @pytest.mark.slow

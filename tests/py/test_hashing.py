@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from auditchain import hashing
+from auditchain.formats import hashing
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "hash-format.md"
 

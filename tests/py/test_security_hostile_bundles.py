@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from auditchain.bundle import MAX_MANIFEST_BYTES
 from auditchain.cli import main
+from auditchain.offline.bundle import MAX_MANIFEST_BYTES
 
 settings.register_profile(
     "auditchain-hostile-bundles",

@@ -19,14 +19,16 @@ from pathlib import Path
 import boto3
 import psycopg
 import pytest
+from auditchain.export_filter import FilterError, parse_filter
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from auditchain import hashing
-from auditchain.bundle import MAX_LINE_BYTES, Report, verify_bundle
 from auditchain.cli import main
-from auditchain.export_filter import FilterError, parse_filter
+from auditchain.formats import hashing
+from auditchain.offline.bundle import verify_bundle
+from auditchain.offline.chain import MAX_LINE_BYTES
+from auditchain.offline.report import Report
 from awsfake import free_port
 from test_hashing import drain_all, emit_odd_events, exported_events
 

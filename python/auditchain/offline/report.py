@@ -1,0 +1,127 @@
+"""What `auditchain verify-bundle` found: failures, warnings, anchor results, counts; as text or JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import EXIT_FAILED, EXIT_OK
+
+MAX_REPORTED_FAILURES = 20
+
+
+@dataclass
+class Failure:
+    check: str
+    message: str
+    seq: int | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.seq is not None:
+            where.append(f"seq {self.seq}")
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        place = f" at {', '.join(where)}" if where else ""
+        return f"{self.check}{place}: {self.message}"
+
+
+@dataclass
+class AnchorResult:
+    seq_to: int
+    location: str
+    status: str  # verified, failed, unreachable, skipped
+    detail: str = ""
+    lock_mode: str | None = None
+    retain_until: str | None = None
+
+
+@dataclass
+class Report:
+    location: str
+    failures: list[Failure] = field(default_factory=list)
+    failure_count: int = 0
+    warnings: list[str] = field(default_factory=list)
+    lines: int = 0
+    matched: int = 0
+    excluded: int = 0
+    withheld: int = 0
+    anchored: int = 0
+    data_bytes: int = 0
+    data_sha256: str | None = None
+    anchors: list[AnchorResult] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def fail(self, check: str, message: str, *, seq: int | None = None, line: int | None = None) -> None:
+        self.failure_count += 1
+        if len(self.failures) < MAX_REPORTED_FAILURES:
+            self.failures.append(Failure(check, message, seq, line))
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_count == 0
+
+    def summary(self) -> dict[str, int]:
+        by_status = [a.status for a in self.anchors]
+        return {
+            "events_checked": self.lines,
+            "matched": self.matched,
+            "excluded": self.excluded,
+            "withheld": self.withheld,
+            "anchored": self.anchored,
+            "anchors_in_manifest": len(self.anchors),
+            "anchors_checked": by_status.count("verified") + by_status.count("failed"),
+            "anchors_verified": by_status.count("verified"),
+            "anchors_unreachable": by_status.count("unreachable"),
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "bundle": self.location,
+            "ok": self.ok,
+            "exit_code": EXIT_OK if self.ok else EXIT_FAILED,
+            "failure_count": self.failure_count,
+            "failures": [asdict(f) | {"text": str(f)} for f in self.failures],
+            "warnings": self.warnings,
+            "summary": self.summary(),
+            "anchors": [asdict(a) for a in self.anchors],
+            "data_bytes": self.data_bytes,
+            "data_sha256": self.data_sha256,
+            "manifest": self.manifest,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def print_text(self) -> None:
+        m = self.manifest
+        print(f"bundle    {self.location}")
+        if m:
+            print(
+                f"export    job {m['job_id']} by {m['requested_by']} at {m['created_at']}, "
+                + (f"seq {m['seq_from']}..{m['seq_to']}" if m["seq_from"] is not None else "no events")
+            )
+        for anchor in self.anchors:
+            lock = f", {anchor.lock_mode} until {anchor.retain_until}" if anchor.lock_mode else ""
+            detail = f": {anchor.detail}" if anchor.detail and anchor.status != "verified" else ""
+            print(f"anchor    seq {anchor.seq_to} {anchor.status}{detail} [{anchor.location}{lock}]")
+        for warning in self.warnings:
+            print(f"WARNING   {warning}")
+        for failure in self.failures:
+            print(f"FAILED    {failure}")
+        if self.failure_count > len(self.failures):
+            print(f"FAILED    ... and {self.failure_count - len(self.failures)} more failures")
+        s = self.summary()
+        print(
+            f"checked   {s['events_checked']} events: {s['matched']} matched "
+            f"({s['withheld']} with withheld payload), {s['excluded']} excluded; "
+            f"{self.data_bytes} bytes in {self.seconds:.2f} s"
+        )
+        print(
+            f"anchored  {s['anchors_verified']} of {s['anchors_in_manifest']} anchors verified; "
+            f"{s['anchored']} of {s['matched']} matched events bound by hash to a verified anchor"
+        )
+        if self.ok:
+            print("RESULT    OK" + (" (with warnings)" if self.warnings else ""))
+        else:
+            print(f"RESULT    FAILED: {self.failure_count} problems, the first: {self.failures[0]}")
