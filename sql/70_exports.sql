@@ -65,6 +65,11 @@ BEGIN
             RAISE EXCEPTION 'invalid export filter: "%" is not a valid timestamp: %', v_key, v_value::text
                 USING ERRCODE = 'AC030';
         END;
+        -- Manifests write bounds as four-digit UTC years (compliance.iso_utc).
+        IF pg_catalog.date_part('year', v_bounds[v_position] AT TIME ZONE 'UTC') NOT BETWEEN 1 AND 9999 THEN
+            RAISE EXCEPTION 'invalid export filter: "%" lies outside the years 0001-9999 in UTC: %', v_key, v_value::text
+                USING ERRCODE = 'AC030';
+        END IF;
     END LOOP;
     IF v_bounds[1] >= v_bounds[2] THEN
         RAISE EXCEPTION 'invalid export filter: "from" (%) must be before "to" (%)',

@@ -9,6 +9,7 @@ import json
 import boto3
 import pytest
 
+from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
 from awsfake import free_port
 from test_anchor import run_cli
 from test_watchdog import published_names, unique_stage, watchdog_once
@@ -207,7 +208,7 @@ def test_unreachable_endpoint_exits_3(moto_server, capsys):
 
     code, _, err = install(capsys, dead, "prod")
 
-    assert code == 3
+    assert code == EXIT_UNAVAILABLE
     assert err.startswith("auditchain alarms: CloudWatch alarm installation failed: Could not connect")
 
 
@@ -218,4 +219,4 @@ def test_stage_and_prefix_are_plain_names(bad, capsys):
         argv[argv.index(option) + 1] = bad
         with pytest.raises(SystemExit) as usage:
             run_cli(capsys, *argv)
-        assert usage.value.code == 2
+        assert usage.value.code == EXIT_USAGE

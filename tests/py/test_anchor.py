@@ -23,6 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from auditchain.cli import main
+from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
 from awsfake import MotoServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,7 +201,7 @@ def test_unreachable_store_leaves_anchors_pending_with_the_error_and_the_next_ru
 
     code, _, err = anchor_once(capsys, dsn, dead.url, worm_bucket)
 
-    assert code == 3
+    assert code == EXIT_UNAVAILABLE
     first, second = anchor_rows(conn)
     assert (first["status"], first["attempts"]) == ("pending", 1)
     assert "Could not connect" in first["last_error"]
@@ -267,7 +268,7 @@ def test_refuses_a_bucket_without_object_lock(conn, dsn, endpoint_url, bucket_na
 
     code, _, err = anchor_once(capsys, dsn, endpoint_url, bucket_name)
 
-    assert code == 2
+    assert code == EXIT_USAGE
     assert f"bucket {bucket_name} is not WORM-capable (Object Lock not enabled" in err
     (row,) = anchor_rows(conn)
     assert (row["status"], row["attempts"]) == ("pending", 0)
@@ -281,7 +282,7 @@ def test_refuses_governance_objects_in_a_compliance_bucket(conn, dsn, endpoint_u
 
     code, _, err = anchor_once(capsys, dsn, endpoint_url, bucket_name)
 
-    assert code == 2
+    assert code == EXIT_USAGE
     assert "is in COMPLIANCE mode; run with --lock-mode COMPLIANCE" in err
     assert anchor_rows(conn)[0]["status"] == "pending"
 
@@ -323,7 +324,7 @@ def test_lock_mode_from_the_environment_is_validated(dsn, endpoint_url, worm_buc
 
     code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
 
-    assert code == 2
+    assert code == EXIT_USAGE
     assert "lock mode must be GOVERNANCE or COMPLIANCE, not 'compliance'" in err
 
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
 from test_anchor import make_worm_bucket, run_cli, s3_client
 
 
@@ -61,7 +62,7 @@ def test_check_of_a_missing_bucket_exits_1_and_of_an_unreachable_store_exits_3(e
     assert "NoSuchBucket" in err
 
     code, _, err = bucket_cli(capsys, "http://127.0.0.1:9", "check", "ac-no-such-bucket-here")
-    assert code == 3
+    assert code == EXIT_UNAVAILABLE
     assert "Could not connect" in err
 
 
@@ -87,7 +88,7 @@ def test_create_refuses_an_existing_bucket_without_object_lock(endpoint_url, buc
 
     code, _, err = bucket_cli(capsys, endpoint_url, "create", bucket_name)
 
-    assert code == 2
+    assert code == EXIT_USAGE
     assert "is not WORM-capable" in err
 
 
@@ -114,7 +115,7 @@ def test_set_compliance_refuses_without_matching_stage_and_flag(
 
     code, _, err = bucket_cli(capsys, endpoint_url, "set-compliance", bucket_name, *args)
 
-    assert code == 2
+    assert code == EXIT_USAGE
     assert reason in err
     assert "cannot be undone" in err
     assert default_retention(endpoint_url, bucket_name)["Mode"] == "GOVERNANCE"
@@ -135,7 +136,7 @@ def test_set_compliance_refuses_an_untagged_bucket(endpoint_url, bucket_name, ca
         "--i-understand-this-is-irreversible",
     )
 
-    assert code == 2
+    assert code == EXIT_USAGE
     assert 'has no "auditchain:stage" tag' in err
     assert default_retention(endpoint_url, bucket_name)["Mode"] == "GOVERNANCE"
 
@@ -163,7 +164,7 @@ def test_set_retention_refuses_to_lower_retention_in_compliance_mode(endpoint_ur
 
     code, _, err = bucket_cli(capsys, endpoint_url, "set-retention", bucket_name, "--days", "364")
 
-    assert code == 2
+    assert code == EXIT_USAGE
     assert "can only be extended, not lowered to 364" in err
     assert default_retention(endpoint_url, bucket_name) == {"Mode": "COMPLIANCE", "Days": 365}
 
@@ -186,5 +187,5 @@ def test_bucket_commands_need_a_bucket(endpoint_url, capsys, monkeypatch):
 
     code, _, err = run_cli(capsys, "bucket", "check", "--endpoint-url", endpoint_url)
 
-    assert code == 2
+    assert code == EXIT_USAGE
     assert "no bucket: pass --bucket or set AUDITCHAIN_BUCKET" in err

@@ -13,6 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from auditchain import __version__
 from auditchain.cli import main
+from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
 from conftest import PG_HOST, PG_PORT, PG_USER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ def test_dsn_option_wins_over_database_url_which_wins_over_pg_variables(dsn, dbn
 def test_unreachable_server_exits_3_without_password_or_traceback(command):
     dsn = "postgresql://postgres:secret@127.0.0.1:1/auditchain?connect_timeout=5"
     proc = auditchain(*command, "--dsn", dsn)
-    assert proc.returncode == 3
+    assert proc.returncode == EXIT_UNAVAILABLE
     assert "cannot connect to postgresql://postgres@127.0.0.1:1/auditchain: connection failed" in proc.stderr
     assert "Connection refused" in proc.stderr
     assert "secret" not in proc.stdout + proc.stderr
@@ -82,7 +83,7 @@ def test_unreachable_server_exits_3_without_password_or_traceback(command):
 
 def test_missing_database_names_the_target_without_password():
     proc = auditchain("drift-check", "--dsn", f"postgresql://{PG_USER}:secret@{PG_HOST}:{PG_PORT}/no_such_db")
-    assert proc.returncode == 3
+    assert proc.returncode == EXIT_UNAVAILABLE
     assert f"cannot connect to postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/no_such_db" in proc.stderr
     assert "secret" not in proc.stdout + proc.stderr
 
@@ -103,14 +104,14 @@ def test_refused_migration_does_not_show_the_password(dsn, tmp_path):
 
 def test_invalid_connection_string_is_a_usage_error():
     proc = auditchain("drift-check", "--dsn", "host=127.0.0.1 port")
-    assert proc.returncode == 2
+    assert proc.returncode == EXIT_USAGE
     assert "invalid connection string" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_unknown_command_is_a_usage_error():
     proc = auditchain("no-such-command")
-    assert proc.returncode == 2
+    assert proc.returncode == EXIT_USAGE
 
 
 def test_version_and_help(capsys):

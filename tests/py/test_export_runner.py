@@ -360,7 +360,7 @@ def test_a_bad_filter_is_refused_and_leaves_nothing_behind(conn, dsn, capsys, fi
     code, out, err = run_cli(
         capsys, "export", "request", "--dsn", dsn, "--filter", filter_text, "--requested-by", "me"
     )
-    assert (code, out) == (2, "")
+    assert (code, out) == (EXIT_USAGE, "")
     assert message in err
     assert conn.execute("SELECT count(*) FROM compliance.export_jobs").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM compliance.audit_outbox").fetchone()[0] == 0

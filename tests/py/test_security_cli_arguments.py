@@ -20,9 +20,12 @@ from urllib.parse import quote
 import pytest
 
 from auditchain.cli import build_parser, main
+from auditchain.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from awsfake import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+# What a problem of the setup may exit with; never 1, the code of a failed check.
+SETUP_FAILURES = {EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG}
 PASSWORD = "Pa$$ w0rd 'q' \"dq\" \u00fc%"
 AWS_SECRET = "h8-secret-access-key-never-printed"
 CLOSED_PORT = free_port()  # nothing listens here
@@ -154,14 +157,14 @@ def test_odd_connection_strings(run, subtests, command, parser):
     for name, dsn in ODD_DSNS.items():
         with subtests.test(name):
             code, output = run([*minimal_argv(tuple(command.split()), parser), "--dsn", dsn])
-            assert_clear_and_discreet(code, output, {2, 3})
+            assert_clear_and_discreet(code, output, SETUP_FAILURES)
     with subtests.test("password in DATABASE_URL"):
         os.environ["DATABASE_URL"] = ODD_DSNS["URL with an encoded password"]
         try:
             code, output = run(minimal_argv(tuple(command.split()), parser))
         finally:
             del os.environ["DATABASE_URL"]
-        assert_clear_and_discreet(code, output, {2, 3})
+        assert_clear_and_discreet(code, output, SETUP_FAILURES)
 
 
 @pytest.mark.parametrize(("command", "parser"), BUCKET_COMMANDS, ids=[c for c, _ in BUCKET_COMMANDS])
@@ -174,12 +177,14 @@ def test_odd_bucket_names(dsn, run, subtests, command, parser):
                 argv += ["--dsn", dsn]
             code, output = run(argv)
             # export run touches S3 only when a job is queued: with none, it has nothing to do.
-            assert_clear_and_discreet(code, output, {0, 2, 3} if command == "export run" else {2, 3})
+            assert_clear_and_discreet(
+                code, output, {EXIT_OK, *SETUP_FAILURES} if command == "export run" else SETUP_FAILURES
+            )
 
 
 def test_an_invalid_bucket_name_is_a_usage_error(dsn, run):
     code, output = run(["verify", "--bucket", "a b", "--endpoint-url", DEAD_ENDPOINT, "--dsn", dsn])
-    assert code == 2, output
+    assert code == EXIT_USAGE, output
 
 
 def cli_subprocess(*argv: bytes) -> tuple[int, str]:
@@ -197,12 +202,12 @@ def test_bucket_arguments_that_are_not_utf8_on_the_real_command_line():
         [b"verify-bundle", b"s3://bad\xffbucket/x", b"--endpoint-url", DEAD_ENDPOINT.encode()],
         [b"bucket", b"check", b"--bucket", b"\xfe\xff", b"--endpoint-url", DEAD_ENDPOINT.encode()],
     ):
-        assert_clear_and_discreet(*cli_subprocess(*argv), {2, 3})
+        assert_clear_and_discreet(*cli_subprocess(*argv), SETUP_FAILURES)
 
 
 def test_a_connection_string_that_is_not_utf8_on_the_real_command_line():
     dsn = b"host=127.0.0.1 port=%d password=" % CLOSED_PORT + PASSWORD.encode() + b"\xff"
-    assert_clear_and_discreet(*cli_subprocess(b"drift-check", b"--dsn", dsn), {2, 3})
+    assert_clear_and_discreet(*cli_subprocess(b"drift-check", b"--dsn", dsn), SETUP_FAILURES)
 
 
 def test_a_url_libpq_cannot_parse_is_not_echoed_with_its_password(run):

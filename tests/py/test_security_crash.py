@@ -35,6 +35,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from auditchain.cli import main
+from auditchain.errors import EXIT_UNAVAILABLE
 from auditchain.watchdog import DEFAULT_NAMESPACE, HEARTBEAT_METRIC
 from awsfake import free_port
 
@@ -446,7 +447,7 @@ def test_aws_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, aws_endpoin
             ledger.wait_for_chained(conn, chained_count(conn) + 200)
             assert conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
             aws_endpoint.die_at(r"PUT /[^ ]*anchors/", after_request_reached_s3=reached_s3)
-            assert cli(capsys, *anchor)[0] == 3, "a transient failure exits 3"
+            assert cli(capsys, *anchor)[0] == EXIT_UNAVAILABLE, "a transient failure exits EXIT_UNAVAILABLE"
             assert aws_endpoint.dead.is_set()
             outages += 1
             pending = conn.execute(
@@ -528,7 +529,7 @@ def test_cloudwatch_endpoint_down_for_the_watchdog(dsn, conn, moto_server, aws_e
     with Ledger(dsn) as ledger:
         ledger.wait_for_chained(conn, 200)
         aws_endpoint.die_at(r"POST / ", after_request_reached_s3=False)  # PutMetricData
-        assert cli(capsys, *watchdog)[0] == 3, "a lost publish exits 3"
+        assert cli(capsys, *watchdog)[0] == EXIT_UNAVAILABLE, "a lost publish exits EXIT_UNAVAILABLE"
         assert aws_endpoint.dead.is_set()
         assert any("CloudWatch publish FAILED" in r.getMessage() for r in caplog.records)
         # The ledger does not depend on CloudWatch: events keep being chained meanwhile.

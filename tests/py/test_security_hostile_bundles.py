@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from auditchain.cli import main
+from auditchain.errors import EXIT_FAILED, EXIT_USAGE
 from auditchain.offline.bundle import MAX_MANIFEST_BYTES
 
 settings.register_profile(
@@ -273,7 +274,7 @@ def test_oversized_manifest_and_decompression_bomb(damaged, subtests):
         manifest["padding"] = " " * MAX_MANIFEST_BYTES
         (folder / MANIFEST).write_text(json.dumps(manifest))
         code, report = assert_refused(folder)
-        assert code == 2 and "larger than" in report["error"]
+        assert code == EXIT_USAGE and "larger than" in report["error"]
     with subtests.test("a gzip stream that inflates to 256 MiB of one line"):
         folder = damaged()
         bomb = gzip.compress(b"7" * (256 * 1024 * 1024), 9)
@@ -293,9 +294,9 @@ def test_oversized_manifest_and_decompression_bomb(damaged, subtests):
 
 def assert_refused(folder: Path) -> tuple[int, dict]:
     code, report = verify(folder)
-    assert code in (1, 2), report
+    assert code in (EXIT_FAILED, EXIT_USAGE), report
     assert report["ok"] is False and report["exit_code"] == code
-    if code == 2:
+    if code == EXIT_USAGE:
         assert report["error"].strip(), "an unusable bundle says why"
     else:
         assert report["failures"] and all(f["message"].strip() for f in report["failures"])

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from auditchain.errors import EXIT_UNAVAILABLE
 from awsfake import MotoServer, free_port
 from test_anchor import (
     anchor_once,
@@ -268,7 +269,7 @@ def test_unreachable_store_exits_3(dsn, capsys):
 
     code, _, err = verify(capsys, dsn, dead.url, "ac-some-bucket")
 
-    assert code == 3
+    assert code == EXIT_UNAVAILABLE
     assert "Could not connect" in err
 
 

@@ -19,16 +19,20 @@ from pathlib import Path
 import boto3
 import psycopg
 import pytest
-from auditchain.export_filter import FilterError, parse_filter
+from jsonschema import Draft202012Validator
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from auditchain.cli import main
-from auditchain.formats import hashing
+from auditchain.errors import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE
+from auditchain.formats import hashing, schemas
+from auditchain.formats import manifest as manifest_format
+from auditchain.formats.export_filter import canonical_instant, from_manifest
 from auditchain.offline.bundle import verify_bundle
 from auditchain.offline.chain import MAX_LINE_BYTES
 from auditchain.offline.report import Report
+from auditchain.offline.sources import UnusableBundle
 from awsfake import free_port
 from test_hashing import drain_all, emit_odd_events, exported_events
 
@@ -85,8 +89,9 @@ def write_bundle(
     withhold: bool = False,
     anchors: Iterable[dict] = (),
 ) -> dict:
-    """Write a bundle of format v1 for [seq_from, seq_to] of the chain; returns its manifest.
-    export_filter (default {}) is what the manifest says; matches decides each line."""
+    """Write a bundle for [seq_from, seq_to] of the chain; returns its manifest (format v2).
+    export_filter (default {}) is what the manifest says, in the database's normalised form;
+    matches decides each line."""
     folder.mkdir(parents=True, exist_ok=True)
     if seq_to is None:
         seq_to = conn.execute("SELECT max(seq) FROM compliance.audit_events").fetchone()[0]
@@ -114,10 +119,10 @@ def write_bundle(
             lines += 1
     manifest = {
         "format": "auditchain-export",
-        "format_version": 1,
+        "format_version": 2,
         "hash_version": 1,
         "job_id": "0190f5b2-0000-7000-8000-000000000001",
-        "filter": (export_filter or {}) | ({"withhold_payloads": True} if withhold else {}),
+        "filter": (export_filter or {}) | {"withhold_payloads": withhold},
         "requested_by": "auditor@example.com",
         "created_at": "2026-11-28T12:00:00.000000Z",
         "seq_from": seq_from if lines else None,
@@ -281,11 +286,11 @@ def test_a_bundle_in_s3_verifies_and_an_unreachable_endpoint_exits_3(
     assert (code, report["bundle"], report["summary"]["matched"]) == (0, url + "/", 200)
 
     code, out, err = run_cli(capsys, f"s3://{bucket_name}/exports/job-2", "--endpoint-url", endpoint_url)
-    assert code == 2
+    assert code == EXIT_USAGE
     assert f"s3://{bucket_name}/exports/job-2/manifest.json does not exist (NoSuchKey)" in err
 
     code, out, err = run_cli(capsys, url, "--endpoint-url", f"http://127.0.0.1:{free_port()}")
-    assert code == 3
+    assert code == EXIT_UNAVAILABLE
     assert "cannot reach S3" in err and "Traceback" not in err
 
 
@@ -553,126 +558,138 @@ def test_fields_of_the_wrong_type_fail_with_their_name(conn, tmp_path, capsys, c
 
 
 HOSTILE_MANIFESTS = {
-    "missing": (lambda folder: (folder / "manifest.json").unlink(), 2, "manifest.json does not exist"),
-    "not JSON": (lambda folder: (folder / "manifest.json").write_text("{not json"), 2, "malformed JSON"),
+    "missing": (
+        lambda folder: (folder / "manifest.json").unlink(),
+        EXIT_USAGE,
+        "manifest.json does not exist",
+    ),
+    "not JSON": (
+        lambda folder: (folder / "manifest.json").write_text("{not json"),
+        EXIT_USAGE,
+        "malformed JSON",
+    ),
     "a JSON array": (
         lambda folder: (folder / "manifest.json").write_text("[]"),
-        2,
+        EXIT_USAGE,
         "a JSON list where an object",
     ),
     "a directory": (
         lambda folder: ((folder / "manifest.json").unlink(), (folder / "manifest.json").mkdir()),
-        2,
+        EXIT_USAGE,
         "manifest.json is not a regular file",
     ),
     "another format": (
         lambda folder: edit_manifest(folder, lambda m: m.update(format="zip")),
-        2,
+        EXIT_USAGE,
         "is not an auditchain-export manifest",
     ),
-    "format version 2": (
-        lambda folder: edit_manifest(folder, lambda m: m.update(format_version=2)),
-        2,
-        "has format_version 2; this verifier reads version 1",
+    "format version 3": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(format_version=3)),
+        EXIT_USAGE,
+        "has format_version 3; this verifier reads versions 1, 2",
     ),
     "hash version 2": (
         lambda folder: edit_manifest(folder, lambda m: m.update(hash_version=2)),
-        2,
+        EXIT_USAGE,
         "has hash_version 2",
     ),
     "a field missing": (
         lambda folder: edit_manifest(folder, lambda m: m.pop("data_sha256")),
-        2,
-        "has no field 'data_sha256'",
+        EXIT_USAGE,
+        "(top): 'data_sha256' is a required property",
     ),
     "line_count a string": (
         lambda folder: edit_manifest(folder, lambda m: m.update(line_count="3")),
-        2,
-        "field 'line_count' is not a non-negative integer",
+        EXIT_USAGE,
+        ".line_count: '3' is not of type 'integer'",
     ),
     "withheld_payloads a number": (
         lambda folder: edit_manifest(folder, lambda m: m.update(withheld_payloads=0)),
-        2,
-        "field 'withheld_payloads' is not a JSON boolean",
+        EXIT_USAGE,
+        ".withheld_payloads: 0 is not of type 'boolean'",
     ),
     "database without its name": (
         lambda folder: edit_manifest(folder, lambda m: m["database"].pop("database_name")),
-        2,
-        "has no field 'database_name'",
+        EXIT_USAGE,
+        ".database: 'database_name' is a required property",
     ),
     "an anchor of the wrong shape": (
         lambda folder: edit_manifest(folder, lambda m: m.update(anchors=[{"seq_to": 1}])),
-        2,
-        "anchors[0] has no field 'cadence_id'",
+        EXIT_USAGE,
+        ".anchors[0]: 'cadence_id' is a required property",
     ),
     "data_object a path": (
         lambda folder: edit_manifest(folder, lambda m: m.update(data_object="../../etc/passwd")),
-        2,
-        "which is not a plain file name",
+        EXIT_USAGE,
+        ".data_object: '../../etc/passwd' does not match",
     ),
-    "data object missing": (lambda folder: (folder / DATA).unlink(), 2, "events.ndjson.gz does not exist"),
+    "data object missing": (
+        lambda folder: (folder / DATA).unlink(),
+        EXIT_USAGE,
+        "events.ndjson.gz does not exist",
+    ),
     "seq_from after seq_to": (
         lambda folder: edit_manifest(folder, lambda m: m.update(seq_from=9, seq_to=3)),
-        2,
+        EXIT_USAGE,
         "is not a range of seqs",
     ),
     "an extra field": (
         lambda folder: edit_manifest(folder, lambda m: m.update(approved=True)),
-        1,
-        "unexpected field 'approved'",
+        EXIT_FAILED,
+        "(top): Additional properties are not allowed ('approved' was unexpected)",
     ),
     "line_count wrong": (
         lambda folder: edit_manifest(folder, lambda m: m.update(line_count=3)),
-        1,
+        EXIT_FAILED,
         "line_count 3 but the range seq_from..seq_to has 5",
     ),
     "matched_count wrong": (
         lambda folder: edit_manifest(folder, lambda m: m.update(matched_count=4)),
-        1,
+        EXIT_FAILED,
         "matched_count is 4 but the data holds 5",
     ),
     "range_prev_hash not genesis": (
         lambda folder: edit_manifest(folder, lambda m: m.update(range_prev_hash="1" * 64)),
-        1,
+        EXIT_FAILED,
         "must be 32 zero bytes",
     ),
     "job_id not a version-7 UUID": (
         lambda folder: edit_manifest(
             folder, lambda m: m.update(job_id="0190f5b2-0000-4000-8000-000000000001")
         ),
-        2,
+        EXIT_USAGE,
         "field 'job_id' is not a lower-case hyphenated version-7 UUID",
     ),
     "job_id in upper case": (
         lambda folder: edit_manifest(folder, lambda m: m.update(job_id=m["job_id"].upper())),
-        2,
+        EXIT_USAGE,
         "field 'job_id' is not a lower-case hyphenated version-7 UUID",
     ),
     "created_at with an offset": (
         lambda folder: edit_manifest(
             folder, lambda m: m.update(created_at="2026-11-28T13:00:00.000000+01:00")
         ),
-        2,
+        EXIT_USAGE,
         "field 'created_at' is not a timestamp of the form YYYY-MM-DDTHH:MM:SS.ffffffZ",
     ),
     "created_at not a date": (
         lambda folder: edit_manifest(folder, lambda m: m.update(created_at="2026-02-30T12:00:00.000000Z")),
-        2,
+        EXIT_USAGE,
         "field 'created_at' is not a valid date and time",
     ),
     "a filter with an unknown key": (
         lambda folder: edit_manifest(folder, lambda m: m.update(filter={"tenant": "acme"})),
-        2,
+        EXIT_USAGE,
         'has a filter no export can have (the database would refuse it): unknown key "tenant"',
     ),
     "a filter with a bound of the wrong type": (
         lambda folder: edit_manifest(folder, lambda m: m.update(filter={"from": 1700000000})),
-        2,
+        EXIT_USAGE,
         '"from" must be an ISO-8601 timestamp with a time zone, not 1700000000',
     ),
     "withheld_payloads contradicting the filter": (
         lambda folder: edit_manifest(folder, lambda m: m.update(filter={"withhold_payloads": True})),
-        1,
+        EXIT_FAILED,
         "withheld_payloads is false but the filter's withhold_payloads is true",
     ),
 }
@@ -686,12 +703,12 @@ def test_hostile_manifests_exit_1_or_2_with_a_message(conn, tmp_path, capsys, ca
     damage(tmp_path)
     code, out, err = run_cli(capsys, str(tmp_path), "--no-anchors")
     assert code == expected_code, (out, err)
-    assert words in (err if code == 2 else out), (out, err)
+    assert words in (err if code == EXIT_USAGE else out), (out, err)
 
 
 def test_a_path_that_is_not_a_folder_exits_2(tmp_path, capsys):
     code, out, err = run_cli(capsys, str(tmp_path / "nowhere"))
-    assert code == 2
+    assert code == EXIT_USAGE
     assert (
         err
         == f"auditchain verify-bundle: {tmp_path / 'nowhere'} is not a folder (a bundle is a folder or s3://bucket/prefix)\n"
@@ -703,7 +720,7 @@ def test_the_command_line_never_shows_a_traceback(conn, tmp_path):
     write_bundle(conn, tmp_path)
     (tmp_path / DATA).write_bytes((tmp_path / DATA).read_bytes()[:-5])
     env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
-    for argv, code in (([str(tmp_path), "--no-anchors"], 1), ([str(tmp_path / "x")], 2)):
+    for argv, code in (([str(tmp_path), "--no-anchors"], EXIT_FAILED), ([str(tmp_path / "x")], EXIT_USAGE)):
         proc = subprocess.run(
             [sys.executable, "-m", "auditchain.cli", "verify-bundle", *argv, "--json"],
             capture_output=True,
@@ -768,26 +785,45 @@ FILTERS_AT_THE_EDGES = [
 ]
 
 
-def test_the_offline_filter_rules_are_the_databases(conn):
-    """verify-bundle accepts exactly the filters compliance.validate_export_filter accepts, and
-    reads their bounds as the same instants."""
-    for candidate in FILTERS_AT_THE_EDGES:
+def test_manifests_record_the_filter_as_the_database_normalised_it(conn):
+    """Every filter the database accepts has one normalised form, which satisfies the published
+    schema and which the verifier reads as the database's instants, sets and actor; a filter
+    the database refuses has none."""
+    manifest_id = schemas.load(manifest_format.SCHEMA)["$id"]
+    normalised_filter = Draft202012Validator(
+        {
+            "allOf": [
+                {"$ref": f"{manifest_id}#/$defs/filter"},
+                {"$ref": f"{manifest_id}#/$defs/normalized_filter"},
+            ]
+        },
+        registry=schemas.registry(),
+    )
+    accepted = 0
+    for candidate in [*FILTERS_AT_THE_EDGES, {"actor": "line\nfeed"}, {"tenant_ids": ["b", "B", "a", "b"]}]:
         try:
-            conn.execute("SELECT compliance.validate_export_filter(%s::jsonb)", (json.dumps(candidate),))
-            database_accepts = True
+            (normalised,) = conn.execute(
+                "SELECT compliance.normalize_export_filter(%s::jsonb)", (json.dumps(candidate),)
+            ).fetchone()
         except psycopg.errors.DatabaseError:  # AC030, or 22009 for an offset beyond ±15:59
-            database_accepts = False
-        try:
-            parsed = parse_filter(candidate)
-        except FilterError:
-            parsed = None
-        assert (parsed is not None) == database_accepts, candidate
-        for key, microseconds in (("from", parsed and parsed.from_us), ("to", parsed and parsed.to_us)):
-            if microseconds is not None:
-                expected = conn.execute(
-                    "SELECT (extract(epoch FROM %s::timestamptz) * 1000000)::bigint", (candidate[key],)
-                ).fetchone()[0]
-                assert microseconds == expected, candidate
+            continue
+        accepted += 1
+        assert list(normalised_filter.iter_errors(normalised)) == [], candidate
+        parsed = from_manifest(normalised, 2)
+        for key, instant in (("from", parsed.from_instant), ("to", parsed.to_instant)):
+            expected = None
+            if key in candidate:
+                (expected,) = conn.execute(
+                    "SELECT compliance.iso_utc(%s::timestamptz)", (candidate[key],)
+                ).fetchone()
+            assert instant == expected, candidate
+        listed = candidate.get("tenant_ids", [candidate["tenant_id"]] if "tenant_id" in candidate else None)
+        assert parsed.tenants == (None if listed is None else frozenset(listed)), candidate
+        assert parsed.actor == candidate.get("actor")
+    assert accepted >= 15, "the edge cases include filters the database accepts"
+    assert normalised_filter.is_valid({"tenant_ids": ["b", "a"], "withhold_payloads": False}), (
+        "sortedness is the verifier's check, not the schema's"
+    )
 
 
 def seqs_where(conn: psycopg.Connection, condition: str) -> set[int]:
@@ -797,7 +833,7 @@ def seqs_where(conn: psycopg.Connection, condition: str) -> set[int]:
 
 def refiltered(folder: Path, export_filter: dict) -> Report:
     """The report on the bundle with its manifest's filter replaced."""
-    edit_manifest(folder, lambda m: m.update(filter=export_filter))
+    edit_manifest(folder, lambda m: m.update(filter={"withhold_payloads": False} | export_filter))
     return verify_bundle(str(folder), anchors="skip")
 
 
@@ -813,7 +849,9 @@ def test_every_matched_event_is_held_to_the_manifests_filter(chain, tmp_path):
     select is named with the reason."""
     acme = tmp_path / "acme"
     write_acme_bundle(chain, acme)
-    assert filter_failures(acme, {"tenant_ids": ["initech", "acme"]}) == []
+    assert filter_failures(acme, {"tenant_ids": ["acme", "initech"]}) == []
+    with pytest.raises(UnusableBundle, match="is not sorted"):
+        refiltered(acme, {"tenant_ids": ["initech", "acme"]})
     report = refiltered(acme, {"tenant_ids": ["globex", "initech"]})
     acme_seqs = sorted(seqs_where(chain, "tenant_id = 'acme'"))
     assert report.failure_count == len(acme_seqs)
@@ -827,8 +865,13 @@ def test_every_matched_event_is_held_to_the_manifests_filter(chain, tmp_path):
         "  FROM compliance.audit_events"
     ).fetchone()
     assert filter_failures(folder, {"from": first}) == []
-    assert filter_failures(folder, {"from": first.replace("Z", "+00:00")}) == []
-    one_us_later = (datetime.fromisoformat(first) + timedelta(microseconds=1)).isoformat()
+    offset_form = {"from": first.replace("Z", "+00:00")}
+    with pytest.raises(UnusableBundle, match="does not match"):
+        refiltered(folder, offset_form)  # version 2 records only canonical instants
+    edit_manifest(folder, lambda m: m.update(format_version=1))
+    assert filter_failures(folder, offset_form) == [], "version 1 recorded the bound as requested"
+    edit_manifest(folder, lambda m: m.update(format_version=2))
+    one_us_later = canonical_instant((datetime.fromisoformat(first) + timedelta(microseconds=1)).isoformat())
     failures = filter_failures(folder, {"from": one_us_later})
     assert failures == [(1, f"{NOT_SELECTED}occurred_at is before the filter's from")]
 
@@ -839,7 +882,7 @@ def test_every_matched_event_is_held_to_the_manifests_filter(chain, tmp_path):
     assert report.failure_count == len(at_last)
     assert [f.seq for f in report.failures] == at_last[:20]
     assert report.failures[0].message == f"{NOT_SELECTED}occurred_at is not before the filter's to"
-    one_us_later = (datetime.fromisoformat(last) + timedelta(microseconds=1)).isoformat()
+    one_us_later = canonical_instant((datetime.fromisoformat(last) + timedelta(microseconds=1)).isoformat())
     assert filter_failures(folder, {"to": one_us_later}) == []
 
     report = refiltered(folder, {"event_types": ["data.record_read", "test.odd_text"]})

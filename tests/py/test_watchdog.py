@@ -25,6 +25,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
 from auditchain.metrics import Metric
 from auditchain.watchdog import DEFAULT_NAMESPACE, HEARTBEAT_METRIC
 from awsfake import MotoServer, free_port
@@ -170,7 +171,7 @@ def test_once_to_an_unreachable_endpoint_exits_3_and_logs_the_failure(dsn, moto_
 
     code, _, _ = watchdog_once(capsys, dsn, dead, unique_stage())
 
-    assert code == 3
+    assert code == EXIT_UNAVAILABLE
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1
     assert "CloudWatch publish FAILED" in errors[0]
@@ -182,7 +183,7 @@ def test_no_heartbeat_when_the_database_cannot_be_read(empty_dsn, endpoint_url, 
 
     code, _, _ = watchdog_once(capsys, empty_dsn, endpoint_url, stage)
 
-    assert code == 3
+    assert code == EXIT_UNAVAILABLE
     assert any("cannot read compliance.metrics()" in r.getMessage() for r in caplog.records)
     assert published_names(endpoint_url, stage) == set()
 
@@ -273,7 +274,7 @@ def test_prometheus_port_needs_follow(dsn, capsys):
 def test_stage_must_be_a_plain_name(dsn, capsys):
     with pytest.raises(SystemExit) as usage:
         run_cli(capsys, "watchdog", "--once", "--stage", "prod east", "--dsn", dsn)
-    assert usage.value.code == 2
+    assert usage.value.code == EXIT_USAGE
     assert "invalid value 'prod east'" in capsys.readouterr().err
 
 

@@ -15,8 +15,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 SCHEMA_FILES = ("definitions.schema.json", "anchor.schema.json", "export-manifest.schema.json")
-# Values quoted in a message are cut here so that every problem stays one short line.
-MAX_QUOTED = 80
+# jsonschema quotes the offending value; a message is cut here so that it stays one line.
+MAX_MESSAGE = 200
 
 
 def load(name: str) -> dict[str, Any]:
@@ -24,22 +24,23 @@ def load(name: str) -> dict[str, Any]:
 
 
 @functools.cache
-def validator(name: str) -> Draft202012Validator:
+def registry() -> Registry:
+    """Every published schema under its $id, so that their $refs resolve offline."""
     schemas = [load(file) for file in SCHEMA_FILES]
-    registry = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
-    return Draft202012Validator(load(name), registry=registry)
+    return Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
+
+
+@functools.cache
+def validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load(name), registry=registry())
 
 
 def _describe(error: Any) -> str:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path) or "(top)"
-    if error.validator == "additionalProperties":
-        return f"{where}: {error.message.split(' (')[0]}"
-    if error.validator == "required":
-        return f"{where}: {error.message}"
-    shown = json.dumps(error.instance, default=str)
-    if len(shown) > MAX_QUOTED:
-        shown = shown[: MAX_QUOTED - 3] + "..."
-    return f"{where}: {shown} does not satisfy the schema's {error.validator!r} rule"
+    message = " ".join(error.message.split())
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
+    return f"{where}: {message}"
 
 
 def violations(name: str, document: Any) -> list[tuple[str, str]]:
