@@ -8,7 +8,7 @@ import logging
 import sys
 import typing
 
-from . import __version__, db
+from . import __version__
 from .errors import EXIT_USAGE, AuditchainError
 
 # Each module adds its own sub-commands with register(subparsers).
@@ -24,7 +24,13 @@ COMMAND_MODULES = [
     "bucket",
     "verify",
     "export",
+    "keys",
+    "offline.proof",
 ]
+
+# Commands an auditor runs without the database driver or the AWS SDK installed: invoked alone,
+# they import only their own module.
+OFFLINE_COMMANDS = {"verify-proof": "offline.proof"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,7 +42,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: list[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = Parser(
         prog="auditchain",
         description="Tamper-evident compliance audit log in PostgreSQL: migrations, anchoring, "
@@ -45,13 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"auditchain {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(f"auditchain.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    offline = OFFLINE_COMMANDS.get(command or "")
+    parser = build_parser([offline] if offline else COMMAND_MODULES)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -63,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if getattr(args, "needs_db", False):
+            from . import db  # psycopg: imported only by the commands that connect
+
             args.dsn = db.resolve_dsn(args.dsn)
         return args.func(args)
     except AuditchainError as exc:
