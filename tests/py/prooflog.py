@@ -44,8 +44,7 @@ class ProofLog:
         for seq in range(1, n + 1):
             line, prev = event_line(seq, prev)
             log.lines.append(line)
-            digest = hashing.record_digest(hashing.canonical_record(json.loads(line)))
-            log.leaf_hashes.append(merkle.leaf_hash(digest))
+            log.leaf_hashes.append(merkle.leaf_hash(receipt.event_leaf(json.loads(line))))
         return log
 
     @property

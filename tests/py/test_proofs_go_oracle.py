@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from auditchain import hashing
 from auditchain.formats import merkle, receipt
 from prooflog import ProofLog
 
@@ -95,7 +94,7 @@ def flip(hashes: list[bytes], which: int) -> list[bytes]:
 
 
 def record_digest(log: ProofLog, seq: int) -> bytes:
-    return hashing.record_digest(hashing.canonical_record(json.loads(log.lines[seq - 1])))
+    return receipt.event_leaf(json.loads(log.lines[seq - 1]))
 
 
 def test_go_opens_our_signed_checkpoint(go, log):

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from auditchain import hashing  # the one import of hashing in formats/ (hashing.py is moving here)
+from auditchain import hashing
 
 from . import checkpoint, merkle, note
-from .jsonobject import parse_json_object
+from .strictjson import parse_json_object
 
 HEADER = "c2sp.org/tlog-proof@v1"
 _INDEX = re.compile(r"index (0|[1-9][0-9]{0,18})")

@@ -1,7 +1,7 @@
-"""One strict JSON object per line, as export bundles and receipts carry events.
+"""Strict JSON for documents an auditor's verifier reads: one meaning per byte string.
 
-Refused rather than guessed at: duplicate keys (two JSON readers would see two different events),
-NaN and Infinity (not JSON), integers of more than 20 digits, invalid UTF-8.
+Duplicate keys, NaN/Infinity and absurdly long numbers are refused, because two JSON readers
+could disagree about them and so see two different documents behind one digest.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _bounded_int(text: str) -> int:
-    # No number in an event needs more; Python would refuse beyond 4300 digits with a confusing message.
+    # No number in a bundle needs more; Python would refuse beyond 4300 digits with a confusing message.
     if len(text) > 20:
         raise ValueError("a number of more than 20 digits")
     return int(text)
