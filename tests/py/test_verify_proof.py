@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from auditchain import signing
 from auditchain.cli import main
 from auditchain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from auditchain.formats import note, receipt
+from auditchain.formats import checkpoint, note, receipt
 from prooflog import ORIGIN, ProofLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -240,3 +241,22 @@ def test_command_imports_no_database_driver_and_no_aws_sdk(tmp_path, log, good):
     env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
     proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().endswith(f"{EXIT_OK} []"), proc.stdout + proc.stderr
+
+
+def test_worked_examples_in_docs_verify():
+    doc = (REPO / "docs" / "proofs.md").read_text()
+    blocks = doc.split("```text\n")[1:]
+    signed_checkpoint, keys, _, example = (b.split("```")[0].encode() for b in blocks[:4])
+    vkey = keys.decode().split("verifier key: ")[1].split("\n")[0]
+    skey = keys.decode().split("signer key:   ")[1].split("\n")[0]
+    signer = note.parse_skey(skey)
+    assert note.encode_vkey(signer.name, signer.public_key) == vkey
+    cp, _ = checkpoint.open_signed(signed_checkpoint, [note.parse_vkey(vkey)])
+    assert (
+        cp.size == 8 and cp.root.hex() == "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
+    )
+    assert signing.sign_checkpoint(cp, signer) == signed_checkpoint  # Ed25519 is deterministic
+    verified = receipt.verify_receipt(example, [note.parse_vkey(vkey)], origin=ORIGIN)
+    assert verified.event["seq"] == 6
+    assert f"is `{verified.record_sha256.hex()}`" in doc
+    assert example == ProofLog.of_size(8, signer=signer).receipt(6, 8)
