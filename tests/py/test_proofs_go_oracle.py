@@ -189,3 +189,11 @@ def test_go_checks_our_receipt_and_rejects_tampered_ones(go, log):
     assert go("receipt", good, digest.hex(), vkey=ProofLog.of_size(1).vkey)[0] == 1, "another key"
     resized = good.replace(f"\n{SIZE}\n".encode(), f"\n{SIZE + 1}\n".encode())
     assert go("receipt", resized, digest.hex())[0] == 1, "changed size line"
+
+
+def test_go_checks_the_worked_receipt_in_the_docs(go):
+    doc = (REPO / "docs" / "proofs.md").read_text()
+    example = doc.split("```text\n")[4].split("```")[0].encode()
+    vkey = doc.split("verifier key: ")[1].split("\n")[0]
+    digest = doc.split("whose `record_sha256` is `")[1].split("`")[0]
+    assert go("receipt", example, digest, vkey=vkey)[0] == 0
