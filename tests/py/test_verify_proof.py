@@ -16,7 +16,7 @@ import pytest
 from auditchain import signing
 from auditchain.cli import main
 from auditchain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from auditchain.formats import checkpoint, note, receipt
+from auditchain.formats import checkpoint, merkle, note, receipt
 from prooflog import ORIGIN, ProofLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -260,3 +260,21 @@ def test_worked_examples_in_docs_verify():
     assert verified.event["seq"] == 6
     assert f"is `{verified.record_sha256.hex()}`" in doc
     assert example == ProofLog.of_size(8, signer=signer).receipt(6, 8)
+
+
+def test_consistency_between_signed_checkpoints_catches_a_rewritten_history(log):
+    trusted = [note.parse_vkey(log.vkey)]
+    old, _ = checkpoint.open_signed(log.signed_checkpoint(200), trusted)
+    new, _ = checkpoint.open_signed(log.signed_checkpoint(SIZE), trusted)
+    checkpoint.verify_consistency(old, new, log.consistency_proof(200, SIZE))
+
+    # A superuser rewrites event 50, recomputes everything and signs again with the same key.
+    rewritten = ProofLog.of_size(SIZE, signer=log.signer)
+    rewritten.leaf_hashes[49] = merkle.leaf_hash(b"rewritten")
+    forged, _ = checkpoint.open_signed(rewritten.signed_checkpoint(SIZE), trusted)
+    with pytest.raises(merkle.ProofError, match="mismatch"):
+        checkpoint.verify_consistency(old, forged, rewritten.consistency_proof(200, SIZE))
+
+    other_log = checkpoint.Checkpoint("auditchain/1/otherdb", new.size, new.root)
+    with pytest.raises(merkle.ProofError, match="two logs"):
+        checkpoint.verify_consistency(old, other_log, log.consistency_proof(200, SIZE))

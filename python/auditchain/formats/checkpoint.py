@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import note
+from . import merkle, note
 from .merkle import HASH_SIZE
 
 ORIGIN_PREFIX = "auditchain/"
@@ -107,3 +107,11 @@ def open_signed(signed: bytes, verifiers: Iterable[note.Verifier]) -> tuple[Chec
     """Verify a signed checkpoint against trusted keys, then read it. NoteError or CheckpointError."""
     opened = note.open_note(signed, verifiers)
     return parse(opened.text), opened
+
+
+def verify_consistency(old: Checkpoint, new: Checkpoint, proof: list[bytes]) -> None:
+    """Raise merkle.ProofError unless `new` extends `old`: same log, and the consistency proof shows
+    old's tree is a prefix of new's. What `auditchain verify` checks between consecutive anchors."""
+    if old.origin != new.origin:
+        raise merkle.ProofError(f"checkpoints of two logs: {old.origin!r} and {new.origin!r}")
+    merkle.verify_consistency(old.size, new.size, proof, old.root, new.root)
