@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditchain.formats import merkle
 
@@ -145,3 +147,29 @@ def test_refusals_name_the_problem() -> None:
         merkle.verify_consistency(0, 0, [], merkle.EMPTY_ROOT, merkle.EMPTY_ROOT)
     with pytest.raises(merkle.ProofError, match="smaller than size1"):
         merkle.verify_consistency(2, 1, [], leaf, leaf)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 300), st.data())
+def test_any_flipped_bit_in_a_proof_is_refused(size, data):
+    hashes = [merkle.leaf_hash(i.to_bytes(2, "big")) for i in range(size)]
+    root = merkle.root_from_leaf_hashes(hashes)
+    index = data.draw(st.integers(0, size - 1))
+    proof = merkle.inclusion_proof(hashes, index)
+    merkle.verify_inclusion(hashes[index], index, size, proof, root)
+    size1 = data.draw(st.integers(1, size))
+    consistency = merkle.consistency_proof(hashes, size1)
+    root1 = merkle.root_from_leaf_hashes(hashes[:size1])
+    merkle.verify_consistency(size1, size, consistency, root1, root)
+    for which, target in ((proof, "inclusion"), (consistency, "consistency")):
+        if not which:
+            continue
+        i = data.draw(st.integers(0, len(which) - 1))
+        bit = data.draw(st.integers(0, 255))
+        spoiled = list(which)
+        spoiled[i] = bytes(b ^ (1 << (bit % 8)) if j == bit // 8 else b for j, b in enumerate(spoiled[i]))
+        with pytest.raises(merkle.ProofError):
+            if target == "inclusion":
+                merkle.verify_inclusion(hashes[index], index, size, spoiled, root)
+            else:
+                merkle.verify_consistency(size1, size, spoiled, root1, root)
