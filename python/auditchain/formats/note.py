@@ -53,14 +53,18 @@ def valid_name(name: str) -> bool:
     return bool(name) and "+" not in name and not any(c.isspace() for c in name)
 
 
+def _require_name(name: str) -> None:
+    if not valid_name(name):
+        raise NoteError(f"invalid key name {name!r}: it must be non-empty, without spaces or '+'")
+
+
 def key_id(name: str, public_key: bytes) -> bytes:
     """SHA-256(name || 0x0A || 0x01 || public key)[:4]: the 4 bytes that open every signature."""
     return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([ALG_ED25519]) + public_key).digest()[:4]
 
 
 def encode_vkey(name: str, public_key: bytes) -> str:
-    if not valid_name(name):
-        raise NoteError(f"invalid key name {name!r}: it must be non-empty, without spaces or '+'")
+    _require_name(name)
     if len(public_key) != 32:
         raise NoteError(f"an Ed25519 public key is 32 bytes, not {len(public_key)}")
     b64 = base64.b64encode(bytes([ALG_ED25519]) + public_key).decode("ascii")
@@ -134,8 +138,7 @@ class LocalSigner:
     """An Ed25519 signer from a skey. Its repr never shows the key."""
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey):
-        if not valid_name(name):
-            raise NoteError(f"invalid key name {name!r}: it must be non-empty, without spaces or '+'")
+        _require_name(name)
         self._name = name
         self._key = private_key
         self._public = private_key.public_key().public_bytes_raw()
@@ -169,8 +172,7 @@ def parse_skey(text: str) -> LocalSigner:
 
 def generate_skey(name: str) -> str:
     """A new random Ed25519 signer key in the skey format."""
-    if not valid_name(name):
-        raise NoteError(f"invalid key name {name!r}: it must be non-empty, without spaces or '+'")
+    _require_name(name)
     key = Ed25519PrivateKey.generate()
     seed = key.private_bytes_raw()
     public = key.public_key().public_bytes_raw()
