@@ -30,6 +30,11 @@ COMMANDS = {
     "verify": ("auditchain.verify", "verify the chain in SQL and every anchor in the bucket"),
     "export": ("auditchain.export", "request export jobs and run them into S3 bundles"),
     "verify-bundle": ("auditchain.offline.bundle", "verify an export bundle offline (no database needed)"),
+    "verify-proof": (
+        "auditchain.offline.proof",
+        "verify an event receipt offline with the log's verifier key",
+    ),
+    "key": ("auditchain.keys", "create a checkpoint signing key, print a verifier key"),
 }
 # Which extra of the package brings a missing third-party module.
 EXTRAS = {"psycopg": "db", "boto3": "aws", "botocore": "aws", "prometheus_client": "db"}

@@ -42,6 +42,10 @@ PLAIN_VALUES = {
     "--days": "1",
     "--output": "/dev/null",
     "bundle": "s3://ac-cli-odd/exports/x/",
+    "--name": "auditchain/1/db",
+    "--out": "/nonexistent/checkpoint.key",
+    "--vkey": "auditchain/1/db+00000000+AAAA",
+    "receipt": "/nonexistent/event.tlog-proof",
 }
 
 

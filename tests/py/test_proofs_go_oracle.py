@@ -1,0 +1,199 @@
+"""Interoperability: Go's golang.org/x/mod/sumdb `note` and `tlog` packages (Debian
+golang-golang-x-mod-dev, built offline) accept auditchain's signed checkpoints, receipts, inclusion
+proofs and consistency proofs, and reject tampered ones. tests/go/tlogcheck is the Go side.
+
+`make setup` installs Go; without it these tests fail, they are never skipped."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from auditchain.formats import merkle, receipt
+from prooflog import ProofLog
+
+REPO = Path(__file__).resolve().parents[2]
+X_MOD = Path("/usr/share/gocode/src/golang.org/x/mod/sumdb")
+SIZE = 1000
+
+
+@pytest.fixture(scope="session")
+def tlogcheck(tmp_path_factory) -> Path:
+    go = shutil.which("go")
+    if go is None or not X_MOD.is_dir():
+        pytest.fail(
+            "Go and golang.org/x/mod are needed for the interoperability tests: "
+            "`make setup` installs golang-go and golang-golang-x-mod-dev"
+        )
+    work = tmp_path_factory.mktemp("go")
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPATH": f"{work}:/usr/share/gocode",
+        "GOCACHE": str(work / "cache"),
+        "GOFLAGS": "",
+        "CGO_ENABLED": "0",
+    }
+    binary = work / "tlogcheck"
+    subprocess.run(
+        [go, "build", "-o", str(binary), "."],
+        cwd=REPO / "tests" / "go" / "tlogcheck",
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return binary
+
+
+@pytest.fixture(scope="module")
+def log() -> ProofLog:
+    return ProofLog.of_size(SIZE)
+
+
+@pytest.fixture
+def go(tlogcheck, tmp_path, log):
+    """Run tlogcheck with files made from bytes; returns (exit code, output)."""
+    vkey_file = tmp_path / "vkey"
+    vkey_file.write_text(log.vkey + "\n")
+
+    def run(mode: str, *args: bytes | str, vkey: str | None = None) -> tuple[int, str]:
+        if vkey is not None:
+            vkey_file.write_text(vkey + "\n")
+        argv = []
+        for i, arg in enumerate(args):
+            if isinstance(arg, bytes):
+                path = tmp_path / f"arg{i}"
+                path.write_bytes(arg)
+                argv.append(str(path))
+            else:
+                argv.append(arg)
+        proc = subprocess.run(
+            [str(tlogcheck), mode, str(vkey_file), *argv], capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode in (0, 1), proc.stderr  # 2 would be a mistake in this test
+        return proc.returncode, proc.stdout + proc.stderr
+
+    return run
+
+
+def proof_file(hashes: list[bytes]) -> bytes:
+    return b"".join(base64.b64encode(h) + b"\n" for h in hashes)
+
+
+def flip(hashes: list[bytes], which: int) -> list[bytes]:
+    spoiled = list(hashes)
+    spoiled[which] = bytes([spoiled[which][0] ^ 0x80]) + spoiled[which][1:]
+    return spoiled
+
+
+def record_digest(log: ProofLog, seq: int) -> bytes:
+    return receipt.event_leaf(json.loads(log.lines[seq - 1]))
+
+
+def test_go_opens_our_signed_checkpoint(go, log):
+    code, out = go("note", log.signed_checkpoint(SIZE))
+    assert code == 0, out
+    assert out.split() == [log.signer.name, str(SIZE), log.root(SIZE).hex()]
+
+
+def test_go_rejects_a_checkpoint_signed_by_another_key(go, log):
+    impostor = ProofLog.of_size(SIZE)
+    code, out = go("note", impostor.signed_checkpoint(SIZE))
+    assert code == 1 and "no verifiable signatures" in out, out
+
+
+def test_go_rejects_a_changed_size_line(go, log):
+    signed = log.signed_checkpoint(SIZE).replace(f"\n{SIZE}\n".encode(), f"\n{SIZE - 1}\n".encode(), 1)
+    code, out = go("note", signed)
+    assert code == 1 and "invalid signature" in out, out
+
+
+@pytest.mark.parametrize("index", [0, 1, 421, 511, 512, 998, 999])
+def test_go_accepts_our_inclusion_proofs(go, log, index):
+    digest = record_digest(log, index + 1)
+    proof = log.inclusion_proof(index, SIZE)
+    code, out = go("inclusion", log.signed_checkpoint(SIZE), str(index), digest.hex(), proof_file(proof))
+    assert code == 0, out
+
+
+def test_go_rejects_tampered_inclusion_proofs(go, log):
+    index = 421
+    digest = record_digest(log, index + 1)
+    proof = log.inclusion_proof(index, SIZE)
+    signed = log.signed_checkpoint(SIZE)
+    for name, args in {
+        "flipped proof byte": (signed, str(index), digest.hex(), proof_file(flip(proof, 3))),
+        "wrong index": (signed, str(index + 1), digest.hex(), proof_file(proof)),
+        "another event": (signed, str(index), record_digest(log, index + 2).hex(), proof_file(proof)),
+        "proof for another size": (
+            signed,
+            str(index),
+            digest.hex(),
+            proof_file(log.inclusion_proof(index, SIZE - 1)),
+        ),
+        "hash dropped": (signed, str(index), digest.hex(), proof_file(proof[:-1])),
+    }.items():
+        code, out = go("inclusion", *args)
+        assert code == 1, f"{name}: {out}"
+
+
+@pytest.mark.parametrize(
+    ("size1", "size2"), [(1, SIZE), (613, SIZE), (512, SIZE), (999, SIZE), (SIZE, SIZE), (7, 8)]
+)
+def test_go_accepts_our_consistency_proofs(go, log, size1, size2):
+    proof = log.consistency_proof(size1, size2)
+    merkle.verify_consistency(size1, size2, proof, log.root(size1), log.root(size2))
+    code, out = go(
+        "consistency", log.signed_checkpoint(size1), log.signed_checkpoint(size2), proof_file(proof)
+    )
+    assert code == 0, out
+
+
+def test_go_rejects_tampered_consistency_proofs(go, log):
+    proof = log.consistency_proof(613, SIZE)
+    old, new = log.signed_checkpoint(613), log.signed_checkpoint(SIZE)
+    rewritten = ProofLog.of_size(SIZE, signer=log.signer)  # same key, same events...
+    rewritten.leaf_hashes[100] = merkle.leaf_hash(b"rewritten event")  # ...but one rewritten before 613
+    for name, args in {
+        "flipped proof byte": (old, new, proof_file(flip(proof, 0))),
+        "wrong old size": (log.signed_checkpoint(612), new, proof_file(proof)),
+        "hash dropped": (old, new, proof_file(proof[1:])),
+        "rewritten history, re-signed": (
+            old,
+            rewritten.signed_checkpoint(SIZE),
+            proof_file(rewritten.consistency_proof(613, SIZE)),
+        ),
+    }.items():
+        code, out = go("consistency", *args)
+        assert code == 1, f"{name}: {out}"
+
+
+def test_go_checks_our_receipt_and_rejects_tampered_ones(go, log):
+    seq = 422
+    good = log.receipt(seq, SIZE)
+    digest = record_digest(log, seq)
+    assert receipt.verify_receipt(good, [receipt.note.parse_vkey(log.vkey)]).record_sha256 == digest
+    assert go("receipt", good, digest.hex())[0] == 0
+
+    lines = good.split(b"\n")
+    lines[2] = f"index {seq}".encode()
+    assert go("receipt", b"\n".join(lines), digest.hex())[0] == 1, "wrong index"
+    assert go("receipt", good, record_digest(log, seq + 1).hex())[0] == 1, "another event"
+    assert go("receipt", good, digest.hex(), vkey=ProofLog.of_size(1).vkey)[0] == 1, "another key"
+    resized = good.replace(f"\n{SIZE}\n".encode(), f"\n{SIZE + 1}\n".encode())
+    assert go("receipt", resized, digest.hex())[0] == 1, "changed size line"
+
+
+def test_go_checks_the_worked_receipt_in_the_docs(go):
+    doc = (REPO / "docs" / "proofs.md").read_text()
+    example = doc.split("```text\n")[4].split("```")[0].encode()
+    vkey = doc.split("verifier key: ")[1].split("\n")[0]
+    digest = doc.split("whose `record_sha256` is `")[1].split("`")[0]
+    assert go("receipt", example, digest, vkey=vkey)[0] == 0
