@@ -42,7 +42,7 @@ FULL_FIELDS = ("seq", "event_id", "occurred_at", "recorded_at", "tenant_id", "ev
 # A selection by seq cannot be written as a filter. This filter selects every event (emit
 # refuses occurred_at before 1970), yet it is not the empty filter, so a bundle under it may
 # show excluded lines: an excluded line carries nothing to read against a filter.
-SEQ_SELECTION = {"from": "1970-01-01T00:00:00Z"}
+SEQ_SELECTION = {"from": "1970-01-01T00:00:00.000000Z"}
 # Seq 1 and the even seqs: a range starts at a selected event.
 ODD_SEQS_EXCLUDED = {"matches": lambda e: e["seq"] == 1 or e["seq"] % 2 == 0, "export_filter": SEQ_SELECTION}
 
