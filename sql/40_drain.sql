@@ -242,7 +242,8 @@ COMMENT ON PROCEDURE compliance.run_drainer(interval, integer, double precision)
 'pg_cron entry point: drains and commits batch by batch until max_runtime; records a halt on a failed head check.';
 
 -- compliance._check_acknowledgement_note(note): the note rule shared by every
--- acknowledge_* function: 1-2,000 characters, not blank; AC013 otherwise. Touches no table.
+-- acknowledge_* function: 1-2,000 characters, not only whitespace; AC013 otherwise.
+-- Touches no table.
 CREATE OR REPLACE FUNCTION compliance._check_acknowledgement_note(note text)
 RETURNS void
 LANGUAGE plpgsql
@@ -250,7 +251,7 @@ IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF pg_catalog.btrim(coalesce(_check_acknowledgement_note.note, '')) = ''
+    IF coalesce(_check_acknowledgement_note.note, '') !~ '[^[:space:]]'
        OR pg_catalog.length(_check_acknowledgement_note.note) > 2000 THEN
         RAISE EXCEPTION 'a note of 1-2000 characters describing the investigation is required'
             USING ERRCODE = 'AC013';
