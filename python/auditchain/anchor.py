@@ -214,7 +214,7 @@ class Uploader:
         self.bucket_checked = False
 
     def check_bucket(self) -> None:
-        """The bucket is WORM-capable and not stricter than what we would write (exit 2 if not)."""
+        """The bucket is WORM-capable and not stricter than what we would write (EXIT_USAGE if not)."""
         if self.bucket_checked:
             return
         settings = self.settings

@@ -589,3 +589,33 @@ def test_a_killed_uploaders_anchor_is_uploaded_by_the_next_one_after_the_lease(
     assert row["lease_id"] != held["lease_id"]
     assert row["claimed_by"].endswith(f":{os.getpid()}")
     assert len(all_versions(endpoint_url, worm_bucket)) == 1
+
+
+def test_an_uploader_that_lost_its_lease_writes_nothing(conn, dsn, endpoint_url, worm_bucket):
+    emit_and_drain(conn, 2)
+    create_anchor(conn)
+    slow_head = StallingEndpoint(endpoint_url, r"HEAD /[^ ]*anchors/")
+    try:
+        uploader = start_uploader(dsn, slow_head.url, worm_bucket, "--lease-seconds", "1", "--json")
+        assert slow_head.stalled.wait(30), "the uploader never looked at the key"
+        time.sleep(1.2)
+        # The lease ran out while S3 was slow: another uploader takes the anchor over.
+        (taken,) = conn.execute(
+            "SELECT anchor_id FROM compliance.claim_next_anchor('second uploader')"
+        ).fetchall()
+        slow_head.released.set()
+        out, err = uploader.communicate(timeout=60)
+    finally:
+        slow_head.close()
+
+    assert uploader.returncode == EXIT_UNAVAILABLE, err
+    (report,) = json.loads(out)["anchors"]
+    assert report["outcome"] == "lease_lost"
+    assert all_versions(endpoint_url, worm_bucket) == [], "it stopped before writing"
+    (row,) = anchor_rows(conn)
+    assert (row["anchor_id"], row["status"], row["claimed_by"], row["attempts"]) == (
+        taken[0],
+        "pending",
+        "second uploader",
+        0,
+    )
