@@ -147,7 +147,7 @@ BEGIN
             acknowledge_anchor_failure.anchor_id, coalesce(v_status::text, 'missing')
             USING ERRCODE = 'AC060';
     END IF;
-    INSERT INTO compliance.anchor_failure_reviews AS r (anchor_id, note)
+    INSERT INTO compliance.anchor_failure_reviews (anchor_id, note)
     VALUES (acknowledge_anchor_failure.anchor_id, acknowledge_anchor_failure.note)
     ON CONFLICT ON CONSTRAINT anchor_failure_reviews_pkey DO NOTHING;
     RETURN FOUND;
