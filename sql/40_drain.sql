@@ -241,13 +241,37 @@ $$;
 COMMENT ON PROCEDURE compliance.run_drainer(interval, integer, double precision) IS  -- noqa: LT01
 'pg_cron entry point: drains and commits batch by batch until max_runtime; records a halt on a failed head check.';
 
+-- compliance._check_acknowledgement_note(note): the note rule shared by every
+-- acknowledge_* function: 1-2,000 characters, not only whitespace; AC013 otherwise.
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._check_acknowledgement_note(note text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce(_check_acknowledgement_note.note, '') !~ '[^[:space:]]'
+       OR pg_catalog.length(_check_acknowledgement_note.note) > 2000 THEN
+        RAISE EXCEPTION 'a note of 1-2000 characters describing the investigation is required'
+            USING ERRCODE = 'AC013';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION compliance._check_acknowledgement_note(text) IS
+'Internal: AC013 unless an acknowledgement note is 1-2000 characters and not blank.';
+
 -- compliance.acknowledge_integrity_failure(resume_from_seq, note): the documented way out
 -- of a halt after investigation. The chain stays broken where it broke (verify_chain keeps
 -- reporting it); this records the incident and lets the drainer extend from the current
--- last event, which the operator must name. Owner only.
+-- last event, which the operator must name. Same contract as every acknowledge_*: true when
+-- acknowledged now; false (no change, the first note kept) when this halt was already
+-- acknowledged, i.e. the drainer is not halted and its last incident resumed from
+-- resume_from_seq; AC013 for a NULL, blank or over-2,000-character note; AC012 when there is
+-- nothing to acknowledge (not halted) or resume_from_seq is not the last seq. Owner only.
 -- Touches: integrity_incidents (INSERT), drainer_state (UPDATE).
-CREATE OR REPLACE FUNCTION compliance.acknowledge_integrity_failure(p_resume_from_seq bigint, p_note text)
-RETURNS bigint
+CREATE OR REPLACE FUNCTION compliance.acknowledge_integrity_failure(resume_from_seq bigint, note text)
+RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -255,33 +279,39 @@ DECLARE
     v_state compliance.drainer_state%ROWTYPE;
     v_max_seq bigint;
     v_head_hash bytea;
-    v_incident bigint;
 BEGIN
+    PERFORM compliance._check_acknowledgement_note(acknowledge_integrity_failure.note);
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
     SELECT * INTO STRICT v_state FROM compliance.drainer_state FOR UPDATE;
     IF v_state.halted_at IS NULL THEN
+        -- The drainer's own incidents: the verifier's carry its prefix in halted_reason.
+        IF (SELECT i.resumed_from_seq
+              FROM compliance.integrity_incidents AS i
+             WHERE i.halted_reason NOT LIKE 'incremental verification: %'
+             ORDER BY i.incident_id DESC
+             LIMIT 1) IS NOT DISTINCT FROM acknowledge_integrity_failure.resume_from_seq THEN
+            RETURN false;
+        END IF;
         RAISE EXCEPTION 'the drainer is not halted' USING ERRCODE = 'AC012';
     END IF;
     SELECT coalesce(max(e.seq), 0) INTO v_max_seq FROM compliance.audit_events AS e;
-    IF p_resume_from_seq IS DISTINCT FROM v_max_seq THEN
+    IF acknowledge_integrity_failure.resume_from_seq IS DISTINCT FROM v_max_seq THEN
         RAISE EXCEPTION 'resume_from_seq must be the last seq in audit_events, which is %', v_max_seq
             USING ERRCODE = 'AC012';
-    END IF;
-    IF p_note IS NULL OR pg_catalog.btrim(p_note) = '' THEN
-        RAISE EXCEPTION 'a note describing the investigation is required' USING ERRCODE = 'AC012';
     END IF;
     SELECT e.event_hash INTO v_head_hash FROM compliance.audit_events AS e WHERE e.seq = v_max_seq;
     v_head_hash := coalesce(v_head_hash, pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex'));
 
     INSERT INTO compliance.integrity_incidents
         (halted_at, halted_seq, halted_reason, resumed_from_seq, resumed_from_hash, note)
-    VALUES (v_state.halted_at, v_state.halted_seq, v_state.halted_reason, v_max_seq, v_head_hash, p_note)
-    RETURNING incident_id INTO v_incident;
+    VALUES (v_state.halted_at, v_state.halted_seq, v_state.halted_reason, v_max_seq, v_head_hash,
+            acknowledge_integrity_failure.note);
     UPDATE compliance.drainer_state
        SET last_seq = v_max_seq, last_hash = v_head_hash,
            halted_at = NULL, halted_seq = NULL, halted_reason = NULL;
-    RETURN v_incident;
+    RETURN true;
 END;
 $$;
 COMMENT ON FUNCTION compliance.acknowledge_integrity_failure(bigint, text) IS
-'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq.';
+'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq; '
+'false if already acknowledged.';

@@ -4,10 +4,12 @@
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 -- compliance.guard_anchor_change(): trigger on compliance.anchors (BEFORE INSERT OR UPDATE,
--- ENABLE ALWAYS). A new row must be pending with no attempts. Afterwards the anchored
--- fields never change, and the only updates are, while pending: attempts/last_error (a
--- failed attempt), the one-time transition to uploaded with the complete upload result,
--- or to failed with the alarm in last_error. Everything else raises AC040.
+-- ENABLE ALWAYS). A new row must be pending with no attempts and no claim. Afterwards the
+-- anchored fields never change, and only the lease and result columns do, while pending: a
+-- claim (a new lease_id with its claimed_by, claimed_at and lease, nothing else), a lease
+-- renewed or released, attempts/last_error (a failed attempt), the one-time transition to
+-- uploaded with the complete upload result, or to failed with the alarm in last_error.
+-- Everything else raises AC040.
 CREATE OR REPLACE FUNCTION compliance.guard_anchor_change()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -16,8 +18,9 @@ AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.status IS DISTINCT FROM 'pending'::compliance.anchor_status
-           OR NEW.attempts IS DISTINCT FROM 0 OR NEW.last_error IS NOT NULL THEN
-            RAISE EXCEPTION 'a new anchor must be pending, with no attempts and no error'
+           OR NEW.attempts IS DISTINCT FROM 0 OR NEW.last_error IS NOT NULL
+           OR pg_catalog.num_nonnulls(NEW.lease_id, NEW.claimed_by, NEW.claimed_at, NEW.lease_expires_at) > 0 THEN
+            RAISE EXCEPTION 'a new anchor must be pending, with no attempts, no error and no claim'
                 USING ERRCODE = 'AC040';
         END IF;
         RETURN NEW;
@@ -37,6 +40,17 @@ BEGIN
     END IF;
     IF NEW.attempts < OLD.attempts THEN
         RAISE EXCEPTION 'anchor %: attempts cannot decrease', OLD.anchor_id USING ERRCODE = 'AC040';
+    END IF;
+    IF NEW.lease_id IS DISTINCT FROM OLD.lease_id THEN
+        -- A claim: a fresh lease and nothing else, so a claim can never carry a result.
+        IF NEW.lease_id IS NULL OR NEW.lease_expires_at IS NULL OR NEW.status <> 'pending'
+           OR NEW.attempts <> OLD.attempts OR NEW.last_error IS DISTINCT FROM OLD.last_error THEN
+            RAISE EXCEPTION 'anchor %: a claim sets a new lease and changes nothing else', OLD.anchor_id
+                USING ERRCODE = 'AC040';
+        END IF;
+    ELSIF (NEW.claimed_by, NEW.claimed_at) IS DISTINCT FROM (OLD.claimed_by, OLD.claimed_at) THEN
+        RAISE EXCEPTION 'anchor %: claimed_by and claimed_at change only with a new lease_id', OLD.anchor_id
+            USING ERRCODE = 'AC040';
     END IF;
     CASE NEW.status
         WHEN 'pending' THEN
@@ -64,8 +78,8 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.guard_anchor_change() IS
-'Trigger: a new anchor is pending; afterwards only attempts/last_error while pending and one transition '
-'to uploaded (complete result) or failed (alarm) are allowed; anything else raises AC040.';
+'Trigger: a new anchor is pending and unclaimed; afterwards, while pending, only claims and leases, '
+'attempts/last_error and one transition to uploaded (complete result) or failed (alarm); anything else raises AC040.';
 
 CREATE OR REPLACE TRIGGER guard_anchor_change
 BEFORE INSERT OR UPDATE ON compliance.anchors
@@ -168,11 +182,93 @@ COMMENT ON FUNCTION compliance.create_anchor() IS
 'pg_cron, every 15 minutes: records a pending anchor when the chain head moved (NOTIFY auditchain_anchor); '
 'returns its cadence_id, or NULL when there is nothing new.';
 
--- compliance.claim_pending_anchors(max_anchors): up to max_anchors pending anchors in seq
--- order, row-locked FOR UPDATE SKIP LOCKED. The locks last until the caller's transaction
--- ends: the uploader keeps that transaction open across its S3 calls and records each
--- result in it, so a crash anywhere rolls back to pending and another uploader never takes
--- the same anchor meanwhile. Touches: anchors (SELECT FOR UPDATE).
+-- The uploader's protocol (docs/anchoring.md "Claims and leases"): claim_next_anchor takes
+-- one pending anchor under a lease in a short transaction of its own; the upload runs with
+-- no transaction open, anchor_heartbeat renews the lease between S3 calls, and a record_*
+-- function stores the result in a second short transaction. A result is accepted only
+-- under the live lease that claimed the anchor (AC043 otherwise); recording releases it. An
+-- uploader that dies holds the anchor until its lease expires, then the next one takes it
+-- over; uploading again is safe (IfNoneMatch, and identical bytes count as uploaded).
+
+-- compliance.claim_next_anchor(claimed_by, lease): lease the pending anchor with the lowest
+-- seq_to that nobody holds (never claimed, released, or its lease expired), skipping rows
+-- another uploader is claiming right now. Records a new lease_id, claimed_by, claimed_at and
+-- lease_expires_at = now + lease; no row when nothing is pending and free. 22023 for a blank
+-- or overlong claimed_by or a lease outside (0, 1 day]. Touches: anchors (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.claim_next_anchor(claimed_by text, lease interval DEFAULT '5 minutes')
+RETURNS TABLE (
+    anchor_id bigint, cadence_id text, seq_from bigint, seq_to bigint, document text, document_digest bytea,
+    attempts integer, lease_id uuid, lease_expires_at timestamptz
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    IF pg_catalog.btrim(coalesce(claim_next_anchor.claimed_by, '')) = ''
+       OR pg_catalog.length(claim_next_anchor.claimed_by) > 256 THEN
+        RAISE EXCEPTION 'claimed_by must name the uploader in 1-256 characters' USING ERRCODE = '22023';
+    END IF;
+    IF claim_next_anchor.lease IS NULL OR claim_next_anchor.lease <= interval '0'
+       OR claim_next_anchor.lease > interval '1 day' THEN
+        RAISE EXCEPTION 'lease must be a positive interval of at most 1 day, not %',
+            coalesce(claim_next_anchor.lease::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
+        UPDATE compliance.anchors AS a
+           SET lease_id = pg_catalog.gen_random_uuid(), claimed_by = claim_next_anchor.claimed_by,
+               claimed_at = v_now, lease_expires_at = v_now + claim_next_anchor.lease
+         WHERE a.anchor_id = (
+                 SELECT q.anchor_id
+                   FROM compliance.anchors AS q
+                  WHERE q.status = 'pending' AND (q.lease_expires_at IS NULL OR q.lease_expires_at <= v_now)
+                  ORDER BY q.seq_to
+                  LIMIT 1
+                    FOR UPDATE SKIP LOCKED
+               )
+           AND a.status = 'pending' AND (a.lease_expires_at IS NULL OR a.lease_expires_at <= v_now)
+        RETURNING a.anchor_id, a.cadence_id, a.seq_from, a.seq_to, a.document, a.document_digest, a.attempts,
+                  a.lease_id, a.lease_expires_at;
+END;
+$$;
+COMMENT ON FUNCTION compliance.claim_next_anchor(text, interval) IS
+'Uploader: leases the next pending anchor nobody holds (default 5 minutes) and returns it with its lease_id; '
+'no row when none is free.';
+
+-- compliance.anchor_heartbeat(anchor_id, lease_id, lease): the holder renews its lease to
+-- now + lease before its next S3 call. False when the lease is no longer held (it expired,
+-- another uploader took the anchor over, or a result was recorded): the uploader must stop
+-- working on the anchor. Touches: anchors (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.anchor_heartbeat(
+    anchor_id bigint, lease_id uuid, lease interval DEFAULT '5 minutes'
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF anchor_heartbeat.lease IS NULL OR anchor_heartbeat.lease <= interval '0'
+       OR anchor_heartbeat.lease > interval '1 day' THEN
+        RAISE EXCEPTION 'lease must be a positive interval of at most 1 day' USING ERRCODE = '22023';
+    END IF;
+    UPDATE compliance.anchors AS a
+       SET lease_expires_at = pg_catalog.clock_timestamp() + anchor_heartbeat.lease
+     WHERE a.anchor_id = anchor_heartbeat.anchor_id AND a.lease_id = anchor_heartbeat.lease_id
+       AND a.status = 'pending' AND a.lease_expires_at > pg_catalog.clock_timestamp();
+    RETURN FOUND;
+END;
+$$;
+COMMENT ON FUNCTION compliance.anchor_heartbeat(bigint, uuid, interval) IS
+'Uploader: renews its lease on an anchor; false when the lease expired, was taken over or released.';
+
+-- compliance.claim_pending_anchors(max_anchors): DEPRECATED (one release), replaced by
+-- claim_next_anchor. Up to max_anchors pending anchors nobody holds under a lease, in seq
+-- order, row-locked FOR UPDATE SKIP LOCKED until the caller's transaction ends; the caller
+-- records results without a lease_id inside that transaction. Touches: anchors (SELECT FOR UPDATE).
 CREATE OR REPLACE FUNCTION compliance.claim_pending_anchors(p_max_anchors integer DEFAULT 10)
 RETURNS TABLE (
     anchor_id bigint, cadence_id text, seq_from bigint, seq_to bigint, document text, document_digest bytea,
@@ -190,50 +286,72 @@ BEGIN
         SELECT a.anchor_id, a.cadence_id, a.seq_from, a.seq_to, a.document, a.document_digest, a.attempts
           FROM compliance.anchors AS a
          WHERE a.status = 'pending'
+           AND (a.lease_expires_at IS NULL OR a.lease_expires_at <= pg_catalog.clock_timestamp())
          ORDER BY a.seq_to
          LIMIT p_max_anchors
            FOR UPDATE SKIP LOCKED;
 END;
 $$;
 COMMENT ON FUNCTION compliance.claim_pending_anchors(integer) IS
-'Uploader: locks and returns up to max_anchors pending anchors (SKIP LOCKED) until the caller''s transaction ends.';
+'Deprecated (use claim_next_anchor): locks and returns up to max_anchors pending anchors nobody leases, '
+'until the caller''s transaction ends.';
 
--- compliance.pending_anchor(anchor_id): the anchor row, locked, if it is pending; raises
--- AC041 when it does not exist or already has its result. Touches: anchors (SELECT FOR UPDATE).
-CREATE OR REPLACE FUNCTION compliance.pending_anchor(p_anchor_id bigint)
+-- compliance._leased_anchor(anchor_id, lease_id): the anchor row, locked, when the caller
+-- may record its result: with a lease_id, only while that lease is live (AC043 once it
+-- expired, was taken over or was released); without one (a caller holding the row lock of
+-- claim_pending_anchors, or an operator), only while nobody holds a live lease (AC043).
+-- AC041 when the anchor does not exist or already has its result. Touches: anchors (SELECT FOR UPDATE).
+CREATE OR REPLACE FUNCTION compliance._leased_anchor(anchor_id bigint, lease_id uuid)
 RETURNS compliance.anchors
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_anchor compliance.anchors%ROWTYPE;
+    v_now timestamptz := pg_catalog.clock_timestamp();
 BEGIN
-    SELECT * INTO v_anchor FROM compliance.anchors AS a WHERE a.anchor_id = p_anchor_id FOR UPDATE;
+    SELECT * INTO v_anchor FROM compliance.anchors AS a WHERE a.anchor_id = _leased_anchor.anchor_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'no anchor %', p_anchor_id USING ERRCODE = 'AC041';
+        RAISE EXCEPTION 'no anchor %', _leased_anchor.anchor_id USING ERRCODE = 'AC041';
+    END IF;
+    IF _leased_anchor.lease_id IS NOT NULL
+       AND (v_anchor.lease_id IS DISTINCT FROM _leased_anchor.lease_id OR v_anchor.lease_expires_at IS NULL
+            OR v_anchor.lease_expires_at <= v_now) THEN
+        RAISE EXCEPTION 'anchor %: lease % is no longer held (it expired, another uploader took the anchor over, '
+                        'or a result was recorded); the result was not recorded',
+            _leased_anchor.anchor_id, _leased_anchor.lease_id
+            USING ERRCODE = 'AC043',
+                  HINT = 'Another uploader uploads the anchor again; the object is written at most once.';
+    END IF;
+    IF _leased_anchor.lease_id IS NULL AND v_anchor.lease_expires_at > v_now THEN
+        RAISE EXCEPTION 'anchor % is leased by % until %; only that uploader records its result',
+            _leased_anchor.anchor_id, v_anchor.claimed_by, v_anchor.lease_expires_at
+            USING ERRCODE = 'AC043';
     END IF;
     IF v_anchor.status <> 'pending' THEN
-        RAISE EXCEPTION 'anchor % is already %', p_anchor_id, v_anchor.status USING ERRCODE = 'AC041';
+        RAISE EXCEPTION 'anchor % is already %', _leased_anchor.anchor_id, v_anchor.status USING ERRCODE = 'AC041';
     END IF;
     RETURN v_anchor;
 END;
 $$;
-COMMENT ON FUNCTION compliance.pending_anchor(bigint) IS
-'Internal: the pending anchor row, locked; AC041 when missing or already uploaded/failed.';
+COMMENT ON FUNCTION compliance._leased_anchor(bigint, uuid) IS
+'Internal: the pending anchor row, locked, if the caller''s lease is live (AC043 if not); AC041 when missing or final.';
 
 -- compliance.record_anchor_upload(anchor_id, bucket, object_key, version_id, lock_mode,
--- retain_until): the anchor's object is in the bucket with this lock; mark it uploaded.
--- Repeating the same result is a no-op; anything inconsistent raises AC041.
--- Touches: anchors (UPDATE).
+-- retain_until, lease_id): the anchor's object is in the bucket with this lock; mark it
+-- uploaded and release the lease. True when recorded now; false (no change) when exactly
+-- this result is already recorded. AC043 without the live lease; AC041 for anything
+-- inconsistent. Touches: anchors (UPDATE).
 CREATE OR REPLACE FUNCTION compliance.record_anchor_upload(
-    p_anchor_id bigint,
-    p_bucket text,
-    p_object_key text,
-    p_version_id text,
-    p_lock_mode text,
-    p_retain_until timestamptz
+    anchor_id bigint,
+    bucket text,
+    object_key text,
+    version_id text,
+    lock_mode text,
+    retain_until timestamptz,
+    lease_id uuid DEFAULT NULL
 )
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -242,103 +360,139 @@ DECLARE
     v_anchor compliance.anchors%ROWTYPE;
     v_key_suffix text;
 BEGIN
-    SELECT * INTO v_anchor FROM compliance.anchors AS a WHERE a.anchor_id = p_anchor_id;
-    IF v_anchor.status = 'uploaded'
-       AND (v_anchor.bucket, v_anchor.object_key, v_anchor.version_id, v_anchor.lock_mode, v_anchor.retain_until)
-           IS NOT DISTINCT FROM (p_bucket, p_object_key, p_version_id, p_lock_mode, p_retain_until) THEN
-        RETURN;
+    IF EXISTS (
+        SELECT 1
+          FROM compliance.anchors AS a
+         WHERE a.anchor_id = record_anchor_upload.anchor_id AND a.status = 'uploaded'
+           AND (a.bucket, a.object_key, a.version_id, a.lock_mode, a.retain_until)
+               IS NOT DISTINCT FROM
+               (record_anchor_upload.bucket, record_anchor_upload.object_key, record_anchor_upload.version_id,
+                record_anchor_upload.lock_mode, record_anchor_upload.retain_until)
+    ) THEN
+        RETURN false;
     END IF;
-    v_anchor := compliance.pending_anchor(p_anchor_id);
+    v_anchor := compliance._leased_anchor(record_anchor_upload.anchor_id, record_anchor_upload.lease_id);
     v_key_suffix := 'anchors/' || pg_catalog.lpad(v_anchor.seq_to::text, 20, '0') || '-' || v_anchor.cadence_id
                     || '.json';
-    IF coalesce(p_bucket, '') = '' OR coalesce(p_version_id, '') = '' THEN
-        RAISE EXCEPTION 'anchor %: bucket and version_id are required', p_anchor_id USING ERRCODE = 'AC041';
+    IF coalesce(record_anchor_upload.bucket, '') = '' OR coalesce(record_anchor_upload.version_id, '') = '' THEN
+        RAISE EXCEPTION 'anchor %: bucket and version_id are required', v_anchor.anchor_id USING ERRCODE = 'AC041';
     END IF;
-    IF p_object_key IS NULL OR pg_catalog.right(p_object_key, pg_catalog.length(v_key_suffix)) <> v_key_suffix THEN
-        RAISE EXCEPTION 'anchor %: object key % does not end with %', p_anchor_id, p_object_key, v_key_suffix
+    IF record_anchor_upload.object_key IS NULL
+       OR pg_catalog.right(record_anchor_upload.object_key, pg_catalog.length(v_key_suffix)) <> v_key_suffix THEN
+        RAISE EXCEPTION 'anchor %: object key % does not end with %', v_anchor.anchor_id,
+            record_anchor_upload.object_key, v_key_suffix
             USING ERRCODE = 'AC041';
     END IF;
-    IF p_lock_mode IS NULL OR p_lock_mode NOT IN ('GOVERNANCE', 'COMPLIANCE') THEN
-        RAISE EXCEPTION 'anchor %: lock mode must be GOVERNANCE or COMPLIANCE, not %', p_anchor_id,
-            coalesce(p_lock_mode, 'NULL')
+    IF record_anchor_upload.lock_mode IS NULL OR record_anchor_upload.lock_mode NOT IN ('GOVERNANCE', 'COMPLIANCE') THEN
+        RAISE EXCEPTION 'anchor %: lock mode must be GOVERNANCE or COMPLIANCE, not %', v_anchor.anchor_id,
+            coalesce(record_anchor_upload.lock_mode, 'NULL')
             USING ERRCODE = 'AC041';
     END IF;
-    IF p_retain_until IS NULL OR p_retain_until <= pg_catalog.now() THEN
-        RAISE EXCEPTION 'anchor %: retain_until % is not in the future', p_anchor_id, p_retain_until
+    IF record_anchor_upload.retain_until IS NULL OR record_anchor_upload.retain_until <= pg_catalog.now() THEN
+        RAISE EXCEPTION 'anchor %: retain_until % is not in the future', v_anchor.anchor_id,
+            record_anchor_upload.retain_until
             USING ERRCODE = 'AC041';
     END IF;
     UPDATE compliance.anchors AS a
-       SET status = 'uploaded', bucket = p_bucket, object_key = p_object_key, version_id = p_version_id,
-           lock_mode = p_lock_mode, retain_until = p_retain_until, anchored_at = pg_catalog.clock_timestamp(),
-           attempts = a.attempts + 1
-     WHERE a.anchor_id = p_anchor_id;
+       SET status = 'uploaded', bucket = record_anchor_upload.bucket, object_key = record_anchor_upload.object_key,
+           version_id = record_anchor_upload.version_id, lock_mode = record_anchor_upload.lock_mode,
+           retain_until = record_anchor_upload.retain_until, anchored_at = pg_catalog.clock_timestamp(),
+           attempts = a.attempts + 1, lease_expires_at = NULL
+     WHERE a.anchor_id = v_anchor.anchor_id;
+    RETURN true;
 END;
 $$;
-COMMENT ON FUNCTION compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz) IS
-'Uploader: marks a pending anchor uploaded with its bucket, key, version id and Object Lock; '
-'idempotent for the same result, AC041 for anything inconsistent.';
+COMMENT ON FUNCTION compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid) IS
+'Uploader: marks a pending anchor uploaded with its bucket, key, version id and Object Lock under its lease; '
+'false if exactly this result is recorded, AC043 without the live lease, AC041 for anything inconsistent.';
 
--- compliance.record_failed_attempt(anchor_id, error, status, bucket, object_key,
--- version_id): one upload attempt that did not succeed; attempts + 1 and last_error, and
--- the new status (pending to retry, failed for an alarm). Raises AC041 without an error
--- text or when the anchor is not pending. Touches: anchors (UPDATE).
-CREATE OR REPLACE FUNCTION compliance.record_failed_attempt(
-    p_anchor_id bigint,
-    p_error text,
-    p_status compliance.anchor_status,
-    p_bucket text DEFAULT NULL,
-    p_object_key text DEFAULT NULL,
-    p_version_id text DEFAULT NULL
+-- compliance._record_failed_attempt(anchor_id, lease_id, error, status, bucket,
+-- object_key, version_id): one upload attempt that did not succeed: attempts + 1,
+-- last_error, the new status (pending to retry, failed for an alarm), lease released. True
+-- when recorded now; false (no change) when this attempt is already recorded: the anchor
+-- failed with the same alarm, or is pending with the same error recorded under this
+-- released lease. AC041 without an error text or when the anchor is not pending; AC043
+-- without the live lease. Touches: anchors (UPDATE).
+CREATE OR REPLACE FUNCTION compliance._record_failed_attempt(
+    anchor_id bigint,
+    lease_id uuid,
+    error text,
+    status compliance.anchor_status,
+    bucket text DEFAULT NULL,
+    object_key text DEFAULT NULL,
+    version_id text DEFAULT NULL
 )
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_error text := pg_catalog.left(_record_failed_attempt.error, 2000);
 BEGIN
-    IF pg_catalog.btrim(coalesce(p_error, '')) = '' THEN
-        RAISE EXCEPTION 'anchor %: an error text is required', p_anchor_id USING ERRCODE = 'AC041';
+    IF pg_catalog.btrim(coalesce(v_error, '')) = '' THEN
+        RAISE EXCEPTION 'anchor %: an error text is required', _record_failed_attempt.anchor_id USING ERRCODE = 'AC041';
     END IF;
-    PERFORM compliance.pending_anchor(p_anchor_id);
+    IF EXISTS (
+        SELECT 1
+          FROM compliance.anchors AS a
+         WHERE a.anchor_id = _record_failed_attempt.anchor_id
+           AND a.status = _record_failed_attempt.status AND a.last_error = v_error
+           AND CASE a.status
+                   WHEN 'failed' THEN
+                       (a.bucket, a.object_key, a.version_id) IS NOT DISTINCT FROM
+                       (_record_failed_attempt.bucket, _record_failed_attempt.object_key,
+                        _record_failed_attempt.version_id)
+                   ELSE a.lease_id = _record_failed_attempt.lease_id AND a.lease_expires_at IS NULL
+               END
+    ) THEN
+        RETURN false;
+    END IF;
+    PERFORM compliance._leased_anchor(_record_failed_attempt.anchor_id, _record_failed_attempt.lease_id);
     UPDATE compliance.anchors AS a
-       SET status = p_status, bucket = p_bucket, object_key = p_object_key, version_id = p_version_id,
-           attempts = a.attempts + 1, last_error = pg_catalog.left(p_error, 2000)
-     WHERE a.anchor_id = p_anchor_id;
+       SET status = _record_failed_attempt.status, bucket = _record_failed_attempt.bucket,
+           object_key = _record_failed_attempt.object_key, version_id = _record_failed_attempt.version_id,
+           attempts = a.attempts + 1, last_error = v_error, lease_expires_at = NULL
+     WHERE a.anchor_id = _record_failed_attempt.anchor_id;
+    RETURN true;
 END;
 $$;
-COMMENT ON FUNCTION compliance.record_failed_attempt(bigint, text, compliance.anchor_status, text, text, text) IS
-'Internal: records an upload attempt that failed (attempts + 1, last_error) with the anchor''s new status.';
+COMMENT ON FUNCTION compliance._record_failed_attempt(bigint, uuid, text, compliance.anchor_status, text, text, text) IS
+'Internal: records an upload attempt that failed (attempts + 1, last_error, lease released) with the anchor''s new status.';
 
--- compliance.record_anchor_error(anchor_id, error): a transient upload failure (endpoint
--- unreachable, throttling, access or KMS denied). The anchor stays pending for the next run.
--- Touches: anchors (UPDATE).
-CREATE OR REPLACE FUNCTION compliance.record_anchor_error(p_anchor_id bigint, p_error text)
-RETURNS void
+-- compliance.record_anchor_error(anchor_id, error, lease_id): a transient upload failure
+-- (endpoint unreachable, throttling, access or KMS denied). The anchor stays pending and its
+-- lease is released, so the next run (of any uploader) retries it. True when recorded,
+-- false for a repeat under the same lease. Touches: anchors (UPDATE).
+CREATE OR REPLACE FUNCTION compliance.record_anchor_error(anchor_id bigint, error text, lease_id uuid DEFAULT NULL)
+RETURNS boolean
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT compliance.record_failed_attempt(p_anchor_id, p_error, 'pending');
+    SELECT compliance._record_failed_attempt(anchor_id, lease_id, error, 'pending');
 END;
-COMMENT ON FUNCTION compliance.record_anchor_error(bigint, text) IS
-'Uploader: records a transient upload failure (attempts + 1, last_error); the anchor stays pending.';
+COMMENT ON FUNCTION compliance.record_anchor_error(bigint, text, uuid) IS
+'Uploader: records a transient upload failure (attempts + 1, last_error) and releases the lease; the anchor stays pending.';
 
 -- compliance.record_anchor_integrity_failure(anchor_id, bucket, object_key, version_id,
--- error): different content is already at the anchor's key. Terminal: the anchor becomes
--- failed with the alarm in last_error and is never retried (the object is never
--- overwritten). Touches: anchors (UPDATE).
+-- error, lease_id): different content is already at the anchor's key. Terminal: the anchor
+-- becomes failed with the alarm in last_error and is never retried (the object is never
+-- overwritten). True when recorded, false when this alarm is already recorded.
+-- Touches: anchors (UPDATE).
 CREATE OR REPLACE FUNCTION compliance.record_anchor_integrity_failure(
-    p_anchor_id bigint,
-    p_bucket text,
-    p_object_key text,
-    p_version_id text,
-    p_error text
+    anchor_id bigint,
+    bucket text,
+    object_key text,
+    version_id text,
+    error text,
+    lease_id uuid DEFAULT NULL
 )
-RETURNS void
+RETURNS boolean
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT compliance.record_failed_attempt(p_anchor_id, p_error, 'failed', p_bucket, p_object_key, p_version_id);
+    SELECT compliance._record_failed_attempt(anchor_id, lease_id, error, 'failed', bucket, object_key, version_id);
 END;
-COMMENT ON FUNCTION compliance.record_anchor_integrity_failure(bigint, text, text, text, text) IS
+COMMENT ON FUNCTION compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) IS
 'Uploader: integrity alarm, different content already at the anchor''s key; marks the anchor failed (terminal).';

@@ -176,39 +176,52 @@ COMMENT ON FUNCTION compliance.verify_new_events(bigint) IS
 -- compliance.acknowledge_verification_failure(bad_seq, note): the documented way past a
 -- failure the incremental verifier found, after investigation. The break stays in the
 -- chain (verify_chain keeps reporting it); this records the incident and lets the verifier
--- continue from the named event, taking its stored hash as given. Owner only.
+-- continue from the named event, taking its stored hash as given. Same contract as every
+-- acknowledge_*: true when acknowledged now; false (no change, the first note kept) when the
+-- failure at bad_seq was already acknowledged; AC013 for a NULL, blank or
+-- over-2,000-character note; AC012 when the verifier is not failing at bad_seq. Owner only.
 -- Touches: verification_state (UPDATE), integrity_incidents (INSERT), audit_events (read).
-CREATE OR REPLACE FUNCTION compliance.acknowledge_verification_failure(p_bad_seq bigint, p_note text)
-RETURNS bigint
+CREATE OR REPLACE FUNCTION compliance.acknowledge_verification_failure(bad_seq bigint, note text)
+RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_state compliance.verification_state%ROWTYPE;
     v_hash bytea;
-    v_incident bigint;
 BEGIN
+    PERFORM compliance._check_acknowledgement_note(acknowledge_verification_failure.note);
     SELECT * INTO STRICT v_state FROM compliance.verification_state FOR UPDATE;
-    IF v_state.last_ok IS DISTINCT FROM false OR v_state.first_bad_seq IS DISTINCT FROM p_bad_seq THEN
+    IF v_state.last_ok IS DISTINCT FROM false
+       OR v_state.first_bad_seq IS DISTINCT FROM acknowledge_verification_failure.bad_seq THEN
+        IF EXISTS (
+            SELECT 1
+              FROM compliance.integrity_incidents AS i
+             WHERE i.halted_seq = acknowledge_verification_failure.bad_seq
+               AND i.resumed_from_seq = acknowledge_verification_failure.bad_seq
+               AND i.halted_reason LIKE 'incremental verification: %'
+        ) THEN
+            RETURN false;
+        END IF;
         RAISE EXCEPTION 'the incremental verifier is not failing at seq % (its first bad seq is %)',
-            p_bad_seq, coalesce(v_state.first_bad_seq::text, 'none')
+            acknowledge_verification_failure.bad_seq, coalesce(v_state.first_bad_seq::text, 'none')
             USING ERRCODE = 'AC012';
     END IF;
-    IF p_note IS NULL OR pg_catalog.btrim(p_note) = '' THEN
-        RAISE EXCEPTION 'a note describing the investigation is required' USING ERRCODE = 'AC012';
-    END IF;
-    SELECT e.event_hash INTO STRICT v_hash FROM compliance.audit_events AS e WHERE e.seq = p_bad_seq;
+    SELECT e.event_hash INTO STRICT v_hash
+      FROM compliance.audit_events AS e
+     WHERE e.seq = acknowledge_verification_failure.bad_seq;
 
     INSERT INTO compliance.integrity_incidents
         (halted_at, halted_seq, halted_reason, resumed_from_seq, resumed_from_hash, note)
-    VALUES (coalesce(v_state.last_run_at, pg_catalog.now()), p_bad_seq,
-            'incremental verification: ' || v_state.problem, p_bad_seq, v_hash, p_note)
-    RETURNING incident_id INTO v_incident;
+    VALUES (coalesce(v_state.last_run_at, pg_catalog.now()), acknowledge_verification_failure.bad_seq,
+            'incremental verification: ' || v_state.problem, acknowledge_verification_failure.bad_seq, v_hash,
+            acknowledge_verification_failure.note);
     UPDATE compliance.verification_state
-       SET verified_seq = p_bad_seq, verified_hash = v_hash,
+       SET verified_seq = acknowledge_verification_failure.bad_seq, verified_hash = v_hash,
            last_ok = NULL, first_bad_seq = NULL, problem = NULL;
-    RETURN v_incident;
+    RETURN true;
 END;
 $$;
 COMMENT ON FUNCTION compliance.acknowledge_verification_failure(bigint, text) IS
-'Operator action after investigating a verifier failure: records an integrity incident and resumes verification after the named seq.';
+'Operator action after investigating a verifier failure: records an integrity incident and resumes verification '
+'after the named seq; false if already acknowledged.';

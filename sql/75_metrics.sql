@@ -127,11 +127,12 @@ COMMENT ON FUNCTION compliance.metrics() IS
 -- compliance.acknowledge_anchor_failure(anchor_id, note): an operator's record that a
 -- failed anchor (integrity alarm) was investigated, so that it stops counting in
 -- anchors_failed and the anchor-failed alarm can clear. The anchor itself stays failed and
--- `auditchain verify` keeps reporting it. Idempotent: true when recorded now, false when
--- the anchor was already reviewed (the first note stays). AC060 for an anchor that is not
--- failed or a blank note. Owner only, like acknowledge_integrity_failure.
+-- `auditchain verify` keeps reporting it. Same contract as every acknowledge_*: true when
+-- acknowledged now; false (no change, the first note kept) when the anchor was already
+-- reviewed; AC013 for a NULL, blank or over-2,000-character note; AC060 for an anchor that
+-- does not exist or is not failed. Owner only, like acknowledge_integrity_failure.
 -- Touches: anchors (read), anchor_failure_reviews (INSERT).
-CREATE OR REPLACE FUNCTION compliance.acknowledge_anchor_failure(p_anchor_id bigint, p_note text)
+CREATE OR REPLACE FUNCTION compliance.acknowledge_anchor_failure(anchor_id bigint, note text)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -139,23 +140,21 @@ AS $$
 DECLARE
     v_status compliance.anchor_status;
 BEGIN
-    SELECT a.status INTO v_status FROM compliance.anchors AS a WHERE a.anchor_id = p_anchor_id;
+    PERFORM compliance._check_acknowledgement_note(acknowledge_anchor_failure.note);
+    SELECT a.status INTO v_status FROM compliance.anchors AS a WHERE a.anchor_id = acknowledge_anchor_failure.anchor_id;
     IF v_status IS DISTINCT FROM 'failed' THEN
-        RAISE EXCEPTION 'anchor % is %, not failed: there is no integrity alarm to acknowledge', p_anchor_id,
-            coalesce(v_status::text, 'missing')
-            USING ERRCODE = 'AC060';
-    END IF;
-    IF p_note IS NULL OR pg_catalog.btrim(p_note) = '' OR pg_catalog.length(p_note) > 2000 THEN
-        RAISE EXCEPTION 'a note of 1-2000 characters describing the investigation is required'
+        RAISE EXCEPTION 'anchor % is %, not failed: there is no integrity alarm to acknowledge',
+            acknowledge_anchor_failure.anchor_id, coalesce(v_status::text, 'missing')
             USING ERRCODE = 'AC060';
     END IF;
     INSERT INTO compliance.anchor_failure_reviews (anchor_id, note)
-    VALUES (p_anchor_id, p_note)
-    ON CONFLICT (anchor_id) DO NOTHING;
+    VALUES (acknowledge_anchor_failure.anchor_id, acknowledge_anchor_failure.note)
+    ON CONFLICT ON CONSTRAINT anchor_failure_reviews_pkey DO NOTHING;
     RETURN FOUND;
 END;
 $$;
 COMMENT ON FUNCTION compliance.acknowledge_anchor_failure(bigint, text) IS
-'Operator action after investigating a failed anchor: records the review so anchors_failed stops counting it (AC060 if not failed).';
+'Operator action after investigating a failed anchor: records the review so anchors_failed stops counting it '
+'(AC060 if not failed); false if already reviewed.';
 
 SELECT compliance.protect_table('compliance.anchor_failure_reviews', true);

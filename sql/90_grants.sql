@@ -57,14 +57,15 @@ GRANT SELECT ON compliance.export_jobs TO compliance_auditor;
 
 -- ==== anchors (issue 4)
 
--- compliance_anchor: take pending anchors and record upload results through these
+-- compliance_anchor: lease pending anchors and record upload results through these
 -- functions only; no table privilege, so it can neither create, alter nor read anchors
--- beyond what claim_pending_anchors returns.
+-- beyond what claim_next_anchor (or the deprecated claim_pending_anchors) returns.
 GRANT USAGE ON SCHEMA compliance TO compliance_anchor;
-GRANT EXECUTE ON FUNCTION compliance.claim_pending_anchors(integer),
-compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz),
-compliance.record_anchor_error(bigint, text),
-compliance.record_anchor_integrity_failure(bigint, text, text, text, text) TO compliance_anchor;
+GRANT EXECUTE ON FUNCTION compliance.claim_next_anchor(text, interval),
+compliance.anchor_heartbeat(bigint, uuid, interval), compliance.claim_pending_anchors(integer),
+compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid),
+compliance.record_anchor_error(bigint, text, uuid),
+compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) TO compliance_anchor;
 
 -- compliance_auditor: read anchors (`auditchain verify` compares them with the bucket).
 GRANT SELECT ON compliance.anchors TO compliance_auditor;

@@ -1,18 +1,23 @@
 """`auditchain anchor`: write pending anchors to the WORM bucket and record the result.
 
 compliance.create_anchor() (pg_cron, every 15 minutes) records a pending anchor when the
-chain head moves. This command takes pending anchors (FOR UPDATE SKIP LOCKED, the
-transaction held open across the S3 calls), writes each document under
+chain head moves. This command leases one pending anchor at a time (a short transaction of
+its own: compliance.claim_next_anchor), writes its document under
 <prefix>anchors/<seq_to, 20 digits>-<cadence_id>.json with Object Lock, a SHA-256 checksum
-and optionally SSE-KMS, and records the outcome in the same transaction:
+and optionally SSE-KMS while no transaction is open (renewing the lease before each S3
+write), and records the outcome in a second short transaction:
 
   uploaded          written now, or the identical bytes were already there (a re-run)
   pending + error   transient failure (endpoint, throttling, access or KMS denied): retried
   failed            different content already at the key: integrity alarm, never overwritten
 
---once exits 0 when every pending anchor was written, 1 on an integrity alarm, 3 when a
-transient failure left anchors pending (so cron and systemd notice). --follow LISTENs on
-auditchain_anchor, also polls, retries transient failures, and exits 1 on an integrity alarm.
+An uploader that dies keeps its anchor only until the lease expires (--lease-seconds); the
+next uploader then takes it over, and a result from the late one is refused.
+
+--once exits 0 when every pending anchor was written, 1 on an integrity alarm, 69 when a
+transient failure or a lost lease left anchors pending (so cron and systemd notice), 78 when
+the database or the bucket is not set up. --follow LISTENs on auditchain_anchor, also polls,
+retries transient failures, and exits 1 on an integrity alarm.
 """
 
 from __future__ import annotations
@@ -21,26 +26,29 @@ import argparse
 import base64
 import hashlib
 import logging
-import os
 import re
 import signal
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
 
-from . import db, s3
+from . import config, db, s3
 from .bucket import require_worm
 from .cliutil import add_command, add_json_flag, print_json
 from .config import add_bucket_option, add_endpoint_options, require_bucket
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError, first_line
 
 log = logging.getLogger("auditchain.anchor")
 
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 KEY_PATTERN = re.compile(r"anchors/(?P<seq_to>\d{20})-(?P<cadence_id>[0-9a-f]{64})\.json")
 NOTIFY_CHANNEL = "auditchain_anchor"
+LEASE_LOST = "AC043"  # compliance._leased_anchor: the lease expired or another uploader took over
 
 
 def normalize_prefix(prefix: str | None) -> str:
@@ -56,7 +64,7 @@ def object_key(prefix: str, seq_to: int, cadence_id: str) -> str:
 def add_prefix_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix",
-        default=os.environ.get("AUDITCHAIN_ANCHOR_PREFIX", ""),
+        default=config.env("AUDITCHAIN_ANCHOR_PREFIX") or "",
         help="key prefix before anchors/ (default: AUDITCHAIN_ANCHOR_PREFIX, else none)",
     )
 
@@ -68,7 +76,8 @@ class Settings:
     lock_mode: str
     retention_days: int
     kms_key_id: str | None
-    batch_size: int
+    lease: timedelta
+    worker: str
 
 
 @dataclass(frozen=True)
@@ -80,13 +89,18 @@ class PendingAnchor:
     document: str
     document_digest: bytes
     attempts: int
+    lease_id: UUID
+
+
+class LeaseLost(Exception):
+    """The uploader no longer holds the anchor: it stops before the next S3 write."""
 
 
 @dataclass(frozen=True)
 class Placement:
     """What the bucket holds for one anchor after this run touched it."""
 
-    outcome: str  # uploaded | already_present | transient | conflict
+    outcome: str  # uploaded | already_present | transient | conflict | lease_lost
     key: str
     version_id: str | None = None
     lock_mode: str | None = None
@@ -105,31 +119,55 @@ class Summary:
     def exit_code(self) -> int:
         if self.count("conflict"):
             return EXIT_FAILED
-        return EXIT_UNAVAILABLE if self.count("transient") else EXIT_OK
+        return EXIT_UNAVAILABLE if self.count("transient") or self.count("lease_lost") else EXIT_OK
+
+
+def _claim(conn: psycopg.Connection, settings: Settings) -> PendingAnchor | None:
+    row = conn.execute(
+        "SELECT anchor_id, cadence_id, seq_from, seq_to, document, document_digest, attempts, lease_id"
+        " FROM compliance.claim_next_anchor(%s, %s)",
+        (settings.worker, settings.lease),
+    ).fetchone()
+    return PendingAnchor(*row) if row else None
 
 
 def _record(
     conn: psycopg.Connection, anchor: PendingAnchor, placement: Placement, settings: Settings
-) -> None:
+) -> Placement:
+    """Store the result under the anchor's lease; a lease lost meanwhile turns it into lease_lost."""
     if placement.outcome in ("uploaded", "already_present"):
-        conn.execute(
-            "SELECT compliance.record_anchor_upload(%s, %s, %s, %s, %s, %s)",
-            (
-                anchor.anchor_id,
-                settings.bucket,
-                placement.key,
-                placement.version_id,
-                placement.lock_mode,
-                placement.retain_until,
-            ),
+        query = "SELECT compliance.record_anchor_upload(%s, %s, %s, %s, %s, %s, %s)"
+        params = (
+            anchor.anchor_id,
+            settings.bucket,
+            placement.key,
+            placement.version_id,
+            placement.lock_mode,
+            placement.retain_until,
+            anchor.lease_id,
         )
     elif placement.outcome == "transient":
-        conn.execute("SELECT compliance.record_anchor_error(%s, %s)", (anchor.anchor_id, placement.error))
-    else:
-        conn.execute(
-            "SELECT compliance.record_anchor_integrity_failure(%s, %s, %s, %s, %s)",
-            (anchor.anchor_id, settings.bucket, placement.key, placement.version_id, placement.error),
+        query = "SELECT compliance.record_anchor_error(%s, %s, %s)"
+        params = (anchor.anchor_id, placement.error, anchor.lease_id)
+    elif placement.outcome == "conflict":
+        query = "SELECT compliance.record_anchor_integrity_failure(%s, %s, %s, %s, %s, %s)"
+        params = (
+            anchor.anchor_id,
+            settings.bucket,
+            placement.key,
+            placement.version_id,
+            placement.error,
+            anchor.lease_id,
         )
+    else:
+        return placement
+    try:
+        conn.execute(query, params)
+    except psycopg.Error as exc:
+        if exc.sqlstate != LEASE_LOST:
+            raise
+        return Placement("lease_lost", placement.key, error=first_line(exc))
+    return placement
 
 
 def _report(anchor: PendingAnchor, placement: Placement, settings: Settings) -> dict:
@@ -139,6 +177,8 @@ def _report(anchor: PendingAnchor, placement: Placement, settings: Settings) -> 
         log.error("%s: %s", span, placement.error)
     elif placement.outcome == "transient":
         log.warning("%s: upload failed, left pending for the next run: %s", span, placement.error)
+    elif placement.outcome == "lease_lost":
+        log.warning("%s: left to another uploader: %s", span, placement.error)
     else:
         verb = "uploaded" if placement.outcome == "uploaded" else "already in the bucket, recorded"
         log.info(
@@ -174,7 +214,7 @@ class Uploader:
         self.bucket_checked = False
 
     def check_bucket(self) -> None:
-        """The bucket is WORM-capable and not stricter than what we would write (exit 2 if not)."""
+        """The bucket is WORM-capable and not stricter than what we would write (EXIT_USAGE if not)."""
         if self.bucket_checked:
             return
         settings = self.settings
@@ -214,9 +254,10 @@ class Uploader:
     def _retain_until(self) -> datetime:
         return (datetime.now(UTC) + timedelta(days=self.settings.retention_days)).replace(microsecond=0)
 
-    def _existing(self, anchor: PendingAnchor, key: str, head: dict) -> Placement:
+    def _existing(self, anchor: PendingAnchor, key: str, head: dict, renew: Callable[[], bool]) -> Placement:
         """Compare the object already at the key with the anchor: identical is a finished upload."""
         bucket, version_id = self.settings.bucket, head.get("VersionId")
+        _renew(renew)
         body = self.client.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read()
         if hashlib.sha256(body).digest() != anchor.document_digest:
             return Placement(
@@ -239,8 +280,9 @@ class Uploader:
             )
         return Placement("already_present", key, version_id, mode, retain_until)
 
-    def _put(self, anchor: PendingAnchor, key: str) -> Placement:
+    def _put(self, anchor: PendingAnchor, key: str, renew: Callable[[], bool]) -> Placement:
         settings = self.settings
+        _renew(renew)
         retain_until = self._retain_until()
         params = {
             "Bucket": settings.bucket,
@@ -267,16 +309,23 @@ class Uploader:
             )
             if head is None:
                 raise
-            return self._existing(anchor, key, head)
+            return self._existing(anchor, key, head, renew)
         return Placement("uploaded", key, response.get("VersionId"), settings.lock_mode, retain_until)
 
-    def place(self, anchor: PendingAnchor) -> Placement:
-        """Make the bucket hold exactly this anchor's document at its key, or say why not. S3 only."""
+    def place(self, anchor: PendingAnchor, renew: Callable[[], bool]) -> Placement:
+        """Make the bucket hold exactly this anchor's document at its key, or say why not. S3 only,
+        apart from `renew`, which must return True (the lease is still ours) before each write."""
         key = object_key(self.settings.prefix, anchor.seq_to, anchor.cadence_id)
         try:
             self.check_bucket()
             head = self._head(key)
-            return self._put(anchor, key) if head is None else self._existing(anchor, key, head)
+            if head is None:
+                return self._put(anchor, key, renew)
+            return self._existing(anchor, key, head, renew)
+        except LeaseLost:
+            return Placement(
+                "lease_lost", key, error="the lease expired or another uploader took the anchor over"
+            )
         except s3.S3_ERRORS as exc:
             return Placement("transient", key, error=s3.describe_error(exc))
         except AuditchainError as exc:
@@ -285,25 +334,36 @@ class Uploader:
             return Placement("transient", key, error=str(exc))
 
     def upload_pending(self, conn: psycopg.Connection) -> Summary:
-        """Upload every pending anchor, batch by batch; stop at the first transient failure."""
+        """Upload every pending anchor nobody else holds, one lease at a time; stop at the first
+        transient failure or lost lease. `conn` is in autocommit mode: each claim, renewal and
+        result is its own short transaction and none stays open while S3 is called."""
+        settings = self.settings
         summary = Summary()
-        batch_size = self.settings.batch_size
-        while True:
-            with conn.transaction():
-                rows = conn.execute(
-                    "SELECT anchor_id, cadence_id, seq_from, seq_to, document, document_digest, attempts"
-                    " FROM compliance.claim_pending_anchors(%s)",
-                    (batch_size,),
-                ).fetchall()
-                for row in rows:
-                    anchor = PendingAnchor(*row)
-                    placement = self.place(anchor)
-                    _record(conn, anchor, placement, self.settings)
-                    summary.anchors.append(_report(anchor, placement, self.settings))
-                    if placement.outcome == "transient":
-                        break  # the store is unhealthy; the rest waits for the next run untouched
-            if len(rows) < batch_size or summary.count("transient"):
-                return summary
+
+        while anchor := _claim(conn, settings):
+
+            def renew(anchor: PendingAnchor = anchor) -> bool:
+                return conn.execute(
+                    "SELECT compliance.anchor_heartbeat(%s, %s, %s)",
+                    (anchor.anchor_id, anchor.lease_id, settings.lease),
+                ).fetchone()[0]
+
+            try:
+                placement = self.place(anchor, renew)
+            except AuditchainError as exc:
+                # A setup problem stops the run: release the anchor now rather than at lease expiry.
+                _record(conn, anchor, Placement("transient", "", error=str(exc)), settings)
+                raise
+            placement = _record(conn, anchor, placement, settings)
+            summary.anchors.append(_report(anchor, placement, settings))
+            if placement.outcome in ("transient", "lease_lost"):
+                break  # the store is unhealthy or slow; the rest waits for the next run untouched
+        return summary
+
+
+def _renew(renew: Callable[[], bool]) -> None:
+    if not renew():
+        raise LeaseLost()
 
 
 class _Stop(Exception):
@@ -320,7 +380,7 @@ def follow(dsn: str, uploader: Uploader, poll_interval: float) -> int:
     try:
         with (
             db.connect(dsn, autocommit=True, app="auditchain anchor listen") as listener,
-            db.connect(dsn, app="auditchain anchor") as conn,
+            db.connect(dsn, autocommit=True, app="auditchain anchor") as conn,
         ):
             listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
             log.info("following %s; polling every %s s", NOTIFY_CHANNEL, poll_interval)
@@ -346,7 +406,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         lock_mode=args.lock_mode,
         retention_days=args.retention_days,
         kms_key_id=args.kms_key_id or None,
-        batch_size=args.batch_size,
+        lease=timedelta(seconds=args.lease_seconds),
+        worker=f"{socket.gethostname()}:{os.getpid()}",
     )
 
 
@@ -354,15 +415,15 @@ def _run(args: argparse.Namespace) -> int:
     uploader = Uploader(s3.client_from_args(args), _settings(args))
     uploader.check_bucket_if_reachable()
     try:
-        if args.follow:
-            return follow(args.dsn, uploader, args.poll_interval)
-        with db.connect(args.dsn, app="auditchain anchor") as conn:
-            summary = uploader.upload_pending(conn)
-    except psycopg.OperationalError as exc:
-        raise AuditchainError(f"lost the database connection: {exc}", EXIT_UNAVAILABLE) from None
+        with db.setup_errors(args.dsn):
+            if args.follow:
+                return follow(args.dsn, uploader, args.poll_interval)
+            with db.connect(args.dsn, autocommit=True, app="auditchain anchor") as conn:
+                summary = uploader.upload_pending(conn)
     except psycopg.Error as exc:
-        # Rolled back: every anchor of the batch is pending again.
-        raise AuditchainError(f"the database refused: {exc}", EXIT_FAILED) from None
+        # Nothing half-written: a result is recorded whole or not at all, and a claimed anchor
+        # returns to the queue when its lease expires.
+        raise AuditchainError(f"the database refused: {first_line(exc)}", EXIT_FAILED) from None
     # Nothing was pending, but a bucket we could not reach is still worth a non-zero exit.
     exit_code = summary.exit_code if uploader.bucket_checked else max(summary.exit_code, EXIT_UNAVAILABLE)
     if args.json:
@@ -376,6 +437,11 @@ def _run(args: argparse.Namespace) -> int:
             f"{summary.count('uploaded')} uploaded, {summary.count('already_present')} already present, "
             f"{summary.count('transient')} left pending after an error, "
             f"{summary.count('conflict')} integrity alarms"
+            + (
+                f", {summary.count('lease_lost')} left to another uploader"
+                if summary.count("lease_lost")
+                else ""
+            )
         )
     return exit_code
 
@@ -403,23 +469,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lock-mode",
         choices=LOCK_MODES,
-        default=os.environ.get("AUDITCHAIN_LOCK_MODE", "GOVERNANCE"),
+        default=config.env("AUDITCHAIN_LOCK_MODE") or "GOVERNANCE",
         help="Object Lock mode of new anchor objects (default: AUDITCHAIN_LOCK_MODE, else GOVERNANCE)",
     )
     p.add_argument(
         "--retention-days",
         type=_positive(int),
-        default=os.environ.get("AUDITCHAIN_RETENTION_DAYS", "365"),
+        default=config.env("AUDITCHAIN_RETENTION_DAYS") or "365",
         help="retain-until = now + this many days (default: AUDITCHAIN_RETENTION_DAYS, else 365)",
     )
     p.add_argument(
         "--kms-key-id",
-        default=os.environ.get("AUDITCHAIN_KMS_KEY_ID"),
+        default=config.env("AUDITCHAIN_KMS_KEY_ID"),
         help="encrypt with SSE-KMS under this key id or ARN (default: AUDITCHAIN_KMS_KEY_ID; else the "
         "bucket's default encryption)",
     )
     p.add_argument(
-        "--batch-size", type=_positive(int), default=10, help="anchors per transaction (default: 10)"
+        "--lease-seconds",
+        type=_positive(float),
+        default=config.env("AUDITCHAIN_ANCHOR_LEASE_SECONDS") or "300",
+        help="how long a claimed anchor stays this uploader's without a renewal; it is renewed before "
+        "each S3 write (default: AUDITCHAIN_ANCHOR_LEASE_SECONDS, else 300)",
     )
     p.add_argument(
         "--poll-interval",

@@ -13,9 +13,15 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
 
-from .errors import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
+from .errors import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
 
 # A few quick retries inside one command; an anchor that still fails stays pending for the next run.
 CLIENT_CONFIG = Config(
@@ -26,6 +32,10 @@ CLIENT_CONFIG = Config(
 
 
 AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn")
+
+# S3 error codes that mean the store answered but is not set up for us: no such bucket, or
+# an access key it does not know.
+NOT_SET_UP = ("NoSuchBucket", "InvalidAccessKeyId")
 
 # Every error boto3 raises for a request: the service said no (ClientError) or never answered.
 S3_ERRORS = (ClientError, BotoCoreError)
@@ -80,12 +90,13 @@ def is_not_found(exc: Exception) -> bool:
 
 
 def unavailable(action: str, exc: Exception) -> AuditchainError:
-    """The error a command raises when S3 could not be used: exit 3 (retry later) unless the
-    bucket is missing (1) or the request itself was malformed, e.g. an invalid bucket name (2)."""
+    """The error a command raises when S3 could not be used: EXIT_UNAVAILABLE (retry later)
+    unless the bucket or the credentials are missing (EXIT_CONFIG) or the request itself was
+    malformed, e.g. an invalid bucket name (EXIT_USAGE)."""
     if isinstance(exc, ParamValidationError):
         code = EXIT_USAGE
-    elif error_code(exc) == "NoSuchBucket":
-        code = EXIT_FAILED
+    elif isinstance(exc, NoCredentialsError | PartialCredentialsError) or error_code(exc) in NOT_SET_UP:
+        code = EXIT_CONFIG
     else:
         code = EXIT_UNAVAILABLE
     return AuditchainError(f"{action}: {describe_error(exc)}", code)

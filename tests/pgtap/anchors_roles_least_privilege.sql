@@ -22,7 +22,7 @@ SELECT throws_ok('INSERT INTO compliance.anchors DEFAULT VALUES', '42501', NULL,
 SELECT throws_ok('SELECT compliance.create_anchor()', '42501', NULL, 'compliance_anchor cannot create anchors');
 SELECT throws_ok('SELECT count(*) FROM compliance.audit_events', '42501', NULL,
                  'compliance_anchor cannot read the ledger');
-SELECT throws_ok(format('SELECT compliance.record_failed_attempt(%s, ''x'', ''failed'')', :id), '42501', NULL,
+SELECT throws_ok(format('SELECT compliance._record_failed_attempt(%s, NULL, ''x'', ''failed'')', :id), '42501', NULL,
                  'compliance_anchor cannot call the internal helper directly');
 RESET ROLE;
 

@@ -78,12 +78,12 @@ SELECT is((SELECT count(*) FROM compliance.audit_outbox), 1::bigint, 'the waitin
 
 SELECT throws_ok($$SELECT compliance.acknowledge_integrity_failure(4, 'wrong head')$$, 'AC012', NULL,
                  'acknowledging from a seq that is not the last one is refused');
-SELECT throws_ok($$SELECT compliance.acknowledge_integrity_failure(5, '   ')$$, 'AC012', NULL,
+SELECT throws_ok($$SELECT compliance.acknowledge_integrity_failure(5, '   ')$$, 'AC013', NULL,
                  'acknowledging without a note is refused');
-SELECT throws_ok($$SELECT compliance.acknowledge_integrity_failure(5, NULL)$$, 'AC012', NULL,
+SELECT throws_ok($$SELECT compliance.acknowledge_integrity_failure(5, NULL)$$, 'AC013', NULL,
                  'acknowledging with a NULL note is refused');
-SELECT ok(compliance.acknowledge_integrity_failure(5, 'INC-1: test staged the change') IS NOT NULL,
-          'acknowledging from the last seq with a note returns the incident id');
+SELECT is(compliance.acknowledge_integrity_failure(5, 'INC-1: test staged the change'), true,
+          'acknowledging from the last seq with a note returns true');
 SELECT row_eq($$SELECT halted_seq, resumed_from_seq, resumed_from_hash, note FROM compliance.integrity_incidents$$,
               ROW(5::bigint, 5::bigint, (SELECT event_hash FROM compliance.audit_events WHERE seq = 5),
                   'INC-1: test staged the change'::text),

@@ -49,10 +49,10 @@ ALTER TABLE compliance.audit_events ENABLE ALWAYS TRIGGER forbid_row_change;
 SELECT compliance.verify_new_events();
 SELECT throws_ok($$SELECT compliance.acknowledge_verification_failure(18, 'wrong seq')$$, 'AC012', NULL,
                  'only the seq the verifier is failing at can be acknowledged');
-SELECT throws_ok($$SELECT compliance.acknowledge_verification_failure(17, ' ')$$, 'AC012', NULL,
+SELECT throws_ok($$SELECT compliance.acknowledge_verification_failure(17, ' ')$$, 'AC013', NULL,
                  'an acknowledgement needs a note');
-SELECT isnt(compliance.acknowledge_verification_failure(17, 'INC-42: payload edited by hand, see ticket'), NULL,
-            'the acknowledgement returns its incident number');
+SELECT is(compliance.acknowledge_verification_failure(17, 'INC-42: payload edited by hand, see ticket'), true,
+          'the acknowledgement returns true');
 SELECT row_eq($$SELECT halted_seq, resumed_from_seq, note FROM compliance.integrity_incidents
                 ORDER BY incident_id DESC LIMIT 1$$,
               ROW(17::bigint, 17::bigint, 'INC-42: payload edited by hand, see ticket'::text),

@@ -23,7 +23,7 @@ SELECT compliance.record_anchor_integrity_failure(
 SELECT is(pg_temp.failed_anchors(), 1::double precision, 'the failed anchor counts in anchors_failed');
 
 SELECT throws_ok(format($$SELECT compliance.acknowledge_anchor_failure(%s, '  ')$$, :anchor_id),
-                 'AC060', NULL, 'a blank note is refused');
+                 'AC013', NULL, 'a blank note is refused');
 SELECT throws_ok($$SELECT compliance.acknowledge_anchor_failure(-1, 'no such anchor')$$,
                  'AC060', NULL, 'an unknown anchor is refused');
 SELECT is(compliance.acknowledge_anchor_failure(:anchor_id, 'INC-7: stale clone wrote to our prefix'), true,

@@ -20,11 +20,13 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_drainer', 'function', 'compliance.record_halt()', 'EXECUTE'),
 
     ('compliance_anchor', 'schema', 'compliance', 'USAGE'),
+    ('compliance_anchor', 'function', 'compliance.claim_next_anchor(text,interval)', 'EXECUTE'),
+    ('compliance_anchor', 'function', 'compliance.anchor_heartbeat(bigint,uuid,interval)', 'EXECUTE'),
     ('compliance_anchor', 'function', 'compliance.claim_pending_anchors(integer)', 'EXECUTE'),
     ('compliance_anchor', 'function',
-     'compliance.record_anchor_upload(bigint,text,text,text,text,timestamp with time zone)', 'EXECUTE'),
-    ('compliance_anchor', 'function', 'compliance.record_anchor_error(bigint,text)', 'EXECUTE'),
-    ('compliance_anchor', 'function', 'compliance.record_anchor_integrity_failure(bigint,text,text,text,text)',
+     'compliance.record_anchor_upload(bigint,text,text,text,text,timestamp with time zone,uuid)', 'EXECUTE'),
+    ('compliance_anchor', 'function', 'compliance.record_anchor_error(bigint,text,uuid)', 'EXECUTE'),
+    ('compliance_anchor', 'function', 'compliance.record_anchor_integrity_failure(bigint,text,text,text,text,uuid)',
      'EXECUTE'),
 
     ('compliance_watchdog', 'schema', 'compliance', 'USAGE'),

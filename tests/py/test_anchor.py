@@ -4,11 +4,15 @@ what the database records, and what happens when the store fails or already hold
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +27,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from auditchain.cli import main
-from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
+from auditchain.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from awsfake import MotoServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -205,6 +209,7 @@ def test_unreachable_store_leaves_anchors_pending_with_the_error_and_the_next_ru
     first, second = anchor_rows(conn)
     assert (first["status"], first["attempts"]) == ("pending", 1)
     assert "Could not connect" in first["last_error"]
+    assert first["lease_expires_at"] is None, "a recorded error releases the lease for the next run"
     assert (second["status"], second["attempts"], second["last_error"]) == ("pending", 0, None)
     assert "anchor 1 (seq 1..3): upload failed, left pending for the next run" in caplog.text
 
@@ -223,13 +228,13 @@ def test_unreachable_store_leaves_anchors_pending_with_the_error_and_the_next_ru
     assert len(all_versions(endpoint_url, worm_bucket)) == 2
 
 
-def test_store_unreachable_with_nothing_pending_still_exits_3(dsn, capsys, caplog):
+def test_store_unreachable_with_nothing_pending_still_exits_unavailable(dsn, capsys, caplog):
     dead = MotoServer(free_port()).start()
     dead.stop()
 
     code, out, _ = anchor_once(capsys, dsn, dead.url, "ac-some-bucket")
 
-    assert (code, out) == (3, "no pending anchors\n")
+    assert (code, out) == (EXIT_UNAVAILABLE, "no pending anchors\n")
     assert "checking again before the first upload" in caplog.text
 
 
@@ -245,7 +250,7 @@ def test_different_content_at_the_key_is_an_integrity_alarm_and_is_not_overwritt
 
     code, _, _ = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
 
-    assert code == 1
+    assert code == EXIT_FAILED
     (row,) = anchor_rows(conn)
     assert (row["status"], row["attempts"], row["object_key"]) == ("failed", 1, key)
     assert row["last_error"].startswith(f"integrity alarm: s3://{worm_bucket}/{key}")
@@ -352,13 +357,13 @@ def test_follow_uploads_when_create_anchor_notifies(conn, dsn, endpoint_url, wor
         text=True,
     )
     try:
-        # Wait until its first pass over the empty queue has committed: only a notification can
-        # wake it before the 600 s poll.
+        # Wait until its first pass over the empty queue is done: only a notification can wake
+        # it before the 600 s poll.
         deadline = time.monotonic() + 30
         while not conn.execute(
             "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
             " AND application_name = 'auditchain anchor' AND state = 'idle'"
-            " AND query = 'COMMIT'"
+            " AND query LIKE '%%claim_next_anchor%%'"
         ).fetchone():
             assert time.monotonic() < deadline, "the follower never finished its first pass"
             time.sleep(0.1)
@@ -406,6 +411,211 @@ def test_a_role_without_the_anchor_grants_is_refused_cleanly(conn, dsn, endpoint
     with login_role(conn, "compliance_auditor") as role:
         code, _, err = anchor_once(capsys, make_conninfo(dsn, user=role), endpoint_url, worm_bucket)
 
-    assert code == 1
-    assert "the database refused: permission denied for function claim_pending_anchors" in err
+    assert code == EXIT_CONFIG
+    assert "permission denied for function claim_next_anchor" in err
+    assert len(err.splitlines()) == 1
     assert anchor_rows(conn)[0]["status"] == "pending"
+
+
+def test_a_database_without_the_schema_is_a_configuration_error(empty_dsn, endpoint_url, worm_bucket, capsys):
+    code, out, err = anchor_once(capsys, empty_dsn, endpoint_url, worm_bucket)
+
+    assert (code, out) == (EXIT_CONFIG, "")
+    (line,) = err.splitlines()
+    assert "is not set up for this command" in line
+    assert "compliance" in line
+
+
+def test_an_unreachable_database_is_unavailable(endpoint_url, worm_bucket, capsys):
+    code, _, err = anchor_once(
+        capsys, f"host=127.0.0.1 port={free_port()} user=nobody", endpoint_url, worm_bucket
+    )
+
+    assert code == EXIT_UNAVAILABLE
+    assert len(err.splitlines()) == 1
+
+
+def test_a_missing_bucket_is_a_configuration_error(conn, dsn, endpoint_url, bucket_name, capsys):
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, bucket_name)
+
+    assert code == EXIT_CONFIG
+    (line,) = err.splitlines()
+    assert "NoSuchBucket" in line
+    assert anchor_rows(conn)[0]["status"] == "pending"
+
+
+def test_missing_credentials_are_a_configuration_error(
+    conn, dsn, endpoint_url, worm_bucket, capsys, monkeypatch, tmp_path
+):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == EXIT_CONFIG
+    (line,) = err.splitlines()
+    assert "credentials" in line.lower()
+    assert anchor_rows(conn)[0]["status"] == "pending"
+
+
+class StallingEndpoint:
+    """A loopback TCP proxy in front of a moto server that holds every request whose first
+    line matches until released: an S3 endpoint that is slow in the middle of that request."""
+
+    def __init__(self, upstream_url: str, request_line: str):
+        self.upstream = ("127.0.0.1", int(upstream_url.rsplit(":", 1)[1]))
+        self.pattern = re.compile(request_line.encode())
+        self.stalled = threading.Event()
+        self.released = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        """Cut every connection; a held request never reaches S3."""
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(self.upstream)
+                self.sockets += [client, server]
+                threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, requests: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                # botocore writes each request's head in one send, so a request starts a chunk.
+                if requests and self.pattern.match(data):
+                    self.stalled.set()
+                    self.released.wait()
+                target.sendall(data)
+
+
+@pytest.fixture
+def slow_put(endpoint_url: str) -> Iterator[StallingEndpoint]:
+    endpoint = StallingEndpoint(endpoint_url, r"PUT /[^ ]*anchors/")
+    yield endpoint
+    endpoint.close()
+
+
+def start_uploader(dsn: str, endpoint_url: str, bucket: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    command = ["anchor", "--once", "--dsn", dsn, "--endpoint-url", endpoint_url, "--bucket", bucket, *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "auditchain.cli", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_no_transaction_is_open_while_s3_is_slow_in_the_middle_of_a_put(
+    conn, dsn, endpoint_url, worm_bucket, slow_put
+):
+    emit_and_drain(conn, 3)
+    create_anchor(conn)
+    uploader = start_uploader(dsn, slow_put.url, worm_bucket)
+    try:
+        assert slow_put.stalled.wait(30), "the uploader never started its PUT"
+        sessions = conn.execute(
+            "SELECT state, xact_start IS NULL, backend_xid IS NULL, backend_xmin IS NULL"
+            " FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'auditchain anchor'"
+        ).fetchall()
+        (row,) = anchor_rows(conn)
+        # A second uploader meanwhile finds nothing to take.
+        assert conn.execute(
+            "SELECT count(*) FROM compliance.claim_next_anchor('second uploader')"
+        ).fetchone() == (0,)
+    finally:
+        slow_put.released.set()
+        out, err = uploader.communicate(timeout=60)
+
+    assert sessions == [("idle", True, True, True)], "no transaction or snapshot held across the PUT"
+    assert row["status"] == "pending"
+    assert row["claimed_by"].endswith(f":{uploader.pid}")
+    assert row["lease_expires_at"] > datetime.now(UTC)
+    assert uploader.returncode == EXIT_OK, err
+    (row,) = anchor_rows(conn)
+    assert (row["status"], row["attempts"], row["lease_expires_at"]) == ("uploaded", 1, None)
+    assert len(all_versions(endpoint_url, worm_bucket)) == 1
+
+
+def test_a_killed_uploaders_anchor_is_uploaded_by_the_next_one_after_the_lease(
+    conn, dsn, endpoint_url, worm_bucket, slow_put, capsys
+):
+    emit_and_drain(conn, 2)
+    create_anchor(conn)
+    uploader = start_uploader(dsn, slow_put.url, worm_bucket, "--lease-seconds", "2")
+    assert slow_put.stalled.wait(30), "the uploader never started its PUT"
+    uploader.kill()
+    uploader.communicate(timeout=30)
+    slow_put.close()
+
+    # Within the lease the anchor is still the dead uploader's.
+    code, out, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+    assert (code, out) == (EXIT_OK, "no pending anchors\n"), err
+    (held,) = anchor_rows(conn)
+    assert held["status"] == "pending"
+    assert held["claimed_by"].endswith(f":{uploader.pid}")
+    assert all_versions(endpoint_url, worm_bucket) == []
+
+    deadline = time.monotonic() + 30
+    while conn.execute("SELECT lease_expires_at > clock_timestamp() FROM compliance.anchors").fetchone()[0]:
+        assert time.monotonic() < deadline, "the lease never expired"
+        time.sleep(0.2)
+    code, out, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == EXIT_OK, err
+    assert out.startswith("1 uploaded")
+    (row,) = anchor_rows(conn)
+    assert (row["status"], row["attempts"]) == ("uploaded", 1)
+    assert row["lease_id"] != held["lease_id"]
+    assert row["claimed_by"].endswith(f":{os.getpid()}")
+    assert len(all_versions(endpoint_url, worm_bucket)) == 1
+
+
+def test_an_uploader_that_lost_its_lease_writes_nothing(conn, dsn, endpoint_url, worm_bucket):
+    emit_and_drain(conn, 2)
+    create_anchor(conn)
+    slow_head = StallingEndpoint(endpoint_url, r"HEAD /[^ ]*anchors/")
+    try:
+        uploader = start_uploader(dsn, slow_head.url, worm_bucket, "--lease-seconds", "1", "--json")
+        assert slow_head.stalled.wait(30), "the uploader never looked at the key"
+        time.sleep(1.2)
+        # The lease ran out while S3 was slow: another uploader takes the anchor over.
+        (taken,) = conn.execute(
+            "SELECT anchor_id FROM compliance.claim_next_anchor('second uploader')"
+        ).fetchall()
+        slow_head.released.set()
+        out, err = uploader.communicate(timeout=60)
+    finally:
+        slow_head.close()
+
+    assert uploader.returncode == EXIT_UNAVAILABLE, err
+    (report,) = json.loads(out)["anchors"]
+    assert report["outcome"] == "lease_lost"
+    assert all_versions(endpoint_url, worm_bucket) == [], "it stopped before writing"
+    (row,) = anchor_rows(conn)
+    assert (row["anchor_id"], row["status"], row["claimed_by"], row["attempts"]) == (
+        taken[0],
+        "pending",
+        "second uploader",
+        0,
+    )

@@ -1,6 +1,6 @@
 """The anchor functions where real commits and several sessions matter: uploaders never take
-the same anchor, a crash before commit leaves it pending, create_anchor wakes the uploader and
-two concurrent calls record one anchor."""
+the same anchor (leases, and the deprecated row-locking claim), a crash before commit leaves
+it pending, create_anchor wakes the uploader and two concurrent calls record one anchor."""
 
 from __future__ import annotations
 
@@ -14,6 +14,28 @@ from test_anchor import create_anchor, emit_and_drain
 def claim(conn: psycopg.Connection, max_anchors: int) -> list[int]:
     rows = conn.execute("SELECT seq_to FROM compliance.claim_pending_anchors(%s)", (max_anchors,)).fetchall()
     return [seq_to for (seq_to,) in rows]
+
+
+def lease(conn: psycopg.Connection, uploader: str) -> list[int]:
+    rows = conn.execute("SELECT seq_to FROM compliance.claim_next_anchor(%s)", (uploader,)).fetchall()
+    return [seq_to for (seq_to,) in rows]
+
+
+def test_concurrent_leases_never_take_the_same_anchor(conn, dsn):
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:
+        assert lease(first, "first") == [1]  # not yet committed: the row is locked
+        assert lease(second, "second") == [2]
+        first.commit()
+        assert lease(second, "second") == []
+        # The deprecated claim leaves leased anchors alone too.
+        assert claim(second, 10) == []
+    holders = conn.execute("SELECT claimed_by FROM compliance.anchors ORDER BY seq_to").fetchall()
+    assert holders == [("first",), ("second",)]
 
 
 def test_uploaders_never_take_the_same_anchor_and_a_rollback_returns_it(conn, dsn):
