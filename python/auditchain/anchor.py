@@ -26,6 +26,7 @@ import argparse
 import base64
 import hashlib
 import logging
+import os
 import re
 import signal
 import socket
