@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "bucket",
     "verify",
     "export",
+    "events",
 ]
 
 
