@@ -595,11 +595,25 @@ $$;
 COMMENT ON FUNCTION compliance.fail_export(uuid, text) IS
 'Marks a running export job failed with a reason; false if it already failed, AC031 if queued or completed.';
 
+-- compliance._export_stuck_after(): how long a running export job may go without progress
+-- from its runner before it counts as stuck: the default of reconcile_exports() and what
+-- the exports_stuck metric counts, so both always agree. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._export_stuck_after()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN interval '15 minutes';
+COMMENT ON FUNCTION compliance._export_stuck_after() IS
+'Internal: a running export job without progress for this long is stuck (reconcile_exports() default, exports_stuck metric).';
+
 -- compliance.reconcile_exports(stuck_after): fail running jobs whose runner has reported
--- no progress (heartbeat, or the claim itself) for stuck_after: it crashed or lost its
--- connection. Returns how many. What pg_cron runs; an operator may run it too.
+-- no progress (heartbeat, or the claim itself) for stuck_after (default
+-- _export_stuck_after(), 15 minutes): it crashed or lost its connection. Returns how many.
+-- What pg_cron runs; an operator may run it too.
 -- Touches: export_jobs (UPDATE).
-CREATE OR REPLACE FUNCTION compliance.reconcile_exports(stuck_after interval DEFAULT '15 minutes')
+CREATE OR REPLACE FUNCTION compliance.reconcile_exports(stuck_after interval DEFAULT compliance._export_stuck_after())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER

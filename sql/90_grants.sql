@@ -35,6 +35,8 @@ GRANT USAGE ON SCHEMA compliance TO compliance_auditor;
 GRANT SELECT ON compliance.audit_events, compliance.drainer_state, compliance.verification_state,
 compliance.integrity_incidents TO compliance_auditor;
 GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_auditor;
+-- The same events with hex hashes (a security_invoker view: it needs audit_events above).
+GRANT SELECT ON compliance.audit_events_hex TO compliance_auditor;
 
 -- ==== exports (issue 6)
 

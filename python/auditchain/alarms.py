@@ -7,14 +7,18 @@ Alarms are named <prefix>-<stage>-compliance-<what> and watch the metrics that
   watchdog-heartbeat-missing  no ComplianceAnchorWatchdogHeartbeat in two 5-minute periods;
                               missing data counts as breaching
   outbox-depth                ComplianceOutboxDepth > 10000
-  anchor-failed               ComplianceAnchorsFailed >= 1 (integrity alarm)
-  exports-stuck               ComplianceExportsStuck >= 1
-  drainer-halted              ComplianceDrainerHalted >= 1
-  verification-failed         ComplianceVerificationFailed >= 1
-  cron-job-failures           ComplianceCronFailedRunsLastHour >= 1
-  cron-jobs-unscheduled       ComplianceCronJobsUnscheduled >= 1
+  anchor-failed               ComplianceAnchorsFailed > 0 (integrity alarm)
+  exports-stuck               ComplianceExportsStuck > 0
+  drainer-halted              ComplianceDrainerHalted > 0
+  verification-failed         ComplianceVerificationFailed > 0
+  cron-job-failures           ComplianceCronFailedRunsLastHour > 0
+  cron-jobs-unscheduled       ComplianceCronJobsUnscheduled > 0
   cron-scheduler-stalled      ComplianceCronMinutelyJobsLastStartAge > 180 s (pg_cron has
                               stopped starting the once-a-minute jobs: its scheduler is dead)
+
+The thresholds are the alarm_above column of compliance.metrics(), which the database
+defines (compliance._metric_thresholds()); they are repeated in the table below so that
+installing alarms needs no database connection, and a test keeps the two equal.
 
 Every alarm evaluates 5-minute periods, the watchdog's cadence. Apart from the heartbeat,
 missing data leaves an alarm INSUFFICIENT_DATA: a silent watchdog is the heartbeat
@@ -33,7 +37,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .cliutil import add_command, print_json
 from .errors import EXIT_OK, EXIT_UNAVAILABLE, AuditchainError
 from .metrics import Metric
-from .watchdog import HEARTBEAT_METRIC, add_cloudwatch_options, cloudwatch_client, name_part, stage_dimensions
+from .watchdog import (
+    HEARTBEAT_CRITICAL_SECONDS,
+    HEARTBEAT_METRIC,
+    add_cloudwatch_options,
+    cloudwatch_client,
+    name_part,
+    stage_dimensions,
+)
 
 PERIOD_SECONDS = 300
 DEFAULT_PREFIX = "auditchain"
@@ -54,6 +65,7 @@ class AlarmSpec:
     summary: str
     evaluation_periods: int = 1
     treat_missing_data: str = "missing"
+    sql_metric: str | None = None  # the compliance.metrics() row it watches, if any
 
     def name(self, prefix: str, stage: str) -> str:
         return f"{prefix}-{stage}-compliance-{self.what}"
@@ -79,12 +91,26 @@ class AlarmSpec:
         }
 
 
-ALARMS = [
-    AlarmSpec(
-        "anchor-gap",
-        published_name("anchor_gap_seconds"),
+def metric_alarm(what: str, sql_metric: str, alarm_above: float, summary: str) -> AlarmSpec:
+    """An alarm on a compliance.metrics() row: fires when its maximum in a period exceeds
+    alarm_above, that row's alarm_above in the database."""
+    return AlarmSpec(
+        what,
+        published_name(sql_metric),
         "Maximum",
         "GreaterThanThreshold",
+        alarm_above,
+        summary,
+        sql_metric=sql_metric,
+    )
+
+
+# (what, compliance.metrics() row, its alarm_above): tests/py/test_alarms.py checks these
+# against the database.
+ALARMS = [
+    metric_alarm(
+        "anchor-gap",
+        "anchor_gap_seconds",
         1800,
         "An audit event has waited more than 30 minutes for a WORM anchor.",
     ),
@@ -95,71 +121,55 @@ ALARMS = [
         "LessThanThreshold",
         1,
         "No watchdog heartbeat for two 5-minute periods: the compliance metrics are not being watched.",
-        evaluation_periods=2,
+        evaluation_periods=HEARTBEAT_CRITICAL_SECONDS // PERIOD_SECONDS,
         treat_missing_data="breaching",
     ),
-    AlarmSpec(
+    metric_alarm(
         "outbox-depth",
-        published_name("outbox_depth"),
-        "Maximum",
-        "GreaterThanThreshold",
+        "outbox_depth",
         10000,
         "More than 10,000 audit events are waiting in the outbox: the drainer is not keeping up.",
     ),
-    AlarmSpec(
+    metric_alarm(
         "anchor-failed",
-        published_name("anchors_failed"),
-        "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1,
+        "anchors_failed",
+        0,
         "An anchor upload found different content at its key in the WORM bucket (integrity alarm).",
     ),
-    AlarmSpec(
+    metric_alarm(
         "exports-stuck",
-        published_name("exports_stuck"),
-        "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1,
-        "An export job has been running for more than 15 minutes.",
+        "exports_stuck",
+        0,
+        "An export job has been running for more than 15 minutes without progress from its runner.",
     ),
-    AlarmSpec(
+    metric_alarm(
         "drainer-halted",
-        published_name("drainer_halted"),
-        "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1,
+        "drainer_halted",
+        0,
         "The drainer halted on a failed chain head check; no new events are chained.",
     ),
-    AlarmSpec(
+    metric_alarm(
         "verification-failed",
-        published_name("verification_failed"),
-        "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1,
+        "verification_failed",
+        0,
         "The incremental verifier found a hash chain that does not verify.",
     ),
-    AlarmSpec(
+    metric_alarm(
         "cron-job-failures",
-        published_name("cron_failed_runs_last_hour"),
-        "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1,
+        "cron_failed_runs_last_hour",
+        0,
         "A pg_cron job of auditchain failed in the last hour.",
     ),
-    AlarmSpec(
+    metric_alarm(
         "cron-jobs-unscheduled",
-        published_name("cron_jobs_unscheduled"),
-        "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1,
+        "cron_jobs_unscheduled",
+        0,
         "A pg_cron job of auditchain is not scheduled or not active: its work (draining, anchoring, "
         "verifying, reconciling exports) has stopped.",
     ),
-    AlarmSpec(
+    metric_alarm(
         "cron-scheduler-stalled",
-        published_name("cron_minutely_jobs_last_start_age_seconds"),
-        "Maximum",
-        "GreaterThanThreshold",
+        "cron_minutely_jobs_last_start_age_seconds",
         180,
         "pg_cron has not started the once-a-minute drain or verify job for over 3 minutes although "
         "they are scheduled: its scheduler is not running, and nothing is chained, verified or anchored.",

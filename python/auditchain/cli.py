@@ -29,6 +29,7 @@ COMMANDS = {
     "bucket": ("auditchain.bucket", "check or set up the anchor bucket's Object Lock"),
     "verify": ("auditchain.verify", "verify the chain in SQL and every anchor in the bucket"),
     "export": ("auditchain.export", "request export jobs and run them into S3 bundles"),
+    "events": ("auditchain.events", "on-call: the newest events, or one event, with hex hashes"),
     "verify-bundle": ("auditchain.offline.bundle", "verify an export bundle offline (no database needed)"),
     "verify-proof": (
         "auditchain.offline.proof",

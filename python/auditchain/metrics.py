@@ -1,17 +1,23 @@
 """`auditchain metrics`: the rows of compliance.metrics() as a table, JSON or Prometheus text.
 
 The metric names are the stable names of compliance.metrics() (docs/api.md, "Metrics").
-CloudWatch gets them in CamelCase with the prefix Compliance and without a `_seconds`
-suffix (the unit travels separately): anchor_gap_seconds -> ComplianceAnchorGap.
-Prometheus gets them with the prefix auditchain_: auditchain_anchor_gap_seconds.
+Each row comes with the thresholds and the verdict (ok, warning, critical, unknown) the
+database decided; nothing here re-decides them. CloudWatch gets the names in CamelCase with
+the prefix Compliance and without a `_seconds` suffix (the unit travels separately):
+anchor_gap_seconds -> ComplianceAnchorGap. Prometheus gets them with the prefix
+auditchain_, every row a gauge: auditchain_anchor_gap_seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from . import db
 from .cliutil import add_command, print_json
@@ -27,6 +33,12 @@ class Metric:
     name: str
     value: float | None  # None: not measurable now (never happened, or source unreachable)
     unit: str  # count, seconds or boolean (0/1)
+    # What compliance.metrics() decided: the value is a warning above warning_above, critical
+    # above critical_above, and its CloudWatch alarm fires above alarm_above (None: never).
+    warning_above: float | None = None
+    critical_above: float | None = None
+    alarm_above: float | None = None
+    verdict: str = "ok"  # ok, warning, critical or unknown
 
     @property
     def cloudwatch_name(self) -> str:
@@ -44,12 +56,15 @@ class Metric:
 
 def fetch(conn: psycopg.Connection) -> list[Metric]:
     try:
-        rows = conn.execute("SELECT metric, value, unit FROM compliance.metrics()").fetchall()
+        rows = conn.execute(
+            "SELECT metric, value, unit, warning_above, critical_above, alarm_above, verdict"
+            "  FROM compliance.metrics()"
+        ).fetchall()
     except psycopg.Error as exc:
         raise AuditchainError(
             f"cannot read compliance.metrics(): {first_line(exc)}", EXIT_UNAVAILABLE
         ) from None
-    return [Metric(name, value, unit) for name, value, unit in rows]
+    return [Metric(*row) for row in rows]
 
 
 def fetch_from(dsn: str, *, app: str) -> list[Metric]:
@@ -70,33 +85,60 @@ def format_value(metric: Metric) -> str:
     return f"{metric.value:.0f}"
 
 
-def render_prometheus(metrics: list[Metric]) -> str:
-    """Prometheus text exposition format 0.0.4: every metric a gauge; no sample when NULL."""
-    lines = []
-    for m in metrics:
-        lines.append(f"# HELP {m.prometheus_name} compliance.metrics() {m.name} ({m.unit}); see docs/api.md")
-        lines.append(f"# TYPE {m.prometheus_name} gauge")
-        if m.value is not None:
-            lines.append(f"{m.prometheus_name} {float(m.value)!r}")
-    return "\n".join(lines) + "\n"
+class MetricsCollector(Collector):
+    """prometheus_client collector: every row of compliance.metrics() a gauge named
+    auditchain_<metric>, read through `read` at each collection (each scrape); a NULL value
+    gives the family without a sample. Whatever `read` raises fails the whole scrape."""
+
+    def __init__(self, read: Callable[[], list[Metric]]):
+        self.read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for m in self.read():
+            family = GaugeMetricFamily(
+                m.prometheus_name, f"compliance.metrics() {m.name} ({m.unit}); see docs/api.md"
+            )
+            if m.value is not None:
+                family.add_metric([], m.value)
+            yield family
+
+    def describe(self) -> list:
+        # Registering must not read the database; the names are known only at a scrape.
+        return []
+
+
+def prometheus_registry(read: Callable[[], list[Metric]]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MetricsCollector(read))
+    return registry
 
 
 def render_table(metrics: list[Metric]) -> str:
     width = max((len(m.name) for m in metrics), default=6)
-    lines = [f"{'metric':<{width}}  {'value':>14}  unit"]
-    lines += [f"{m.name:<{width}}  {format_value(m):>14}  {m.unit}" for m in metrics]
+    lines = [f"{'metric':<{width}}  {'value':>14}  {'unit':<7}  verdict"]
+    lines += [f"{m.name:<{width}}  {format_value(m):>14}  {m.unit:<7}  {m.verdict}" for m in metrics]
     return "\n".join(lines) + "\n"
 
 
 def as_json(metrics: list[Metric]) -> dict[str, dict[str, object]]:
-    return {m.name: {"value": m.value, "unit": m.unit} for m in metrics}
+    return {
+        m.name: {
+            "value": m.value,
+            "unit": m.unit,
+            "warning_above": m.warning_above,
+            "critical_above": m.critical_above,
+            "alarm_above": m.alarm_above,
+            "verdict": m.verdict,
+        }
+        for m in metrics
+    }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(
         subparsers,
         "metrics",
-        help="print compliance.metrics() as a table, JSON or Prometheus text",
+        help="print compliance.metrics() (values, thresholds, verdicts) as a table, JSON or Prometheus text",
         description=__doc__,
     )
     p.add_argument(
@@ -113,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print_json({"database": db.describe(args.dsn), "metrics": as_json(metrics)})
     elif args.format == "prometheus":
-        print(render_prometheus(metrics), end="")
+        print(generate_latest(prometheus_registry(lambda: metrics)).decode(), end="")
     else:
         print(render_table(metrics), end="")
     return EXIT_OK

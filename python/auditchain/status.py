@@ -1,14 +1,13 @@
 """`auditchain status`: the on-call triage questions answered in one command.
 
 One line per check (outbox, drainer, anchors, verification, exports, pg_cron, watchdog
-heartbeat) with its state and what to look at, then the overall state. The numbers come
-from compliance.metrics(); the details (halt reason, anchor errors, stuck job ids) from the
-compliance tables when the role may read them. The heartbeat is read back from CloudWatch
-when --stage is given: the datapoint the heartbeat-missing alarm evaluates.
-
-Outbox bands: healthy under 100 rows; elevated 100-10,000 (warning: the drainer is not
-keeping up); concerning over 10,000 (warning; the outbox-depth alarm fires); critical over
-100,000 (emit slows down). Thresholds of every check: docs/runbook.md, "auditchain status".
+heartbeat) with its state and what to look at, then the overall state. compliance.metrics()
+gives the numbers and decides each one's verdict from the thresholds it reports with it
+(docs/api.md, "Metrics"); a check's state is the worst verdict of its metrics. The details
+(halt reason, anchor errors, stuck job ids) come from the compliance tables when the role
+may read them. The heartbeat is read back from CloudWatch when --stage is given: the
+datapoint the heartbeat-missing alarm evaluates. Thresholds of every check:
+docs/runbook.md, "auditchain status".
 
 Exit code: 0 healthy, 1 warning, 2 critical, 3 unknown (the database, or a check's source,
 could not be read). Critical outranks unknown, which outranks warning.
@@ -30,31 +29,19 @@ from . import db
 from .cliutil import add_command, add_json_flag, print_json
 from .errors import AuditchainError, first_line
 from .metrics import Metric, by_name, fetch
-from .watchdog import HEARTBEAT_METRIC, add_cloudwatch_options, cloudwatch_client, stage_dimensions
+from .watchdog import (
+    HEARTBEAT_CRITICAL_SECONDS,
+    HEARTBEAT_METRIC,
+    HEARTBEAT_WARNING_SECONDS,
+    add_cloudwatch_options,
+    cloudwatch_client,
+    stage_dimensions,
+)
 
 OK, WARNING, CRITICAL, UNKNOWN, SKIPPED = "ok", "warning", "critical", "unknown", "skipped"
 # Worst first: what decides the overall state and the exit code.
 SEVERITY = [CRITICAL, UNKNOWN, WARNING, OK]
 EXIT_CODES = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
-
-OUTBOX_BANDS = [  # (largest depth in the band, band, state)
-    (99, "healthy", OK),
-    (10_000, "elevated", WARNING),
-    (100_000, "concerning", WARNING),
-]
-OUTBOX_STALE_SECONDS = 300  # a live drainer chains within seconds, whatever the depth
-ANCHOR_GAP_WARNING_SECONDS = 1200  # one 15-minute cadence missed, with margin
-ANCHOR_GAP_CRITICAL_SECONDS = 1800  # the anchor-gap alarm
-VERIFIER_STALE_SECONDS = 600
-# The drain and verify jobs are due every minute; a drain run lasts 65 s and the next starts
-# when it ends, and pg_cron's background-worker mode can hold verify back until then, so a
-# healthy last start stays well under two minutes old. Three minutes: pg_cron has stopped
-# starting them. Ten: its scheduler is not coming back (pg_cron 1.4 does not restart it
-# after a terminate; only a server restart does).
-CRON_START_WARNING_SECONDS = 180
-CRON_START_CRITICAL_SECONDS = 600
-HEARTBEAT_WARNING_SECONDS = 360  # one 5-minute cycle missed
-HEARTBEAT_CRITICAL_SECONDS = 600  # two: the heartbeat-missing alarm
 HEARTBEAT_LOOKBACK = timedelta(hours=3)
 DETAIL_LIMIT = 5
 
@@ -68,15 +55,27 @@ class Check:
     data: dict[str, Any] = field(default_factory=dict)  # facts for machines reading --json
 
 
-def outbox_band(depth: float) -> tuple[str, str]:
-    for ceiling, band, state in OUTBOX_BANDS:
-        if depth <= ceiling:
-            return band, state
-    return "critical", CRITICAL
+def outbox_band(depth: Metric) -> str:
+    """The name of the outbox depth band, from the thresholds metrics() reports with it:
+    healthy up to the warning, elevated up to the alarm, concerning up to critical."""
+    value = depth.value or 0
+    for ceiling, band in (
+        (depth.warning_above, "healthy"),
+        (depth.alarm_above, "elevated"),
+        (depth.critical_above, "concerning"),
+    ):
+        if ceiling is not None and value <= ceiling:
+            return band
+    return "critical"
 
 
 def worst(states: list[str]) -> str:
     return next((s for s in SEVERITY if s in states), OK)
+
+
+def verdict(m: dict[str, Metric], *names: str) -> str:
+    """The worst of the verdicts compliance.metrics() gave these metrics."""
+    return worst([m[name].verdict for name in names])
 
 
 def human_age(seconds: float) -> str:
@@ -114,11 +113,11 @@ class Details:
 def check_outbox(m: dict[str, Metric], _: Details) -> Check:
     depth = m["outbox_depth"].value or 0
     age = m["outbox_oldest_age_seconds"].value or 0
-    band, state = outbox_band(depth)
+    band = outbox_band(m["outbox_depth"])
     summary = f"depth {depth:,.0f} ({band}); oldest row waiting {human_age(age)}"
-    if age > OUTBOX_STALE_SECONDS and state == OK:
-        state = WARNING
+    if m["outbox_oldest_age_seconds"].verdict != OK:
         summary += " (the drainer is not draining)"
+    state = verdict(m, "outbox_depth", "outbox_oldest_age_seconds")
     return Check("outbox", state, summary, data={"band": band})
 
 
@@ -127,32 +126,37 @@ def check_drainer(m: dict[str, Metric], details: Details) -> Check:
         f"chain length {m['chain_length'].value:,.0f}; "
         f"last batch {ago(m['drainer_last_success_age_seconds'].value)}"
     )
+    state = verdict(m, "chain_length", "drainer_last_success_age_seconds", "drainer_halted")
     if not m["drainer_halted"].value:
-        return Check("drainer", OK, summary)
+        return Check("drainer", state, summary)
     rows = details.rows("SELECT halted_at, halted_seq, halted_reason FROM compliance.drainer_state")
     if rows is None:
         lines = Details.hidden("compliance.drainer_state")
     else:
         halted_at, seq, reason = rows[0]
         lines = [f"halted since {halted_at:%Y-%m-%d %H:%M:%S%z} at seq {seq}: {reason}"]
-    return Check("drainer", CRITICAL, "HALTED on an integrity failure; " + summary, lines)
+    return Check("drainer", state, "HALTED on an integrity failure; " + summary, lines)
 
 
 def check_anchors(m: dict[str, Metric], details: Details) -> Check:
     gap = m["anchor_gap_seconds"].value or 0
     pending = m["anchors_pending"].value or 0
+    retrying = m["anchors_retrying"].value or 0
     failed = m["anchors_failed"].value or 0
     summary = (
         f"gap {human_age(gap)}; last upload {ago(m['anchor_last_upload_age_seconds'].value)}; "
-        f"{pending:.0f} pending, {failed:.0f} failed"
+        f"{pending:.0f} pending ({retrying:.0f} retrying), {failed:.0f} failed"
     )
-    states = [OK]
-    if gap > ANCHOR_GAP_CRITICAL_SECONDS or failed:
-        states.append(CRITICAL)
-    elif gap > ANCHOR_GAP_WARNING_SECONDS:
-        states.append(WARNING)
+    state = verdict(
+        m,
+        "anchor_gap_seconds",
+        "anchor_last_upload_age_seconds",
+        "anchors_pending",
+        "anchors_retrying",
+        "anchors_failed",
+    )
     lines: list[str] = []
-    if pending or failed:
+    if retrying or failed:
         rows = details.rows(
             "SELECT anchor_id, status::text, seq_from, seq_to, attempts, last_error"
             "  FROM compliance.anchors"
@@ -168,15 +172,14 @@ def check_anchors(m: dict[str, Metric], details: Details) -> Check:
             lines.append(
                 f"anchor {anchor_id} (seq {seq_from}-{seq_to}) {status} after {attempts} attempt(s): {error}"
             )
-            if status == "pending":
-                states.append(WARNING)
-    return Check("anchors", worst(states), summary, lines)
+    return Check("anchors", state, summary, lines)
 
 
 def check_verification(m: dict[str, Metric], details: Details) -> Check:
     lag = m["verification_lag"].value or 0
     last_run = m["verification_last_run_age_seconds"].value
     summary = f"lag {lag:,.0f} event(s); last run {ago(last_run)}"
+    state = verdict(m, "verification_lag", "verification_failed", "verification_last_run_age_seconds")
     if m["verification_failed"].value:
         rows = details.rows("SELECT first_bad_seq, problem FROM compliance.verification_state")
         lines = (
@@ -184,23 +187,26 @@ def check_verification(m: dict[str, Metric], details: Details) -> Check:
             if rows is None
             else [f"first bad seq {rows[0][0]}: {rows[0][1]}"]
         )
-        return Check("verification", CRITICAL, "chain FAILED verification; " + summary, lines)
-    if lag and (last_run is None or last_run > VERIFIER_STALE_SECONDS):
-        return Check("verification", WARNING, summary + " (the verifier is not running)")
-    return Check("verification", OK, summary)
+        return Check("verification", state, "chain FAILED verification; " + summary, lines)
+    if m["verification_last_run_age_seconds"].verdict != OK:
+        summary += " (the verifier is not running)"
+    return Check("verification", state, summary)
 
 
 def check_exports(m: dict[str, Metric], details: Details) -> Check:
     stuck = m["exports_stuck"].value or 0
-    summary = f"{stuck:.0f} stuck (running, no progress for 15 min)"
+    summary = f"{stuck:.0f} stuck (running, no progress from the runner)"
+    state = verdict(m, "exports_stuck")
     if not stuck:
-        return Check("exports", OK, summary)
+        return Check("exports", state, summary)
+    # The stuck jobs are the running ones whose last progress is oldest: no need to know
+    # here how old counts as stuck (compliance._export_stuck_after() decides).
     rows = details.rows(
-        "SELECT job_id, started_at, coalesce(heartbeat_at, started_at)"
+        "SELECT job_id, started_at, coalesce(heartbeat_at, started_at) AS seen"
         "  FROM compliance.export_jobs"
-        " WHERE status = 'running' AND coalesce(heartbeat_at, started_at) < now() - interval '15 minutes'"
-        " ORDER BY started_at LIMIT %s",
-        (DETAIL_LIMIT,),
+        " WHERE status = 'running'"
+        " ORDER BY seen LIMIT %s",
+        (min(int(stuck), DETAIL_LIMIT),),
     )
     lines = (
         Details.hidden("compliance.export_jobs")
@@ -210,13 +216,13 @@ def check_exports(m: dict[str, Metric], details: Details) -> Check:
             for job, started, seen in rows
         ]
     )
-    return Check("exports", WARNING, summary, lines)
+    return Check("exports", state, summary, lines)
 
 
 def check_cron(m: dict[str, Metric], details: Details) -> Check:
     failures = m["cron_failed_runs_last_hour"].value
     unscheduled = m["cron_jobs_unscheduled"].value
-    last_start = m["cron_minutely_jobs_last_start_age_seconds"].value
+    last_start = m["cron_minutely_jobs_last_start_age_seconds"]
     try:
         jobs = details.rows(
             "SELECT job, scheduled AND active, failures_last_hour, last_status, last_message"
@@ -224,17 +230,15 @@ def check_cron(m: dict[str, Metric], details: Details) -> Check:
         )
     except psycopg.Error as exc:
         return Check("pg_cron", UNKNOWN, f"cannot read pg_cron: {first_line(exc)}")
-    if failures is None or unscheduled is None or last_start is None:
+    if failures is None or unscheduled is None or last_start.value is None:
         return Check("pg_cron", UNKNOWN, "compliance.metrics() could not read pg_cron")
     summary = (
         f"{unscheduled:.0f} job(s) not scheduled; {failures:.0f} failed run(s) in the last hour; "
-        f"minutely jobs last started {human_age(last_start)} ago"
+        f"minutely jobs last started {human_age(last_start.value)} ago"
     )
-    states = [WARNING if failures or unscheduled else OK]
-    if last_start > CRON_START_CRITICAL_SECONDS:
-        states.append(CRITICAL)
-    elif last_start > CRON_START_WARNING_SECONDS:
-        states.append(WARNING)
+    state = verdict(
+        m, "cron_failed_runs_last_hour", "cron_jobs_unscheduled", "cron_minutely_jobs_last_start_age_seconds"
+    )
     if jobs is None:
         lines = Details.hidden("compliance.cron_job_health()")
     else:
@@ -246,12 +250,12 @@ def check_cron(m: dict[str, Metric], details: Details) -> Check:
         ]
     if unscheduled:
         lines.append("to schedule them: SELECT compliance.schedule_jobs();")
-    if last_start > CRON_START_WARNING_SECONDS:
+    if last_start.verdict != OK:
         lines.append(
             "pg_cron has stopped starting the drain and verify jobs: is its scheduler running? "
             "(docs/runbook.md#cron-scheduler-stalled)"
         )
-    return Check("pg_cron", worst(states), summary, lines)
+    return Check("pg_cron", state, summary, lines)
 
 
 def check_heartbeat(args: argparse.Namespace, now: datetime) -> Check:
@@ -341,6 +345,7 @@ def run(args: argparse.Namespace) -> int:
             "exit_code": EXIT_CODES[overall],
             "checks": [asdict(c) for c in checks],
             "metrics": {name: m.value for name, m in metrics.items()},
+            "verdicts": {name: m.verdict for name, m in metrics.items()},
         }
         print_json(document)
     else:

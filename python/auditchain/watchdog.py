@@ -13,8 +13,9 @@ goes out and the heartbeat-missing alarm fires. A failed publish is logged as an
 every time; with --once the command then exits 3, with --follow it keeps going.
 
 With --follow and --prometheus-port the same metrics are served as Prometheus text on
-http://<host>:<port>/metrics, read from the database at each scrape; the endpoint binds to
-127.0.0.1 unless --prometheus-host says otherwise.
+http://<host>:<port>/metrics (prometheus_client's exposition, OpenMetrics when the scraper
+asks for it), read from the database at each scrape; a scrape the database cannot answer
+gets 503. The endpoint binds to 127.0.0.1 unless --prometheus-host says otherwise.
 """
 
 from __future__ import annotations
@@ -26,22 +27,28 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import boto3
+import prometheus_client
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from . import db
 from .cliutil import add_command
 from .errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
-from .metrics import Metric, fetch_from, render_prometheus
+from .metrics import Metric, fetch_from, prometheus_registry
 
 log = logging.getLogger("auditchain.watchdog")
 
 DEFAULT_NAMESPACE = "Auditchain/Compliance"
 DEFAULT_INTERVAL = 300
 HEARTBEAT_METRIC = "ComplianceAnchorWatchdogHeartbeat"
+# The heartbeat lives only in CloudWatch, so its rules live here, beside the cadence that
+# sends it: one 5-minute cycle missed is a warning, two are critical (and the alarm).
+HEARTBEAT_WARNING_SECONDS = 360
+HEARTBEAT_CRITICAL_SECONDS = 2 * DEFAULT_INTERVAL
 STAGE_DIMENSION = "Stage"
 NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A dead endpoint must fail a cycle in seconds, not after botocore's default minute-long waits.
@@ -141,36 +148,31 @@ def run_cycle(args: argparse.Namespace, client) -> None:
     )
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("prometheus %s - %s", self.address_string(), format % args)
+
+
 class PrometheusEndpoint:
-    """GET /metrics reads compliance.metrics() afresh; anything else is 404."""
+    """GET /metrics: prometheus_client's exposition of compliance.metrics(), read afresh at
+    each scrape; 503 with one line when the database cannot be read; any other path 404."""
 
     def __init__(self, dsn: str, host: str, port: int):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.split("?")[0] != "/metrics":
-                    self._reply(404, "not found; try /metrics\n")
-                    return
-                try:
-                    body = render_prometheus(fetch_from(dsn, app="auditchain watchdog prometheus"))
-                except AuditchainError as exc:
-                    log.error("Prometheus scrape failed: %s", exc)
-                    self._reply(503, f"{exc}\n")
-                    return
-                self._reply(200, body, "text/plain; version=0.0.4; charset=utf-8")
+        exposition = prometheus_client.make_wsgi_app(
+            prometheus_registry(lambda: fetch_from(dsn, app="auditchain watchdog prometheus"))
+        )
 
-            def _reply(self, status: int, body: str, content_type: str = "text/plain; charset=utf-8") -> None:
-                payload = body.encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: object) -> None:
-                log.debug("prometheus %s - %s", self.address_string(), format % args)
+        def app(environ, start_response):
+            if environ["PATH_INFO"] != "/metrics":
+                return _reply(start_response, "404 Not Found", "not found; try /metrics\n")
+            try:
+                return exposition(environ, start_response)
+            except AuditchainError as exc:
+                log.error("Prometheus scrape failed: %s", exc)
+                return _reply(start_response, "503 Service Unavailable", f"{exc}\n")
 
         try:
-            self.server = ThreadingHTTPServer((host, port), Handler)
+            self.server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
         except OSError as exc:
             raise AuditchainError(f"cannot listen on {host}:{port}: {exc}", EXIT_UNAVAILABLE) from None
         self.thread = threading.Thread(target=self.server.serve_forever, name="prometheus", daemon=True)
@@ -188,6 +190,13 @@ class PrometheusEndpoint:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _reply(start_response, status: str, body: str) -> list[bytes]:
+    payload = body.encode("utf-8")
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(payload)))]
+    start_response(status, headers)
+    return [payload]
 
 
 def follow(args: argparse.Namespace, client, stop: threading.Event) -> None:

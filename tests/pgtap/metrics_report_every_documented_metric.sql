@@ -10,6 +10,7 @@ SELECT results_eq(
              ('anchor_gap_seconds', 'seconds'),
              ('anchor_last_upload_age_seconds', 'seconds'),
              ('anchors_pending', 'count'),
+             ('anchors_retrying', 'count'),
              ('anchors_failed', 'count'),
              ('chain_length', 'count'),
              ('drainer_last_success_age_seconds', 'seconds'),
@@ -30,7 +31,7 @@ SELECT results_eq(
                             'verification_last_run_age_seconds', 'cron_failed_runs_last_hour',
                             'cron_jobs_unscheduled', 'cron_minutely_jobs_last_start_age_seconds')$$,
     $$VALUES ('outbox_depth', 0::double precision), ('outbox_oldest_age_seconds', 0), ('anchor_gap_seconds', 0),
-             ('anchors_pending', 0), ('anchors_failed', 0), ('chain_length', 0), ('drainer_halted', 0),
+             ('anchors_pending', 0), ('anchors_retrying', 0), ('anchors_failed', 0), ('chain_length', 0), ('drainer_halted', 0),
              ('verification_lag', 0), ('verification_failed', 0), ('exports_stuck', 0)$$,
     'a fresh installation has an empty outbox, no gap, no anchors, no chain and no alarm flags'
 );

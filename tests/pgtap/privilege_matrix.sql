@@ -4,7 +4,7 @@
 -- granted; everything else must be refused, so an object added to the schema without a row
 -- here fails this test until someone decides who may use it.
 BEGIN;
-SELECT plan(28);
+SELECT plan(30);
 
 CREATE TEMP TABLE truth (grantee name, kind text, object text, privilege text) ON COMMIT DROP;
 INSERT INTO truth
@@ -44,6 +44,7 @@ SELECT g.grantee, g.kind, g.object, g.privilege
 
     ('compliance_auditor', 'schema', 'compliance', 'USAGE'),
     ('compliance_auditor', 'table', 'compliance.audit_events', 'SELECT'),
+    ('compliance_auditor', 'table', 'compliance.audit_events_hex', 'SELECT'),
     ('compliance_auditor', 'table', 'compliance.drainer_state', 'SELECT'),
     ('compliance_auditor', 'table', 'compliance.verification_state', 'SELECT'),
     ('compliance_auditor', 'table', 'compliance.integrity_incidents', 'SELECT'),
@@ -171,6 +172,12 @@ SELECT row_eq('SELECT * FROM compliance.verify_chain()', ROW(true, 1::bigint, NU
               'an auditor member verifies the chain');
 SELECT throws_ok($$UPDATE compliance.audit_events SET actor = 'x'$$, '42501', NULL,
                  'an auditor member cannot change events');
+SELECT is((SELECT pg_catalog.count(*) FROM compliance.audit_events_hex), 1::bigint,
+          'an auditor member reads the events with hex hashes');
+RESET ROLE;
+SET LOCAL ROLE ac_matrix_writer;
+SELECT throws_ok('SELECT * FROM compliance.audit_events_hex', '42501', NULL,
+                 'a writer member cannot read the events through the hex view');
 RESET ROLE;
 SET LOCAL ROLE ac_matrix_nobody;
 SELECT throws_ok($$SELECT compliance.emit('auth.login', 'nobody')$$, '42501', NULL,

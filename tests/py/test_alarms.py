@@ -9,6 +9,7 @@ import json
 import boto3
 import pytest
 
+from auditchain.alarms import ALARMS
 from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
 from awsfake import free_port
 from test_anchor import run_cli
@@ -29,48 +30,48 @@ DOCUMENTED = {
     "anchor-failed": (
         "ComplianceAnchorsFailed",
         "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1.0,
+        "GreaterThanThreshold",
+        0.0,
         1,
         "missing",
     ),
     "exports-stuck": (
         "ComplianceExportsStuck",
         "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1.0,
+        "GreaterThanThreshold",
+        0.0,
         1,
         "missing",
     ),
     "drainer-halted": (
         "ComplianceDrainerHalted",
         "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1.0,
+        "GreaterThanThreshold",
+        0.0,
         1,
         "missing",
     ),
     "verification-failed": (
         "ComplianceVerificationFailed",
         "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1.0,
+        "GreaterThanThreshold",
+        0.0,
         1,
         "missing",
     ),
     "cron-job-failures": (
         "ComplianceCronFailedRunsLastHour",
         "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1.0,
+        "GreaterThanThreshold",
+        0.0,
         1,
         "missing",
     ),
     "cron-jobs-unscheduled": (
         "ComplianceCronJobsUnscheduled",
         "Maximum",
-        "GreaterThanOrEqualToThreshold",
-        1.0,
+        "GreaterThanThreshold",
+        0.0,
         1,
         "missing",
     ),
@@ -176,6 +177,23 @@ def test_every_alarm_watches_a_metric_the_watchdog_publishes(conn, dsn, endpoint
     watched = {request["MetricName"] for request in json.loads(out)}
     # The cron metrics are published only where pg_cron can be read; this cluster has it.
     assert watched <= published_names(endpoint_url, stage)
+
+
+def test_alarm_thresholds_are_the_alarm_above_of_compliance_metrics(conn):
+    """The alarms are installed without a database, from ALARMS; the database defines the
+    thresholds (metrics().alarm_above). Every metric with one has exactly one alarm firing
+    above exactly that value, and no alarm watches a metric the database gives none."""
+    alarm_above = {
+        metric: threshold
+        for metric, threshold in conn.execute("SELECT metric, alarm_above FROM compliance.metrics()")
+        if threshold is not None
+    }
+    on_metrics = [spec for spec in ALARMS if spec.sql_metric is not None]
+
+    assert {spec.sql_metric: spec.threshold for spec in on_metrics} == alarm_above
+    assert len(on_metrics) == len(alarm_above)
+    assert {spec.comparison for spec in on_metrics} == {"GreaterThanThreshold"}
+    assert [spec.what for spec in ALARMS if spec.sql_metric is None] == ["watchdog-heartbeat-missing"]
 
 
 def test_dry_run_prints_the_requests_and_calls_nothing(capsys):

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from auditchain.status import EXIT_CODES, worst
 from awsfake import free_port
 from test_anchor import create_anchor, make_worm_bucket, run_cli
 from test_ledger_cron import cron
@@ -115,6 +116,52 @@ def test_outbox_band_edges(conn, dsn, capsys):
     assert check(status(capsys, dsn)[1], "outbox")["data"]["band"] == "elevated"
 
 
+def test_states_and_exit_codes_are_the_verdicts_the_database_decides(conn, dsn, capsys):
+    """status re-decides nothing: change the outbox thresholds in the database alone and its
+    bands, state and exit code follow (warning above 4 rows, the alarm above 6, critical above 9)."""
+    conn.execute("ALTER FUNCTION compliance._metric_thresholds() RENAME TO _metric_thresholds_shipped")
+    conn.execute(
+        """
+        CREATE FUNCTION compliance._metric_thresholds()
+        RETURNS TABLE (metric text, warning_above double precision, critical_above double precision,
+                       alarm_above double precision, verdict_when_null text, ok_while_zero text)
+        LANGUAGE sql AS $$
+            SELECT t.metric,
+                   CASE t.metric WHEN 'outbox_depth' THEN 4 ELSE t.warning_above END,
+                   CASE t.metric WHEN 'outbox_depth' THEN 9 ELSE t.critical_above END,
+                   CASE t.metric WHEN 'outbox_depth' THEN 6 ELSE t.alarm_above END,
+                   t.verdict_when_null, t.ok_while_zero
+              FROM compliance._metric_thresholds_shipped() AS t
+        $$
+        """
+    )
+    expected = [(4, "healthy", "ok"), (5, "elevated", "warning"), (7, "concerning", "warning")]
+    produced = 0
+    for depth, band, state in expected:
+        emit(conn, depth - produced)
+        produced = depth
+        code, document = status(capsys, dsn)
+        outbox = check(document, "outbox")
+        assert (outbox["state"], outbox["data"]["band"]) == (state, band), depth
+        assert document["verdicts"]["outbox_depth"] == state
+    emit(conn, 10 - produced)
+
+    code, document = status(capsys, dsn)
+
+    assert (check(document, "outbox")["state"], check(document, "outbox")["data"]["band"]) == (
+        "critical",
+        "critical",
+    )
+    assert (document["overall"], code) == ("critical", EXIT_CODES["critical"])
+
+
+def test_exit_code_of_each_overall_state():
+    assert [EXIT_CODES[state] for state in ("ok", "warning", "critical", "unknown")] == [0, 1, 2, 3]
+    assert worst(["ok", "warning", "unknown"]) == "unknown"
+    assert worst(["unknown", "critical", "warning"]) == "critical"
+    assert worst(["skipped", "ok"]) == "ok"
+
+
 def test_old_rows_in_a_small_outbox_are_a_warning(conn, dsn, capsys):
     conn.execute(
         "INSERT INTO compliance.audit_outbox (event_id, emitted_at, occurred_at, event_type, actor, payload)"
@@ -177,6 +224,23 @@ def test_watchdog_role_sees_the_numbers_but_not_the_details(conn, watchdog_login
 
     anchors = check(document, "anchors")
     assert (code, anchors["state"]) == (2, "critical")
+    assert anchors["details"] == ["details hidden: this role cannot read compliance.anchors"]
+
+
+def test_a_retrying_anchor_upload_is_a_warning_even_without_the_details(conn, watchdog_login, capsys):
+    emit(conn, 1)
+    conn.execute("SELECT compliance.drain()")
+    create_anchor(conn)
+    conn.execute(
+        "SELECT compliance.record_anchor_error(max(anchor_id), 'SlowDown: throttled') FROM compliance.anchors"
+    )
+
+    code, document = status(capsys, watchdog_login)
+
+    anchors = check(document, "anchors")
+    assert document["metrics"]["anchors_retrying"] == 1
+    assert (anchors["state"], document["verdicts"]["anchors_retrying"]) == ("warning", "warning")
+    assert "1 pending (1 retrying)" in anchors["summary"]
     assert anchors["details"] == ["details hidden: this role cannot read compliance.anchors"]
 
 

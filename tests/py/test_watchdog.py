@@ -4,9 +4,9 @@ silent, and the Prometheus endpoint serves the same numbers."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,6 +22,7 @@ from pathlib import Path
 import boto3
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -245,6 +246,32 @@ def test_follow_logs_every_failed_publish_and_recovers_when_cloudwatch_returns(
     assert "watchdog stopped" in log
 
 
+def scraped(text: str) -> dict[str, float | None]:
+    """Prometheus text parsed by prometheus_client's own parser: every family's one sample,
+    None for a family without one."""
+    families = {}
+    for family in text_string_to_metric_families(text):
+        assert family.type == "gauge", family.name
+        assert [s.labels for s in family.samples] in ([], [{}]), family.name
+        families[family.name] = family.samples[0].value if family.samples else None
+    return families
+
+
+def listening_addresses(port: int) -> list[str]:
+    """The IPv4 addresses with a socket listening on this TCP port, from /proc/net/tcp."""
+    found = []
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = row.split()[1], row.split()[3]
+        address, local_port = local.split(":")
+        if state == "0A" and int(local_port, 16) == port:  # 0A: LISTEN
+            found.append(str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1])))
+    return found
+
+
+def expected_families(conn: psycopg.Connection) -> dict[str, float | None]:
+    return {f"auditchain_{name}": value for name, value in metric_values(conn).items()}
+
+
 def test_follow_serves_prometheus_on_loopback(conn, dsn, endpoint_url, tmp_path):
     emit_backlog(conn, drained=4, queued=1)
     port = free_port()
@@ -254,14 +281,39 @@ def test_follow_serves_prometheus_on_loopback(conn, dsn, endpoint_url, tmp_path)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             content_type = response.headers["Content-Type"]
             body = response.read().decode()
+        emit_backlog(conn, drained=0, queued=2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            second = scraped(response.read().decode())
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
         missing.value.close()
     assert f"serving Prometheus metrics on http://127.0.0.1:{port}/metrics" in log_path.read_text()
     assert content_type.startswith("text/plain; version=0.0.4")
-    assert "auditchain_chain_length 4.0\n" in body
-    assert "auditchain_outbox_depth 1.0\n" in body
+    first = scraped(body)
+    assert (first["auditchain_chain_length"], first["auditchain_outbox_depth"]) == (4.0, 1.0)
+    assert set(first) == set(expected_families(conn))
+    assert second["auditchain_outbox_depth"] == 2.0, "each scrape reads compliance.metrics() afresh"
     assert missing.value.code == 404
+
+
+def test_prometheus_endpoint_binds_loopback_and_answers_503_without_the_database(
+    empty_dsn, endpoint_url, tmp_path
+):
+    port = free_port()
+    log_path = tmp_path / "watchdog.log"
+    with follower(empty_dsn, endpoint_url, unique_stage(), log_path, "--prometheus-port", str(port)):
+        wait_until(lambda: "serving Prometheus metrics" in log_path.read_text(), what="the endpoint")
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        reason = failed.value.read().decode()
+        failed.value.close()
+        listening = listening_addresses(port)
+    assert failed.value.code == 503
+    assert reason.startswith("cannot read compliance.metrics(): ")
+    assert len(reason.splitlines()) == 1
+    assert listening == ["127.0.0.1"], "bound to loopback only"
+    assert "Prometheus scrape failed: cannot read compliance.metrics()" in log_path.read_text()
+    assert "Traceback" not in log_path.read_text()
 
 
 def test_prometheus_port_needs_follow(dsn, capsys):
@@ -278,26 +330,18 @@ def test_stage_must_be_a_plain_name(dsn, capsys):
     assert "invalid value 'prod east'" in capsys.readouterr().err
 
 
-SAMPLE = re.compile(r"^(auditchain_[a-z_]+) (\S+)$")
-
-
 def test_metrics_command_prints_prometheus_text_with_the_database_values(conn, dsn, capsys):
     emit_backlog(conn, drained=2, queued=3)
 
     code, out, err = run_cli(capsys, "metrics", "--format", "prometheus", "--dsn", dsn)
 
     assert code == 0, err
-    values = metric_values(conn)
-    samples = {}
-    for line in out.splitlines():
-        if line.startswith("#"):
-            assert re.match(r"^# (HELP auditchain_[a-z_]+ .+|TYPE auditchain_[a-z_]+ gauge)$", line), line
-            continue
-        name, value = SAMPLE.match(line).groups()
-        samples[name] = float(value)
-    assert set(samples) == {f"auditchain_{n}" for n, v in values.items() if v is not None}
-    assert samples["auditchain_outbox_depth"] == 3.0
-    assert samples["auditchain_chain_length"] == 2.0
+    families = scraped(out)
+    expected = expected_families(conn)
+    assert set(families) == set(expected)
+    assert {n for n, v in families.items() if v is None} == {n for n, v in expected.items() if v is None}
+    assert (families["auditchain_outbox_depth"], families["auditchain_chain_length"]) == (3.0, 2.0)
+    assert families["auditchain_anchor_last_upload_age_seconds"] is None
     assert "# TYPE auditchain_anchor_last_upload_age_seconds gauge" in out
 
 
@@ -307,12 +351,19 @@ def test_metrics_command_json_and_table(conn, dsn, capsys):
     code, out, _ = run_cli(capsys, "metrics", "--format", "json", "--dsn", dsn)
     document = json.loads(out)
     assert code == 0
-    assert document["metrics"]["outbox_depth"] == {"value": 7.0, "unit": "count"}
-    assert document["metrics"]["anchor_last_upload_age_seconds"] == {"value": None, "unit": "seconds"}
+    assert document["metrics"]["outbox_depth"] == {
+        "value": 7.0,
+        "unit": "count",
+        "warning_above": 99.0,
+        "critical_above": 100000.0,
+        "alarm_above": 10000.0,
+        "verdict": "ok",
+    }
+    assert document["metrics"]["anchor_last_upload_age_seconds"]["value"] is None
 
     code, out, _ = run_cli(capsys, "metrics", "--dsn", dsn)
     lines = out.splitlines()
     assert code == 0
-    assert lines[0].split() == ["metric", "value", "unit"]
-    assert lines[1].split() == ["outbox_depth", "7", "count"]
+    assert lines[0].split() == ["metric", "value", "unit", "verdict"]
+    assert lines[1].split() == ["outbox_depth", "7", "count", "ok"]
     assert len(lines) == 1 + len(document["metrics"])
