@@ -20,7 +20,7 @@ ENVIRONMENT = {
     "AUDITCHAIN_LOCK_MODE": "Object Lock mode of uploaded anchors: GOVERNANCE or COMPLIANCE (--lock-mode)",
     "AUDITCHAIN_RETENTION_DAYS": "Object Lock retention of uploaded anchors in days (--retention-days)",
     "AUDITCHAIN_KMS_KEY_ID": "KMS key for SSE-KMS encryption of uploaded objects (--kms-key-id)",
-    "AUDITCHAIN_ANCHOR_LEASE_SECONDS": "seconds an uploader holds a claimed anchor before another may take it (--lease-seconds)",
+    "AUDITCHAIN_ANCHOR_LEASE_SECONDS": "seconds an uploader holds a claimed anchor (--lease-seconds)",
     "AUDITCHAIN_SCHEMA_DIR": "folder holding migrations/ and sql/ (default: the installed package's copy)",
 }
 
