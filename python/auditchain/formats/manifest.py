@@ -70,9 +70,21 @@ def load(raw: bytes) -> tuple[Manifest, list[str]]:
         )
     problems = []
     for rule, description in schemas.violations(SCHEMA, document):
-        if rule != "additionalProperties":
+        # A field added beside the format's own is reported and verification goes on; a
+        # filter key the database does not know makes the filter, and so the bundle, unusable.
+        if rule != "additionalProperties" or description.startswith(".filter"):
             raise UnusableManifest(f"{MANIFEST_NAME} does not follow format v{version}: {description}")
         problems.append(f"{description}: not part of manifest format v{version}")
+    # A pattern cannot tell 2026-02-30 from a date.
+    instants = {"created_at": document["created_at"]}
+    if version > 1:
+        instants |= {f"filter.{key}": document["filter"].get(key) for key in ("from", "to")}
+    for name, value in instants.items():
+        try:
+            if value is not None:
+                hashing.parse_export_timestamp(value)
+        except hashing.FieldError as exc:
+            raise UnusableManifest(f"{MANIFEST_NAME} field {name} {exc}") from None
     try:
         export_filter = from_manifest(document["filter"], version)
     except FilterError as exc:
