@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from . import s3
 from .cliutil import add_command, add_json_flag, print_json
 from .config import add_bucket_option, add_endpoint_options, require_bucket
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AuditchainError
+from .errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE, AuditchainError
 
 STAGE_TAG = "auditchain:stage"
 DAYS_PER_YEAR = 365  # how a retention given in years is compared with one given in days
@@ -104,7 +104,7 @@ def require_worm(client, bucket: str) -> LockStatus:
             f"bucket {bucket} is not WORM-capable (Object Lock "
             f"{'enabled' if status.object_lock_enabled else 'not enabled'}, versioning "
             f"{status.versioning or 'never enabled'}); anchors need a bucket created with Object Lock",
-            EXIT_USAGE,
+            EXIT_CONFIG,
         )
     return status
 

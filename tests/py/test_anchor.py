@@ -273,7 +273,7 @@ def test_refuses_a_bucket_without_object_lock(conn, dsn, endpoint_url, bucket_na
 
     code, _, err = anchor_once(capsys, dsn, endpoint_url, bucket_name)
 
-    assert code == EXIT_USAGE
+    assert code == EXIT_CONFIG
     assert f"bucket {bucket_name} is not WORM-capable (Object Lock not enabled" in err
     (row,) = anchor_rows(conn)
     assert (row["status"], row["attempts"]) == ("pending", 0)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
+from auditchain.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, EXIT_USAGE
 from test_anchor import make_worm_bucket, run_cli, s3_client
 
 
@@ -88,7 +88,7 @@ def test_create_refuses_an_existing_bucket_without_object_lock(endpoint_url, buc
 
     code, _, err = bucket_cli(capsys, endpoint_url, "create", bucket_name)
 
-    assert code == EXIT_USAGE
+    assert code == EXIT_CONFIG
     assert "is not WORM-capable" in err
 
 
