@@ -50,7 +50,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _register(module_name: str, command: str, subparsers: argparse._SubParsersAction) -> None:
+def _register(module_name: str, subparsers: argparse._SubParsersAction) -> None:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -75,12 +75,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"auditchain {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
-        if name in subparsers.choices:
-            continue
-        if command is None or name == command:
-            _register(module_name, name, subparsers)
-        else:
+    # A module may register several commands (migrate and dist): register the wanted modules
+    # first, then a name-only entry for every command none of them registered.
+    for module_name in dict.fromkeys(m for name, (m, _) in COMMANDS.items() if command in (None, name)):
+        _register(module_name, subparsers)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in subparsers.choices:
             subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 

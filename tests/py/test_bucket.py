@@ -56,9 +56,9 @@ def test_check_fails_for_a_bucket_without_object_lock(endpoint_url, bucket_name,
     assert out.endswith("WORM-capable:      NO\n")
 
 
-def test_check_of_a_missing_bucket_exits_1_and_of_an_unreachable_store_exits_3(endpoint_url, capsys):
+def test_a_missing_bucket_is_a_setup_problem_and_an_unreachable_store_is_unavailable(endpoint_url, capsys):
     code, _, err = bucket_cli(capsys, endpoint_url, "check", "ac-no-such-bucket-here")
-    assert code == 1
+    assert code == EXIT_CONFIG
     assert "NoSuchBucket" in err
 
     code, _, err = bucket_cli(capsys, "http://127.0.0.1:9", "check", "ac-no-such-bucket-here")

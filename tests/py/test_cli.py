@@ -12,8 +12,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from auditchain import __version__
-from auditchain.cli import main
-from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
+from auditchain.cli import COMMANDS, main
+from auditchain.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from conftest import PG_HOST, PG_PORT, PG_USER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,9 +81,9 @@ def test_unreachable_server_exits_3_without_password_or_traceback(command):
     assert "Traceback" not in proc.stderr
 
 
-def test_missing_database_names_the_target_without_password():
+def test_missing_database_is_a_setup_problem_named_without_password():
     proc = auditchain("drift-check", "--dsn", f"postgresql://{PG_USER}:secret@{PG_HOST}:{PG_PORT}/no_such_db")
-    assert proc.returncode == EXIT_UNAVAILABLE
+    assert proc.returncode == EXIT_CONFIG
     assert f"cannot connect to postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/no_such_db" in proc.stderr
     assert "secret" not in proc.stdout + proc.stderr
 
@@ -134,3 +134,12 @@ def test_console_script_is_installed(dsn, dbname):
         [str(script), "drift-check", "--dsn", dsn], env=env, capture_output=True, text=True, timeout=120
     )
     assert (proc.returncode, proc.stdout) == (0, ok_for(dbname)), proc.stderr
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_has_help(command, capsys):
+    """Each command loads on its own, including those whose module registers several."""
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == EXIT_OK
+    assert capsys.readouterr().out.startswith(f"usage: auditchain {command} ")

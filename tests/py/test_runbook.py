@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from auditchain.alarms import ALARMS
+from auditchain.errors import EXIT_UNAVAILABLE
 from awsfake import free_port
 from test_anchor import create_anchor, make_worm_bucket, run_cli
 from test_status import chain_recorded_at, emit
@@ -154,7 +155,7 @@ def anchor_uploads_failing(ctx: Context) -> None:
     emit(ctx.conn, 5)
     ctx.conn.execute("SELECT compliance.drain()")
     create_anchor(ctx.conn)
-    assert ctx.anchor_once(f"http://127.0.0.1:{free_port()}") == 3
+    assert ctx.anchor_once(f"http://127.0.0.1:{free_port()}") == EXIT_UNAVAILABLE
     make_worm_bucket(ctx.endpoint_url, ctx.bucket)  # the cause is fixed by the time on-call acts
 
 

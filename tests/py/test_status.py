@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from auditchain.errors import EXIT_UNAVAILABLE
 from auditchain.status import EXIT_CODES, worst
 from awsfake import free_port
 from test_anchor import create_anchor, make_worm_bucket, run_cli
@@ -185,7 +186,7 @@ def test_unreachable_bucket_grows_the_gap_to_critical_and_recovery_clears_it(
     code, _, _ = run_cli(
         capsys, "anchor", "--once", "--dsn", dsn, "--endpoint-url", dead, "--bucket", bucket_name
     )
-    assert code == 3
+    assert code == EXIT_UNAVAILABLE
 
     first = metric_values(conn)
     time.sleep(1.1)

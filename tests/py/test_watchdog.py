@@ -320,7 +320,7 @@ def test_prometheus_port_needs_follow(dsn, capsys):
     code, _, err = run_cli(
         capsys, "watchdog", "--once", "--stage", "dev", "--prometheus-port", "9", "--dsn", dsn
     )
-    assert (code, err.strip()) == (2, "auditchain watchdog: --prometheus-port needs --follow")
+    assert (code, err.strip()) == (EXIT_USAGE, "auditchain watchdog: --prometheus-port needs --follow")
 
 
 def test_stage_must_be_a_plain_name(dsn, capsys):
