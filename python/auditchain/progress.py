@@ -29,5 +29,5 @@ def meter(label: str, *, unit: str, total: int | None = None, enabled: bool | No
         mininterval=REDRAW_SECONDS,
         unit_scale=True,
         # A terminal that reports no size (a fresh pseudo-terminal) makes tqdm draw nothing.
-        ncols=shutil.get_terminal_size().columns,
+        ncols=shutil.get_terminal_size((120, 24)).columns,
     )
