@@ -25,7 +25,7 @@ RETURN pg_catalog.encode(
     ), 'hex'
 )::uuid;
 COMMENT ON FUNCTION compliance._uuidv7() IS
-'A version-7 UUID: 48-bit Unix milliseconds then random bits, so ids sort by creation time.';
+'Internal: A version-7 UUID: 48-bit Unix milliseconds then random bits, so ids sort by creation time.';
 
 -- compliance._forbid_change(): trigger function that refuses the statement it guards.
 -- Attached BEFORE UPDATE/DELETE (row) and BEFORE TRUNCATE (statement) by
@@ -43,7 +43,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._forbid_change() IS
-'Trigger: raises AC020 for the guarded operation (UPDATE, DELETE or TRUNCATE) on an append-only table.';
+'Internal: trigger: raises AC020 for the guarded operation (UPDATE, DELETE or TRUNCATE) on an append-only table.';
 
 -- compliance._protect_table(table, forbid_update): attach the append-only guard to a table.
 -- DELETE and TRUNCATE are always refused; UPDATE too unless the table has its own
@@ -67,4 +67,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._protect_table(regclass, boolean) IS
-'Attaches the forbid_change guard (ENABLE ALWAYS) to a table: DELETE and TRUNCATE, and UPDATE when asked.';
+'Internal: Attaches the _forbid_change guard (ENABLE ALWAYS) to a table: DELETE and TRUNCATE, and UPDATE when asked.';

@@ -78,7 +78,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._guard_anchor_change() IS
-'Trigger: a new anchor is pending and unclaimed; afterwards, while pending, only claims and leases, '
+'Internal: trigger: a new anchor is pending and unclaimed; afterwards, while pending, only claims and leases, '
 'attempts/last_error and one transition to uploaded (complete result) or failed (alarm); anything else raises AC040.';
 
 CREATE OR REPLACE TRIGGER guard_anchor_change

@@ -13,7 +13,7 @@ STRICT
 PARALLEL SAFE
 RETURN pg_catalog.to_char(_iso_utc.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 COMMENT ON FUNCTION compliance._iso_utc(timestamptz) IS
-'ISO-8601 UTC text with microseconds and "Z" (2026-01-02T03:04:05.000006Z), as written in export bundles.';
+'Internal: ISO-8601 UTC text with microseconds and "Z" (2026-01-02T03:04:05.000006Z), as written in export bundles.';
 
 -- compliance._validate_export_filter(filter): raises AC030 naming the offending key unless
 -- the filter is a JSON object made only of the documented keys with well-formed values.
@@ -129,7 +129,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._validate_export_filter(jsonb) IS
-'Raises AC030 naming the key unless the export filter is well-formed (docs/exports.md, "Filters").';
+'Internal: Raises AC030 naming the key unless the export filter is well-formed (docs/exports.md, "Filters").';
 
 -- compliance.normalize_export_filter(filter): the filter in the one form an export manifest
 -- records (format_version 2), so that an offline verifier compares values and re-decides no
@@ -307,7 +307,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._export_jobs_guard() IS
-'Trigger: enforces the export job status machine and which columns each step may set (AC031).';
+'Internal: trigger: enforces the export job status machine and which columns each step may set (AC031).';
 
 CREATE OR REPLACE TRIGGER export_jobs_guard
 BEFORE INSERT OR UPDATE ON compliance.export_jobs
@@ -385,7 +385,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._export_job_status(uuid) IS
-'Status of an export job; raises P0002 when the job does not exist.';
+'Internal: Status of an export job; raises P0002 when the job does not exist.';
 
 -- compliance.export_heartbeat(job_id): a running runner reports progress, so that
 -- reconcile_exports leaves it alone. False when the job is no longer running (it was
