@@ -67,4 +67,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._protect_table(regclass, boolean) IS
-'Internal: Attaches the _forbid_change guard (ENABLE ALWAYS) to a table: DELETE and TRUNCATE, and UPDATE when asked.';
+'Internal: attaches the _forbid_change guard (ENABLE ALWAYS) to a table: DELETE and TRUNCATE, and UPDATE when asked.';

@@ -15,7 +15,7 @@ STRICT
 PARALLEL SAFE
 RETURN (EXTRACT(EPOCH FROM _epoch_us.ts - '1970-01-01 00:00:00+00'::timestamptz) * 1000000)::bigint;
 COMMENT ON FUNCTION compliance._epoch_us(timestamptz) IS
-'Internal: Microseconds since the Unix epoch (UTC), the timestamp form used in the canonical record.';
+'Internal: microseconds since the Unix epoch (UTC), the timestamp form used in the canonical record.';
 
 -- compliance.payload_digest(payload): SHA-256 of the payload's canonical text
 -- (PostgreSQL's jsonb output, UTF-8). STABLE only because convert_to is. Touches no table.

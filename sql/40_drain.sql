@@ -46,7 +46,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
-'Internal: Raises AC010 naming the seq unless the chain head is exactly the event the drainer last wrote, unaltered.';
+'Internal: raises AC010 naming the seq unless the chain head is exactly the event the drainer last wrote, unaltered.';
 
 -- compliance.drain(max_rows): move up to max_rows outbox rows, in emit order, into
 -- audit_events with their hashes, in the caller's transaction. Returns the rows moved;

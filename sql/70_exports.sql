@@ -129,13 +129,13 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._validate_export_filter(jsonb) IS
-'Internal: Raises AC030 naming the key unless the export filter is well-formed (docs/exports.md, "Filters").';
+'Internal: raises AC030 naming the key unless the export filter is well-formed (docs/exports.md, "Filters").';
 
 -- compliance.normalize_export_filter(filter): the filter in the one form an export manifest
 -- records (format_version 2), so that an offline verifier compares values and re-decides no
 -- rule: "from"/"to" as compliance._iso_utc instants, tenant_ids and event_types de-duplicated
 -- and sorted by code point (COLLATE "C", whatever the database's collation), and
--- withhold_payloads always present. Raises AC030 as validate_export_filter does. Touches no table.
+-- withhold_payloads always present. Raises AC030 as _validate_export_filter does. Touches no table.
 CREATE OR REPLACE FUNCTION compliance.normalize_export_filter(filter jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -385,7 +385,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._export_job_status(uuid) IS
-'Internal: Status of an export job; raises P0002 when the job does not exist.';
+'Internal: status of an export job; raises P0002 when the job does not exist.';
 
 -- compliance.export_heartbeat(job_id): a running runner reports progress, so that
 -- reconcile_exports leaves it alone. False when the job is no longer running (it was

@@ -11,7 +11,7 @@ PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 RETURN CASE WHEN _age_seconds.since IS NOT NULL THEN GREATEST(EXTRACT(EPOCH FROM _age_seconds.now - _age_seconds.since)::double precision, 0) END;
 COMMENT ON FUNCTION compliance._age_seconds(timestamptz, timestamptz) IS
-'Internal: non-negative seconds elapsed from p_since to p_now (NULL when p_since is NULL).';
+'Internal: non-negative seconds elapsed from since to now (NULL when since is NULL).';
 
 -- compliance._metric_thresholds(): every rule that turns a metric into a verdict, in one
 -- place. Per metric: the value above which it is a warning, critical, and the value above

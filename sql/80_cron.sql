@@ -13,7 +13,7 @@ STABLE
 PARALLEL SAFE
 RETURN pg_catalog.format('auditchain:%s:', pg_catalog.current_database());
 COMMENT ON FUNCTION compliance._cron_job_prefix() IS
-'Internal: The start of every pg_cron job name of this database: auditchain:<database>:.';
+'Internal: the start of every pg_cron job name of this database: auditchain:<database>:.';
 
 -- compliance.cron_jobs(): the jobs this database needs, as schedule_jobs() installs them.
 -- The purge job runs in pg_cron's database, where cron.job_run_details lives. Touches no

@@ -64,7 +64,7 @@ SELECT is_empty(
     $$SELECT c.relname, t.tgname FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
        WHERE c.relnamespace = 'compliance'::regnamespace
          AND t.tgfoid = 'compliance._forbid_change()'::regprocedure AND t.tgenabled <> 'A'$$,
-    'every forbid_change trigger in schema compliance is ENABLE ALWAYS'
+    'every _forbid_change trigger in schema compliance is ENABLE ALWAYS'
 );
 SELECT set_has(
     $$SELECT c.relname::text || '.' || t.tgname FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid

@@ -187,7 +187,7 @@ SELECT is((SELECT count(*) FROM compliance.export_lines(:'acme_job', 1, 7)), 0::
 SELECT is((SELECT count(*) FROM compliance.export_lines(:'beta_job', 3, 4)), 2::bigint,
           'export_lines covers exactly the seq range it is given');
 SELECT is(compliance._iso_utc('2026-01-02 03:04:05.000006+01'), '2026-01-02T02:04:05.000006Z',
-          'iso_utc: UTC, six fractional digits, Z');
+          '_iso_utc: UTC, six fractional digits, Z');
 
 SELECT * FROM finish();
 ROLLBACK;
