@@ -1,9 +1,9 @@
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance.uuidv7(): a time-ordered UUID (RFC 9562 version 7) from the wall clock and
+-- compliance._uuidv7(): a time-ordered UUID (RFC 9562 version 7) from the wall clock and
 -- gen_random_uuid(); PostgreSQL 15 has no built-in. Touches no table.
-CREATE OR REPLACE FUNCTION compliance.uuidv7()
+CREATE OR REPLACE FUNCTION compliance._uuidv7()
 RETURNS uuid
 LANGUAGE sql
 VOLATILE
@@ -24,14 +24,14 @@ RETURN pg_catalog.encode(
         ), 53, 1
     ), 'hex'
 )::uuid;
-COMMENT ON FUNCTION compliance.uuidv7() IS
-'A version-7 UUID: 48-bit Unix milliseconds then random bits, so ids sort by creation time.';
+COMMENT ON FUNCTION compliance._uuidv7() IS
+'Internal: A version-7 UUID: 48-bit Unix milliseconds then random bits, so ids sort by creation time.';
 
--- compliance.forbid_change(): trigger function that refuses the statement it guards.
+-- compliance._forbid_change(): trigger function that refuses the statement it guards.
 -- Attached BEFORE UPDATE/DELETE (row) and BEFORE TRUNCATE (statement) by
--- compliance.protect_table, and ENABLE ALWAYS so session_replication_role = replica
+-- compliance._protect_table, and ENABLE ALWAYS so session_replication_role = replica
 -- does not silence it.
-CREATE OR REPLACE FUNCTION compliance.forbid_change()
+CREATE OR REPLACE FUNCTION compliance._forbid_change()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -42,29 +42,29 @@ BEGIN
               HINT = 'Audit records are immutable; see docs/runbook.md for corrections.';
 END;
 $$;
-COMMENT ON FUNCTION compliance.forbid_change() IS
-'Trigger: raises AC020 for the guarded operation (UPDATE, DELETE or TRUNCATE) on an append-only table.';
+COMMENT ON FUNCTION compliance._forbid_change() IS
+'Internal: trigger: raises AC020 for the guarded operation (UPDATE, DELETE or TRUNCATE) on an append-only table.';
 
--- compliance.protect_table(table, forbid_update): attach the append-only guard to a table.
+-- compliance._protect_table(table, forbid_update): attach the append-only guard to a table.
 -- DELETE and TRUNCATE are always refused; UPDATE too unless the table has its own
 -- transition trigger (anchors, export_jobs). Idempotent.
-CREATE OR REPLACE FUNCTION compliance.protect_table(p_table regclass, p_forbid_update boolean)
+CREATE OR REPLACE FUNCTION compliance._protect_table(target regclass, forbid_update boolean)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_events text := CASE WHEN p_forbid_update THEN 'UPDATE OR DELETE' ELSE 'DELETE' END;
+    v_events text := CASE WHEN _protect_table.forbid_update THEN 'UPDATE OR DELETE' ELSE 'DELETE' END;
 BEGIN
     EXECUTE pg_catalog.format(
         'CREATE OR REPLACE TRIGGER forbid_row_change BEFORE %s ON %s '
-        'FOR EACH ROW EXECUTE FUNCTION compliance.forbid_change()', v_events, p_table);
+        'FOR EACH ROW EXECUTE FUNCTION compliance._forbid_change()', v_events, _protect_table.target);
     EXECUTE pg_catalog.format(
         'CREATE OR REPLACE TRIGGER forbid_truncate BEFORE TRUNCATE ON %s '
-        'FOR EACH STATEMENT EXECUTE FUNCTION compliance.forbid_change()', p_table);
-    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER forbid_row_change', p_table);
-    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER forbid_truncate', p_table);
+        'FOR EACH STATEMENT EXECUTE FUNCTION compliance._forbid_change()', _protect_table.target);
+    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER forbid_row_change', _protect_table.target);
+    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER forbid_truncate', _protect_table.target);
 END;
 $$;
-COMMENT ON FUNCTION compliance.protect_table(regclass, boolean) IS
-'Attaches the forbid_change guard (ENABLE ALWAYS) to a table: DELETE and TRUNCATE, and UPDATE when asked.';
+COMMENT ON FUNCTION compliance._protect_table(regclass, boolean) IS
+'Internal: attaches the _forbid_change guard (ENABLE ALWAYS) to a table: DELETE and TRUNCATE, and UPDATE when asked.';

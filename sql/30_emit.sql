@@ -1,20 +1,20 @@
 -- The producers' write path.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance.is_event_type(event_type): the event_type rule (3-128 characters of
+-- compliance._is_event_type(event_type): the event_type rule (3-128 characters of
 -- lower-case dotted words), shared by emit (AC001) and export filters (AC030); false for
 -- NULL. Touches no table.
-CREATE OR REPLACE FUNCTION compliance.is_event_type(p_event_type text)
+CREATE OR REPLACE FUNCTION compliance._is_event_type(event_type text)
 RETURNS boolean
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
 RETURN coalesce(
-    p_event_type ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'
-    AND pg_catalog.length(p_event_type) BETWEEN 3 AND 128,
+    _is_event_type.event_type ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'
+    AND pg_catalog.length(_is_event_type.event_type) BETWEEN 3 AND 128,
     false
 );
-COMMENT ON FUNCTION compliance.is_event_type(text) IS
+COMMENT ON FUNCTION compliance._is_event_type(text) IS
 'Internal: true when a text is a valid event type (3-128 characters of lower-case dotted words, e.g. data.export_initiated).';
 
 -- compliance.emit(event_type, actor, payload, tenant_id, occurred_at): validate one event
@@ -42,11 +42,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_event_id uuid := compliance.uuidv7();
+    v_event_id uuid := compliance._uuidv7();
     v_occurred_at timestamptz := coalesce(emit.occurred_at, pg_catalog.now());
     v_payload_bytes integer;
 BEGIN
-    IF NOT compliance.is_event_type(emit.event_type) THEN
+    IF NOT compliance._is_event_type(emit.event_type) THEN
         RAISE EXCEPTION 'invalid event_type %', coalesce(pg_catalog.quote_literal(emit.event_type), 'NULL')
             USING ERRCODE = 'AC001',
                   HINT = 'Use 3-128 characters of lower-case dotted words, e.g. data.export_initiated.';

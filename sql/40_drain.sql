@@ -1,10 +1,10 @@
 -- The drainer: moves outbox rows into the chain, one batch per transaction.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance.check_chain_head(last_seq, last_hash): raises AC010 unless the chain ends
+-- compliance._check_chain_head(last_seq, last_hash): raises AC010 unless the chain ends
 -- exactly where the drainer last left it and that head still hashes to what it wrote.
 -- Touches: compliance.audit_events (read).
-CREATE OR REPLACE FUNCTION compliance.check_chain_head(p_last_seq bigint, p_last_hash bytea)
+CREATE OR REPLACE FUNCTION compliance._check_chain_head(last_seq bigint, last_hash bytea)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
@@ -14,25 +14,25 @@ DECLARE
     v_max_seq bigint;
     v_head compliance.audit_events%ROWTYPE;
     v_problem text;
-    v_bad_seq bigint := p_last_seq;
+    v_bad_seq bigint := _check_chain_head.last_seq;
 BEGIN
     SELECT max(e.seq) INTO v_max_seq FROM compliance.audit_events AS e;
-    IF coalesce(v_max_seq, 0) > p_last_seq THEN
-        v_bad_seq := p_last_seq + 1;
+    IF coalesce(v_max_seq, 0) > _check_chain_head.last_seq THEN
+        v_bad_seq := _check_chain_head.last_seq + 1;
         v_problem := pg_catalog.format('events up to seq %s exist beyond the head the drainer wrote', v_max_seq);
-    ELSIF p_last_seq > 0 THEN
-        SELECT * INTO v_head FROM compliance.audit_events AS e WHERE e.seq = p_last_seq;
+    ELSIF _check_chain_head.last_seq > 0 THEN
+        SELECT * INTO v_head FROM compliance.audit_events AS e WHERE e.seq = _check_chain_head.last_seq;
         IF NOT FOUND THEN
             v_problem := 'the head event was removed';
-        ELSIF v_head.event_hash <> p_last_hash THEN
+        ELSIF v_head.event_hash <> _check_chain_head.last_hash THEN
             v_problem := 'the head event''s stored hash differs from the one the drainer wrote';
-        ELSIF compliance.event_hash(v_head.prev_hash, compliance.row_record(v_head)) <> p_last_hash
+        ELSIF compliance.event_hash(v_head.prev_hash, compliance._row_record(v_head)) <> _check_chain_head.last_hash
               -- A head an operator accepted as it is (acknowledge_integrity_failure) stays
               -- altered; without this the drainer could never resume after such a halt.
               AND NOT EXISTS (
                   SELECT 1
                     FROM compliance.integrity_incidents AS i
-                   WHERE i.resumed_from_seq = p_last_seq AND i.resumed_from_hash = p_last_hash
+                   WHERE i.resumed_from_seq = _check_chain_head.last_seq AND i.resumed_from_hash = _check_chain_head.last_hash
               ) THEN
             v_problem := 'the head event''s content no longer matches its hash';
         END IF;
@@ -45,8 +45,8 @@ BEGIN
     END IF;
 END;
 $$;
-COMMENT ON FUNCTION compliance.check_chain_head(bigint, bytea) IS
-'Raises AC010 naming the seq unless the chain head is exactly the event the drainer last wrote, unaltered.';
+COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
+'Internal: raises AC010 naming the seq unless the chain head is exactly the event the drainer last wrote, unaltered.';
 
 -- compliance.drain(max_rows): move up to max_rows outbox rows, in emit order, into
 -- audit_events with their hashes, in the caller's transaction. Returns the rows moved;
@@ -89,7 +89,7 @@ BEGIN
                   DETAIL = pg_catalog.format('seq=%s', v_state.halted_seq),
                   HINT = 'An operator must investigate and call compliance.acknowledge_integrity_failure.';
     END IF;
-    PERFORM compliance.check_chain_head(v_state.last_seq, v_state.last_hash);
+    PERFORM compliance._check_chain_head(v_state.last_seq, v_state.last_hash);
 
     SELECT pg_catalog.array_agg(b.outbox_id ORDER BY b.outbox_id),
            pg_catalog.array_agg(
@@ -177,7 +177,7 @@ BEGIN
         RETURN true;
     END IF;
     BEGIN
-        PERFORM compliance.check_chain_head(v_state.last_seq, v_state.last_hash);
+        PERFORM compliance._check_chain_head(v_state.last_seq, v_state.last_hash);
     EXCEPTION WHEN SQLSTATE 'AC010' THEN
         GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
         UPDATE compliance.drainer_state

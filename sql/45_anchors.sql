@@ -3,14 +3,14 @@
 -- The document format is in docs/anchoring.md.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance.guard_anchor_change(): trigger on compliance.anchors (BEFORE INSERT OR UPDATE,
+-- compliance._guard_anchor_change(): trigger on compliance.anchors (BEFORE INSERT OR UPDATE,
 -- ENABLE ALWAYS). A new row must be pending with no attempts and no claim. Afterwards the
 -- anchored fields never change, and only the lease and result columns do, while pending: a
 -- claim (a new lease_id with its claimed_by, claimed_at and lease, nothing else), a lease
 -- renewed or released, attempts/last_error (a failed attempt), the one-time transition to
 -- uploaded with the complete upload result, or to failed with the alarm in last_error.
 -- Everything else raises AC040.
-CREATE OR REPLACE FUNCTION compliance.guard_anchor_change()
+CREATE OR REPLACE FUNCTION compliance._guard_anchor_change()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -77,17 +77,17 @@ BEGIN
     RETURN NEW;
 END;
 $$;
-COMMENT ON FUNCTION compliance.guard_anchor_change() IS
-'Trigger: a new anchor is pending and unclaimed; afterwards, while pending, only claims and leases, '
+COMMENT ON FUNCTION compliance._guard_anchor_change() IS
+'Internal: trigger: a new anchor is pending and unclaimed; afterwards, while pending, only claims and leases, '
 'attempts/last_error and one transition to uploaded (complete result) or failed (alarm); anything else raises AC040.';
 
 CREATE OR REPLACE TRIGGER guard_anchor_change
 BEFORE INSERT OR UPDATE ON compliance.anchors
-FOR EACH ROW EXECUTE FUNCTION compliance.guard_anchor_change();
+FOR EACH ROW EXECUTE FUNCTION compliance._guard_anchor_change();
 ALTER TABLE compliance.anchors ENABLE ALWAYS TRIGGER guard_anchor_change;
 COMMENT ON TRIGGER guard_anchor_change ON compliance.anchors IS
-'Anchor rows are written once and may only receive their upload result (compliance.guard_anchor_change).';
-SELECT compliance.protect_table('compliance.anchors', false);
+'Anchor rows are written once and may only receive their upload result (compliance._guard_anchor_change).';
+SELECT compliance._protect_table('compliance.anchors', false);
 
 -- compliance.create_anchor(): when the chain head has moved past the last anchor, record a
 -- pending anchor for the new range with its document and digest, and wake the uploader
@@ -123,7 +123,7 @@ BEGIN
             USING ERRCODE = 'AC011',
                   HINT = 'See docs/runbook.md "Drainer halted".';
     END IF;
-    PERFORM compliance.check_chain_head(v_head.last_seq, v_head.last_hash);
+    PERFORM compliance._check_chain_head(v_head.last_seq, v_head.last_hash);
 
     SELECT * INTO v_last FROM compliance.anchors AS a ORDER BY a.seq_to DESC LIMIT 1;
     IF FOUND THEN
@@ -154,7 +154,7 @@ BEGIN
         'head_hash', pg_catalog.encode(v_head.last_hash, 'hex'),
         'event_count', v_head.last_seq - v_seq_from + 1,
         'prev_anchor_digest', pg_catalog.encode(v_last.document_digest, 'hex'),
-        'created_at', compliance.iso_utc(pg_catalog.now()),
+        'created_at', compliance._iso_utc(pg_catalog.now()),
         'database', pg_catalog.jsonb_build_object(
             'system_identifier', v_system_identifier,
             'database_name', v_database_name
@@ -269,7 +269,7 @@ COMMENT ON FUNCTION compliance.anchor_heartbeat(bigint, uuid, interval) IS
 -- claim_next_anchor. Up to max_anchors pending anchors nobody holds under a lease, in seq
 -- order, row-locked FOR UPDATE SKIP LOCKED until the caller's transaction ends; the caller
 -- records results without a lease_id inside that transaction. Touches: anchors (SELECT FOR UPDATE).
-CREATE OR REPLACE FUNCTION compliance.claim_pending_anchors(p_max_anchors integer DEFAULT 10)
+CREATE OR REPLACE FUNCTION compliance.claim_pending_anchors(max_anchors integer DEFAULT 10)
 RETURNS TABLE (
     anchor_id bigint, cadence_id text, seq_from bigint, seq_to bigint, document text, document_digest bytea,
     attempts integer
@@ -279,7 +279,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_max_anchors IS NULL OR p_max_anchors < 1 THEN
+    IF claim_pending_anchors.max_anchors IS NULL OR claim_pending_anchors.max_anchors < 1 THEN
         RAISE EXCEPTION 'max_anchors must be a positive integer' USING ERRCODE = '22023';
     END IF;
     RETURN QUERY
@@ -288,7 +288,7 @@ BEGIN
          WHERE a.status = 'pending'
            AND (a.lease_expires_at IS NULL OR a.lease_expires_at <= pg_catalog.clock_timestamp())
          ORDER BY a.seq_to
-         LIMIT p_max_anchors
+         LIMIT claim_pending_anchors.max_anchors
            FOR UPDATE SKIP LOCKED;
 END;
 $$;

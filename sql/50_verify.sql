@@ -1,11 +1,11 @@
 -- In-database verification: recompute every hash from the stored columns.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance.verify_range(from, to, expected_prev): the set-based check behind
+-- compliance._verify_range(from, to, expected_prev): the set-based check behind
 -- verify_chain and the incremental verifier. Re-hashes every event of [from, to] from its
 -- columns, checks each prev_hash link (the first against expected_prev) and seq
 -- continuity, and reports the first failure. Touches: audit_events (read).
-CREATE OR REPLACE FUNCTION compliance.verify_range(p_from_seq bigint, p_to_seq bigint, p_expected_prev bytea)
+CREATE OR REPLACE FUNCTION compliance._verify_range(from_seq bigint, to_seq bigint, expected_prev bytea)
 RETURNS TABLE (
     ok boolean, events_checked bigint, first_bad_seq bigint, problem text, last_seq bigint, last_hash bytea
 )
@@ -17,18 +17,18 @@ AS $$
         SELECT e.seq,
                e.event_hash,
                CASE
-                   WHEN e.seq <> coalesce(pg_catalog.lag(e.seq) OVER w + 1, p_from_seq)
+                   WHEN e.seq <> coalesce(pg_catalog.lag(e.seq) OVER w + 1, _verify_range.from_seq)
                        THEN pg_catalog.format('seq gap: expected seq %s, found seq %s',
-                                              coalesce(pg_catalog.lag(e.seq) OVER w + 1, p_from_seq), e.seq)
+                                              coalesce(pg_catalog.lag(e.seq) OVER w + 1, _verify_range.from_seq), e.seq)
                    WHEN e.hash_version <> 1
                        THEN pg_catalog.format('unknown hash_version %s', e.hash_version)
-                   WHEN compliance.event_hash(e.prev_hash, compliance.row_record(e)) <> e.event_hash
+                   WHEN compliance.event_hash(e.prev_hash, compliance._row_record(e)) <> e.event_hash
                        THEN 'content changed: the event no longer matches its event_hash'
-                   WHEN e.prev_hash <> coalesce(pg_catalog.lag(e.event_hash) OVER w, p_expected_prev)
+                   WHEN e.prev_hash <> coalesce(pg_catalog.lag(e.event_hash) OVER w, _verify_range.expected_prev)
                        THEN 'link broken: prev_hash differs from the previous event''s event_hash'
                END AS problem
           FROM compliance.audit_events AS e
-         WHERE e.seq BETWEEN p_from_seq AND p_to_seq
+         WHERE e.seq BETWEEN _verify_range.from_seq AND _verify_range.to_seq
         WINDOW w AS (ORDER BY e.seq)
     ),
     first_problem AS (
@@ -46,7 +46,7 @@ AS $$
       FROM summary AS s
       LEFT JOIN first_problem AS fp ON true;
 $$;
-COMMENT ON FUNCTION compliance.verify_range(bigint, bigint, bytea) IS
+COMMENT ON FUNCTION compliance._verify_range(bigint, bigint, bytea) IS
 'Internal: set-based check of seq range [from, to] given the expected prev_hash of its first event.';
 
 -- compliance.verify_chain(from_seq, to_seq): verify the whole chain or a part of it.
@@ -90,7 +90,7 @@ BEGIN
         END IF;
     END IF;
 
-    SELECT * INTO v_result FROM compliance.verify_range(v_from, v_to, v_expected_prev);
+    SELECT * INTO v_result FROM compliance._verify_range(v_from, v_to, v_expected_prev);
     IF NOT v_result.ok THEN
         RETURN QUERY SELECT v_result.ok, v_result.events_checked, v_result.first_bad_seq, v_result.problem;
         RETURN;
@@ -150,7 +150,7 @@ DECLARE
 BEGIN
     SELECT * INTO STRICT v_state FROM compliance.verification_state FOR UPDATE;
     SELECT * INTO v_result
-      FROM compliance.verify_range(v_state.verified_seq + 1, v_state.verified_seq + verify_new_events.max_rows,
+      FROM compliance._verify_range(v_state.verified_seq + 1, v_state.verified_seq + verify_new_events.max_rows,
                                    v_state.verified_hash);
     IF v_result.ok THEN
         UPDATE compliance.verification_state

@@ -1,9 +1,9 @@
 -- Immutability of the ledger tables (anchors and export_jobs add their own guards).
 SET LOCAL search_path = pg_catalog, pg_temp;
 
-SELECT compliance.protect_table('compliance.audit_events', true);
-SELECT compliance.protect_table('compliance.integrity_incidents', true);
+SELECT compliance._protect_table('compliance.audit_events', true);
+SELECT compliance._protect_table('compliance.integrity_incidents', true);
 
 -- The single-row state tables are updated in place but must never lose their row.
-SELECT compliance.protect_table('compliance.drainer_state', false);
-SELECT compliance.protect_table('compliance.verification_state', false);
+SELECT compliance._protect_table('compliance.drainer_state', false);
+SELECT compliance._protect_table('compliance.verification_state', false);

@@ -3,23 +3,23 @@
 -- only streams what these functions return to S3.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance.iso_utc(ts): ISO-8601 in UTC with exactly six fractional digits and "Z", the
+-- compliance._iso_utc(ts): ISO-8601 in UTC with exactly six fractional digits and "Z", the
 -- timestamp form of bundles and manifests. Touches no table.
-CREATE OR REPLACE FUNCTION compliance.iso_utc(p_ts timestamptz)
+CREATE OR REPLACE FUNCTION compliance._iso_utc(ts timestamptz)
 RETURNS text
 LANGUAGE sql
 STABLE
 STRICT
 PARALLEL SAFE
-RETURN pg_catalog.to_char(p_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
-COMMENT ON FUNCTION compliance.iso_utc(timestamptz) IS
-'ISO-8601 UTC text with microseconds and "Z" (2026-01-02T03:04:05.000006Z), as written in export bundles.';
+RETURN pg_catalog.to_char(_iso_utc.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+COMMENT ON FUNCTION compliance._iso_utc(timestamptz) IS
+'Internal: ISO-8601 UTC text with microseconds and "Z" (2026-01-02T03:04:05.000006Z), as written in export bundles.';
 
--- compliance.validate_export_filter(filter): raises AC030 naming the offending key unless
+-- compliance._validate_export_filter(filter): raises AC030 naming the offending key unless
 -- the filter is a JSON object made only of the documented keys with well-formed values.
 -- Timestamps must carry an explicit offset so that the session TimeZone cannot change
 -- what a filter selects. Touches no table.
-CREATE OR REPLACE FUNCTION compliance.validate_export_filter(p_filter jsonb)
+CREATE OR REPLACE FUNCTION compliance._validate_export_filter(filter jsonb)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
@@ -35,12 +35,12 @@ DECLARE
     v_bounds timestamptz[] := ARRAY[NULL, NULL]::timestamptz[];
     v_position integer;
 BEGIN
-    IF p_filter IS NULL OR pg_catalog.jsonb_typeof(p_filter) <> 'object' THEN
+    IF _validate_export_filter.filter IS NULL OR pg_catalog.jsonb_typeof(_validate_export_filter.filter) <> 'object' THEN
         RAISE EXCEPTION 'invalid export filter: it must be a JSON object, not %',
-            coalesce(pg_catalog.jsonb_typeof(p_filter), 'NULL')
+            coalesce(pg_catalog.jsonb_typeof(_validate_export_filter.filter), 'NULL')
             USING ERRCODE = 'AC030';
     END IF;
-    FOR v_key IN SELECT k.key FROM pg_catalog.jsonb_object_keys(p_filter) AS k (key) ORDER BY k.key LOOP
+    FOR v_key IN SELECT k.key FROM pg_catalog.jsonb_object_keys(_validate_export_filter.filter) AS k (key) ORDER BY k.key LOOP
         IF NOT v_key = ANY (v_allowed) THEN
             RAISE EXCEPTION 'invalid export filter: unknown key "%"', v_key
                 USING ERRCODE = 'AC030',
@@ -49,7 +49,7 @@ BEGIN
     END LOOP;
 
     FOREACH v_key IN ARRAY ARRAY['from', 'to'] LOOP
-        v_value := p_filter -> v_key;
+        v_value := _validate_export_filter.filter -> v_key;
         CONTINUE WHEN v_value IS NULL;
         v_position := pg_catalog.array_position(ARRAY['from', 'to'], v_key);
         IF pg_catalog.jsonb_typeof(v_value) <> 'string'
@@ -65,7 +65,7 @@ BEGIN
             RAISE EXCEPTION 'invalid export filter: "%" is not a valid timestamp: %', v_key, v_value::text
                 USING ERRCODE = 'AC030';
         END;
-        -- Manifests write bounds as four-digit UTC years (compliance.iso_utc).
+        -- Manifests write bounds as four-digit UTC years (compliance._iso_utc).
         IF pg_catalog.date_part('year', v_bounds[v_position] AT TIME ZONE 'UTC') NOT BETWEEN 1 AND 9999 THEN
             RAISE EXCEPTION 'invalid export filter: "%" lies outside the years 0001-9999 in UTC: %', v_key, v_value::text
                 USING ERRCODE = 'AC030';
@@ -73,36 +73,36 @@ BEGIN
     END LOOP;
     IF v_bounds[1] >= v_bounds[2] THEN
         RAISE EXCEPTION 'invalid export filter: "from" (%) must be before "to" (%)',
-            p_filter ->> 'from', p_filter ->> 'to'
+            _validate_export_filter.filter ->> 'from', _validate_export_filter.filter ->> 'to'
             USING ERRCODE = 'AC030';
     END IF;
 
-    IF p_filter ? 'tenant_id' AND p_filter ? 'tenant_ids' THEN
+    IF _validate_export_filter.filter ? 'tenant_id' AND _validate_export_filter.filter ? 'tenant_ids' THEN
         RAISE EXCEPTION 'invalid export filter: give "tenant_id" or "tenant_ids", not both' USING ERRCODE = 'AC030';
     END IF;
-    v_value := p_filter -> 'tenant_id';
-    IF v_value IS NOT NULL AND NOT compliance.export_filter_text_ok(v_value, 128) THEN
+    v_value := _validate_export_filter.filter -> 'tenant_id';
+    IF v_value IS NOT NULL AND NOT compliance._export_filter_text_ok(v_value, 128) THEN
         RAISE EXCEPTION 'invalid export filter: "tenant_id" must be a string of 1-128 characters without control characters, not %',
             v_value::text
             USING ERRCODE = 'AC030';
     END IF;
 
     FOREACH v_key IN ARRAY ARRAY['tenant_ids', 'event_types'] LOOP
-        v_value := p_filter -> v_key;
+        v_value := _validate_export_filter.filter -> v_key;
         CONTINUE WHEN v_value IS NULL;
         IF pg_catalog.jsonb_typeof(v_value) <> 'array' OR pg_catalog.jsonb_array_length(v_value) = 0 THEN
             RAISE EXCEPTION 'invalid export filter: "%" must be a non-empty array of strings, not %', v_key, v_value::text
                 USING ERRCODE = 'AC030';
         END IF;
         FOR v_element IN SELECT a.value FROM pg_catalog.jsonb_array_elements(v_value) AS a (value) LOOP
-            IF v_key = 'tenant_ids' AND NOT compliance.export_filter_text_ok(v_element, 128) THEN
+            IF v_key = 'tenant_ids' AND NOT compliance._export_filter_text_ok(v_element, 128) THEN
                 RAISE EXCEPTION 'invalid export filter: "tenant_ids" holds %, not a string of 1-128 characters without control characters',
                     v_element::text
                     USING ERRCODE = 'AC030';
             END IF;
             IF v_key = 'event_types' AND (
                    pg_catalog.jsonb_typeof(v_element) <> 'string'
-                   OR NOT compliance.is_event_type(v_element #>> '{}')) THEN
+                   OR NOT compliance._is_event_type(v_element #>> '{}')) THEN
                 RAISE EXCEPTION 'invalid export filter: "event_types" holds %, which is not a valid event type',
                     v_element::text
                     USING ERRCODE = 'AC030',
@@ -112,7 +112,7 @@ BEGIN
     END LOOP;
 
     -- The actor rule is emit's (AC002), so that a filter can select every actor emit accepts.
-    v_value := p_filter -> 'actor';
+    v_value := _validate_export_filter.filter -> 'actor';
     IF v_value IS NOT NULL AND (pg_catalog.jsonb_typeof(v_value) <> 'string'
                                 OR (v_value #>> '{}') !~ '[^[:space:]]'
                                 OR pg_catalog.length(v_value #>> '{}') > 256) THEN
@@ -121,21 +121,21 @@ BEGIN
             USING ERRCODE = 'AC030';
     END IF;
 
-    v_value := p_filter -> 'withhold_payloads';
+    v_value := _validate_export_filter.filter -> 'withhold_payloads';
     IF v_value IS NOT NULL AND pg_catalog.jsonb_typeof(v_value) <> 'boolean' THEN
         RAISE EXCEPTION 'invalid export filter: "withhold_payloads" must be true or false, not %', v_value::text
             USING ERRCODE = 'AC030';
     END IF;
 END;
 $$;
-COMMENT ON FUNCTION compliance.validate_export_filter(jsonb) IS
-'Raises AC030 naming the key unless the export filter is well-formed (docs/exports.md, "Filters").';
+COMMENT ON FUNCTION compliance._validate_export_filter(jsonb) IS
+'Internal: raises AC030 naming the key unless the export filter is well-formed (docs/exports.md, "Filters").';
 
 -- compliance.normalize_export_filter(filter): the filter in the one form an export manifest
 -- records (format_version 2), so that an offline verifier compares values and re-decides no
--- rule: "from"/"to" as compliance.iso_utc instants, tenant_ids and event_types de-duplicated
+-- rule: "from"/"to" as compliance._iso_utc instants, tenant_ids and event_types de-duplicated
 -- and sorted by code point (COLLATE "C", whatever the database's collation), and
--- withhold_payloads always present. Raises AC030 as validate_export_filter does. Touches no table.
+-- withhold_payloads always present. Raises AC030 as _validate_export_filter does. Touches no table.
 CREATE OR REPLACE FUNCTION compliance.normalize_export_filter(filter jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -145,10 +145,10 @@ AS $$
 DECLARE
     v_filter constant jsonb := normalize_export_filter.filter;
 BEGIN
-    PERFORM compliance.validate_export_filter(v_filter);
+    PERFORM compliance._validate_export_filter(v_filter);
     RETURN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-        'from', compliance.iso_utc((v_filter ->> 'from')::timestamptz),
-        'to', compliance.iso_utc((v_filter ->> 'to')::timestamptz),
+        'from', compliance._iso_utc((v_filter ->> 'from')::timestamptz),
+        'to', compliance._iso_utc((v_filter ->> 'to')::timestamptz),
         'tenant_id', v_filter -> 'tenant_id',
         'tenant_ids', (
             SELECT pg_catalog.jsonb_agg(DISTINCT t.value COLLATE "C" ORDER BY t.value COLLATE "C")
@@ -166,44 +166,62 @@ $$;
 COMMENT ON FUNCTION compliance.normalize_export_filter(jsonb) IS
 'A validated export filter in the canonical form export manifests record (canonical instants, sorted lists); AC030 if invalid.';
 
--- compliance.export_filter_text_ok(value, max_length): is a filter value a JSON string of
+-- compliance._export_filter_text_ok(value, max_length): is a filter value a JSON string of
 -- 1..max_length characters without control characters? Touches no table.
-CREATE OR REPLACE FUNCTION compliance.export_filter_text_ok(p_value jsonb, p_max_length integer)
+CREATE OR REPLACE FUNCTION compliance._export_filter_text_ok(value jsonb, max_length integer)
 RETURNS boolean
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-RETURN pg_catalog.jsonb_typeof(p_value) = 'string'
-    AND pg_catalog.length(p_value #>> '{}') BETWEEN 1 AND p_max_length
-    AND (p_value #>> '{}') !~ '[[:cntrl:]]';
-COMMENT ON FUNCTION compliance.export_filter_text_ok(jsonb, integer) IS
+RETURN pg_catalog.jsonb_typeof(_export_filter_text_ok.value) = 'string'
+    AND pg_catalog.length(_export_filter_text_ok.value #>> '{}') BETWEEN 1 AND _export_filter_text_ok.max_length
+    AND (_export_filter_text_ok.value #>> '{}') !~ '[[:cntrl:]]';
+COMMENT ON FUNCTION compliance._export_filter_text_ok(jsonb, integer) IS
 'Internal: true when a filter value is a string of 1..max_length characters without control characters.';
 
--- compliance.export_filter_matches(filter, occurred_at, tenant_id, event_type, actor): does
+-- compliance._export_filter_matches(filter, occurred_at, tenant_id, event_type, actor): does
 -- an event match a validated filter? "from" is inclusive, "to" exclusive; a named tenant
 -- never matches a system-wide (NULL tenant) event. An SQL-standard body so that the
 -- planner inlines it into the queries of export_plan and export_lines. Touches no table.
-CREATE OR REPLACE FUNCTION compliance.export_filter_matches(
-    p_filter jsonb,
-    p_occurred_at timestamptz,
-    p_tenant_id text,
-    p_event_type text,
-    p_actor text
+CREATE OR REPLACE FUNCTION compliance._export_filter_matches(
+    filter jsonb,
+    occurred_at timestamptz,
+    tenant_id text,
+    event_type text,
+    actor text
 )
 RETURNS boolean
 LANGUAGE sql
 STABLE
 PARALLEL SAFE
 RETURN coalesce(
-    (p_filter -> 'from' IS NULL OR p_occurred_at >= (p_filter ->> 'from')::timestamptz)
-    AND (p_filter -> 'to' IS NULL OR p_occurred_at < (p_filter ->> 'to')::timestamptz)
-    AND (p_filter -> 'tenant_id' IS NULL OR p_tenant_id = p_filter ->> 'tenant_id')
-    AND (p_filter -> 'tenant_ids' IS NULL OR p_filter -> 'tenant_ids' ? p_tenant_id)
-    AND (p_filter -> 'event_types' IS NULL OR p_filter -> 'event_types' ? p_event_type)
-    AND (p_filter -> 'actor' IS NULL OR p_actor = p_filter ->> 'actor'),
+    (
+        _export_filter_matches.filter -> 'from' IS NULL
+        OR _export_filter_matches.occurred_at >= (_export_filter_matches.filter ->> 'from')::timestamptz
+    )
+    AND (
+        _export_filter_matches.filter -> 'to' IS NULL
+        OR _export_filter_matches.occurred_at < (_export_filter_matches.filter ->> 'to')::timestamptz
+    )
+    AND (
+        _export_filter_matches.filter -> 'tenant_id' IS NULL
+        OR _export_filter_matches.tenant_id = _export_filter_matches.filter ->> 'tenant_id'
+    )
+    AND (
+        _export_filter_matches.filter -> 'tenant_ids' IS NULL
+        OR _export_filter_matches.filter -> 'tenant_ids' ? _export_filter_matches.tenant_id
+    )
+    AND (
+        _export_filter_matches.filter -> 'event_types' IS NULL
+        OR _export_filter_matches.filter -> 'event_types' ? _export_filter_matches.event_type
+    )
+    AND (
+        _export_filter_matches.filter -> 'actor' IS NULL
+        OR _export_filter_matches.actor = _export_filter_matches.filter ->> 'actor'
+    ),
     false
 );
-COMMENT ON FUNCTION compliance.export_filter_matches(jsonb, timestamptz, text, text, text) IS
+COMMENT ON FUNCTION compliance._export_filter_matches(jsonb, timestamptz, text, text, text) IS
 'Internal: whether an event matches a validated export filter (from inclusive, to exclusive).';
 
 -- compliance.request_export(filter, requested_by): validate the filter (AC030) and the
@@ -217,10 +235,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_job_id uuid := compliance.uuidv7();
+    v_job_id uuid := compliance._uuidv7();
     v_event_id uuid;
 BEGIN
-    PERFORM compliance.validate_export_filter(request_export.filter);
+    PERFORM compliance._validate_export_filter(request_export.filter);
     IF request_export.requested_by IS NULL OR pg_catalog.btrim(request_export.requested_by) = ''
        OR pg_catalog.length(request_export.requested_by) > 256 THEN
         RAISE EXCEPTION 'invalid requested_by: it must be non-blank and at most 256 characters'
@@ -240,11 +258,11 @@ $$;
 COMMENT ON FUNCTION compliance.request_export(jsonb, text) IS
 'Queues an export job after validating its filter (AC030) and requester (AC032); emits data.export_initiated. Returns job_id.';
 
--- compliance.export_jobs_guard(): the status machine. Rows are inserted queued; an update
+-- compliance._export_jobs_guard(): the status machine. Rows are inserted queued; an update
 -- must be queued -> running, running -> completed|failed, or a running job's heartbeat,
 -- and may change only the columns that step sets. Anything else raises AC031.
 -- Touches: export_jobs (trigger).
-CREATE OR REPLACE FUNCTION compliance.export_jobs_guard()
+CREATE OR REPLACE FUNCTION compliance._export_jobs_guard()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -288,35 +306,35 @@ BEGIN
     RETURN NEW;
 END;
 $$;
-COMMENT ON FUNCTION compliance.export_jobs_guard() IS
-'Trigger: enforces the export job status machine and which columns each step may set (AC031).';
+COMMENT ON FUNCTION compliance._export_jobs_guard() IS
+'Internal: trigger: enforces the export job status machine and which columns each step may set (AC031).';
 
 CREATE OR REPLACE TRIGGER export_jobs_guard
 BEFORE INSERT OR UPDATE ON compliance.export_jobs
-FOR EACH ROW EXECUTE FUNCTION compliance.export_jobs_guard();
+FOR EACH ROW EXECUTE FUNCTION compliance._export_jobs_guard();
 ALTER TABLE compliance.export_jobs ENABLE ALWAYS TRIGGER export_jobs_guard;
 COMMENT ON TRIGGER export_jobs_guard ON compliance.export_jobs IS
 'Status machine of export jobs (fires even with session_replication_role = replica).';
-SELECT compliance.protect_table('compliance.export_jobs', false);
+SELECT compliance._protect_table('compliance.export_jobs', false);
 
 -- compliance.claim_export(job_id): compare-and-set queued -> running. True when this call
 -- claimed the job; false when it was not queued (another runner has it, or it finished),
 -- so a re-delivered request changes nothing. P0002 for an unknown job.
 -- Touches: export_jobs (UPDATE).
-CREATE OR REPLACE FUNCTION compliance.claim_export(p_job_id uuid)
+CREATE OR REPLACE FUNCTION compliance.claim_export(job_id uuid)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE compliance.export_jobs
+    UPDATE compliance.export_jobs AS j
        SET status = 'running', started_at = pg_catalog.now()
-     WHERE job_id = p_job_id AND status = 'queued';
+     WHERE j.job_id = claim_export.job_id AND j.status = 'queued';
     IF FOUND THEN
         RETURN true;
     END IF;
-    PERFORM compliance.export_job_status(p_job_id);
+    PERFORM compliance._export_job_status(claim_export.job_id);
     RETURN false;
 END;
 $$;
@@ -347,9 +365,9 @@ END;
 COMMENT ON FUNCTION compliance.claim_next_export() IS
 'Claims the oldest queued export job (FOR UPDATE SKIP LOCKED) and returns its job_id; NULL when none is queued.';
 
--- compliance.export_job_status(job_id): the job's status; P0002 when there is no such job.
+-- compliance._export_job_status(job_id): the job's status; P0002 when there is no such job.
 -- Touches: export_jobs (read).
-CREATE OR REPLACE FUNCTION compliance.export_job_status(p_job_id uuid)
+CREATE OR REPLACE FUNCTION compliance._export_job_status(job_id uuid)
 RETURNS compliance.export_status
 LANGUAGE plpgsql
 STABLE
@@ -359,29 +377,29 @@ AS $$
 DECLARE
     v_status compliance.export_status;
 BEGIN
-    SELECT j.status INTO v_status FROM compliance.export_jobs AS j WHERE j.job_id = p_job_id;
+    SELECT j.status INTO v_status FROM compliance.export_jobs AS j WHERE j.job_id = _export_job_status.job_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'export job % does not exist', p_job_id USING ERRCODE = 'P0002';
+        RAISE EXCEPTION 'export job % does not exist', _export_job_status.job_id USING ERRCODE = 'P0002';
     END IF;
     RETURN v_status;
 END;
 $$;
-COMMENT ON FUNCTION compliance.export_job_status(uuid) IS
-'Status of an export job; raises P0002 when the job does not exist.';
+COMMENT ON FUNCTION compliance._export_job_status(uuid) IS
+'Internal: status of an export job; raises P0002 when the job does not exist.';
 
 -- compliance.export_heartbeat(job_id): a running runner reports progress, so that
 -- reconcile_exports leaves it alone. False when the job is no longer running (it was
 -- reconciled): the runner must stop. Touches: export_jobs (UPDATE).
-CREATE OR REPLACE FUNCTION compliance.export_heartbeat(p_job_id uuid)
+CREATE OR REPLACE FUNCTION compliance.export_heartbeat(job_id uuid)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE compliance.export_jobs
+    UPDATE compliance.export_jobs AS j
        SET heartbeat_at = pg_catalog.clock_timestamp()
-     WHERE job_id = p_job_id AND status = 'running';
+     WHERE j.job_id = export_heartbeat.job_id AND j.status = 'running';
     RETURN FOUND;
 END;
 $$;
@@ -393,7 +411,7 @@ COMMENT ON FUNCTION compliance.export_heartbeat(uuid) IS
 -- count, the covering anchors and the database identity (export bundle v1). Call it in the
 -- REPEATABLE READ transaction that then streams export_lines, so both see one snapshot.
 -- AC033 unless the job is running. Touches: export_jobs, audit_events, anchors (read).
-CREATE OR REPLACE FUNCTION compliance.export_plan(p_job_id uuid)
+CREATE OR REPLACE FUNCTION compliance.export_plan(job_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
@@ -409,16 +427,16 @@ DECLARE
     v_range_prev_hash bytea;
     v_anchors jsonb;
 BEGIN
-    IF compliance.export_job_status(p_job_id) <> 'running' THEN
-        RAISE EXCEPTION 'export job % is %, not running', p_job_id, compliance.export_job_status(p_job_id)
+    IF compliance._export_job_status(export_plan.job_id) <> 'running' THEN
+        RAISE EXCEPTION 'export job % is %, not running', export_plan.job_id, compliance._export_job_status(export_plan.job_id)
             USING ERRCODE = 'AC033', HINT = 'Claim it first (compliance.claim_export).';
     END IF;
-    SELECT * INTO STRICT v_job FROM compliance.export_jobs AS j WHERE j.job_id = p_job_id;
+    SELECT * INTO STRICT v_job FROM compliance.export_jobs AS j WHERE j.job_id = export_plan.job_id;
 
     SELECT min(e.seq), max(e.seq), pg_catalog.count(*)
       INTO v_first, v_last, v_matched
       FROM compliance.audit_events AS e
-     WHERE compliance.export_filter_matches(v_job.filter, e.occurred_at, e.tenant_id, e.event_type, e.actor);
+     WHERE compliance._export_filter_matches(v_job.filter, e.occurred_at, e.tenant_id, e.event_type, e.actor);
 
     IF v_first IS NOT NULL THEN
         -- Extend to the next uploaded anchor so that the bundle ends on a WORM-anchored head.
@@ -447,7 +465,7 @@ BEGIN
         'job_id', v_job.job_id,
         'filter', compliance.normalize_export_filter(v_job.filter),
         'requested_by', v_job.requested_by,
-        'created_at', compliance.iso_utc(pg_catalog.now()),
+        'created_at', compliance._iso_utc(pg_catalog.now()),
         'seq_from', v_first,
         'seq_to', v_seq_to,
         'range_prev_hash', pg_catalog.encode(v_range_prev_hash, 'hex'),
@@ -475,7 +493,7 @@ COMMENT ON FUNCTION compliance.export_plan(uuid) IS
 -- compliance.export_lines(...)) it streams row by row; in FROM, PostgreSQL would
 -- materialise it first.
 -- Touches: export_jobs, audit_events (read).
-CREATE OR REPLACE FUNCTION compliance.export_lines(p_job_id uuid, p_seq_from bigint, p_seq_to bigint)
+CREATE OR REPLACE FUNCTION compliance.export_lines(job_id uuid, seq_from bigint, seq_to bigint)
 RETURNS TABLE (seq bigint, matched boolean, line text)
 LANGUAGE sql
 STABLE
@@ -488,12 +506,12 @@ AS $$
                WHEN NOT m.matched THEN pg_catalog.format(
                    '{"seq":%s,"prev_hash":"%s","record_sha256":"%s","event_hash":"%s","excluded":true}',
                    e.seq, pg_catalog.encode(e.prev_hash, 'hex'),
-                   pg_catalog.encode(pg_catalog.sha256(compliance.row_record(e)), 'hex'),
+                   pg_catalog.encode(pg_catalog.sha256(compliance._row_record(e)), 'hex'),
                    pg_catalog.encode(e.event_hash, 'hex'))
                ELSE pg_catalog.format(
                    '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
                    '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
-                   e.seq, e.event_id, compliance.iso_utc(e.occurred_at), compliance.iso_utc(e.recorded_at),
+                   e.seq, e.event_id, compliance._iso_utc(e.occurred_at), compliance._iso_utc(e.recorded_at),
                    coalesce(pg_catalog.to_json(e.tenant_id)::text, 'null'),
                    pg_catalog.to_json(e.event_type)::text, pg_catalog.to_json(e.actor)::text,
                    CASE
@@ -504,13 +522,13 @@ AS $$
                    pg_catalog.encode(e.prev_hash, 'hex'), pg_catalog.encode(e.event_hash, 'hex'))
            END
       FROM compliance.export_jobs AS j
-      JOIN compliance.audit_events AS e ON e.seq BETWEEN p_seq_from AND p_seq_to
+      JOIN compliance.audit_events AS e ON e.seq BETWEEN export_lines.seq_from AND export_lines.seq_to
      CROSS JOIN LATERAL (
-           SELECT compliance.export_filter_matches(j.filter, e.occurred_at, e.tenant_id, e.event_type, e.actor)
+           SELECT compliance._export_filter_matches(j.filter, e.occurred_at, e.tenant_id, e.event_type, e.actor)
                       AS matched,
                   coalesce((j.filter -> 'withhold_payloads')::boolean, false) AS withheld
        ) AS m
-     WHERE j.job_id = p_job_id AND j.status = 'running'
+     WHERE j.job_id = export_lines.job_id AND j.status = 'running'
      ORDER BY e.seq;
 $$;
 COMMENT ON FUNCTION compliance.export_lines(uuid, bigint, bigint) IS
@@ -521,15 +539,15 @@ COMMENT ON FUNCTION compliance.export_lines(uuid, bigint, bigint) IS
 -- this result; AC031 for any other job that is not running.
 -- Touches: export_jobs (UPDATE).
 CREATE OR REPLACE FUNCTION compliance.complete_export(
-    p_job_id uuid,
-    p_output_bucket text,
-    p_output_prefix text,
-    p_row_count bigint,
-    p_matched_count bigint,
-    p_data_sha256 bytea,
-    p_data_bytes bigint,
-    p_seq_from bigint,
-    p_seq_to bigint
+    job_id uuid,
+    output_bucket text,
+    output_prefix text,
+    row_count bigint,
+    matched_count bigint,
+    data_sha256 bytea,
+    data_bytes bigint,
+    seq_from bigint,
+    seq_to bigint
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -537,29 +555,31 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE compliance.export_jobs
+    UPDATE compliance.export_jobs AS j
        SET status = 'completed', completed_at = pg_catalog.now(),
-           output_bucket = p_output_bucket, output_prefix = p_output_prefix, row_count = p_row_count,
-           matched_count = p_matched_count, data_sha256 = p_data_sha256, data_bytes = p_data_bytes,
-           seq_from = p_seq_from, seq_to = p_seq_to
-     WHERE job_id = p_job_id AND status = 'running';
+           output_bucket = complete_export.output_bucket, output_prefix = complete_export.output_prefix,
+           row_count = complete_export.row_count, matched_count = complete_export.matched_count,
+           data_sha256 = complete_export.data_sha256, data_bytes = complete_export.data_bytes,
+           seq_from = complete_export.seq_from, seq_to = complete_export.seq_to
+     WHERE j.job_id = complete_export.job_id AND j.status = 'running';
     IF FOUND THEN
         RETURN true;
     END IF;
     IF EXISTS (
         SELECT 1
           FROM compliance.export_jobs AS j
-         WHERE j.job_id = p_job_id AND j.status = 'completed'
+         WHERE j.job_id = complete_export.job_id AND j.status = 'completed'
            AND (j.output_bucket, j.output_prefix, j.row_count, j.matched_count, j.data_sha256, j.data_bytes,
                 j.seq_from, j.seq_to)
                IS NOT DISTINCT FROM
-               (p_output_bucket, p_output_prefix, p_row_count, p_matched_count, p_data_sha256, p_data_bytes,
-                p_seq_from, p_seq_to)
+               (complete_export.output_bucket, complete_export.output_prefix, complete_export.row_count,
+                complete_export.matched_count, complete_export.data_sha256, complete_export.data_bytes,
+                complete_export.seq_from, complete_export.seq_to)
     ) THEN
         RETURN false;
     END IF;
-    RAISE EXCEPTION 'export job % is %, only a running job can complete', p_job_id,
-        compliance.export_job_status(p_job_id)
+    RAISE EXCEPTION 'export job % is %, only a running job can complete', complete_export.job_id,
+        compliance._export_job_status(complete_export.job_id)
         USING ERRCODE = 'AC031';
 END;
 $$;
@@ -569,7 +589,7 @@ COMMENT ON FUNCTION compliance.complete_export(uuid, text, text, bigint, bigint,
 -- compliance.fail_export(job_id, error): running -> failed with the reason. False (no
 -- change, the first reason kept) when the job already failed; AC031 when it is queued or
 -- completed. Touches: export_jobs (UPDATE).
-CREATE OR REPLACE FUNCTION compliance.fail_export(p_job_id uuid, p_error text)
+CREATE OR REPLACE FUNCTION compliance.fail_export(job_id uuid, error text)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -578,17 +598,17 @@ AS $$
 DECLARE
     v_status compliance.export_status;
 BEGIN
-    UPDATE compliance.export_jobs
-       SET status = 'failed', completed_at = pg_catalog.now(), job_error = p_error
-     WHERE job_id = p_job_id AND status = 'running';
+    UPDATE compliance.export_jobs AS j
+       SET status = 'failed', completed_at = pg_catalog.now(), job_error = fail_export.error
+     WHERE j.job_id = fail_export.job_id AND j.status = 'running';
     IF FOUND THEN
         RETURN true;
     END IF;
-    v_status := compliance.export_job_status(p_job_id);
+    v_status := compliance._export_job_status(fail_export.job_id);
     IF v_status = 'failed' THEN
         RETURN false;
     END IF;
-    RAISE EXCEPTION 'export job % is %, only a running job can fail', p_job_id, v_status
+    RAISE EXCEPTION 'export job % is %, only a running job can fail', fail_export.job_id, v_status
         USING ERRCODE = 'AC031';
 END;
 $$;
@@ -631,7 +651,7 @@ BEGIN
            job_error = pg_catalog.format(
                'reconciled: running since %s with no progress from its runner since %s (stuck_after %s); '
                'the runner crashed or lost its connection; request the export again',
-               compliance.iso_utc(j.started_at), compliance.iso_utc(coalesce(j.heartbeat_at, j.started_at)),
+               compliance._iso_utc(j.started_at), compliance._iso_utc(coalesce(j.heartbeat_at, j.started_at)),
                reconcile_exports.stuck_after)
      WHERE j.status = 'running'
        AND coalesce(j.heartbeat_at, j.started_at) < pg_catalog.now() - reconcile_exports.stuck_after;

@@ -1,17 +1,17 @@
 -- Health metrics for the watchdog, `auditchain metrics` and `auditchain status`.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance.age_seconds(now, since): seconds from since to now, never negative; NULL when
+-- compliance._age_seconds(now, since): seconds from since to now, never negative; NULL when
 -- since is NULL. Touches no table.
-CREATE OR REPLACE FUNCTION compliance.age_seconds(p_now timestamptz, p_since timestamptz)
+CREATE OR REPLACE FUNCTION compliance._age_seconds(now timestamptz, since timestamptz)
 RETURNS double precision
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN CASE WHEN p_since IS NOT NULL THEN GREATEST(EXTRACT(EPOCH FROM p_now - p_since)::double precision, 0) END;
-COMMENT ON FUNCTION compliance.age_seconds(timestamptz, timestamptz) IS
-'Internal: non-negative seconds elapsed from p_since to p_now (NULL when p_since is NULL).';
+RETURN CASE WHEN _age_seconds.since IS NOT NULL THEN GREATEST(EXTRACT(EPOCH FROM _age_seconds.now - _age_seconds.since)::double precision, 0) END;
+COMMENT ON FUNCTION compliance._age_seconds(timestamptz, timestamptz) IS
+'Internal: non-negative seconds elapsed from since to now (NULL when since is NULL).';
 
 -- compliance._metric_thresholds(): every rule that turns a metric into a verdict, in one
 -- place. Per metric: the value above which it is a warning, critical, and the value above
@@ -138,7 +138,7 @@ BEGIN
     BEGIN
         SELECT pg_catalog.sum(h.failures_last_hour),
                pg_catalog.count(*) FILTER (WHERE NOT h.scheduled OR NOT h.active),
-               coalesce(pg_catalog.max(compliance.age_seconds(v_now, h.last_started_at))
+               coalesce(pg_catalog.max(compliance._age_seconds(v_now, h.last_started_at))
                             FILTER (WHERE h.scheduled AND h.active AND h.job IN (
                                         SELECT j.job FROM compliance.cron_jobs() AS j
                                          WHERE j.schedule = '* * * * *')),
@@ -163,13 +163,13 @@ BEGIN
     WITH measured (position, metric, value, unit) AS (
         VALUES
             (1, 'outbox_depth', v_outbox_depth::double precision, 'count'),
-            (2, 'outbox_oldest_age_seconds', compliance.age_seconds(v_now, coalesce(v_outbox_oldest, v_now)),
+            (2, 'outbox_oldest_age_seconds', compliance._age_seconds(v_now, coalesce(v_outbox_oldest, v_now)),
              'seconds'),
             -- The age of the oldest event no uploaded anchor protects yet, queued or chained;
             -- 0 when every event is anchored (an idle ledger has nothing at risk).
             (3, 'anchor_gap_seconds',
-             compliance.age_seconds(v_now, coalesce(LEAST(v_outbox_oldest, v_first_unanchored), v_now)), 'seconds'),
-            (4, 'anchor_last_upload_age_seconds', compliance.age_seconds(v_now, v_last_upload), 'seconds'),
+             compliance._age_seconds(v_now, coalesce(LEAST(v_outbox_oldest, v_first_unanchored), v_now)), 'seconds'),
+            (4, 'anchor_last_upload_age_seconds', compliance._age_seconds(v_now, v_last_upload), 'seconds'),
             (5, 'anchors_pending',
              (SELECT pg_catalog.count(*) FROM compliance.anchors AS a WHERE a.status = 'pending')::double precision,
              'count'),
@@ -188,13 +188,13 @@ BEGIN
                                   WHERE r.anchor_id = a.anchor_id))::double precision,
              'count'),
             (8, 'chain_length', v_drainer.last_seq::double precision, 'count'),
-            (9, 'drainer_last_success_age_seconds', compliance.age_seconds(v_now, v_drainer.last_success_at),
+            (9, 'drainer_last_success_age_seconds', compliance._age_seconds(v_now, v_drainer.last_success_at),
              'seconds'),
             (10, 'drainer_halted', (v_drainer.halted_at IS NOT NULL)::integer::double precision, 'boolean'),
             (11, 'verification_lag',
              GREATEST(v_drainer.last_seq - v_verification.verified_seq, 0)::double precision, 'count'),
             (12, 'verification_failed', (v_verification.last_ok IS FALSE)::integer::double precision, 'boolean'),
-            (13, 'verification_last_run_age_seconds', compliance.age_seconds(v_now, v_verification.last_run_at),
+            (13, 'verification_last_run_age_seconds', compliance._age_seconds(v_now, v_verification.last_run_at),
              'seconds'),
             -- Running jobs whose runner has shown no progress (heartbeat, else the claim) for
             -- _export_stuck_after(): exactly what compliance.reconcile_exports() would fail now.
@@ -258,4 +258,4 @@ COMMENT ON FUNCTION compliance.acknowledge_anchor_failure(bigint, text) IS
 'Operator action after investigating a failed anchor: records the review so anchors_failed stops counting it '
 '(AC060 if not failed); false if already reviewed.';
 
-SELECT compliance.protect_table('compliance.anchor_failure_reviews', true);
+SELECT compliance._protect_table('compliance.anchor_failure_reviews', true);

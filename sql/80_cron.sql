@@ -4,16 +4,16 @@
 -- auditchain:<database>:<job>, so several audit databases share one pg_cron.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance.cron_job_prefix(): 'auditchain:<this database>:', the start of every job name
+-- compliance._cron_job_prefix(): 'auditchain:<this database>:', the start of every job name
 -- of this database. Touches no table.
-CREATE OR REPLACE FUNCTION compliance.cron_job_prefix()
+CREATE OR REPLACE FUNCTION compliance._cron_job_prefix()
 RETURNS text
 LANGUAGE sql
 STABLE
 PARALLEL SAFE
 RETURN pg_catalog.format('auditchain:%s:', pg_catalog.current_database());
-COMMENT ON FUNCTION compliance.cron_job_prefix() IS
-'The start of every pg_cron job name of this database: auditchain:<database>:.';
+COMMENT ON FUNCTION compliance._cron_job_prefix() IS
+'Internal: the start of every pg_cron job name of this database: auditchain:<database>:.';
 
 -- compliance.cron_jobs(): the jobs this database needs, as schedule_jobs() installs them.
 -- The purge job runs in pg_cron's database, where cron.job_run_details lives. Touches no
@@ -24,7 +24,7 @@ LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT compliance.cron_job_prefix() || j.job,
+    SELECT compliance._cron_job_prefix() || j.job,
            j.job,
            j.schedule,
            j.command,
@@ -44,7 +44,7 @@ AS $$
                    'DELETE FROM cron.job_run_details WHERE jobid IN (SELECT jobid FROM cron.job '
                    'WHERE pg_catalog.starts_with(jobname::text, %L)) '
                    'AND coalesce(end_time, start_time) < pg_catalog.now() - interval ''7 days''',
-                   compliance.cron_job_prefix()
+                   compliance._cron_job_prefix()
                ),
                pg_catalog.current_setting('cron.database_name', true), NULL)
       ) AS j (job, schedule, command, database_name, entry_point);
@@ -52,11 +52,11 @@ $$;
 COMMENT ON FUNCTION compliance.cron_jobs() IS
 'The pg_cron jobs of this database (name auditchain:<database>:<job>, schedule, command, database it runs in, the compliance function it calls).';
 
--- compliance.cron_conninfo(): how dblink reaches pg_cron's database. The database-level
+-- compliance._cron_conninfo(): how dblink reaches pg_cron's database. The database-level
 -- setting auditchain.cron_conninfo (a libpq connection string or a dblink foreign server
 -- name) wins; only ALTER DATABASE sets it, so a session cannot redirect SECURITY DEFINER
 -- callers. Otherwise: this server's first Unix socket, as the current role. Touches no table.
-CREATE OR REPLACE FUNCTION compliance.cron_conninfo()
+CREATE OR REPLACE FUNCTION compliance._cron_conninfo()
 RETURNS text
 LANGUAGE sql
 STABLE
@@ -83,15 +83,15 @@ AS $$
                 ) AS kv (key, value))
     );
 $$;
-COMMENT ON FUNCTION compliance.cron_conninfo() IS
+COMMENT ON FUNCTION compliance._cron_conninfo() IS
 'Internal: connection string (or foreign server name) dblink uses to reach pg_cron''s database; ALTER DATABASE ... SET auditchain.cron_conninfo overrides it.';
 
--- compliance.cron_exec(query, manual_statements): run one query in pg_cron's database,
+-- compliance._cron_exec(query, manual_statements): run one query in pg_cron's database,
 -- here when that is this database, else through dblink, and return its rows as jsonb.
 -- Raises AC050 when pg_cron is unavailable, AC051 when dblink would be needed but is not
 -- installed (the HINT gives manual_statements to run by hand), AC052 when the cron
 -- database cannot be reached. Touches: cron.* in pg_cron's database, as the query says.
-CREATE OR REPLACE FUNCTION compliance.cron_exec(p_query text, p_manual_statements text)
+CREATE OR REPLACE FUNCTION compliance._cron_exec(query text, manual_statements text)
 RETURNS SETOF jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -114,7 +114,7 @@ BEGIN
             RAISE EXCEPTION 'pg_cron is loaded but its extension is not created in database %', v_cron_database
                 USING ERRCODE = 'AC050', HINT = 'Run CREATE EXTENSION pg_cron; in this database.';
         END IF;
-        RETURN QUERY EXECUTE 'SELECT pg_catalog.to_jsonb(q) FROM (' || p_query || ') AS q';
+        RETURN QUERY EXECUTE 'SELECT pg_catalog.to_jsonb(q) FROM (' || _cron_exec.query || ') AS q';
         RETURN;
     END IF;
 
@@ -129,13 +129,13 @@ BEGIN
                   HINT = pg_catalog.format(
                       E'Run in database %s as the role that should own the jobs:\n%s\n'
                       'or install dblink here (CREATE EXTENSION dblink SCHEMA compliance_dblink;) and call again.',
-                      v_cron_database, p_manual_statements);
+                      v_cron_database, _cron_exec.manual_statements);
     END IF;
     BEGIN
         RETURN QUERY EXECUTE pg_catalog.format('SELECT r.doc::jsonb FROM %I.dblink($1, $2) AS r (doc text)',
                                                v_dblink_schema)
-            USING compliance.cron_conninfo(),
-                  'SELECT pg_catalog.to_jsonb(q)::text FROM (' || p_query || ') AS q';
+            USING compliance._cron_conninfo(),
+                  'SELECT pg_catalog.to_jsonb(q)::text FROM (' || _cron_exec.query || ') AS q';
     EXCEPTION
         WHEN connection_exception THEN
             GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
@@ -153,12 +153,12 @@ BEGIN
     END;
 END;
 $$;
-COMMENT ON FUNCTION compliance.cron_exec(text, text) IS
+COMMENT ON FUNCTION compliance._cron_exec(text, text) IS
 'Internal: runs one query in pg_cron''s database (directly or through dblink) and returns its rows as jsonb; AC050-AC052 when it cannot.';
 
--- compliance.cron_manual_schedule(): the statements an operator runs in pg_cron's database
+-- compliance._cron_manual_schedule(): the statements an operator runs in pg_cron's database
 -- to install this database's jobs by hand (the HINT of AC051). Touches no table.
-CREATE OR REPLACE FUNCTION compliance.cron_manual_schedule()
+CREATE OR REPLACE FUNCTION compliance._cron_manual_schedule()
 RETURNS text
 LANGUAGE sql
 STABLE
@@ -170,7 +170,7 @@ AS $$
                E'\n' ORDER BY j.jobname)
       FROM compliance.cron_jobs() AS j;
 $$;
-COMMENT ON FUNCTION compliance.cron_manual_schedule() IS
+COMMENT ON FUNCTION compliance._cron_manual_schedule() IS
 'Internal: the cron.schedule_in_database statements that install this database''s jobs by hand.';
 
 -- compliance.schedule_jobs(): install this database's pg_cron jobs, or bring existing ones
@@ -186,7 +186,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_prefix text := compliance.cron_job_prefix();
+    v_prefix text := compliance._cron_job_prefix();
     v_desired text;
     v_count integer := 0;
     v_job record;
@@ -215,7 +215,7 @@ BEGIN
 
     -- One statement in pg_cron's database: drop strays, fix drifted jobs (cron.schedule_in_database
     -- on an existing name keeps its old database, so drift goes through cron.alter_job), add missing.
-    PERFORM compliance.cron_exec(pg_catalog.format($q$
+    PERFORM compliance._cron_exec(pg_catalog.format($q$
         WITH desired (jobname, schedule, command, database) AS (VALUES %s),
         existing AS (
             SELECT j.jobid, j.jobname::text AS jobname, j.schedule, j.command, j.database, j.username, j.active
@@ -246,7 +246,7 @@ BEGIN
                (SELECT pg_catalog.count(*) FROM changed) AS changed,
                (SELECT pg_catalog.count(*) FROM added) AS added
         $q$, v_desired, v_prefix),
-        compliance.cron_manual_schedule());
+        compliance._cron_manual_schedule());
     RETURN v_count;
 END;
 $$;
@@ -263,11 +263,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_prefix text := compliance.cron_job_prefix();
+    v_prefix text := compliance._cron_job_prefix();
     v_removed integer;
 BEGIN
     SELECT (r.doc ->> 'removed')::integer INTO STRICT v_removed
-      FROM compliance.cron_exec(pg_catalog.format($q$
+      FROM compliance._cron_exec(pg_catalog.format($q$
         WITH ours AS (
             SELECT j.jobid FROM cron.job AS j WHERE pg_catalog.starts_with(j.jobname::text, %L)
         ),
@@ -325,7 +325,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     WITH observed AS (
         SELECT o.*
-          FROM compliance.cron_exec(
+          FROM compliance._cron_exec(
                    pg_catalog.format($q$
                        WITH ours AS (
                            SELECT j.jobid, j.jobname::text AS jobname, j.active
@@ -360,10 +360,10 @@ AS $$
                               LIMIT 1
                          ) AS s ON true
                          LEFT JOIN recent AS r ON r.jobid = o.jobid
-                   $q$, compliance.cron_job_prefix()),
+                   $q$, compliance._cron_job_prefix()),
                    pg_catalog.format('SELECT j.jobname, d.* FROM cron.job AS j JOIN cron.job_run_details AS d '
                                      'USING (jobid) WHERE starts_with(j.jobname::text, %L) ORDER BY d.runid DESC;',
-                                     compliance.cron_job_prefix())
+                                     compliance._cron_job_prefix())
                ) AS h (doc)
          CROSS JOIN LATERAL pg_catalog.jsonb_to_record(h.doc) AS o (
              jobid bigint, jobname text, active boolean, status text, start_time timestamptz,

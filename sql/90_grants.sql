@@ -3,7 +3,7 @@
 -- from the group roles, then grants each role exactly what its section lists: a function
 -- added later is closed until a section here opens it, and a grant removed from this file
 -- is really gone after the next migrate. Internal helpers get no grant (SECURITY DEFINER
--- callers reach them as the owner). Each area appends its own headed section below.
+-- callers reach them as the owner). One section per role below, what it may do first.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer, compliance_anchor,
@@ -16,51 +16,24 @@ compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
 compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
 
--- ==== ledger (issue 3)
-
--- compliance_writer: emit events, nothing else.
+-- ==== compliance_writer: emit events and request exports (each request is itself an event).
 GRANT USAGE ON SCHEMA compliance TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) TO compliance_writer;
+GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text) TO compliance_writer;
+-- See a filter as its bundle's manifest will record it.
+GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO compliance_writer;
 
--- compliance_drainer: drain batches and run the drainer loop. run_drainer runs with the
--- caller's rights (a procedure that COMMITs cannot be SECURITY DEFINER), so it also needs
--- record_halt, which records only a head-check failure it observes itself.
+-- ==== compliance_drainer: drain batches and run the drainer loop.
+-- run_drainer runs with the caller's rights (a procedure that COMMITs cannot be SECURITY
+-- DEFINER), so it also needs record_halt, which records only a head-check failure it
+-- observes itself.
 GRANT USAGE ON SCHEMA compliance TO compliance_drainer;
 GRANT EXECUTE ON FUNCTION compliance.drain(integer) TO compliance_drainer;
 GRANT EXECUTE ON PROCEDURE compliance.run_drainer(interval, integer, double precision) TO compliance_drainer;
 GRANT EXECUTE ON FUNCTION compliance.record_halt() TO compliance_drainer;
 
--- compliance_auditor: read the ledger and verify it.
-GRANT USAGE ON SCHEMA compliance TO compliance_auditor;
-GRANT SELECT ON compliance.audit_events, compliance.drainer_state, compliance.verification_state,
-compliance.integrity_incidents TO compliance_auditor;
-GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_auditor;
--- The same events with hex hashes (a security_invoker view: it needs audit_events above).
-GRANT SELECT ON compliance.audit_events_hex TO compliance_auditor;
-
--- ==== exports (issue 6)
-
--- compliance_writer: request exports (each request is itself an audit event).
-GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text) TO compliance_writer;
--- compliance_writer and compliance_auditor: see a filter as its bundle's manifest will record it.
-GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO compliance_writer, compliance_auditor;
-
--- compliance_exporter: claim jobs, read a running job's plan and lines, report progress and
--- record the outcome. No table privilege: a runner sees only what export_plan and
--- export_lines return for a job it is running.
-GRANT USAGE ON SCHEMA compliance TO compliance_exporter;
-GRANT EXECUTE ON FUNCTION compliance.claim_export(uuid), compliance.claim_next_export(),
-compliance.export_heartbeat(uuid), compliance.export_plan(uuid), compliance.export_lines(uuid, bigint, bigint),
-compliance.complete_export(uuid, text, text, bigint, bigint, bytea, bigint, bigint, bigint),
-compliance.fail_export(uuid, text) TO compliance_exporter;
-
--- compliance_auditor: follow export jobs (status, error, where the bundle is).
-GRANT SELECT ON compliance.export_jobs TO compliance_auditor;
-
--- ==== anchors (issue 4)
-
--- compliance_anchor: lease pending anchors and record upload results through these
--- functions only; no table privilege, so it can neither create, alter nor read anchors
+-- ==== compliance_anchor: lease pending anchors and record upload results, through these
+-- functions only. No table privilege, so it can neither create, alter nor read anchors
 -- beyond what claim_next_anchor (or the deprecated claim_pending_anchors) returns.
 GRANT USAGE ON SCHEMA compliance TO compliance_anchor;
 GRANT EXECUTE ON FUNCTION compliance.claim_next_anchor(text, interval),
@@ -69,19 +42,36 @@ compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uui
 compliance.record_anchor_error(bigint, text, uuid),
 compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) TO compliance_anchor;
 
--- compliance_auditor: read anchors (`auditchain verify` compares them with the bucket).
-GRANT SELECT ON compliance.anchors TO compliance_auditor;
-
--- ==== watchdog (issue 5)
-
--- compliance_watchdog: compliance.metrics() and nothing else. It is SECURITY DEFINER and
--- STABLE, so the watchdog reads every number without any table privilege and can change
--- nothing, not even through it.
+-- ==== compliance_watchdog: compliance.metrics() and nothing else.
+-- It is SECURITY DEFINER and STABLE, so the watchdog reads every number without any table
+-- privilege and can change nothing, not even through it.
 GRANT USAGE ON SCHEMA compliance TO compliance_watchdog;
 GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_watchdog;
 
--- compliance_auditor: the same numbers, so that `auditchain status` works for on-call
--- engineers who hold auditor credentials (its details come from the tables auditors read),
--- and the record of reviewed anchor integrity alarms.
+-- ==== compliance_exporter: claim export jobs, read a running job's plan and lines, report
+-- progress and record the outcome. No table privilege: a runner sees only what export_plan
+-- and export_lines return for a job it is running.
+GRANT USAGE ON SCHEMA compliance TO compliance_exporter;
+GRANT EXECUTE ON FUNCTION compliance.claim_export(uuid), compliance.claim_next_export(),
+compliance.export_heartbeat(uuid), compliance.export_plan(uuid), compliance.export_lines(uuid, bigint, bigint),
+compliance.complete_export(uuid, text, text, bigint, bigint, bytea, bigint, bigint, bigint),
+compliance.fail_export(uuid, text) TO compliance_exporter;
+
+-- ==== compliance_auditor: read the ledger, anchors and export jobs, verify the chain, and
+-- see the health metrics.
+GRANT USAGE ON SCHEMA compliance TO compliance_auditor;
+GRANT SELECT ON compliance.audit_events, compliance.drainer_state, compliance.verification_state,
+compliance.integrity_incidents TO compliance_auditor;
+-- The same events with hex hashes (a security_invoker view: it needs audit_events above).
+GRANT SELECT ON compliance.audit_events_hex TO compliance_auditor;
+GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_auditor;
+-- `auditchain verify` compares the anchors with the bucket.
+GRANT SELECT ON compliance.anchors TO compliance_auditor;
+-- Follow export jobs (status, error, where the bundle is) and their filters.
+GRANT SELECT ON compliance.export_jobs TO compliance_auditor;
+GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO compliance_auditor;
+-- The watchdog's numbers, so that `auditchain status` works for on-call engineers who hold
+-- auditor credentials (its details come from the tables auditors read), and the record of
+-- reviewed anchor integrity alarms.
 GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_auditor;
 GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;

@@ -89,7 +89,7 @@ def cron_drainer(ledger: Ledger, timeout: float) -> Iterator[dict[str, object]]:
     # A verifier that is caught up, as in a system that has been running: its first run would
     # otherwise re-hash the whole log while the load runs.
     ledger.conn.execute("SELECT compliance.verify_new_events(100000000)")
-    drain_job = ledger.scalar("SELECT compliance.cron_job_prefix() || 'drain'")
+    drain_job = ledger.scalar("SELECT compliance._cron_job_prefix() || 'drain'")
     ledger.conn.execute("SELECT compliance.schedule_jobs()")
     with ledger.server.connect(CRON_DB) as cron:
         job_ids = [

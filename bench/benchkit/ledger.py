@@ -23,7 +23,7 @@ PAYLOAD_SQL = """jsonb_build_object(
 
 FILL_OUTBOX_SQL = sql.SQL("""
 INSERT INTO compliance.audit_outbox (event_id, occurred_at, tenant_id, event_type, actor, payload)
-SELECT compliance.uuidv7(), now() - interval '1 second',
+SELECT compliance._uuidv7(), now() - interval '1 second',
        CASE WHEN mod(i, 10) = 0 THEN NULL ELSE 'tenant-' || mod(i, 10) END,
        'bench.event_' || mod(i, 20), 'user:' || mod(i, 1000), {payload}
   FROM generate_series(%s::bigint, %s::bigint) AS i""").format(payload=sql.SQL(PAYLOAD_SQL))

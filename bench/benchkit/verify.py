@@ -13,7 +13,7 @@ SELECT sum(get_byte(sha256(convert_to(e.payload::text, 'UTF8')), 0))
   FROM compliance.audit_events AS e"""
 
 FLOOR_SQL = """
-SELECT sum(get_byte(compliance.event_hash(e.prev_hash, compliance.row_record(e)), 0))
+SELECT sum(get_byte(compliance.event_hash(e.prev_hash, compliance._row_record(e)), 0))
   FROM compliance.audit_events AS e"""
 
 

@@ -63,12 +63,12 @@ SELECT lives_ok('SELECT compliance.drain()', 'appending by the drainer still wor
 SELECT is_empty(
     $$SELECT c.relname, t.tgname FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
        WHERE c.relnamespace = 'compliance'::regnamespace
-         AND t.tgfoid = 'compliance.forbid_change()'::regprocedure AND t.tgenabled <> 'A'$$,
-    'every forbid_change trigger in schema compliance is ENABLE ALWAYS'
+         AND t.tgfoid = 'compliance._forbid_change()'::regprocedure AND t.tgenabled <> 'A'$$,
+    'every _forbid_change trigger in schema compliance is ENABLE ALWAYS'
 );
 SELECT set_has(
     $$SELECT c.relname::text || '.' || t.tgname FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
-       WHERE t.tgfoid = 'compliance.forbid_change()'::regprocedure$$,
+       WHERE t.tgfoid = 'compliance._forbid_change()'::regprocedure$$,
     $$VALUES ('audit_events.forbid_row_change'), ('audit_events.forbid_truncate'),
              ('integrity_incidents.forbid_row_change'), ('integrity_incidents.forbid_truncate'),
              ('drainer_state.forbid_row_change'), ('drainer_state.forbid_truncate'),

@@ -48,7 +48,7 @@ SELECT is(
     || ')) AND coalesce(end_time, start_time) < pg_catalog.now() - interval ''7 days''',
     'the purge deletes only this database''s job runs older than 7 days'
 );
-SELECT is(compliance.cron_conninfo(),
+SELECT is(compliance._cron_conninfo(),
           format('host=''%s'' port=''%s'' dbname=''%s'' user=''%s''',
                  split_part(current_setting('unix_socket_directories'), ',', 1), current_setting('port'),
                  current_setting('cron.database_name'), current_user),

@@ -51,7 +51,7 @@ SELECT row_eq($$SELECT * FROM pg_temp.drain_error_after(
                        ''{}'', 1, p.event_hash,
                        compliance.event_hash(p.event_hash, compliance.event_record(6, e.id, now(), now(), NULL,
                            ''auth.login'', ''forger'', compliance.payload_digest(''{}'')))
-                     FROM compliance.audit_events AS p, (SELECT compliance.uuidv7() AS id) AS e WHERE p.seq = 5')$$,
+                     FROM compliance.audit_events AS p, (SELECT compliance._uuidv7() AS id) AS e WHERE p.seq = 5')$$,
               ROW('AC010'::text, 'chain head check failed at seq 6: events up to seq 6 exist beyond the head the drainer wrote'::text),
               'a correctly hashed row appended outside the drainer is refused at its seq');
 SELECT row_eq($$SELECT * FROM pg_temp.drain_error_after('UPDATE compliance.audit_events SET actor = ''mallory'' WHERE seq = 2')$$,

@@ -65,8 +65,8 @@ $$;
 CREATE FUNCTION pg_temp.full_line(p_seq bigint, p_withheld boolean) RETURNS jsonb
 LANGUAGE sql AS $$
     SELECT jsonb_build_object(
-               'seq', e.seq, 'event_id', e.event_id, 'occurred_at', compliance.iso_utc(e.occurred_at),
-               'recorded_at', compliance.iso_utc(e.recorded_at), 'tenant_id', e.tenant_id,
+               'seq', e.seq, 'event_id', e.event_id, 'occurred_at', compliance._iso_utc(e.occurred_at),
+               'recorded_at', compliance._iso_utc(e.recorded_at), 'tenant_id', e.tenant_id,
                'event_type', e.event_type, 'actor', e.actor,
                'prev_hash', encode(e.prev_hash, 'hex'), 'event_hash', encode(e.event_hash, 'hex'))
            || CASE WHEN p_withheld THEN jsonb_build_object('payload_sha256', encode(compliance.payload_digest(e.payload), 'hex'))
@@ -186,8 +186,8 @@ SELECT is((SELECT count(*) FROM compliance.export_lines(:'acme_job', 1, 7)), 0::
           'no lines once the job has failed');
 SELECT is((SELECT count(*) FROM compliance.export_lines(:'beta_job', 3, 4)), 2::bigint,
           'export_lines covers exactly the seq range it is given');
-SELECT is(compliance.iso_utc('2026-01-02 03:04:05.000006+01'), '2026-01-02T02:04:05.000006Z',
-          'iso_utc: UTC, six fractional digits, Z');
+SELECT is(compliance._iso_utc('2026-01-02 03:04:05.000006+01'), '2026-01-02T02:04:05.000006Z',
+          '_iso_utc: UTC, six fractional digits, Z');
 
 SELECT * FROM finish();
 ROLLBACK;

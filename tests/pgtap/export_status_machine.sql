@@ -53,7 +53,7 @@ SELECT throws_ok(format($$UPDATE compliance.export_jobs SET started_at = started
                  'AC031', format('export job %s: started_at cannot change on running -> running', :'running_job'),
                  'started_at cannot be rewritten');
 SELECT throws_ok($$INSERT INTO compliance.export_jobs (job_id, requested_by, filter, status, request_event_id, started_at)
-                   VALUES (compliance.uuidv7(), 'mallory', '{}', 'running', compliance.uuidv7(), now())$$,
+                   VALUES (compliance._uuidv7(), 'mallory', '{}', 'running', compliance._uuidv7(), now())$$,
                  'AC031', NULL, 'a job cannot be inserted already running');
 SELECT ok(compliance.export_heartbeat(:'running_job'), 'a running job''s heartbeat is the one update that keeps it running');
 SELECT ok(NOT compliance.export_heartbeat(:'queued_job'), 'a queued job has no heartbeat');

@@ -27,8 +27,8 @@ SELECT is_empty(
     $$SELECT p.oid::regprocedure FROM pg_proc AS p
        WHERE p.pronamespace = 'compliance'::regnamespace
          AND has_function_privilege('compliance_writer', p.oid, 'EXECUTE')
-         AND p.proname NOT IN ('emit', 'request_export')$$,
-    'compliance_writer can execute emit and request_export and nothing else'
+         AND p.proname NOT IN ('emit', 'request_export', 'normalize_export_filter')$$,
+    'compliance_writer can execute emit, request_export and normalize_export_filter and nothing else'
 );
 SELECT set_eq(
     $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
@@ -62,11 +62,11 @@ SELECT is_empty(
        WHERE p.pronamespace = 'compliance'::regnamespace
          AND r.rolname IN ('compliance_writer', 'compliance_drainer', 'compliance_anchor', 'compliance_watchdog',
                            'compliance_exporter', 'compliance_auditor')
-         AND p.proname IN ('uuidv7', 'forbid_change', 'protect_table', 'epoch_us', 'payload_digest', 'event_record',
-                           'event_hash', 'row_record', 'check_chain_head', 'acknowledge_integrity_failure',
-                           'verify_range', 'acknowledge_verification_failure',
-                           'verify_new_events', 'cron_job_prefix', 'cron_conninfo', 'cron_exec',
-                           'cron_manual_schedule', 'schedule_jobs', 'unschedule_jobs', 'cron_jobs',
+         AND p.proname IN ('_uuidv7', '_forbid_change', '_protect_table', '_epoch_us', 'payload_digest', 'event_record',
+                           'event_hash', '_row_record', '_check_chain_head', 'acknowledge_integrity_failure',
+                           '_verify_range', 'acknowledge_verification_failure',
+                           'verify_new_events', '_cron_job_prefix', '_cron_conninfo', '_cron_exec',
+                           '_cron_manual_schedule', 'schedule_jobs', 'unschedule_jobs', 'cron_jobs',
                            'cron_job_health')
          AND has_function_privilege(r.oid, p.oid, 'EXECUTE')$$,
     'internal helpers and owner-only operations are granted to no group role'

@@ -21,7 +21,7 @@ BEGIN
     SELECT last_seq, last_hash INTO v_seq, v_hash FROM compliance.drainer_state;
     FOR i IN 1..p_count LOOP
         v_seq := v_seq + 1;
-        v_id := compliance.uuidv7();
+        v_id := compliance._uuidv7();
         v_next := compliance.event_hash(v_hash, compliance.event_record(
             v_seq, v_id, p_at, p_at, NULL, 'test.backdated', 'tester', compliance.payload_digest('{}')));
         INSERT INTO compliance.audit_events
@@ -87,7 +87,7 @@ SELECT results_eq(
 );
 
 INSERT INTO compliance.audit_outbox (event_id, emitted_at, occurred_at, event_type, actor, payload)
-VALUES (compliance.uuidv7(), now() - interval '50 minutes', now(), 'test.queued', 'tester', '{}');
+VALUES (compliance._uuidv7(), now() - interval '50 minutes', now(), 'test.queued', 'tester', '{}');
 SELECT is(pg_temp.metric('anchor_gap_seconds'), 3000::double precision,
           'an older event waiting in the outbox sets the gap when it is the oldest unprotected one');
 

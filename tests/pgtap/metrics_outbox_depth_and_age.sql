@@ -8,7 +8,7 @@ LANGUAGE sql AS $$ SELECT value FROM compliance.metrics() WHERE metric = p_name 
 
 -- Three events emitted 10, 5 and 1 minutes ago that no drainer has picked up.
 INSERT INTO compliance.audit_outbox (event_id, emitted_at, occurred_at, event_type, actor, payload)
-SELECT compliance.uuidv7(), now() - m * interval '1 minute', now() - m * interval '1 minute',
+SELECT compliance._uuidv7(), now() - m * interval '1 minute', now() - m * interval '1 minute',
        'test.queued', 'tester', '{}'
   FROM unnest(ARRAY[10, 5, 1]) AS m;
 

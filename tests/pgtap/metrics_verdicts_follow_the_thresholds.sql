@@ -12,7 +12,7 @@ LANGUAGE sql AS $$ SELECT verdict FROM compliance.metrics() WHERE metric = p_nam
 CREATE FUNCTION pg_temp.queue(p_rows integer, p_age interval) RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO compliance.audit_outbox (event_id, emitted_at, occurred_at, event_type, actor, payload)
-    SELECT compliance.uuidv7(), now() - p_age, now(), 'test.queued', 'tester', '{}'
+    SELECT compliance._uuidv7(), now() - p_age, now(), 'test.queued', 'tester', '{}'
       FROM generate_series(1, p_rows);
 $$;
 

@@ -13,6 +13,7 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_writer', 'schema', 'compliance', 'USAGE'),
     ('compliance_writer', 'function', 'compliance.emit(text,text,jsonb,text,timestamp with time zone)', 'EXECUTE'),
     ('compliance_writer', 'function', 'compliance.request_export(jsonb,text)', 'EXECUTE'),
+    ('compliance_writer', 'function', 'compliance.normalize_export_filter(jsonb)', 'EXECUTE'),
 
     ('compliance_drainer', 'schema', 'compliance', 'USAGE'),
     ('compliance_drainer', 'function', 'compliance.drain(integer)', 'EXECUTE'),
@@ -52,6 +53,7 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_auditor', 'table', 'compliance.anchor_failure_reviews', 'SELECT'),
     ('compliance_auditor', 'table', 'compliance.export_jobs', 'SELECT'),
     ('compliance_auditor', 'function', 'compliance.verify_chain(bigint,bigint)', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.normalize_export_filter(jsonb)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.metrics()', 'EXECUTE')
     -- PUBLIC: nothing.
   ) AS g (grantee, kind, object, privilege);

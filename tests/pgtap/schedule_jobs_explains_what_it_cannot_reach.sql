@@ -28,10 +28,10 @@ BEGIN
                    'host=/nonexistent/socket port=1 dbname=postgres connect_timeout=2');
 END
 $$;
-SELECT is(compliance.cron_conninfo(), 'host=/nonexistent/socket port=1 dbname=postgres connect_timeout=2',
+SELECT is(compliance._cron_conninfo(), 'host=/nonexistent/socket port=1 dbname=postgres connect_timeout=2',
           'the database setting auditchain.cron_conninfo overrides the default connection');
 SET LOCAL auditchain.cron_conninfo = 'host=elsewhere';
-SELECT is(compliance.cron_conninfo(), 'host=/nonexistent/socket port=1 dbname=postgres connect_timeout=2',
+SELECT is(compliance._cron_conninfo(), 'host=/nonexistent/socket port=1 dbname=postgres connect_timeout=2',
           'a session cannot redirect it with SET');
 SELECT is((SELECT error_state FROM pg_temp.error_of('SELECT compliance.schedule_jobs()')), 'AC052',
           'an unreachable cron database is AC052');

@@ -66,7 +66,7 @@ SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_even
 SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_events SET occurred_at = occurred_at + interval ''1 microsecond'' WHERE seq = 12')$$,
               ROW(false, 12::bigint, 'content changed: the event no longer matches its event_hash'::text),
               'occurred_at moved by one microsecond is found');
-SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_events SET event_id = compliance.uuidv7() WHERE seq = 12')$$,
+SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_events SET event_id = compliance._uuidv7() WHERE seq = 12')$$,
               ROW(false, 12::bigint, 'content changed: the event no longer matches its event_hash'::text),
               'a replaced event_id is found');
 SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_events SET event_hash = sha256(''x'') WHERE seq = 12')$$,
@@ -104,9 +104,9 @@ SELECT row_eq($$SELECT * FROM pg_temp.verify_after(
 SELECT row_eq($$SELECT * FROM pg_temp.verify_after(
                   'UPDATE compliance.audit_events SET seq = 1000000 + seq + 1 WHERE seq >= 12;
                    UPDATE compliance.audit_events SET seq = seq - 1000000 WHERE seq > 1000000;
-                   INSERT INTO compliance.audit_events SELECT 12, compliance.uuidv7(), now(), now(), NULL,
+                   INSERT INTO compliance.audit_events SELECT 12, compliance._uuidv7(), now(), now(), NULL,
                        ''auth.login'', ''forger'', ''{}'', 1, p.event_hash,
-                       compliance.event_hash(p.event_hash, compliance.event_record(12, compliance.uuidv7(), now(),
+                       compliance.event_hash(p.event_hash, compliance.event_record(12, compliance._uuidv7(), now(),
                            now(), NULL, ''auth.login'', ''forger'', compliance.payload_digest(''{}'')))
                      FROM compliance.audit_events AS p WHERE p.seq = 11')$$,
               ROW(false, 12::bigint, 'content changed: the event no longer matches its event_hash'::text),
@@ -118,7 +118,7 @@ SELECT row_eq($$SELECT * FROM pg_temp.verify_after(
                        ''{}'', 1, p.event_hash,
                        compliance.event_hash(p.event_hash, compliance.event_record(12, e.id, now(), now(), NULL,
                            ''auth.login'', ''forger'', compliance.payload_digest(''{}'')))
-                     FROM compliance.audit_events AS p, (SELECT compliance.uuidv7() AS id) AS e WHERE p.seq = 11')$$,
+                     FROM compliance.audit_events AS p, (SELECT compliance._uuidv7() AS id) AS e WHERE p.seq = 11')$$,
               ROW(false, 13::bigint, 'content changed: the event no longer matches its event_hash'::text),
               'a correctly hashed forged row in the middle is found where the shifted events begin');
 SELECT row_eq($$SELECT * FROM pg_temp.verify_after(
@@ -126,7 +126,7 @@ SELECT row_eq($$SELECT * FROM pg_temp.verify_after(
                        ''{}'', 1, p.event_hash,
                        compliance.event_hash(p.event_hash, compliance.event_record(31, e.id, now(), now(), NULL,
                            ''auth.login'', ''forger'', compliance.payload_digest(''{}'')))
-                     FROM compliance.audit_events AS p, (SELECT compliance.uuidv7() AS id) AS e WHERE p.seq = 30')$$,
+                     FROM compliance.audit_events AS p, (SELECT compliance._uuidv7() AS id) AS e WHERE p.seq = 30')$$,
               ROW(false, 31::bigint,
                   'unexpected events: the chain goes on to seq 31 but the drainer wrote only up to seq 30'::text),
               'a correctly hashed row appended outside the drainer is found');

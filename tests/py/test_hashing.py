@@ -162,8 +162,8 @@ def test_the_database_reproduces_every_documented_vector_under_odd_settings(conn
             )
             SELECT v.payload::text,
                    encode(compliance.payload_digest(v.payload), 'hex'),
-                   compliance.epoch_us(v.occurred_at),
-                   compliance.epoch_us(v.recorded_at),
+                   compliance._epoch_us(v.occurred_at),
+                   compliance._epoch_us(v.recorded_at),
                    compliance.event_record(%(seq)s, %(event_id)s::uuid, v.occurred_at, v.recorded_at,
                                            %(tenant_id)s, %(event_type)s, %(actor)s,
                                            compliance.payload_digest(v.payload)),

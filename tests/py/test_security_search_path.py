@@ -219,7 +219,7 @@ def test_drain_refuses_a_tampered_head(hijacked, conn):
 def test_hash_building_blocks_ignore_the_callers_names(conn, dsn):
     """The hash functions themselves (internal, so compared as the owner)."""
     probe = (
-        "SELECT compliance.payload_digest(%(p)s::jsonb), compliance.epoch_us(%(t)s::timestamptz),"
+        "SELECT compliance.payload_digest(%(p)s::jsonb), compliance._epoch_us(%(t)s::timestamptz),"
         " compliance.event_record(7, 'b0b0b0b0-0000-7000-8000-000000000000', %(t)s::timestamptz,"
         "   %(t)s::timestamptz, %(tenant)s, 'auth.login', 'user-\u00e9',"
         "   compliance.payload_digest(%(p)s::jsonb)),"

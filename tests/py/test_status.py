@@ -53,7 +53,7 @@ def chain_recorded_at(conn: psycopg.Connection, count: int, at: datetime) -> Non
         conn.execute(
             """
             WITH next AS (
-                SELECT d.last_seq + 1 AS seq, d.last_hash AS prev_hash, compliance.uuidv7() AS event_id
+                SELECT d.last_seq + 1 AS seq, d.last_hash AS prev_hash, compliance._uuidv7() AS event_id
                   FROM compliance.drainer_state AS d
             ), hashed AS (
                 SELECT n.*, compliance.event_hash(n.prev_hash, compliance.event_record(
@@ -166,7 +166,7 @@ def test_exit_code_of_each_overall_state():
 def test_old_rows_in_a_small_outbox_are_a_warning(conn, dsn, capsys):
     conn.execute(
         "INSERT INTO compliance.audit_outbox (event_id, emitted_at, occurred_at, event_type, actor, payload)"
-        " VALUES (compliance.uuidv7(), now() - interval '6 minutes', now(), 'test.stale', 'tester', '{}')"
+        " VALUES (compliance._uuidv7(), now() - interval '6 minutes', now(), 'test.stale', 'tester', '{}')"
     )
 
     outbox = check(status(capsys, dsn)[1], "outbox")

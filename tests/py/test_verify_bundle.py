@@ -818,7 +818,7 @@ def test_manifests_record_the_filter_as_the_database_normalised_it(conn):
             expected = None
             if key in candidate:
                 (expected,) = conn.execute(
-                    "SELECT compliance.iso_utc(%s::timestamptz)", (candidate[key],)
+                    "SELECT compliance._iso_utc(%s::timestamptz)", (candidate[key],)
                 ).fetchone()
             assert instant == expected, candidate
         listed = candidate.get("tenant_ids", [candidate["tenant_id"]] if "tenant_id" in candidate else None)
@@ -865,7 +865,7 @@ def test_every_matched_event_is_held_to_the_manifests_filter(chain, tmp_path):
     folder = tmp_path / "all"
     write_bundle(chain, folder)
     first, last = chain.execute(
-        "SELECT compliance.iso_utc(min(occurred_at)), compliance.iso_utc(max(occurred_at))"
+        "SELECT compliance._iso_utc(min(occurred_at)), compliance._iso_utc(max(occurred_at))"
         "  FROM compliance.audit_events"
     ).fetchone()
     assert filter_failures(folder, {"from": first}) == []

@@ -1,8 +1,8 @@
 """The export filter as a bundle's manifest records it, for `auditchain verify-bundle`.
 
-The database owns the filter's rules (sql/70_exports.sql): compliance.validate_export_filter
+The database owns the filter's rules (sql/70_exports.sql): compliance._validate_export_filter
 decides what a filter may be, and compliance.normalize_export_filter writes it into the
-manifest (format_version 2) in one canonical form: instants as compliance.iso_utc text,
+manifest (format_version 2) in one canonical form: instants as compliance._iso_utc text,
 sorted lists, withhold_payloads always present. Its shape is published in
 schemas/export-manifest.schema.json. So this module re-decides nothing: it compares an
 exported event's values with the manifest's, and canonical instants compare as text.
@@ -40,7 +40,7 @@ class ExportFilter:
 
     def mismatches(self, event: dict[str, Any]) -> list[str]:
         """Why an exported event (its fields already checked as hash format fields) is not
-        selected by this filter, by compliance.export_filter_matches' rule; empty when it is."""
+        selected by this filter, by compliance._export_filter_matches' rule; empty when it is."""
         reasons = []
         if self.from_instant is not None and event["occurred_at"] < self.from_instant:
             reasons.append("occurred_at is before the filter's from")
