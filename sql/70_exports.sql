@@ -116,7 +116,7 @@ BEGIN
     IF v_value IS NOT NULL AND (pg_catalog.jsonb_typeof(v_value) <> 'string'
                                 OR (v_value #>> '{}') !~ '[^[:space:]]'
                                 OR pg_catalog.length(v_value #>> '{}') > 256) THEN
-        RAISE EXCEPTION 'invalid export filter: "actor" must be a string of at most 256 characters that is not blank, not %',
+        RAISE EXCEPTION 'invalid export filter: "actor" must be a non-blank string of at most 256 characters, not %',
             v_value::text
             USING ERRCODE = 'AC030';
     END IF;

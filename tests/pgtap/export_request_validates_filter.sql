@@ -3,7 +3,7 @@
 -- an audit event behind. A good request queues a job and emits data.export_initiated in
 -- the same transaction.
 BEGIN;
-SELECT plan(30);
+SELECT plan(32);
 
 CREATE FUNCTION pg_temp.refused(p_filter text, p_message text) RETURNS text
 LANGUAGE sql AS $$
@@ -49,6 +49,8 @@ SELECT pg_temp.refused('{"actor":"  "}',
     'invalid export filter: "actor" must be a non-blank string of at most 256 characters, not "  "');
 SELECT pg_temp.refused('{"actor":["alice"]}',
     'invalid export filter: "actor" must be a non-blank string of at most 256 characters, not ["alice"]');
+SELECT pg_temp.refused('{"from":"9999-12-31T23:59:59-15:59"}',
+    'invalid export filter: "from" lies outside the years 0001-9999 in UTC: "9999-12-31T23:59:59-15:59"');
 SELECT pg_temp.refused('{"withhold_payloads":"true"}',
     'invalid export filter: "withhold_payloads" must be true or false, not "true"');
 SELECT throws_ok($$SELECT compliance.request_export('{}', '   ')$$, 'AC032',
@@ -60,6 +62,8 @@ SELECT throws_ok($$SELECT compliance.request_export('{}', NULL)$$, 'AC032',
 
 SELECT is((SELECT count(*) FROM compliance.export_jobs), 0::bigint, 'no refused request created a job');
 SELECT is((SELECT count(*) FROM compliance.audit_outbox), 0::bigint, 'no refused request emitted an audit event');
+SELECT lives_ok($$SELECT compliance.normalize_export_filter(jsonb_build_object('actor', E'svc\nbatch'))$$,
+                'an actor filter selects any actor emit accepts, a line feed included');
 
 SELECT compliance.request_export(
     '{"from":"2026-01-01T00:00:00Z","to":"2026-02-01T00:00:00.5+02:00","tenant_id":"acme",'
