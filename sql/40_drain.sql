@@ -2,8 +2,8 @@
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 -- compliance.check_chain_head(last_seq, last_hash): raises AC010 unless the chain ends
--- exactly where the drainer last left it and that head still hashes to what it wrote.
--- Touches: compliance.audit_events (read).
+-- exactly where the drainer last left it, that head still hashes to what it wrote, and
+-- the Merkle tree covers exactly the chain. Touches: audit_events, drainer_state (read).
 CREATE OR REPLACE FUNCTION compliance.check_chain_head(p_last_seq bigint, p_last_hash bytea)
 RETURNS void
 LANGUAGE plpgsql
@@ -12,12 +12,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_max_seq bigint;
+    v_tree_size bigint;
     v_head compliance.audit_events%ROWTYPE;
     v_problem text;
     v_bad_seq bigint := p_last_seq;
 BEGIN
     SELECT max(e.seq) INTO v_max_seq FROM compliance.audit_events AS e;
-    IF coalesce(v_max_seq, 0) > p_last_seq THEN
+    SELECT d.tree_size INTO v_tree_size FROM compliance.drainer_state AS d;
+    IF v_tree_size IS DISTINCT FROM p_last_seq THEN
+        v_problem := pg_catalog.format('the Merkle tree holds %s leaves, not one per chained event', v_tree_size);
+    ELSIF coalesce(v_max_seq, 0) > p_last_seq THEN
         v_bad_seq := p_last_seq + 1;
         v_problem := pg_catalog.format('events up to seq %s exist beyond the head the drainer wrote', v_max_seq);
     ELSIF p_last_seq > 0 THEN
@@ -53,7 +57,7 @@ COMMENT ON FUNCTION compliance.check_chain_head(bigint, bytea) IS
 -- 0 at once when another drainer holds the lock. The head is carried in a variable and
 -- written to drainer_state once per batch.
 -- Touches: audit_outbox (SELECT FOR UPDATE SKIP LOCKED, DELETE), audit_events (INSERT),
--- drainer_state (UPDATE).
+-- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append).
 CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql
@@ -69,6 +73,7 @@ DECLARE
     v_record bytea;
     v_prev_hashes bytea[] := '{}';
     v_hashes bytea[] := '{}';
+    v_digests bytea[] := '{}';
     v_hash bytea;
     v_position integer := 0;
     v_moved integer;
@@ -119,6 +124,7 @@ BEGIN
     FOREACH v_record IN ARRAY v_records LOOP
         v_position := v_position + 1;
         v_prev_hashes[v_position] := v_hash;
+        v_digests[v_position] := pg_catalog.sha256(v_record);
         v_hash := compliance.event_hash(v_hash, v_record);
         v_hashes[v_position] := v_hash;
     END LOOP;
@@ -143,6 +149,9 @@ BEGIN
             USING ERRCODE = 'XX000';
     END IF;
 
+    -- The Merkle tree's leaves are the record digests, appended in the same transaction so
+    -- that the tree and the chain never disagree at a commit.
+    PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,
            last_hash = v_hash,
@@ -160,7 +169,6 @@ COMMENT ON FUNCTION compliance.drain(integer) IS
 -- refuse before touching anything. Returns whether the drainer is halted. It records only
 -- a failure it sees itself, so the drainer role may call it without being able to forge
 -- a halt. Touches: drainer_state (UPDATE), audit_events, integrity_incidents (read).
-DROP FUNCTION IF EXISTS compliance.record_halt(bigint, text);
 CREATE OR REPLACE FUNCTION compliance.record_halt()
 RETURNS boolean
 LANGUAGE plpgsql
@@ -245,7 +253,8 @@ COMMENT ON PROCEDURE compliance.run_drainer(interval, integer, double precision)
 -- of a halt after investigation. The chain stays broken where it broke (verify_chain keeps
 -- reporting it); this records the incident and lets the drainer extend from the current
 -- last event, which the operator must name. Owner only.
--- Touches: integrity_incidents (INSERT), drainer_state (UPDATE).
+-- Touches: integrity_incidents (INSERT), drainer_state (UPDATE), merkle_nodes (INSERT).
+-- Refused when the events the Merkle tree covers were cut off the tail.
 CREATE OR REPLACE FUNCTION compliance.acknowledge_integrity_failure(p_resume_from_seq bigint, p_note text)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -270,6 +279,13 @@ BEGIN
     IF p_note IS NULL OR pg_catalog.btrim(p_note) = '' THEN
         RAISE EXCEPTION 'a note describing the investigation is required' USING ERRCODE = 'AC012';
     END IF;
+    -- The Merkle tree (and every checkpoint signed over it) already commits to the removed
+    -- events: new events under their seqs could never be proven against it.
+    IF v_state.tree_size > v_max_seq THEN
+        RAISE EXCEPTION 'the Merkle tree commits to % events but the chain ends at seq %: a removed tail cannot be resumed over',
+            v_state.tree_size, v_max_seq
+            USING ERRCODE = 'AC012', HINT = 'See docs/runbook.md "Drainer halted".';
+    END IF;
     SELECT e.event_hash INTO v_head_hash FROM compliance.audit_events AS e WHERE e.seq = v_max_seq;
     v_head_hash := coalesce(v_head_hash, pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex'));
 
@@ -280,6 +296,8 @@ BEGIN
     UPDATE compliance.drainer_state
        SET last_seq = v_max_seq, last_hash = v_head_hash,
            halted_at = NULL, halted_seq = NULL, halted_reason = NULL;
+    -- Events written outside the drainer and accepted here enter the tree as they stand.
+    PERFORM compliance._tree_catch_up();
     RETURN v_incident;
 END;
 $$;
