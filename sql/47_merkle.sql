@@ -80,14 +80,15 @@ PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_i integer := pg_catalog.cardinality(pieces);
+    v_count integer := pg_catalog.cardinality(pieces);
     v_hash bytea;
+    v_i integer;
 BEGIN
-    IF v_i = 0 THEN
+    IF v_count = 0 THEN
         RETURN pg_catalog.sha256(''::bytea);
     END IF;
-    v_hash := pieces[v_i];
-    FOR v_i IN REVERSE v_i - 1..1 LOOP
+    v_hash := pieces[v_count];
+    FOR v_i IN REVERSE v_count - 1..1 LOOP
         v_hash := compliance._tree_node(pieces[v_i], v_hash);
     END LOOP;
     RETURN v_hash;
@@ -440,7 +441,8 @@ COMMENT ON FUNCTION compliance.consistency_proof(bigint, bigint) IS
 -- each chunk from its 256 events and every higher node in its row from its two children
 -- (the left one stored in an earlier row, checked before), and report the first stored
 -- node that differs or is missing. No row when all agree. Shared by verify_tree and the
--- incremental verifier. Touches: audit_events, merkle_nodes (read).
+-- incremental verifier. Checking a node against its stored children keeps the work per
+-- chunk bounded; it also means every ancestor of an altered node is reported in turn. Touches: audit_events, merkle_nodes (read).
 CREATE OR REPLACE FUNCTION compliance._tree_check_chunks(first_chunk bigint, last_chunk bigint)
 RETURNS TABLE (chunk bigint, problem text)
 LANGUAGE plpgsql
@@ -456,7 +458,9 @@ DECLARE
     v_left bytea;
     v_hash bytea;
 BEGIN
-    FOR v_chunk IN first_chunk..last_chunk LOOP
+    -- Not an integer FOR loop: its variable would be an int4 shadowing the bigint.
+    v_chunk := first_chunk;
+    WHILE v_chunk <= last_chunk LOOP
         v_leaves := compliance._tree_leaves(v_chunk * 256 + 1, v_chunk * 256 + 256);
         IF pg_catalog.cardinality(v_leaves) <> 256 THEN
             RETURN QUERY SELECT v_chunk, pg_catalog.format('events missing among seq %s to %s under node level 8 index %s',
@@ -490,11 +494,14 @@ BEGIN
                 v_hash := compliance._tree_node(v_left, pg_catalog.substr(v_roots, 32 * (v_j - 1) + 1, 32));
             END IF;
             IF pg_catalog.substr(v_roots, 32 * v_j + 1, 32) <> v_hash THEN
-                RETURN QUERY SELECT v_chunk, pg_catalog.format('stored node level %s index %s differs from the events',
-                                                               8 + v_j, v_chunk >> v_j);
+                RETURN QUERY SELECT v_chunk, pg_catalog.format('stored node level %s index %s differs from %s',
+                                                               8 + v_j, v_chunk >> v_j,
+                                                               CASE WHEN v_j = 0 THEN 'the events'
+                                                                    ELSE 'the hash of its stored children' END);
                 RETURN;
             END IF;
         END LOOP;
+        v_chunk := v_chunk + 1;
     END LOOP;
 END;
 $$;
