@@ -87,11 +87,11 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
                 lambda lg, s=size: drain.run(lg, log_size=s - p.drain_backlog, backlog=p.drain_backlog),
             ),
             ("verify_chain", lambda lg, s=size: verify.run(lg, size=s, rounds=p.verify_rounds)),
-            ("export", lambda lg, s=size: lab.export(s)),
-            ("verify_bundle", lambda lg, s=size: lab.verify_bundle(s)),
             ("merkle_proof", lambda lg, s=size: merkle.run_proof(lg, size=s, samples=p.proof_samples)),
             # Leaves the log at its size: the backlog is drained in rolled-back transactions.
             ("merkle_drain", lambda lg, s=size: merkle.run_drain(lg, log_size=s, backlog=p.drain_backlog)),
+            ("export", lambda lg, s=size: lab.export(s)),
+            ("verify_bundle", lambda lg, s=size: lab.verify_bundle(s)),
         ]
     # Emit again beside a large log: emit touches only the outbox, so it should not care.
     steps.append(

@@ -31,9 +31,10 @@ RETURN pg_catalog.sha256('\x01'::bytea || left_hash || right_hash);
 COMMENT ON FUNCTION compliance._tree_node(bytea, bytea) IS
 'Internal: RFC 6962 node hash SHA-256(0x01 || left || right).';
 
--- compliance._tree_fold(leaf_hashes): the Merkle tree hash of a list of leaf hashes,
--- level by level with the odd last node promoted, which is the RFC's split at the largest
--- power of two. SHA-256('') for an empty list. Touches no table.
+-- compliance._tree_fold(leaf_hashes): the Merkle tree hash of a list of leaf hashes:
+-- each leaf is pushed on a compact range (merging equal subtrees), which is then folded from
+-- the right. SHA-256('') for an empty list. FOREACH and the in-place stack keep every step
+-- O(1) (indexing a flat array of bytea walks it from the start). Touches no table.
 CREATE OR REPLACE FUNCTION compliance._tree_fold(leaf_hashes bytea [])
 RETURNS bytea
 LANGUAGE plpgsql
@@ -43,26 +44,24 @@ PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_level bytea[] := leaf_hashes;
-    v_next bytea[];
-    v_count integer := pg_catalog.cardinality(leaf_hashes);
-    v_i integer;
+    v_stack bytea[] := '{}';
+    v_top integer := 0;
+    v_size bigint := 0;
+    v_bits bigint;
+    v_hash bytea;
 BEGIN
-    IF v_count = 0 THEN
-        RETURN pg_catalog.sha256(''::bytea);
-    END IF;
-    WHILE v_count > 1 LOOP
-        v_next := '{}';
-        FOR v_i IN 1..v_count / 2 LOOP
-            v_next[v_i] := compliance._tree_node(v_level[2 * v_i - 1], v_level[2 * v_i]);
+    FOREACH v_hash IN ARRAY leaf_hashes LOOP
+        v_bits := v_size;
+        WHILE (v_bits & 1) = 1 LOOP
+            v_hash := compliance._tree_node(v_stack[v_top], v_hash);
+            v_top := v_top - 1;
+            v_bits := v_bits >> 1;
         END LOOP;
-        IF v_count % 2 = 1 THEN
-            v_next[v_count / 2 + 1] := v_level[v_count];
-        END IF;
-        v_level := v_next;
-        v_count := (v_count + 1) / 2;
+        v_top := v_top + 1;
+        v_stack[v_top] := v_hash;
+        v_size := v_size + 1;
     END LOOP;
-    RETURN v_level[1];
+    RETURN compliance._tree_fold_right(v_stack[1:v_top]);
 END;
 $$;
 COMMENT ON FUNCTION compliance._tree_fold(bytea []) IS
@@ -349,12 +348,25 @@ DECLARE
     v_lo bigint := 0;
     v_hi bigint := v_size;
     v_split bigint := 4611686018427387904;
+    v_from bigint;
+    v_to bigint;
+    v_chunk_lo bigint;
+    v_chunk_hi bigint;
+    v_chunk bytea[];
     v_siblings bytea[] := '{}';
     v_count integer := 0;
 BEGIN
     IF inclusion_proof.seq IS NULL OR inclusion_proof.seq < 1 OR inclusion_proof.seq > v_size THEN
         RAISE EXCEPTION 'seq % is out of range for a tree of % events', coalesce(inclusion_proof.seq::text, 'NULL'), v_size
             USING ERRCODE = 'AC071';
+    END IF;
+    -- Every sibling below level 8 lies in the leaf's own chunk: hash that chunk's events once.
+    v_chunk_lo := (v_index >> 8) << 8;
+    v_chunk_hi := least(v_chunk_lo + 256, v_size);
+    v_chunk := compliance._tree_leaves(v_chunk_lo + 1, v_chunk_hi);
+    IF pg_catalog.cardinality(v_chunk) <> v_chunk_hi - v_chunk_lo THEN
+        RAISE EXCEPTION 'events missing among seq % to %', v_chunk_lo + 1, v_chunk_hi
+            USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_chain().';
     END IF;
     -- Walk down from the root; the sibling found at each split is the proof's next hash
     -- counted from the root, so the list is reversed at the end.
@@ -363,13 +375,20 @@ BEGIN
         WHILE v_split >= v_hi - v_lo LOOP
             v_split := v_split >> 1;
         END LOOP;
-        v_count := v_count + 1;
         IF v_index < v_lo + v_split THEN
-            v_siblings[v_count] := compliance._tree_range_hash(v_lo + v_split, v_hi);
+            v_from := v_lo + v_split;
+            v_to := v_hi;
             v_hi := v_lo + v_split;
         ELSE
-            v_siblings[v_count] := compliance._tree_range_hash(v_lo, v_lo + v_split);
+            v_from := v_lo;
+            v_to := v_lo + v_split;
             v_lo := v_lo + v_split;
+        END IF;
+        v_count := v_count + 1;
+        IF v_from >= v_chunk_lo AND v_to <= v_chunk_hi THEN
+            v_siblings[v_count] := compliance._tree_fold(v_chunk[v_from - v_chunk_lo + 1:v_to - v_chunk_lo]);
+        ELSE
+            v_siblings[v_count] := compliance._tree_range_hash(v_from, v_to);
         END IF;
     END LOOP;
     RETURN ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
