@@ -12,9 +12,15 @@
 -- One row per completed chunk of 256 leaves rather than one per node: the row of chunk k
 -- holds every node that the leaf closing the chunk completed (level 8 node k, then level 9
 -- node k/2 when k is odd, and so on up), which halves the storage of a (level, index) key.
+-- roots is at most 63 hashes (2 kB) and never compressible, so it is stored PLAIN; taking
+-- the column from a PLAIN template (LIKE ... INCLUDING STORAGE, PostgreSQL 15 has no STORAGE
+-- clause in CREATE TABLE) means no TOAST table and index are created for nothing.
+CREATE TEMPORARY TABLE merkle_nodes_storage (roots bytea NOT NULL) ON COMMIT DROP;
+ALTER TABLE merkle_nodes_storage ALTER COLUMN roots SET STORAGE PLAIN;
 CREATE TABLE compliance.merkle_nodes (
     chunk bigint PRIMARY KEY CHECK (chunk >= 0),
-    roots bytea NOT NULL CHECK (octet_length(roots) >= 32 AND octet_length(roots) % 32 = 0)
+    LIKE merkle_nodes_storage INCLUDING STORAGE,
+    CHECK (octet_length(roots) >= 32 AND octet_length(roots) % 32 = 0)
 );
 COMMENT ON TABLE compliance.merkle_nodes IS
 'Append-only: the stored Merkle nodes of levels 8 and up, one row per completed chunk of 256 leaves.';

@@ -180,6 +180,30 @@ $$;
 COMMENT ON FUNCTION compliance._tree_range_hash(bigint, bigint) IS
 'Internal: Merkle hash of leaves [lo, hi) from stored nodes (levels >= 8) and at most 255 recomputed leaves.';
 
+-- compliance._tree_proof_hash(lo, hi, head_size, head): _tree_range_hash for the proof
+-- functions, except that a right-edge range of the head's tree ([lo, head_size) with lo a
+-- sum of the head's leading subtrees) is folded from the head's compact range: no lookup and
+-- no event to re-hash. verify_tree does not use it: it recomputes what it checks.
+-- Touches: as _tree_range_hash, only when the head does not cover the range.
+CREATE OR REPLACE FUNCTION compliance._tree_proof_hash(lo bigint, hi bigint, head_size bigint, head bytea [])
+RETURNS bytea
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_skip integer;
+BEGIN
+    IF hi = head_size AND (lo = 0 OR hi - lo < (lo & -lo)) THEN
+        v_skip := pg_catalog.bit_count(lo::bit(64))::integer;
+        RETURN compliance._tree_fold_right(head[v_skip + 1:pg_catalog.cardinality(head)]);
+    END IF;
+    RETURN compliance._tree_range_hash(lo, hi);
+END;
+$$;
+COMMENT ON FUNCTION compliance._tree_proof_hash(bigint, bigint, bigint, bytea []) IS
+'Internal: hash of leaves [lo, hi) for a proof, from the head''s compact range when the range is its right edge.';
+
 -- compliance._tree_append(first_seq, record_digests): extend the tree by one leaf per
 -- digest, in the drainer's transaction. Keeps the head's compact range in drainer_state and
 -- stores every node of level 8 and up as it completes. Touches: drainer_state (UPDATE),
@@ -353,9 +377,11 @@ DECLARE
     v_chunk_lo bigint;
     v_chunk_hi bigint;
     v_chunk bytea[];
+    v_state compliance.drainer_state%ROWTYPE;
     v_siblings bytea[] := '{}';
     v_count integer := 0;
 BEGIN
+    SELECT * INTO STRICT v_state FROM compliance.drainer_state;
     IF inclusion_proof.seq IS NULL OR inclusion_proof.seq < 1 OR inclusion_proof.seq > v_size THEN
         RAISE EXCEPTION 'seq % is out of range for a tree of % events', coalesce(inclusion_proof.seq::text, 'NULL'), v_size
             USING ERRCODE = 'AC071';
@@ -388,7 +414,7 @@ BEGIN
         IF v_from >= v_chunk_lo AND v_to <= v_chunk_hi THEN
             v_siblings[v_count] := compliance._tree_fold(v_chunk[v_from - v_chunk_lo + 1:v_to - v_chunk_lo]);
         ELSE
-            v_siblings[v_count] := compliance._tree_range_hash(v_from, v_to);
+            v_siblings[v_count] := compliance._tree_proof_hash(v_from, v_to, v_state.tree_size, v_state.tree_frontier);
         END IF;
     END LOOP;
     RETURN ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
@@ -419,7 +445,9 @@ DECLARE
     v_head bytea[] := '{}';
     v_siblings bytea[] := '{}';
     v_count integer := 0;
+    v_state compliance.drainer_state%ROWTYPE;
 BEGIN
+    SELECT * INTO STRICT v_state FROM compliance.drainer_state;
     IF v_size1 IS NULL OR v_size1 < 0 THEN
         RAISE EXCEPTION 'size1 % is not a tree size', coalesce(v_size1::text, 'NULL') USING ERRCODE = 'AC070';
     END IF;
@@ -439,7 +467,7 @@ BEGIN
         END LOOP;
         v_count := v_count + 1;
         IF v_size1 - v_lo <= v_split THEN
-            v_siblings[v_count] := compliance._tree_range_hash(v_lo + v_split, v_hi);
+            v_siblings[v_count] := compliance._tree_proof_hash(v_lo + v_split, v_hi, v_state.tree_size, v_state.tree_frontier);
             v_hi := v_lo + v_split;
         ELSE
             v_siblings[v_count] := compliance._tree_range_hash(v_lo, v_lo + v_split);
