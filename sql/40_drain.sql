@@ -69,11 +69,10 @@ DECLARE
     -- The wall clock, not now(): run_drainer's idle sleep shares a transaction with the next batch.
     v_recorded_at timestamptz := pg_catalog.clock_timestamp();
     v_ids bigint[];
-    v_records bytea[];
-    v_record bytea;
+    v_digests bytea[];
+    v_digest bytea;
     v_prev_hashes bytea[] := '{}';
     v_hashes bytea[] := '{}';
-    v_digests bytea[] := '{}';
     v_hash bytea;
     v_position integer := 0;
     v_moved integer;
@@ -96,14 +95,16 @@ BEGIN
     END IF;
     PERFORM compliance.check_chain_head(v_state.last_seq, v_state.last_hash);
 
+    -- Each record is hashed once, here: its digest is both the chain's input and the Merkle
+    -- tree's leaf data.
     SELECT pg_catalog.array_agg(b.outbox_id ORDER BY b.outbox_id),
            pg_catalog.array_agg(
-               compliance.event_record(
+               pg_catalog.sha256(compliance.event_record(
                    v_state.last_seq + b.position, b.event_id, b.occurred_at, v_recorded_at, b.tenant_id,
                    b.event_type, b.actor, compliance.payload_digest(b.payload)
-               ) ORDER BY b.outbox_id
+               )) ORDER BY b.outbox_id
            )
-      INTO v_ids, v_records
+      INTO v_ids, v_digests
       FROM (
           SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position
             FROM (
@@ -121,11 +122,10 @@ BEGIN
     -- The chain is inherently sequential: one hash per row, in a variable. Subscript
     -- assignment keeps the arrays expanded in place (appending with || copies them).
     v_hash := v_state.last_hash;
-    FOREACH v_record IN ARRAY v_records LOOP
+    FOREACH v_digest IN ARRAY v_digests LOOP
         v_position := v_position + 1;
         v_prev_hashes[v_position] := v_hash;
-        v_digests[v_position] := pg_catalog.sha256(v_record);
-        v_hash := compliance.event_hash(v_hash, v_record);
+        v_hash := compliance._chain_link(v_hash, v_digest);
         v_hashes[v_position] := v_hash;
     END LOOP;
 

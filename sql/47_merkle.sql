@@ -217,10 +217,9 @@ DECLARE
     v_size bigint;
     v_stack bytea[];
     v_top integer;
-    v_digest bytea;
     v_hash bytea;
     v_bits bigint;
-    v_level integer;
+    v_merges integer;
     v_roots bytea;
     v_chunks bigint[] := '{}';
     v_chunk_roots bytea[] := '{}';
@@ -232,28 +231,39 @@ BEGIN
             USING ERRCODE = 'XX000';
     END IF;
     v_top := pg_catalog.cardinality(v_stack);
-    -- The stack is indexed in place (v_top) so the array is never copied per leaf.
-    FOREACH v_digest IN ARRAY record_digests LOOP
-        v_hash := compliance._tree_leaf(v_digest);
-        v_bits := v_size;
-        v_level := 0;
-        v_roots := NULL;
-        WHILE (v_bits & 1) = 1 LOOP
-            v_hash := compliance._tree_node(v_stack[v_top], v_hash);
-            v_top := v_top - 1;
-            v_bits := v_bits >> 1;
-            v_level := v_level + 1;
-            IF v_level >= 8 THEN
-                v_roots := coalesce(v_roots, ''::bytea) || v_hash;
-            END IF;
-        END LOOP;
-        v_top := v_top + 1;
-        v_stack[v_top] := v_hash;
-        IF v_roots IS NOT NULL THEN
+    -- Push each leaf on the compact range, merging once per trailing 1 bit of the size. The
+    -- stack is indexed in place (v_top) so the array is never copied, and the leaf hashes
+    -- are computed in one statement: per-leaf PL/pgSQL statements are the cost here.
+    FOREACH v_hash IN ARRAY ARRAY(
+        SELECT compliance._tree_leaf(d.digest) FROM unnest(record_digests) WITH ORDINALITY AS d (digest, n) ORDER BY d.n
+    ) LOOP
+        IF (v_size & 255) <> 255 THEN
+            v_bits := v_size;
+            WHILE (v_bits & 1) = 1 LOOP
+                v_hash := compliance._tree_node(v_stack[v_top], v_hash);
+                v_top := v_top - 1;
+                v_bits := v_bits >> 1;
+            END LOOP;
+        ELSE
+            -- This leaf closes chunk v_size >> 8: 8 merges up to its level-8 node, then one
+            -- per trailing 1 bit of the chunk number; the nodes of level 8 and up are stored.
+            v_bits := v_size;
+            v_merges := 0;
+            WHILE (v_bits & 1) = 1 LOOP
+                v_hash := compliance._tree_node(v_stack[v_top], v_hash);
+                v_top := v_top - 1;
+                v_bits := v_bits >> 1;
+                v_merges := v_merges + 1;
+                IF v_merges >= 8 THEN
+                    v_roots := CASE WHEN v_merges = 8 THEN v_hash ELSE v_roots || v_hash END;
+                END IF;
+            END LOOP;
             v_stored := v_stored + 1;
             v_chunks[v_stored] := v_size >> 8;
             v_chunk_roots[v_stored] := v_roots;
         END IF;
+        v_top := v_top + 1;
+        v_stack[v_top] := v_hash;
         v_size := v_size + 1;
     END LOOP;
     IF v_stored > 0 THEN
