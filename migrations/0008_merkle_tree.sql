@@ -31,7 +31,7 @@ COMMENT ON COLUMN compliance.merkle_nodes.roots IS
 
 ALTER TABLE compliance.drainer_state
 ADD COLUMN tree_size bigint NOT NULL DEFAULT 0 CHECK (tree_size >= 0),
-ADD COLUMN tree_frontier bytea [] NOT NULL DEFAULT '{}';
+ADD COLUMN tree_frontier bytea[] NOT NULL DEFAULT '{}';
 COMMENT ON COLUMN compliance.drainer_state.tree_size IS
 'Leaves in the Merkle tree: equals last_seq once the drainer has committed a batch.';
 COMMENT ON COLUMN compliance.drainer_state.tree_frontier IS

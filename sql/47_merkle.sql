@@ -35,7 +35,7 @@ COMMENT ON FUNCTION compliance._tree_node(bytea, bytea) IS
 -- each leaf is pushed on a compact range (merging equal subtrees), which is then folded from
 -- the right. SHA-256('') for an empty list. FOREACH and the in-place stack keep every step
 -- O(1) (indexing a flat array of bytea walks it from the start). Touches no table.
-CREATE OR REPLACE FUNCTION compliance._tree_fold(leaf_hashes bytea [])
+CREATE OR REPLACE FUNCTION compliance._tree_fold(leaf_hashes bytea[])
 RETURNS bytea
 LANGUAGE plpgsql
 IMMUTABLE
@@ -64,13 +64,13 @@ BEGIN
     RETURN compliance._tree_fold_right(v_stack[1:v_top]);
 END;
 $$;
-COMMENT ON FUNCTION compliance._tree_fold(bytea []) IS
+COMMENT ON FUNCTION compliance._tree_fold(bytea[]) IS
 'Internal: RFC 6962 Merkle tree hash of the given leaf hashes (SHA-256('''') when empty).';
 
 -- compliance._tree_fold_right(pieces): the hash of a right edge given the roots of its
 -- complete subtrees, largest first (a compact range): node(p1, node(p2, ... pn)).
 -- Touches no table.
-CREATE OR REPLACE FUNCTION compliance._tree_fold_right(pieces bytea [])
+CREATE OR REPLACE FUNCTION compliance._tree_fold_right(pieces bytea[])
 RETURNS bytea
 LANGUAGE plpgsql
 IMMUTABLE
@@ -93,14 +93,14 @@ BEGIN
     RETURN v_hash;
 END;
 $$;
-COMMENT ON FUNCTION compliance._tree_fold_right(bytea []) IS
+COMMENT ON FUNCTION compliance._tree_fold_right(bytea[]) IS
 'Internal: hash of a compact range (roots of complete subtrees, largest first), folded from the right.';
 
 -- compliance._tree_leaves(first_seq, last_seq): the leaf hashes of the stored events in
 -- [first_seq, last_seq], in seq order, recomputed from their columns (one PK range scan).
 -- The caller checks the count. Touches: audit_events (read).
 CREATE OR REPLACE FUNCTION compliance._tree_leaves(first_seq bigint, last_seq bigint)
-RETURNS bytea []
+RETURNS bytea[]
 LANGUAGE sql
 STABLE
 PARALLEL SAFE
@@ -185,7 +185,7 @@ COMMENT ON FUNCTION compliance._tree_range_hash(bigint, bigint) IS
 -- sum of the head's leading subtrees) is folded from the head's compact range: no lookup and
 -- no event to re-hash. verify_tree does not use it: it recomputes what it checks.
 -- Touches: as _tree_range_hash, only when the head does not cover the range.
-CREATE OR REPLACE FUNCTION compliance._tree_proof_hash(lo bigint, hi bigint, head_size bigint, head bytea [])
+CREATE OR REPLACE FUNCTION compliance._tree_proof_hash(lo bigint, hi bigint, head_size bigint, head bytea[])
 RETURNS bytea
 LANGUAGE plpgsql
 STABLE
@@ -201,14 +201,14 @@ BEGIN
     RETURN compliance._tree_range_hash(lo, hi);
 END;
 $$;
-COMMENT ON FUNCTION compliance._tree_proof_hash(bigint, bigint, bigint, bytea []) IS
+COMMENT ON FUNCTION compliance._tree_proof_hash(bigint, bigint, bigint, bytea[]) IS
 'Internal: hash of leaves [lo, hi) for a proof, from the head''s compact range when the range is its right edge.';
 
 -- compliance._tree_append(first_seq, record_digests): extend the tree by one leaf per
 -- digest, in the drainer's transaction. Keeps the head's compact range in drainer_state and
 -- stores every node of level 8 and up as it completes. Touches: drainer_state (UPDATE),
 -- merkle_nodes (INSERT).
-CREATE OR REPLACE FUNCTION compliance._tree_append(first_seq bigint, record_digests bytea [])
+CREATE OR REPLACE FUNCTION compliance._tree_append(first_seq bigint, record_digests bytea[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -273,7 +273,7 @@ BEGIN
     UPDATE compliance.drainer_state SET tree_size = v_size, tree_frontier = v_stack[1:v_top];
 END;
 $$;
-COMMENT ON FUNCTION compliance._tree_append(bigint, bytea []) IS
+COMMENT ON FUNCTION compliance._tree_append(bigint, bytea[]) IS
 'Internal (drainer): appends one leaf per record digest from first_seq on; stores completed nodes of level >= 8.';
 
 -- compliance._tree_catch_up(): build the tree for events chained before the tree existed
@@ -370,7 +370,7 @@ COMMENT ON FUNCTION compliance.tree_root(bigint) IS
 -- root. Raises AC070 for a bad tree size, AC071 when seq is not in 1..tree_size.
 -- Touches: drainer_state, merkle_nodes, audit_events (read).
 CREATE OR REPLACE FUNCTION compliance.inclusion_proof(seq bigint, tree_size bigint DEFAULT NULL)
-RETURNS bytea []
+RETURNS bytea[]
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
@@ -439,7 +439,7 @@ COMMENT ON FUNCTION compliance.inclusion_proof(bigint, bigint) IS
 -- size1 = 0 (a proof from the empty tree is meaningless), AC073 when size1 > size2.
 -- Touches: drainer_state, merkle_nodes, audit_events (read).
 CREATE OR REPLACE FUNCTION compliance.consistency_proof(size1 bigint, size2 bigint DEFAULT NULL)
-RETURNS bytea []
+RETURNS bytea[]
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER

@@ -18,6 +18,11 @@ import pytest
 from auditchain import hashing
 
 BATCHES = [1, 254, 1, 256, 257, 3, 511, 700, 1023, 37, 300]  # 3,343 events in all
+EMIT_BATCH = """
+SELECT compliance.emit('test.merkle', 'actor-' || g, jsonb_build_object('g', g, 'batch', %s::int),
+                       CASE WHEN g %% 3 = 0 THEN NULL ELSE 'tenant-' || (g %% 5) END)
+  FROM generate_series(1, %s) AS g
+"""
 EVENTS = """
 SELECT seq, event_id::text AS event_id,
        to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
@@ -133,7 +138,16 @@ def consistent(size1: int, size2: int, root1: bytes, root2: bytes, proof: list[b
 
 
 def test_the_reference_reproduces_the_rfc6962_vectors():
-    inputs = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+    inputs = [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ]
     tree = Tree([bytes.fromhex(x) for x in inputs])
     assert tree.mth(0, 8).hex() == "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
     assert tree.mth(0, 0) == hashlib.sha256(b"").digest()
@@ -163,18 +177,36 @@ def drained(conn: psycopg.Connection) -> tuple[psycopg.Connection, Tree, list[in
     committed; returns the connection, the reference tree and the size after each batch."""
     boundaries = []
     for number, size in enumerate(BATCHES):
-        conn.execute(
-            "SELECT compliance.emit('test.merkle', 'actor-' || g, jsonb_build_object('g', g, 'batch', %s::int),"
-            " CASE WHEN g %% 3 = 0 THEN NULL ELSE 'tenant-' || (g %% 5) END) FROM generate_series(1, %s) AS g",
-            (number, size),
-        )
+        conn.execute(EMIT_BATCH, (number, size))
         assert conn.execute("SELECT compliance.drain(%s)", (size,)).fetchone()[0] == size
         boundaries.append(conn.execute("SELECT tree_size FROM compliance.drainer_state").fetchone()[0])
     return conn, Tree(chained_digests(conn)), boundaries
 
 
 def interesting_sizes(total: int, boundaries: list[int], count: int) -> list[int]:
-    edges = {0, 1, 2, 3, 7, 8, 255, 256, 257, 511, 512, 513, 767, 768, 1023, 1024, 1025, 2047, 2048, 2049, total}
+    edges = {
+        0,
+        1,
+        2,
+        3,
+        7,
+        8,
+        255,
+        256,
+        257,
+        511,
+        512,
+        513,
+        767,
+        768,
+        1023,
+        1024,
+        1025,
+        2047,
+        2048,
+        2049,
+        total,
+    }
     rng = random.Random(6962)
     sample = {rng.randint(1, total) for _ in range(count)}
     return sorted(s for s in edges | set(boundaries) | sample if 0 <= s <= total)
@@ -196,7 +228,9 @@ def test_the_head_root_from_the_compact_range_equals_the_recomputed_one(drained)
     frontier, size = conn.execute("SELECT tree_frontier, tree_size FROM compliance.drainer_state").fetchone()
     assert size == total
     assert len(frontier) == bin(total).count("1")
-    assert conn.execute("SELECT compliance._tree_range_hash(0, %s)", (total,)).fetchone()[0] == tree.mth(0, total)
+    assert conn.execute("SELECT compliance._tree_range_hash(0, %s)", (total,)).fetchone()[0] == tree.mth(
+        0, total
+    )
 
 
 def test_inclusion_proofs_match_the_rfc_definition_and_verify(drained):
@@ -224,7 +258,9 @@ def test_consistency_proofs_match_the_rfc_definition_and_verify(drained):
     sizes = [s for s in interesting_sizes(total, boundaries, 30) if s > 0]
     rng = random.Random(2)
     pairs = [(a, b) for a in sizes for b in sizes if a <= b]
-    pairs = sorted(rng.sample(pairs, 250)) + [(a, b) for a, b in zip(boundaries, boundaries[1:], strict=False)]
+    pairs = sorted(rng.sample(pairs, 250)) + [
+        (a, b) for a, b in zip(boundaries, boundaries[1:], strict=False)
+    ]
     for size1, size2 in pairs:
         proof = conn.execute("SELECT compliance.consistency_proof(%s, %s)", (size1, size2)).fetchone()[0]
         proof = [bytes(p) for p in proof]
@@ -253,7 +289,10 @@ def test_the_stored_nodes_and_verify_tree_agree_with_the_reference(drained):
         None,
     )
     assert conn.execute("SELECT compliance.verify_new_events()").fetchone()[0] == total
-    assert conn.execute("SELECT last_ok, problem FROM compliance.verification_state").fetchone() == (True, None)
+    assert conn.execute("SELECT last_ok, problem FROM compliance.verification_state").fetchone() == (
+        True,
+        None,
+    )
 
 
 def test_run_drainer_maintains_the_tree_across_committed_batches(conn):
