@@ -17,8 +17,8 @@ import statistics
 import time
 
 from .drain import fresh_backlog
-from .ledger import Ledger, human
-from .results import Row, Target
+from .ledger import Ledger, Timing, human
+from .results import Row, Target, cpu_metrics
 
 BATCH = 5000
 ROUNDS = 5
@@ -31,19 +31,28 @@ AS $$ UPDATE compliance.drainer_state
          SET tree_size = tree_size + pg_catalog.cardinality(record_digests) $$"""
 
 
-def _drain_rolled_back(ledger: Ledger, *, without_tree: bool) -> float:
-    """Seconds to drain the whole outbox in one transaction, then roll it all back."""
+def _drain_rolled_back(ledger: Ledger, *, without_tree: bool) -> Timing:
+    """Drain the whole outbox in one transaction, timed (wall and server CPU), then roll it
+    all back."""
     conn = ledger.conn
     conn.execute("BEGIN")
     try:
         if without_tree:
             conn.execute(NO_TREE_SQL)
-        start = time.perf_counter()
-        while ledger.scalar("SELECT compliance.drain(%s)", (BATCH,)):
-            pass
-        return time.perf_counter() - start
+
+        def drain_all() -> None:
+            while ledger.scalar("SELECT compliance.drain(%s)", (BATCH,)):
+                pass
+
+        return ledger.measure(drain_all)
     finally:
         conn.execute("ROLLBACK")
+
+
+def _median(timings: list[Timing]) -> Timing:
+    walls = statistics.median(t.wall for t in timings)
+    cpus = [t.cpu for t in timings if t.cpu is not None]
+    return Timing(walls, statistics.median(cpus) if len(cpus) == len(timings) else None, None)
 
 
 def run_drain(ledger: Ledger, *, log_size: int, backlog: int) -> Row:
@@ -58,22 +67,22 @@ def run_drain(ledger: Ledger, *, log_size: int, backlog: int) -> Row:
     fresh_backlog(ledger, backlog)
     _drain_rolled_back(ledger, without_tree=True)  # warm the cache for both
     # Alternated rounds and medians: the two sides differ by a few per cent, less than the
-    # noise of a single run on a shared machine.
+    # noise of a single run on a shared machine (cpu_ratio, from server CPU, is steadier).
     withouts, withs = [], []
     for _ in range(ROUNDS):
         withouts.append(_drain_rolled_back(ledger, without_tree=True))
         withs.append(_drain_rolled_back(ledger, without_tree=False))
-    without, with_tree = statistics.median(withouts), statistics.median(withs)
+    without, with_tree = _median(withouts), _median(withs)
     ledger.conn.execute("TRUNCATE compliance.audit_outbox")
-    row.measured = backlog / with_tree
-    row.reference = backlog / without
+    row.measured = backlog / with_tree.wall
+    row.reference = backlog / without.wall
     row.metrics = {
         "events": backlog,
         "log_size_before": log_size,
-        "with_tree_seconds": with_tree,
-        "without_tree_seconds": without,
+        "with_tree_seconds": with_tree.wall,
+        "without_tree_seconds": without.wall,
         "rounds": ROUNDS,
-        "tree_us_per_event": (with_tree - without) / backlog * 1e6,
+        **cpu_metrics(with_tree, without, backlog),
     }
     return row
 
