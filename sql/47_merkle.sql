@@ -116,6 +116,28 @@ $$;
 COMMENT ON FUNCTION compliance._tree_leaves(bigint, bigint) IS
 'Internal: leaf hashes recomputed from the stored events of a seq range, in seq order.';
 
+-- compliance._tree_leaves_checked(lo, hi): the leaf hashes of leaves [lo, hi) (0-based),
+-- raising XX001 when an event under the tree is missing (verify_chain names it).
+-- Touches: audit_events (read).
+CREATE OR REPLACE FUNCTION compliance._tree_leaves_checked(lo bigint, hi bigint)
+RETURNS bytea[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_leaves bytea[] := compliance._tree_leaves(lo + 1, hi);
+BEGIN
+    IF pg_catalog.cardinality(v_leaves) <> hi - lo THEN
+        RAISE EXCEPTION 'events missing among seq % to %', lo + 1, hi
+            USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_chain().';
+    END IF;
+    RETURN v_leaves;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tree_leaves_checked(bigint, bigint) IS
+'Internal: leaf hashes of leaves [lo, hi) recomputed from the events; XX001 when one is missing.';
+
 -- compliance._tree_stored_node(level, index): the stored node (level >= 8), NULL when
 -- there is none. Node (L, i) sits in the row of the chunk whose last leaf completed it.
 -- Touches: merkle_nodes (read).
@@ -151,7 +173,6 @@ DECLARE
     v_pos bigint := lo;
     v_level integer;
     v_node bytea;
-    v_leaves bytea[];
 BEGIN
     FOR v_level IN REVERSE 62..8 LOOP
         IF ((hi - lo) & (1::bigint << v_level)) <> 0 THEN
@@ -166,13 +187,8 @@ BEGIN
         END IF;
     END LOOP;
     IF v_pos < hi THEN
-        v_leaves := compliance._tree_leaves(v_pos + 1, hi);
-        IF pg_catalog.cardinality(v_leaves) <> hi - v_pos THEN
-            RAISE EXCEPTION 'events missing among seq % to %', v_pos + 1, hi
-                USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_chain().';
-        END IF;
         v_count := v_count + 1;
-        v_pieces[v_count] := compliance._tree_fold(v_leaves);
+        v_pieces[v_count] := compliance._tree_fold(compliance._tree_leaves_checked(v_pos, hi));
     END IF;
     RETURN compliance._tree_fold_right(v_pieces);
 END;
@@ -180,29 +196,34 @@ $$;
 COMMENT ON FUNCTION compliance._tree_range_hash(bigint, bigint) IS
 'Internal: Merkle hash of leaves [lo, hi) from stored nodes (levels >= 8) and at most 255 recomputed leaves.';
 
--- compliance._tree_proof_hash(lo, hi, head_size, head): _tree_range_hash for the proof
--- functions, except that a right-edge range of the head's tree ([lo, head_size) with lo a
--- sum of the head's leading subtrees) is folded from the head's compact range: no lookup and
--- no event to re-hash. verify_tree does not use it: it recomputes what it checks.
--- Touches: as _tree_range_hash, only when the head does not cover the range.
-CREATE OR REPLACE FUNCTION compliance._tree_proof_hash(lo bigint, hi bigint, head_size bigint, head bytea[])
+-- compliance._tree_proof_hash(lo, hi, chunk_lo, chunk, head_size, head): _tree_range_hash
+-- for the proof functions, with two shortcuts: a range inside the chunk whose leaf hashes the
+-- caller already holds (chunk, from leaf chunk_lo) is folded from them, and a right edge of
+-- the head's tree ([lo, head_size) with lo a sum of the head's leading subtrees) from the
+-- head's compact range. verify_tree does not use it: it recomputes what it checks.
+-- Touches: as _tree_range_hash, only when neither shortcut applies.
+CREATE OR REPLACE FUNCTION compliance._tree_proof_hash(
+    lo bigint, hi bigint, chunk_lo bigint, chunk bytea[], head_size bigint, head bytea[]
+)
 RETURNS bytea
 LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_skip integer;
 BEGIN
+    IF lo >= chunk_lo AND hi <= chunk_lo + pg_catalog.cardinality(chunk) THEN
+        RETURN compliance._tree_fold(chunk[lo - chunk_lo + 1:hi - chunk_lo]);
+    END IF;
     IF hi = head_size AND (lo = 0 OR hi - lo < (lo & -lo)) THEN
-        v_skip := pg_catalog.bit_count(lo::bit(64))::integer;
-        RETURN compliance._tree_fold_right(head[v_skip + 1:pg_catalog.cardinality(head)]);
+        RETURN compliance._tree_fold_right(
+            head[pg_catalog.bit_count(lo::bit(64))::integer + 1:pg_catalog.cardinality(head)]
+        );
     END IF;
     RETURN compliance._tree_range_hash(lo, hi);
 END;
 $$;
-COMMENT ON FUNCTION compliance._tree_proof_hash(bigint, bigint, bigint, bytea[]) IS
-'Internal: hash of leaves [lo, hi) for a proof, from the head''s compact range when the range is its right edge.';
+COMMENT ON FUNCTION compliance._tree_proof_hash(bigint, bigint, bigint, bytea[], bigint, bytea[]) IS
+'Internal: hash of leaves [lo, hi) for a proof, from leaves the caller holds or the head''s compact range when they cover it.';
 
 -- compliance._tree_append(first_seq, record_digests): extend the tree by one leaf per
 -- digest, in the drainer's transaction. Keeps the head's compact range in drainer_state and
@@ -385,7 +406,6 @@ DECLARE
     v_from bigint;
     v_to bigint;
     v_chunk_lo bigint;
-    v_chunk_hi bigint;
     v_chunk bytea[];
     v_state compliance.drainer_state%ROWTYPE;
     v_siblings bytea[] := '{}';
@@ -398,12 +418,7 @@ BEGIN
     END IF;
     -- Every sibling below level 8 lies in the leaf's own chunk: hash that chunk's events once.
     v_chunk_lo := (v_index >> 8) << 8;
-    v_chunk_hi := least(v_chunk_lo + 256, v_size);
-    v_chunk := compliance._tree_leaves(v_chunk_lo + 1, v_chunk_hi);
-    IF pg_catalog.cardinality(v_chunk) <> v_chunk_hi - v_chunk_lo THEN
-        RAISE EXCEPTION 'events missing among seq % to %', v_chunk_lo + 1, v_chunk_hi
-            USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_chain().';
-    END IF;
+    v_chunk := compliance._tree_leaves_checked(v_chunk_lo, least(v_chunk_lo + 256, v_size));
     -- Walk down from the root; the sibling found at each split is the proof's next hash
     -- counted from the root, so the list is reversed at the end.
     WHILE v_hi - v_lo > 1 LOOP
@@ -421,11 +436,8 @@ BEGIN
             v_lo := v_lo + v_split;
         END IF;
         v_count := v_count + 1;
-        IF v_from >= v_chunk_lo AND v_to <= v_chunk_hi THEN
-            v_siblings[v_count] := compliance._tree_fold(v_chunk[v_from - v_chunk_lo + 1:v_to - v_chunk_lo]);
-        ELSE
-            v_siblings[v_count] := compliance._tree_proof_hash(v_from, v_to, v_state.tree_size, v_state.tree_frontier);
-        END IF;
+        v_siblings[v_count] := compliance._tree_proof_hash(v_from, v_to, v_chunk_lo, v_chunk,
+                                                           v_state.tree_size, v_state.tree_frontier);
     END LOOP;
     RETURN ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
 END;
@@ -456,6 +468,8 @@ DECLARE
     v_siblings bytea[] := '{}';
     v_count integer := 0;
     v_state compliance.drainer_state%ROWTYPE;
+    v_chunk_lo bigint;
+    v_chunk bytea[] := '{}';
 BEGIN
     SELECT * INTO STRICT v_state FROM compliance.drainer_state;
     IF v_size1 IS NULL OR v_size1 < 0 THEN
@@ -467,6 +481,12 @@ BEGIN
     IF v_size1 > v_size2 THEN
         RAISE EXCEPTION 'size1 % is larger than size2 %', v_size1, v_size2 USING ERRCODE = 'AC073';
     END IF;
+    -- The hashes below level 8 lie in the chunk where the old tree ends, when it ends inside
+    -- one: hash that chunk's events once.
+    v_chunk_lo := (v_size1 >> 8) << 8;
+    IF v_size1 > v_chunk_lo THEN
+        v_chunk := compliance._tree_leaves_checked(v_chunk_lo, least(v_chunk_lo + 256, v_size2));
+    END IF;
     -- SUBPROOF(m, D[lo:hi], complete) of the RFC, unrolled: each step records the hash of
     -- the half not followed; the proof is the final subtree (when it is not the whole old
     -- tree) followed by those hashes from the deepest up.
@@ -477,16 +497,19 @@ BEGIN
         END LOOP;
         v_count := v_count + 1;
         IF v_size1 - v_lo <= v_split THEN
-            v_siblings[v_count] := compliance._tree_proof_hash(v_lo + v_split, v_hi, v_state.tree_size, v_state.tree_frontier);
+            v_siblings[v_count] := compliance._tree_proof_hash(v_lo + v_split, v_hi, v_chunk_lo, v_chunk,
+                                                               v_state.tree_size, v_state.tree_frontier);
             v_hi := v_lo + v_split;
         ELSE
-            v_siblings[v_count] := compliance._tree_range_hash(v_lo, v_lo + v_split);
+            v_siblings[v_count] := compliance._tree_proof_hash(v_lo, v_lo + v_split, v_chunk_lo, v_chunk,
+                                                               v_state.tree_size, v_state.tree_frontier);
             v_lo := v_lo + v_split;
             v_complete := false;
         END IF;
     END LOOP;
     IF NOT v_complete THEN
-        v_head := ARRAY[compliance._tree_range_hash(v_lo, v_hi)];
+        v_head := ARRAY[compliance._tree_proof_hash(v_lo, v_hi, v_chunk_lo, v_chunk, v_state.tree_size,
+                                                    v_state.tree_frontier)];
     END IF;
     RETURN v_head || ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
 END;

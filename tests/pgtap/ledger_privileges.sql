@@ -68,7 +68,7 @@ SELECT is_empty(
                            'verify_new_events', 'cron_job_prefix', 'cron_conninfo', 'cron_exec',
                            'cron_manual_schedule', 'schedule_jobs', 'unschedule_jobs', 'cron_jobs',
                            'cron_job_health', '_chain_link', '_tree_leaf', '_tree_node', '_tree_fold', '_tree_fold_right',
-                           '_tree_leaves', '_tree_stored_node', '_tree_range_hash', '_tree_proof_hash', '_tree_append',
+                           '_tree_leaves', '_tree_leaves_checked', '_tree_stored_node', '_tree_range_hash', '_tree_proof_hash', '_tree_append',
                            '_tree_catch_up', '_tree_size', '_tree_check_chunks', '_tree_recorded_roots')
          AND has_function_privilege(r.oid, p.oid, 'EXECUTE')$$,
     'internal helpers and owner-only operations are granted to no group role'
