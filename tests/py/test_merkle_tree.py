@@ -16,6 +16,8 @@ import psycopg
 import pytest
 
 from auditchain import hashing
+from auditchain.cli import main
+from schemacopy import copy_schema
 
 BATCHES = [1, 254, 1, 256, 257, 3, 511, 700, 1023, 37, 300]  # 3,343 events in all
 EMIT_BATCH = """
@@ -306,3 +308,37 @@ def test_run_drainer_maintains_the_tree_across_committed_batches(conn):
     assert size == 1500
     tree = Tree(chained_digests(conn))
     assert conn.execute("SELECT compliance.tree_root()").fetchone()[0] == tree.mth(0, 1500)
+
+
+def test_migrate_builds_the_tree_of_events_chained_before_it(conn, dsn, tmp_path, monkeypatch):
+    """An upgrade from a version without the tree: the events are chained, the tree is empty.
+    The next `auditchain migrate` that applies the definitions builds it, to what the drainer
+    would have built, and the drainer carries on."""
+    conn.execute(EMIT_BATCH, (0, 700))
+    conn.execute("SELECT compliance.drain(400), compliance.drain(400)")
+    built_root = conn.execute("SELECT compliance.tree_root()").fetchone()[0]
+    built_nodes = conn.execute(
+        "SELECT array_agg(roots ORDER BY chunk) FROM compliance.merkle_nodes"
+    ).fetchone()[0]
+    with conn.transaction():
+        conn.execute("ALTER TABLE compliance.merkle_nodes DISABLE TRIGGER forbid_truncate")
+        conn.execute("TRUNCATE compliance.merkle_nodes")
+        conn.execute("ALTER TABLE compliance.merkle_nodes ENABLE ALWAYS TRIGGER forbid_truncate")
+        conn.execute("UPDATE compliance.drainer_state SET tree_size = 0, tree_frontier = '{}'")
+    schema_dir = copy_schema(tmp_path)
+    (schema_dir / "sql" / "99_upgrade.sql").write_text("-- a changed definition set\n", encoding="utf-8")
+    monkeypatch.setenv("AUDITCHAIN_SCHEMA_DIR", str(schema_dir))
+
+    assert main(["migrate", "--dsn", dsn, "--quiet"]) == 0
+
+    assert conn.execute("SELECT tree_size FROM compliance.drainer_state").fetchone()[0] == 700
+    assert conn.execute("SELECT compliance.tree_root()").fetchone()[0] == built_root
+    assert conn.execute("SELECT array_agg(roots ORDER BY chunk) FROM compliance.merkle_nodes").fetchone()[
+        0
+    ] == (built_nodes)
+    conn.execute(EMIT_BATCH, (1, 5))
+    assert conn.execute("SELECT compliance.drain()").fetchone()[0] == 5
+    assert conn.execute("SELECT ok, leaves_checked FROM compliance.verify_tree()").fetchone() == (True, 705)
+    assert conn.execute("SELECT compliance.tree_root()").fetchone()[0] == Tree(chained_digests(conn)).mth(
+        0, 705
+    )
