@@ -31,10 +31,12 @@ RETURN pg_catalog.sha256('\x01'::bytea || left_hash || right_hash);
 COMMENT ON FUNCTION compliance._tree_node(bytea, bytea) IS
 'Internal: RFC 6962 node hash SHA-256(0x01 || left || right).';
 
--- compliance._tree_fold(leaf_hashes): the Merkle tree hash of a list of leaf hashes:
--- each leaf is pushed on a compact range (merging equal subtrees), which is then folded from
--- the right. SHA-256('') for an empty list. FOREACH and the in-place stack keep every step
--- O(1) (indexing a flat array of bytea walks it from the start). Touches no table.
+-- compliance._tree_fold(leaf_hashes): the Merkle tree hash of a list of leaf hashes, level
+-- by level: pairs are hashed and an odd last node is promoted, which yields the RFC's split
+-- at the largest power of two. Deliberately not the drainer's compact-range algorithm, so
+-- that verify_tree checks what the drainer stored with an independent computation.
+-- SHA-256('') for an empty list. FOREACH keeps each step O(1) (indexing a flat array of
+-- bytea walks it from the start). Touches no table.
 CREATE OR REPLACE FUNCTION compliance._tree_fold(leaf_hashes bytea[])
 RETURNS bytea
 LANGUAGE plpgsql
@@ -44,24 +46,34 @@ PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_stack bytea[] := '{}';
-    v_top integer := 0;
-    v_size bigint := 0;
-    v_bits bigint;
+    v_level bytea[] := leaf_hashes;
+    v_next bytea[];
+    v_count integer;
+    v_left bytea;
     v_hash bytea;
 BEGIN
-    FOREACH v_hash IN ARRAY leaf_hashes LOOP
-        v_bits := v_size;
-        WHILE (v_bits & 1) = 1 LOOP
-            v_hash := compliance._tree_node(v_stack[v_top], v_hash);
-            v_top := v_top - 1;
-            v_bits := v_bits >> 1;
+    IF pg_catalog.cardinality(v_level) = 0 THEN
+        RETURN pg_catalog.sha256(''::bytea);
+    END IF;
+    WHILE pg_catalog.cardinality(v_level) > 1 LOOP
+        v_next := '{}';
+        v_count := 0;
+        v_left := NULL;
+        FOREACH v_hash IN ARRAY v_level LOOP
+            IF v_left IS NULL THEN
+                v_left := v_hash;
+            ELSE
+                v_count := v_count + 1;
+                v_next[v_count] := compliance._tree_node(v_left, v_hash);
+                v_left := NULL;
+            END IF;
         END LOOP;
-        v_top := v_top + 1;
-        v_stack[v_top] := v_hash;
-        v_size := v_size + 1;
+        IF v_left IS NOT NULL THEN
+            v_next[v_count + 1] := v_left;
+        END IF;
+        v_level := v_next;
     END LOOP;
-    RETURN compliance._tree_fold_right(v_stack[1:v_top]);
+    RETURN v_level[1];
 END;
 $$;
 COMMENT ON FUNCTION compliance._tree_fold(bytea[]) IS
