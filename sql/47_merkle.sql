@@ -250,6 +250,7 @@ DECLARE
     v_size bigint;
     v_stack bytea[];
     v_top integer;
+    v_digest bytea;
     v_hash bytea;
     v_bits bigint;
     v_merges integer;
@@ -265,11 +266,9 @@ BEGIN
     END IF;
     v_top := pg_catalog.cardinality(v_stack);
     -- Push each leaf on the compact range, merging once per trailing 1 bit of the size. The
-    -- stack is indexed in place (v_top) so the array is never copied, and the leaf hashes
-    -- are computed in one statement: per-leaf PL/pgSQL statements are the cost here.
-    FOREACH v_hash IN ARRAY ARRAY(
-        SELECT compliance._tree_leaf(d.digest) FROM unnest(record_digests) WITH ORDINALITY AS d (digest, n) ORDER BY d.n
-    ) LOOP
+    -- stack is indexed in place (v_top) so the array is never copied.
+    FOREACH v_digest IN ARRAY record_digests LOOP
+        v_hash := compliance._tree_leaf(v_digest);
         IF (v_size & 255) <> 255 THEN
             v_bits := v_size;
             WHILE (v_bits & 1) = 1 LOOP
