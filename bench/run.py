@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import drain, emit, exports, latency, verify
+from benchkit import drain, emit, exports, latency, merkle, verify
 from benchkit.cluster import Server, bench_database, describe_machine
 from benchkit.ledger import Ledger
 from benchkit.results import Row, format_table, write_json
@@ -39,6 +39,7 @@ class Profile:
     latency_rate: int
     latency_seconds: int
     latency_via_cron: bool
+    proof_samples: int
 
 
 FULL = Profile(
@@ -53,6 +54,7 @@ FULL = Profile(
     latency_rate=1000,
     latency_seconds=120,
     latency_via_cron=True,
+    proof_samples=1000,
 )
 SMOKE = Profile(
     name="smoke",
@@ -66,6 +68,7 @@ SMOKE = Profile(
     latency_rate=200,
     latency_seconds=3,
     latency_via_cron=False,
+    proof_samples=200,
 )
 
 Step = tuple[str, Callable[[Ledger], Row]]
@@ -84,6 +87,9 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
                 lambda lg, s=size: drain.run(lg, log_size=s - p.drain_backlog, backlog=p.drain_backlog),
             ),
             ("verify_chain", lambda lg, s=size: verify.run(lg, size=s, rounds=p.verify_rounds)),
+            ("merkle_proof", lambda lg, s=size: merkle.run_proof(lg, size=s, samples=p.proof_samples)),
+            # Leaves the log at its size: the backlog is drained in rolled-back transactions.
+            ("merkle_drain", lambda lg, s=size: merkle.run_drain(lg, log_size=s, backlog=p.drain_backlog)),
             ("export", lambda lg, s=size: lab.export(s)),
             ("verify_bundle", lambda lg, s=size: lab.verify_bundle(s)),
         ]

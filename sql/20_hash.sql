@@ -64,6 +64,19 @@ RETURN pg_catalog.convert_to(
 COMMENT ON FUNCTION compliance.event_record(bigint, uuid, timestamptz, timestamptz, text, text, text, bytea) IS
 'Canonical record v1 of an event (docs/hash-format.md); event_hash = sha256(prev_hash || sha256(record)).';
 
+-- compliance._chain_link(prev_hash, record_digest): one link of the chain from the record's
+-- digest, for the drainer, which computes each digest once for both the chain and the Merkle
+-- tree's leaf. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._chain_link(prev_hash bytea, record_digest bytea)
+RETURNS bytea
+LANGUAGE sql
+IMMUTABLE
+STRICT
+PARALLEL SAFE
+RETURN pg_catalog.sha256(prev_hash || record_digest);
+COMMENT ON FUNCTION compliance._chain_link(bytea, bytea) IS
+'Internal: SHA-256 of the previous event hash followed by the record digest (event_hash from the digest).';
+
 -- compliance.event_hash(prev_hash, record): one link of the chain, over the record's
 -- digest rather than the record itself: an export bundle can then represent an event it
 -- excludes by that digest and still let a verifier re-derive its event_hash
@@ -74,7 +87,7 @@ LANGUAGE sql
 IMMUTABLE
 STRICT
 PARALLEL SAFE
-RETURN pg_catalog.sha256(event_hash.prev_hash || pg_catalog.sha256(event_hash.record));
+RETURN compliance._chain_link(event_hash.prev_hash, pg_catalog.sha256(event_hash.record));
 COMMENT ON FUNCTION compliance.event_hash(bytea, bytea) IS
 'SHA-256 of the previous event hash (32 bytes) followed by the SHA-256 of the canonical record (32 bytes).';
 

@@ -2,8 +2,8 @@
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 -- compliance._check_chain_head(last_seq, last_hash): raises AC010 unless the chain ends
--- exactly where the drainer last left it and that head still hashes to what it wrote.
--- Touches: compliance.audit_events (read).
+-- exactly where the drainer last left it, that head still hashes to what it wrote, and
+-- the Merkle tree covers exactly the chain. Touches: audit_events, drainer_state (read).
 CREATE OR REPLACE FUNCTION compliance._check_chain_head(last_seq bigint, last_hash bytea)
 RETURNS void
 LANGUAGE plpgsql
@@ -12,12 +12,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_max_seq bigint;
+    v_tree_size bigint;
     v_head compliance.audit_events%ROWTYPE;
     v_problem text;
     v_bad_seq bigint := _check_chain_head.last_seq;
 BEGIN
     SELECT max(e.seq) INTO v_max_seq FROM compliance.audit_events AS e;
-    IF coalesce(v_max_seq, 0) > _check_chain_head.last_seq THEN
+    SELECT d.tree_size INTO v_tree_size FROM compliance.drainer_state AS d;
+    IF v_tree_size IS DISTINCT FROM _check_chain_head.last_seq THEN
+        v_problem := pg_catalog.format('the Merkle tree holds %s leaves, not one per chained event', v_tree_size);
+    ELSIF coalesce(v_max_seq, 0) > _check_chain_head.last_seq THEN
         v_bad_seq := _check_chain_head.last_seq + 1;
         v_problem := pg_catalog.format('events up to seq %s exist beyond the head the drainer wrote', v_max_seq);
     ELSIF _check_chain_head.last_seq > 0 THEN
@@ -53,7 +57,7 @@ COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
 -- 0 at once when another drainer holds the lock. The head is carried in a variable and
 -- written to drainer_state once per batch.
 -- Touches: audit_outbox (SELECT FOR UPDATE SKIP LOCKED, DELETE), audit_events (INSERT),
--- drainer_state (UPDATE).
+-- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append).
 CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql
@@ -65,8 +69,8 @@ DECLARE
     -- The wall clock, not now(): run_drainer's idle sleep shares a transaction with the next batch.
     v_recorded_at timestamptz := pg_catalog.clock_timestamp();
     v_ids bigint[];
-    v_records bytea[];
-    v_record bytea;
+    v_digests bytea[];
+    v_digest bytea;
     v_prev_hashes bytea[] := '{}';
     v_hashes bytea[] := '{}';
     v_hash bytea;
@@ -91,14 +95,16 @@ BEGIN
     END IF;
     PERFORM compliance._check_chain_head(v_state.last_seq, v_state.last_hash);
 
+    -- Each record is hashed once, here: its digest is both the chain's input and the Merkle
+    -- tree's leaf data.
     SELECT pg_catalog.array_agg(b.outbox_id ORDER BY b.outbox_id),
            pg_catalog.array_agg(
-               compliance.event_record(
+               pg_catalog.sha256(compliance.event_record(
                    v_state.last_seq + b.position, b.event_id, b.occurred_at, v_recorded_at, b.tenant_id,
                    b.event_type, b.actor, compliance.payload_digest(b.payload)
-               ) ORDER BY b.outbox_id
+               )) ORDER BY b.outbox_id
            )
-      INTO v_ids, v_records
+      INTO v_ids, v_digests
       FROM (
           SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position
             FROM (
@@ -116,10 +122,10 @@ BEGIN
     -- The chain is inherently sequential: one hash per row, in a variable. Subscript
     -- assignment keeps the arrays expanded in place (appending with || copies them).
     v_hash := v_state.last_hash;
-    FOREACH v_record IN ARRAY v_records LOOP
+    FOREACH v_digest IN ARRAY v_digests LOOP
         v_position := v_position + 1;
         v_prev_hashes[v_position] := v_hash;
-        v_hash := compliance.event_hash(v_hash, v_record);
+        v_hash := compliance._chain_link(v_hash, v_digest);
         v_hashes[v_position] := v_hash;
     END LOOP;
 
@@ -143,6 +149,9 @@ BEGIN
             USING ERRCODE = 'XX000';
     END IF;
 
+    -- The Merkle tree's leaves are the record digests, appended in the same transaction so
+    -- that the tree and the chain never disagree at a commit.
+    PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,
            last_hash = v_hash,
@@ -160,7 +169,6 @@ COMMENT ON FUNCTION compliance.drain(integer) IS
 -- refuse before touching anything. Returns whether the drainer is halted. It records only
 -- a failure it sees itself, so the drainer role may call it without being able to forge
 -- a halt. Touches: drainer_state (UPDATE), audit_events, integrity_incidents (read).
-DROP FUNCTION IF EXISTS compliance.record_halt(bigint, text);
 CREATE OR REPLACE FUNCTION compliance.record_halt()
 RETURNS boolean
 LANGUAGE plpgsql
@@ -268,8 +276,9 @@ COMMENT ON FUNCTION compliance._check_acknowledgement_note(text) IS
 -- acknowledged now; false (no change, the first note kept) when this halt was already
 -- acknowledged, i.e. the drainer is not halted and its last incident resumed from
 -- resume_from_seq; AC013 for a NULL, blank or over-2,000-character note; AC012 when there is
--- nothing to acknowledge (not halted) or resume_from_seq is not the last seq. Owner only.
--- Touches: integrity_incidents (INSERT), drainer_state (UPDATE).
+-- nothing to acknowledge (not halted), resume_from_seq is not the last seq, or events the
+-- Merkle tree covers were cut off the tail. Owner only.
+-- Touches: integrity_incidents (INSERT), drainer_state (UPDATE), merkle_nodes (INSERT).
 CREATE OR REPLACE FUNCTION compliance.acknowledge_integrity_failure(resume_from_seq bigint, note text)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -299,6 +308,13 @@ BEGIN
         RAISE EXCEPTION 'resume_from_seq must be the last seq in audit_events, which is %', v_max_seq
             USING ERRCODE = 'AC012';
     END IF;
+    -- The Merkle tree (and every checkpoint signed over it) already commits to the removed
+    -- events: new events under their seqs could never be proven against it.
+    IF v_state.tree_size > v_max_seq THEN
+        RAISE EXCEPTION 'the Merkle tree commits to % events but the chain ends at seq %: a removed tail cannot be resumed over',
+            v_state.tree_size, v_max_seq
+            USING ERRCODE = 'AC012', HINT = 'See docs/runbook.md "Drainer halted".';
+    END IF;
     SELECT e.event_hash INTO v_head_hash FROM compliance.audit_events AS e WHERE e.seq = v_max_seq;
     v_head_hash := coalesce(v_head_hash, pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex'));
 
@@ -309,6 +325,8 @@ BEGIN
     UPDATE compliance.drainer_state
        SET last_seq = v_max_seq, last_hash = v_head_hash,
            halted_at = NULL, halted_seq = NULL, halted_reason = NULL;
+    -- Events written outside the drainer and accepted here enter the tree as they stand.
+    PERFORM compliance._tree_catch_up();
     RETURN true;
 END;
 $$;

@@ -136,8 +136,9 @@ COMMENT ON FUNCTION compliance.verify_chain(bigint, bigint) IS
 
 -- compliance.verify_new_events(max_rows): the incremental verifier pg_cron runs every
 -- minute. Verifies the events after verification_state.verified_seq, at most max_rows at a
--- time, and records how far the chain is verified. A failure is recorded, not raised, so
--- the next run reports it again. Touches: audit_events (read), verification_state (UPDATE).
+-- time, and the stored Merkle nodes they completed, and records how far the chain is
+-- verified. A failure is recorded, not raised, so the next run reports it again.
+-- Touches: audit_events, merkle_nodes, drainer_state (read), verification_state (UPDATE).
 CREATE OR REPLACE FUNCTION compliance.verify_new_events(max_rows bigint DEFAULT 1000000)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -147,11 +148,28 @@ AS $$
 DECLARE
     v_state compliance.verification_state%ROWTYPE;
     v_result record;
+    v_tree_size bigint;
+    v_bad record;
 BEGIN
     SELECT * INTO STRICT v_state FROM compliance.verification_state FOR UPDATE;
     SELECT * INTO v_result
       FROM compliance._verify_range(v_state.verified_seq + 1, v_state.verified_seq + verify_new_events.max_rows,
                                    v_state.verified_hash);
+    -- The Merkle nodes the newly verified events completed (chunk k completes at seq
+    -- 256k + 256): a bad node counts as a failure at that seq, so acknowledging it moves
+    -- past exactly that node.
+    IF v_result.ok AND v_result.last_seq IS NOT NULL THEN
+        SELECT d.tree_size INTO STRICT v_tree_size FROM compliance.drainer_state AS d;
+        SELECT * INTO v_bad
+          FROM compliance._tree_check_chunks(v_state.verified_seq / 256,
+                                             least(v_result.last_seq, v_tree_size) / 256 - 1)
+         LIMIT 1;
+        IF FOUND THEN
+            v_result.ok := false;
+            v_result.first_bad_seq := v_bad.chunk * 256 + 256;
+            v_result.problem := 'Merkle tree: ' || v_bad.problem;
+        END IF;
+    END IF;
     IF v_result.ok THEN
         UPDATE compliance.verification_state
            SET verified_seq = coalesce(v_result.last_seq, verified_seq),
@@ -171,7 +189,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.verify_new_events(bigint) IS
-'Incremental verifier (pg_cron): checks events past verification_state.verified_seq and records progress or the failure.';
+'Incremental verifier (pg_cron): checks events past verification_state.verified_seq and the Merkle nodes they completed; records progress or the failure.';
 
 -- compliance.acknowledge_verification_failure(bad_seq, note): the documented way past a
 -- failure the incremental verifier found, after investigation. The break stays in the

@@ -75,3 +75,15 @@ GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO complianc
 -- reviewed anchor integrity alarms.
 GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_auditor;
 GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
+
+-- ==== Merkle tree
+
+-- compliance_auditor: read the stored tree, produce roots and proofs, check the tree.
+GRANT SELECT ON compliance.merkle_nodes TO compliance_auditor;
+GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_proof(bigint, bigint),
+compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
+
+-- compliance_anchor: the root an anchor commits to and the consistency proof from the
+-- previous anchor's tree. The functions are SECURITY DEFINER: no table privilege needed.
+GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.consistency_proof(bigint, bigint)
+TO compliance_anchor;

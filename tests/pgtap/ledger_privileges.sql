@@ -67,7 +67,11 @@ SELECT is_empty(
                            '_verify_range', 'acknowledge_verification_failure',
                            'verify_new_events', '_cron_job_prefix', '_cron_conninfo', '_cron_exec',
                            '_cron_manual_schedule', 'schedule_jobs', 'unschedule_jobs', 'cron_jobs',
-                           'cron_job_health')
+                           'cron_job_health',
+                           '_chain_link', '_tree_leaf', '_tree_node', '_tree_fold', '_tree_fold_right',
+                           '_tree_leaves', '_tree_leaves_checked', '_tree_stored_node', '_tree_range_hash',
+                           '_tree_proof_hash', '_tree_append', '_tree_catch_up', '_tree_size', '_tree_check_chunks',
+                           '_tree_recorded_roots')
          AND has_function_privilege(r.oid, p.oid, 'EXECUTE')$$,
     'internal helpers and owner-only operations are granted to no group role'
 );

@@ -9,7 +9,7 @@ SELECT plan(11);
 CREATE FUNCTION pg_temp.metric(p_name text) RETURNS double precision
 LANGUAGE sql AS $$ SELECT value FROM compliance.metrics() WHERE metric = p_name $$;
 
--- Append p_count events recorded at p_at to the chain and move the drainer's head.
+-- Append p_count events recorded at p_at to the chain and move the drainer's head (and tree).
 CREATE FUNCTION pg_temp.chain_at(p_count integer, p_at timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -31,6 +31,8 @@ BEGIN
         v_hash := v_next;
     END LOOP;
     UPDATE compliance.drainer_state SET last_seq = v_seq, last_hash = v_hash, last_success_at = p_at;
+    -- The drainer extends the Merkle tree with the chain.
+    PERFORM compliance._tree_catch_up();
 END;
 $$;
 

@@ -29,6 +29,8 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_anchor', 'function', 'compliance.record_anchor_error(bigint,text,uuid)', 'EXECUTE'),
     ('compliance_anchor', 'function', 'compliance.record_anchor_integrity_failure(bigint,text,text,text,text,uuid)',
      'EXECUTE'),
+    ('compliance_anchor', 'function', 'compliance.tree_root(bigint)', 'EXECUTE'),
+    ('compliance_anchor', 'function', 'compliance.consistency_proof(bigint,bigint)', 'EXECUTE'),
 
     ('compliance_watchdog', 'schema', 'compliance', 'USAGE'),
     ('compliance_watchdog', 'function', 'compliance.metrics()', 'EXECUTE'),
@@ -54,7 +56,12 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_auditor', 'table', 'compliance.export_jobs', 'SELECT'),
     ('compliance_auditor', 'function', 'compliance.verify_chain(bigint,bigint)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.normalize_export_filter(jsonb)', 'EXECUTE'),
-    ('compliance_auditor', 'function', 'compliance.metrics()', 'EXECUTE')
+    ('compliance_auditor', 'function', 'compliance.metrics()', 'EXECUTE'),
+    ('compliance_auditor', 'table', 'compliance.merkle_nodes', 'SELECT'),
+    ('compliance_auditor', 'function', 'compliance.tree_root(bigint)', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.inclusion_proof(bigint,bigint)', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.consistency_proof(bigint,bigint)', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.verify_tree()', 'EXECUTE')
     -- PUBLIC: nothing.
   ) AS g (grantee, kind, object, privilege);
 

@@ -15,7 +15,16 @@ import pytest
 from conftest import admin_dsn
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = {"emit", "drain", "verify_chain", "export", "verify_bundle", "latency"}
+CASES = {
+    "emit",
+    "drain",
+    "verify_chain",
+    "export",
+    "verify_bundle",
+    "latency",
+    "merkle_proof",
+    "merkle_drain",
+}
 # A case may be skipped only while the module it measures does not exist.
 NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.offline.bundle"]}
 
@@ -41,7 +50,9 @@ def test_bench_smoke_measures_every_case_beside_its_reference(tmp_path: Path) ->
     rows = results["cases"]
     assert {row["case"] for row in rows} == CASES
     assert len([r for r in rows if r["case"] == "emit"]) == 4, "clients 1, 4, 8 and emit beside a larger log"
-    assert len([r for r in rows if r["case"] in ("drain", "verify_chain")]) == 4, "two sizes each"
+    assert (
+        len([r for r in rows if r["case"] in ("drain", "verify_chain", "merkle_proof", "merkle_drain")]) == 8
+    ), "two sizes each"
     for row in rows:
         label = f"{row['case']} {row['variant']}"
         assert row["error"] is None, f"{label}: {row['error']}"

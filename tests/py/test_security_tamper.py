@@ -108,7 +108,8 @@ CREATE FUNCTION pg_temp.unanchor() RETURNS void LANGUAGE sql AS $$
     DELETE FROM compliance.anchors;
     ALTER TABLE compliance.anchors ENABLE ALWAYS TRIGGER forbid_row_change;
 $$;
--- Make the drainer's and the incremental verifier's memory agree with the chain as it is.
+-- Make the drainer's and the incremental verifier's memory, and the Merkle tree, agree with
+-- the chain as it is.
 CREATE FUNCTION pg_temp.rewrite_state() RETURNS void LANGUAGE sql AS $$
     UPDATE compliance.drainer_state
        SET (last_seq, last_hash) =
@@ -116,6 +117,11 @@ CREATE FUNCTION pg_temp.rewrite_state() RETURNS void LANGUAGE sql AS $$
     UPDATE compliance.verification_state
        SET (verified_seq, verified_hash) =
            (SELECT seq, event_hash FROM compliance.audit_events ORDER BY seq DESC LIMIT 1);
+    ALTER TABLE compliance.merkle_nodes DISABLE TRIGGER forbid_truncate;
+    TRUNCATE compliance.merkle_nodes;
+    ALTER TABLE compliance.merkle_nodes ENABLE ALWAYS TRIGGER forbid_truncate;
+    UPDATE compliance.drainer_state SET tree_size = 0, tree_frontier = '{}';
+    SELECT compliance._tree_catch_up();
 $$;
 """
 

@@ -48,7 +48,8 @@ def emit(conn: psycopg.Connection, count: int) -> None:
 
 def chain_recorded_at(conn: psycopg.Connection, count: int, at: datetime) -> None:
     """Append events exactly as the drainer would have chained them at `at`: valid hashes,
-    the drainer's head moved along. How a test has events that were chained 40 minutes ago."""
+    the drainer's head and Merkle tree moved along. How a test has events that were chained 40
+    minutes ago."""
     for _ in range(count):
         conn.execute(
             """
@@ -75,6 +76,7 @@ def chain_recorded_at(conn: psycopg.Connection, count: int, at: datetime) -> Non
             """,
             {"at": at},
         )
+    conn.execute("SELECT compliance._tree_catch_up()")  # and its Merkle tree, as the drainer would
 
 
 @pytest.mark.slow
