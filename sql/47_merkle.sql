@@ -306,7 +306,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._tree_append(bigint, bytea[]) IS
-'Internal (drainer): appends one leaf per record digest from first_seq on; stores completed nodes of level >= 8.';
+'Internal: (the drainer) appends one leaf per record digest from first_seq on; stores completed nodes of level >= 8.';
 
 -- compliance._tree_catch_up(): build the tree for events chained before the tree existed
 -- (or by a drainer that did not maintain it yet), from their stored columns, under the
@@ -344,7 +344,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._tree_catch_up() IS
-'Internal (migrate): adds to the Merkle tree every chained event it does not cover yet, from the stored events.';
+'Internal: (migrate) adds to the Merkle tree every chained event it does not cover yet, from the stored events.';
 
 -- compliance._tree_size(tree_size): resolve a caller's tree size (NULL: the whole tree),
 -- raising AC070 when it is negative or beyond the events the tree covers.
