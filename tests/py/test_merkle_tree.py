@@ -15,7 +15,7 @@ from functools import lru_cache
 import psycopg
 import pytest
 
-from auditchain import hashing
+from auditchain.formats import hashing
 from auditchain.cli import main
 from schemacopy import copy_schema
 
