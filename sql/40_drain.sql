@@ -143,6 +143,7 @@ BEGIN
             USING ERRCODE = 'XX000';
     END IF;
 
+    PERFORM compliance._advance_expectations(v_state.last_seq + 1, v_state.last_seq + v_moved);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,
            last_hash = v_hash,

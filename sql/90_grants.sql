@@ -85,3 +85,12 @@ GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_watchdog;
 -- and the record of reviewed anchor integrity alarms.
 GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_auditor;
 GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
+
+-- ==== expected-event monitors and activity samples
+
+-- Declaring, pausing, resuming and dropping monitors is the owner's (a DBA's) decision, like
+-- the acknowledge_* functions: no grant. The watchdog publishes every monitor's silence, so it
+-- reads expectation_status() (SECURITY DEFINER, STABLE) beside metrics(); auditors see the
+-- same for `auditchain status`, and the per-minute activity history for its sparklines.
+GRANT EXECUTE ON FUNCTION compliance.expectation_status() TO compliance_watchdog, compliance_auditor;
+GRANT EXECUTE ON FUNCTION compliance.activity_history(integer) TO compliance_auditor;
