@@ -31,6 +31,7 @@ SELECT g.grantee, g.kind, g.object, g.privilege
 
     ('compliance_watchdog', 'schema', 'compliance', 'USAGE'),
     ('compliance_watchdog', 'function', 'compliance.metrics()', 'EXECUTE'),
+    ('compliance_watchdog', 'function', 'compliance.expectation_status()', 'EXECUTE'),
 
     ('compliance_exporter', 'schema', 'compliance', 'USAGE'),
     ('compliance_exporter', 'function', 'compliance.claim_export(uuid)', 'EXECUTE'),
@@ -52,7 +53,9 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_auditor', 'table', 'compliance.anchor_failure_reviews', 'SELECT'),
     ('compliance_auditor', 'table', 'compliance.export_jobs', 'SELECT'),
     ('compliance_auditor', 'function', 'compliance.verify_chain(bigint,bigint)', 'EXECUTE'),
-    ('compliance_auditor', 'function', 'compliance.metrics()', 'EXECUTE')
+    ('compliance_auditor', 'function', 'compliance.metrics()', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.expectation_status()', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.activity_history(integer)', 'EXECUTE')
     -- PUBLIC: nothing.
   ) AS g (grantee, kind, object, privilege);
 
