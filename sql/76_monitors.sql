@@ -183,9 +183,11 @@ COMMENT ON FUNCTION compliance.drop_expectation(text) IS
 
 -- compliance._advance_expectations(first_seq, last_seq): after the drainer chained events
 -- first_seq..last_seq, move each monitor's high-water mark to the newest of them it
--- matches. One statement joining the batch (a primary-key range) with the monitors; a mark
--- moves at most once a second, so a busy producer costs one row update per second, not
--- one per batch. With no monitor it is one probe of an empty table. Called by drain().
+-- matches. One statement: the patterns are matched against the batch's distinct event
+-- types (a handful), not its rows, and only for monitors whose mark is a second or more
+-- older than the batch; the matching types' rows are then joined by equality. A busy
+-- monitor thus costs one row update a second, not one per batch, and a batch with no
+-- monitor due costs one primary-key lookup. Called by drain().
 -- Touches: audit_events (read by seq range), event_expectations (UPDATE).
 CREATE OR REPLACE FUNCTION compliance._advance_expectations(first_seq bigint, last_seq bigint)
 RETURNS integer
@@ -193,25 +195,38 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_recorded_at timestamptz;
     v_advanced integer;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM compliance.event_expectations) THEN
+    SELECT e.recorded_at INTO v_recorded_at FROM compliance.audit_events AS e WHERE e.seq = _advance_expectations.last_seq;
+    IF NOT EXISTS (SELECT 1 FROM compliance.event_expectations AS w
+                    WHERE w.last_event_at IS NULL OR w.last_event_at <= v_recorded_at - interval '1 second') THEN
         RETURN 0;
     END IF;
+    WITH batch AS MATERIALIZED (
+        SELECT e.seq, e.recorded_at, e.event_type, e.tenant_id, e.actor
+          FROM compliance.audit_events AS e
+         WHERE e.seq BETWEEN _advance_expectations.first_seq AND _advance_expectations.last_seq
+    ), due AS (
+        SELECT w.name, t.event_type, w.tenant_id, w.actor_pattern
+          FROM (SELECT DISTINCT b.event_type FROM batch AS b) AS t
+          JOIN compliance.event_expectations AS w
+            ON t.event_type LIKE w.event_type_pattern
+           AND (w.last_event_at IS NULL OR w.last_event_at <= v_recorded_at - interval '1 second')
+    ), newest AS (
+        SELECT DISTINCT ON (d.name) d.name, b.recorded_at, b.seq
+          FROM due AS d
+          JOIN batch AS b
+            ON b.event_type = d.event_type
+           AND (d.tenant_id IS NULL OR b.tenant_id = d.tenant_id)
+           AND (d.actor_pattern IS NULL OR b.actor LIKE d.actor_pattern)
+         ORDER BY d.name, b.seq DESC
+    )
     UPDATE compliance.event_expectations AS x
-       SET last_event_at = b.recorded_at, last_seq = b.seq
-      FROM (
-          SELECT DISTINCT ON (w.name) w.name, e.recorded_at, e.seq
-            FROM compliance.event_expectations AS w
-            JOIN compliance.audit_events AS e
-              ON e.seq BETWEEN _advance_expectations.first_seq AND _advance_expectations.last_seq
-             AND e.event_type LIKE w.event_type_pattern
-             AND (w.tenant_id IS NULL OR e.tenant_id = w.tenant_id)
-             AND (w.actor_pattern IS NULL OR e.actor LIKE w.actor_pattern)
-           ORDER BY w.name, e.seq DESC
-      ) AS b
-     WHERE x.name = b.name
-       AND (x.last_event_at IS NULL OR b.recorded_at >= x.last_event_at + interval '1 second');
+       SET last_event_at = n.recorded_at, last_seq = n.seq
+      FROM newest AS n
+     WHERE x.name = n.name
+       AND (x.last_event_at IS NULL OR n.recorded_at >= x.last_event_at + interval '1 second');
     GET DIAGNOSTICS v_advanced = ROW_COUNT;
     RETURN v_advanced;
 END;
@@ -221,11 +236,14 @@ COMMENT ON FUNCTION compliance._advance_expectations(bigint, bigint) IS
 
 -- compliance.expectation_status(): per monitor, when its newest matching event was seen,
 -- how long it has been silent and whether that is longer than its max_silence. Reads the
--- high-water marks, and the outbox only for a monitor the chain alone would call silent
--- (its events may be emitted but not chained yet, e.g. while the drainer is stopped): the
--- cost is the number of monitors, whatever the size of the log. silence_seconds counts from
--- the newest matching event, or from the start of the watch when that is later (a new or
--- resumed monitor, or one with no event yet). A paused monitor is never silent.
+-- high-water marks, and the outbox only when a monitor is silent by the chain alone (its
+-- events may be emitted but not chained yet, e.g. while the drainer is stopped): then one
+-- pass gives the newest emit per event type, which the patterns of monitors without a
+-- tenant or actor condition are matched against; a monitor with one looks for its newest
+-- match along the outbox's primary key. The cost follows the number of monitors and the
+-- outbox, never the log. silence_seconds counts from the newest matching event, or from
+-- the start of the watch when that is later (a new or resumed monitor, or one with no event
+-- yet). A paused monitor is never silent.
 -- SECURITY DEFINER: the watchdog needs EXECUTE on it and on metrics() only.
 -- Touches (read only): event_expectations, audit_outbox.
 CREATE OR REPLACE FUNCTION compliance.expectation_status()
@@ -245,27 +263,42 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+    WITH x AS MATERIALIZED (
+        SELECT w.*,
+               NOT w.paused AND GREATEST(w.last_event_at, w.watched_since) < pg_catalog.now() - w.max_silence
+                   AS chain_silent
+          FROM compliance.event_expectations AS w
+    ), queued_types AS MATERIALIZED (
+        SELECT o.event_type, pg_catalog.max(o.emitted_at) AS emitted_at
+          FROM compliance.audit_outbox AS o
+         WHERE EXISTS (SELECT 1 FROM x WHERE x.chain_silent AND x.tenant_id IS NULL AND x.actor_pattern IS NULL)
+         GROUP BY o.event_type
+    ), s AS MATERIALIZED (
+        SELECT x.*,
+               CASE
+                   WHEN NOT x.chain_silent THEN NULL
+                   WHEN x.tenant_id IS NULL AND x.actor_pattern IS NULL THEN
+                       (SELECT pg_catalog.max(q.emitted_at) FROM queued_types AS q
+                         WHERE q.event_type LIKE x.event_type_pattern)
+                   ELSE
+                       -- Newest first along the primary key: stops at the first match.
+                       (SELECT o.emitted_at
+                          FROM compliance.audit_outbox AS o
+                         WHERE o.event_type LIKE x.event_type_pattern
+                           AND (x.tenant_id IS NULL OR o.tenant_id = x.tenant_id)
+                           AND (x.actor_pattern IS NULL OR o.actor LIKE x.actor_pattern)
+                         ORDER BY o.outbox_id DESC
+                         LIMIT 1)
+               END AS queued_at
+          FROM x
+    )
     SELECT s.name, s.event_type_pattern, s.tenant_id, s.actor_pattern,
            EXTRACT(EPOCH FROM s.max_silence)::double precision,
            s.paused,
            GREATEST(s.last_event_at, s.queued_at),
            compliance.age_seconds(pg_catalog.now(), GREATEST(s.last_event_at, s.watched_since, s.queued_at)),
            NOT s.paused AND GREATEST(s.last_event_at, s.watched_since, s.queued_at) < pg_catalog.now() - s.max_silence
-      FROM (
-          SELECT x.*,
-                 CASE WHEN NOT x.paused
-                           AND GREATEST(x.last_event_at, x.watched_since) < pg_catalog.now() - x.max_silence THEN
-                     -- Newest first along the primary key: stops at the first match.
-                     (SELECT o.emitted_at
-                        FROM compliance.audit_outbox AS o
-                       WHERE o.event_type LIKE x.event_type_pattern
-                         AND (x.tenant_id IS NULL OR o.tenant_id = x.tenant_id)
-                         AND (x.actor_pattern IS NULL OR o.actor LIKE x.actor_pattern)
-                       ORDER BY o.outbox_id DESC
-                       LIMIT 1)
-                 END AS queued_at
-            FROM compliance.event_expectations AS x
-      ) AS s
+      FROM s
      ORDER BY s.name;
 $$;
 COMMENT ON FUNCTION compliance.expectation_status() IS

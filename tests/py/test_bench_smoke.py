@@ -15,7 +15,7 @@ import pytest
 from conftest import admin_dsn
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = {"emit", "drain", "verify_chain", "export", "verify_bundle", "latency"}
+CASES = {"emit", "drain", "verify_chain", "export", "verify_bundle", "monitors", "latency"}
 # A case may be skipped only while the module it measures does not exist.
 NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.offline.bundle"]}
 
