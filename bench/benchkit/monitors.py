@@ -1,10 +1,10 @@
-"""Case monitors: the server CPU of checking 100 expected-event monitors (compliance.expectation_status(), then
-metrics(), which counts the silent ones) over a large log with a second's worth of
-arrivals (1,000 events) waiting in the outbox and a fifth of the monitors silent (each of
-those looks through the whole outbox), beside the scan the high-water marks avoid: each
-monitor's newest matching event looked up in audit_events. Also measured: what the
-drainer pays per batch for the marks (compliance._advance_expectations over a 1,000-event
-batch, every mark moving)."""
+"""Case monitors: the server CPU of checking 100 expected-event monitors
+(compliance.expectation_status(), then metrics(), which counts the silent ones) over a
+large log with a second's worth of arrivals (1,000 events) waiting in the outbox and a
+fifth of the monitors silent (those look at the outbox), beside the scan the high-water
+marks avoid: each monitor's newest matching event looked up in audit_events. Also
+measured: what the drainer pays per batch for the marks (compliance._advance_expectations
+over a 1,000-event batch, every mark due)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,10 @@ def run(ledger: Ledger, *, log_size: int, monitors: int = 100, rate: int = 1000,
         ]
         # Server CPU per call as well: steadier than wall time on a shared machine.
         cpu = ledger.measure(
-            lambda: [ledger.conn.execute("SELECT * FROM compliance.expectation_status()").fetchall() for _ in range(calls)]
+            lambda: [
+                ledger.conn.execute("SELECT * FROM compliance.expectation_status()").fetchall()
+                for _ in range(calls)
+            ]
         ).cpu
         silent = ledger.scalar("SELECT count(*) FROM compliance.expectation_status() WHERE silent")
         scan = ledger.measure(lambda: ledger.conn.execute(SCAN_SQL).fetchall())

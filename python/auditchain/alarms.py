@@ -258,11 +258,17 @@ def dashboard_body(args: argparse.Namespace) -> dict[str, object]:
         return [ns, name, "Stage", stage, {"label": label, "stat": "Maximum", **extra}]
 
     def graph(title: str, metrics: list[list[object]], x: int, y: int, width: int = 12) -> dict[str, object]:
-        properties = {"title": title, "region": region, "view": "timeSeries", "period": 300, "metrics": metrics}
+        properties = {
+            "title": title,
+            "region": region,
+            "view": "timeSeries",
+            "period": 300,
+            "metrics": metrics,
+        }
         return {"type": "metric", "x": x, "y": y, "width": width, "height": 6, "properties": properties}
 
     search = (
-        f"SEARCH('{{{ns},{MONITOR_DIMENSION},Stage}} MetricName=\"{SILENCE_METRIC}\" Stage=\"{stage}\"', "
+        f'SEARCH(\'{{{ns},{MONITOR_DIMENSION},Stage}} MetricName="{SILENCE_METRIC}" Stage="{stage}"\', '
         "'Maximum', 300)"
     )
     widgets = [
@@ -291,7 +297,12 @@ def dashboard_body(args: argparse.Namespace) -> dict[str, object]:
             12,
             6,
         ),
-        graph("Verification lag (events)", [metric(published_name("verification_lag"), "verification lag")], 0, 12),
+        graph(
+            "Verification lag (events)",
+            [metric(published_name("verification_lag"), "verification lag")],
+            0,
+            12,
+        ),
         graph("Export jobs stuck", [metric(published_name("exports_stuck"), "exports stuck")], 12, 12),
         graph(
             "Silent expected-event monitors",
@@ -314,7 +325,10 @@ def put_dashboard(client, name: str, body: dict[str, object]) -> str:
         try:
             current = json.loads(client.get_dashboard(DashboardName=name)["DashboardBody"])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("ResourceNotFound", "ResourceNotFoundException"):
+            if exc.response.get("Error", {}).get("Code") not in (
+                "ResourceNotFound",
+                "ResourceNotFoundException",
+            ):
                 raise
             current = None
         if current == body:
@@ -325,11 +339,15 @@ def put_dashboard(client, name: str, body: dict[str, object]) -> str:
     return "created" if current is None else "updated"
 
 
-def remove_stale_monitor_alarms(client, prefix: str, wanted: list[dict[str, object]]) -> list[tuple[str, str]]:
+def remove_stale_monitor_alarms(
+    client, prefix: str, wanted: list[dict[str, object]]
+) -> list[tuple[str, str]]:
     """Deletes the per-monitor alarms of monitors that no longer exist."""
     keep = {str(w["AlarmName"]) for w in wanted}
     try:
-        pages = client.get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"])
+        pages = client.get_paginator("describe_alarms").paginate(
+            AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"]
+        )
         stale = [a["AlarmName"] for page in pages for a in page["MetricAlarms"] if a["AlarmName"] not in keep]
         for start in range(0, len(stale), 100):
             client.delete_alarms(AlarmNames=stale[start : start + 100])
@@ -350,9 +368,9 @@ def install(client, wanted: list[dict[str, object]]) -> list[tuple[str, str]]:
         existing = {
             a["AlarmName"]: a
             for start in range(0, len(names), 100)
-            for a in client.describe_alarms(AlarmNames=names[start : start + 100], AlarmTypes=["MetricAlarm"])[
-                "MetricAlarms"
-            ]
+            for a in client.describe_alarms(
+                AlarmNames=names[start : start + 100], AlarmTypes=["MetricAlarm"]
+            )["MetricAlarms"]
         }
         outcome = []
         for request in wanted:
@@ -419,7 +437,9 @@ def run(args: argparse.Namespace) -> int:
     wanted = requests(args, monitors)
     body = dashboard_body(args)
     if args.dry_run:
-        print_json({"alarms": wanted, "dashboard": {"DashboardName": dashboard_name(args), "DashboardBody": body}})
+        print_json(
+            {"alarms": wanted, "dashboard": {"DashboardName": dashboard_name(args), "DashboardBody": body}}
+        )
         return EXIT_OK
     client = cloudwatch_client(args)
     outcomes = install(client, wanted)

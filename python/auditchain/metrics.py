@@ -93,7 +93,8 @@ def _rows(conn: psycopg.Connection, query: str, source: str) -> list[tuple]:
 def fetch(conn: psycopg.Connection) -> list[Metric]:
     rows = _rows(
         conn,
-        "SELECT metric, value, unit, warning_above, critical_above, alarm_above, verdict FROM compliance.metrics()",
+        "SELECT metric, value, unit, warning_above, critical_above, alarm_above, verdict"
+        "  FROM compliance.metrics()",
         "compliance.metrics()",
     )
     return [Metric(*row) for row in rows]
@@ -198,7 +199,9 @@ def render_expectations(expectations: list[Expectation]) -> str:
     lines = ["", f"{'monitor':<{width}}  {'silence s':>10}  {'max s':>10}  state"]
     for e in expectations:
         state = "paused" if e.paused else "SILENT" if e.silent else "ok"
-        lines.append(f"{e.name:<{width}}  {e.silence_seconds:>10.1f}  {e.max_silence_seconds:>10.0f}  {state}")
+        lines.append(
+            f"{e.name:<{width}}  {e.silence_seconds:>10.1f}  {e.max_silence_seconds:>10.0f}  {state}"
+        )
     return "\n".join(lines) + "\n"
 
 

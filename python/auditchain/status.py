@@ -274,7 +274,9 @@ def check_monitors(m: dict[str, Metric], details: Details) -> Check:
         "  FROM compliance.expectation_status()"
     )
     if rows is None:
-        return Check("monitors", state, f"{silent:.0f} silent", Details.hidden("compliance.expectation_status()"))
+        return Check(
+            "monitors", state, f"{silent:.0f} silent", Details.hidden("compliance.expectation_status()")
+        )
     paused = sum(1 for row in rows if row[5])
     summary = f"{len(rows)} expected-event monitor(s): {silent:.0f} silent, {paused} paused"
     names, lines = [], []
@@ -284,7 +286,8 @@ def check_monitors(m: dict[str, Metric], details: Details) -> Check:
         match = pattern + (f", tenant {tenant}" if tenant else "") + (f", actor {actor}" if actor else "")
         names.append(name)
         lines.append(
-            f"{name} ({match}): SILENT, no event for {human_age(silence)} (normal: at most {human_age(max_silence)})"
+            f"{name} ({match}): SILENT, no event for {human_age(silence)}"
+            f" (normal: at most {human_age(max_silence)})"
         )
     if lines:
         lines.append("a producer's events are missing: docs/runbook.md#silent-producers")

@@ -154,13 +154,17 @@ def test_install_is_idempotent_and_updates_what_changed(endpoint_url, capsys):
     code, out, _ = install(capsys, endpoint_url, stage)
     assert code == 0
     dashboard = f"dashboard auditchain-{stage}-compliance"
-    assert out.splitlines() == [f"unchanged {prefix}{what}" for what in DOCUMENTED] + [f"unchanged {dashboard}"]
+    assert out.splitlines() == [f"unchanged {prefix}{what}" for what in DOCUMENTED] + [
+        f"unchanged {dashboard}"
+    ]
     assert len(alarms_of(endpoint_url, prefix)) == len(DOCUMENTED)
 
     topic = "arn:aws:sns:us-east-1:123456789012:oncall"
     code, out, _ = install(capsys, endpoint_url, stage, "--sns-topic-arn", topic)
     assert code == 0
-    assert out.splitlines() == [f"updated   {prefix}{what}" for what in DOCUMENTED] + [f"unchanged {dashboard}"]
+    assert out.splitlines() == [f"updated   {prefix}{what}" for what in DOCUMENTED] + [
+        f"unchanged {dashboard}"
+    ]
     alarms = alarms_of(endpoint_url, prefix)
     assert len(alarms) == len(DOCUMENTED)
     assert all(a["AlarmActions"] == [topic] and a["OKActions"] == [topic] for a in alarms.values())
@@ -243,7 +247,9 @@ def test_unreachable_endpoint_exits_3(moto_server, capsys):
     code, _, err = install(capsys, dead, "prod")
 
     assert code == EXIT_UNAVAILABLE
-    assert err.splitlines()[-1].startswith("auditchain alarms: CloudWatch alarm installation failed: Could not connect")
+    assert err.splitlines()[-1].startswith(
+        "auditchain alarms: CloudWatch alarm installation failed: Could not connect"
+    )
 
 
 @pytest.mark.parametrize("bad", ["", "prod east", "-prod", "x" * 65])
@@ -260,7 +266,9 @@ def monitor_alarms(endpoint_url: str, stage: str) -> dict[str, dict]:
     return alarms_of(endpoint_url, f"auditchain-{stage}-compliance-producer-silent-")
 
 
-def test_one_alarm_per_monitor_of_the_database_and_none_left_for_dropped_ones(conn, dsn, endpoint_url, capsys):
+def test_one_alarm_per_monitor_of_the_database_and_none_left_for_dropped_ones(
+    conn, dsn, endpoint_url, capsys
+):
     conn.execute("SELECT compliance.expect_events('auth', 'auth.%', '10 minutes')")
     conn.execute("SELECT compliance.expect_events('billing', 'billing.%', '1 hour', 'tenant-1')")
     stage = unique_stage()
@@ -309,7 +317,9 @@ def test_monitor_alarms_watch_what_the_watchdog_publishes(conn, dsn, endpoint_ur
     requests = [r for r in json.loads(out)["alarms"] if r["AlarmName"].endswith("producer-silent-auth")]
     assert len(requests) == 1
     published = cloudwatch(endpoint_url).list_metrics(
-        Namespace="Auditchain/Compliance", MetricName=requests[0]["MetricName"], Dimensions=requests[0]["Dimensions"]
+        Namespace="Auditchain/Compliance",
+        MetricName=requests[0]["MetricName"],
+        Dimensions=requests[0]["Dimensions"],
     )["Metrics"]
     assert len(published) == 1
 
@@ -335,9 +345,7 @@ def test_dashboard_is_stored_once_and_graphs_published_metrics(conn, dsn, endpoi
         "Export jobs stuck",
         "Silent expected-event monitors",
     ]
-    graphed = {
-        m[1] for w in body["widgets"] for m in w["properties"]["metrics"] if isinstance(m[0], str)
-    }
+    graphed = {m[1] for w in body["widgets"] for m in w["properties"]["metrics"] if isinstance(m[0], str)}
     assert graphed <= published_names(endpoint_url, stage)
     assert {w["properties"]["region"] for w in body["widgets"]} == {"eu-west-1"}
 

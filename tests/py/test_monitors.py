@@ -82,7 +82,9 @@ def test_a_stopped_producer_is_detected_end_to_end(conn, dsn, endpoint_url, caps
     assert monitor_maximum(endpoint_url, stage, "ComplianceExpectationSilent", "auth") == 1
     assert monitor_maximum(endpoint_url, stage, "ComplianceExpectationSilent", "billing") == 0
     assert monitor_maximum(endpoint_url, stage, "ComplianceExpectationSilence", "auth") > 3
-    code, out, err = run_cli(capsys, "alarms", "install", "--stage", stage, "--endpoint-url", endpoint_url, "--dsn", dsn)
+    code, out, err = run_cli(
+        capsys, "alarms", "install", "--stage", stage, "--endpoint-url", endpoint_url, "--dsn", dsn
+    )
     assert code == 0, err
     alarm = alarms_of(endpoint_url, f"auditchain-{stage}-compliance-producer-silent-auth")[
         f"auditchain-{stage}-compliance-producer-silent-auth"
@@ -130,7 +132,9 @@ def test_activity_samples_are_one_a_minute_and_kept_a_day(conn):
     conn.execute("SELECT compliance.drain()")
     second = conn.execute("SELECT compliance.record_activity_sample()").fetchone()[0]
 
-    rows = conn.execute("SELECT sampled_at, outbox_depth, chain_length FROM compliance.activity_samples").fetchall()
+    rows = conn.execute(
+        "SELECT sampled_at, outbox_depth, chain_length FROM compliance.activity_samples"
+    ).fetchall()
     if first == second:  # the same minute: the later call wins
         assert rows == [(second, 0, 3)]
     else:

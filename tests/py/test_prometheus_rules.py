@@ -101,7 +101,14 @@ def test_every_dashboard_query_names_served_metrics_and_parses(served_metrics, t
     assert all(METRIC_NAME.search(query) for query in queries)
     assert named - served_metrics == set()
     # promtool parses each query as the expression of a recording rule.
-    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"panel:q{i}", "expr": q} for i, q in enumerate(queries)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"panel:q{i}", "expr": q} for i, q in enumerate(queries)],
+            }
+        ]
+    }
     (tmp_path / "panels.yml").write_text(yaml.safe_dump(rules))
 
     out = promtool("check", "rules", str(tmp_path / "panels.yml"))
