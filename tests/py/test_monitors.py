@@ -111,7 +111,7 @@ def test_events_waiting_in_the_outbox_keep_a_monitor_quiet_while_the_drainer_is_
 
 
 def test_a_paused_monitor_is_never_silent_and_resuming_gives_it_max_silence_again(conn):
-    conn.execute("SELECT compliance.expect_events('batch', 'batch.%', '1 second')")
+    conn.execute("SELECT compliance.expect_events('batch', 'batch.%', '2 seconds')")
     wait_until(lambda: silent(conn, "batch"), timeout=10, what="a monitor without events to go silent")
 
     assert conn.execute("SELECT compliance.pause_expectation('batch')").fetchone()[0] is True
@@ -121,6 +121,25 @@ def test_a_paused_monitor_is_never_silent_and_resuming_gives_it_max_silence_agai
 
     assert not silent(conn, "batch")
     wait_until(lambda: silent(conn, "batch"), timeout=10, what="the resumed monitor to go silent again")
+
+
+def test_metrics_command_shows_each_monitor(conn, dsn, capsys):
+    conn.execute("SELECT compliance.expect_events('auth', 'auth.%', '1 hour')")
+    conn.execute("SELECT compliance.expect_events('batch', 'batch.%', '1 second')")
+    conn.execute("UPDATE compliance.event_expectations SET watched_since = now() - interval '1 minute'")
+
+    _, table, _ = run_cli(capsys, "metrics", "--dsn", dsn)
+    _, text, _ = run_cli(capsys, "metrics", "--format", "prometheus", "--dsn", dsn)
+    _, document, _ = run_cli(capsys, "metrics", "--format", "json", "--dsn", dsn)
+
+    rows = {line.split()[0]: line.split()[-1] for line in table.split("\n\n")[1].splitlines()[1:]}
+    assert rows == {"auth": "ok", "batch": "SILENT"}
+    assert 'auditchain_expectation_silent{monitor="batch"} 1.0' in text
+    assert 'auditchain_expectation_silent{monitor="auth"} 0.0' in text
+    assert 'auditchain_expectation_max_silence_seconds{monitor="auth"} 3600.0' in text
+    assert "auditchain_silent_producers 1.0" in text
+    expectations = {e["name"]: e for e in json.loads(document)["expectations"]}
+    assert (expectations["batch"]["silent"], expectations["auth"]["silent"]) == (True, False)
 
 
 def test_activity_samples_are_one_a_minute_and_kept_a_day(conn):
