@@ -277,6 +277,10 @@ def check_monitors(m: dict[str, Metric], details: Details) -> Check:
         return Check(
             "monitors", state, f"{silent:.0f} silent", Details.hidden("compliance.expectation_status()")
         )
+    if not rows:
+        return Check(
+            "monitors", state, "none declared: a silent producer goes unnoticed (compliance.expect_events)"
+        )
     paused = sum(1 for row in rows if row[5])
     summary = f"{len(rows)} expected-event monitor(s): {silent:.0f} silent, {paused} paused"
     names, lines = [], []
