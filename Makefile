@@ -11,7 +11,7 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 BIN      := $(VENV)/bin
 PGBIN    := /usr/lib/postgresql/15/bin
-APT_PKGS := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl golang-go golang-golang-x-mod-dev
+APT_PKGS := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl golang-go golang-golang-x-mod-dev prometheus
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 export PGHOST PGPORT PGUSER
 

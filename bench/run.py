@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import drain, emit, exports, latency, merkle, verify
+from benchkit import drain, emit, exports, latency, merkle, monitors, verify
 from benchkit.cluster import Server, bench_database, describe_machine
 from benchkit.ledger import Ledger
 from benchkit.results import Row, format_table, write_json
@@ -93,6 +93,8 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
             ("export", lambda lg, s=size: lab.export(s)),
             ("verify_bundle", lambda lg, s=size: lab.verify_bundle(s)),
         ]
+    # 100 expected-event monitors checked beside the large log, 1,000 events a second arriving.
+    steps.append(("monitors", lambda lg: monitors.run(lg, log_size=p.large_log)))
     # Emit again beside a large log: emit touches only the outbox, so it should not care.
     steps.append(
         ("emit", lambda lg: emit.run(lg, clients=4, seconds=p.emit_seconds, rounds=1)),

@@ -57,7 +57,8 @@ COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
 -- 0 at once when another drainer holds the lock. The head is carried in a variable and
 -- written to drainer_state once per batch.
 -- Touches: audit_outbox (SELECT FOR UPDATE SKIP LOCKED, DELETE), audit_events (INSERT),
--- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append).
+-- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append),
+-- event_expectations (UPDATE, through compliance._advance_expectations).
 CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql
@@ -152,6 +153,7 @@ BEGIN
     -- The Merkle tree's leaves are the record digests, appended in the same transaction so
     -- that the tree and the chain never disagree at a commit.
     PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
+    PERFORM compliance._advance_expectations(v_state.last_seq + 1, v_state.last_seq + v_moved);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,
            last_hash = v_hash,

@@ -56,7 +56,10 @@ AS $$
               -- next starts when it ends, so a healthy last start stays under two minutes old.
               -- Three minutes: pg_cron has stopped starting them. Ten: its scheduler is not
               -- coming back (pg_cron 1.4 does not restart it after a terminate).
-              ('cron_minutely_jobs_last_start_age_seconds', 180, 600, 180, 'unknown', NULL)
+              ('cron_minutely_jobs_last_start_age_seconds', 180, 600, 180, 'unknown', NULL),
+              -- A silent producer is a warning (its events are missing, nothing is lost
+              -- from the chain) and its own alarm.
+              ('silent_producers', 0, NULL, 0, 'ok', NULL)
       ) AS t (metric, warning_above, critical_above, alarm_above, verdict_when_null, ok_while_zero);
 $$;
 COMMENT ON FUNCTION compliance._metric_thresholds() IS
@@ -83,7 +86,8 @@ $$;
 -- system is healthy: never a scan of audit_events. SECURITY DEFINER so that
 -- compliance_watchdog needs EXECUTE on this function and nothing else.
 -- Touches (read only): audit_outbox, audit_events (one row by seq), drainer_state,
--- verification_state, anchors, anchor_failure_reviews, export_jobs; cron.job and cron.job_run_details through
+-- verification_state, anchors, anchor_failure_reviews, export_jobs; event_expectations
+-- through compliance.expectation_status(); cron.job and cron.job_run_details through
 -- compliance.cron_job_health().
 CREATE OR REPLACE FUNCTION compliance.metrics()
 RETURNS TABLE (
@@ -206,7 +210,11 @@ BEGIN
              'count'),
             (15, 'cron_failed_runs_last_hour', v_cron_failures::double precision, 'count'),
             (16, 'cron_jobs_unscheduled', v_cron_unscheduled::double precision, 'count'),
-            (17, 'cron_minutely_jobs_last_start_age_seconds', v_cron_minutely_age, 'seconds')
+            (17, 'cron_minutely_jobs_last_start_age_seconds', v_cron_minutely_age, 'seconds'),
+            -- Expected-event monitors silent for longer than their max_silence, not paused.
+            (18, 'silent_producers',
+             (SELECT pg_catalog.count(*) FROM compliance.expectation_status() AS x WHERE x.silent)::double precision,
+             'count')
     )
     SELECT m.metric, m.value, m.unit, t.warning_above, t.critical_above, t.alarm_above,
            CASE

@@ -35,6 +35,8 @@ AS $$
               -- Exactly one CALL: pg_cron lets a procedure COMMIT only when it is the whole command.
               ('drain', '* * * * *', 'CALL compliance.run_drainer()', NULL, 'run_drainer'),
               ('verify', '* * * * *', 'SELECT compliance.verify_new_events()', NULL, 'verify_new_events'),
+              -- The minute samples behind the status sparklines (outbox depth, drain rate).
+              ('sample', '* * * * *', 'SELECT compliance.record_activity_sample()', NULL, 'record_activity_sample'),
               ('anchor', '*/15 * * * *', 'SELECT compliance.create_anchor()', NULL, 'create_anchor'),
               ('reconcile-exports', '*/5 * * * *', 'SELECT compliance.reconcile_exports()', NULL,
                'reconcile_exports'),

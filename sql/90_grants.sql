@@ -41,12 +41,18 @@ compliance.anchor_heartbeat(bigint, uuid, interval), compliance.claim_pending_an
 compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid),
 compliance.record_anchor_error(bigint, text, uuid),
 compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) TO compliance_anchor;
+-- The root an anchor commits to and the consistency proof from the previous anchor's tree.
+GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.consistency_proof(bigint, bigint)
+TO compliance_anchor;
 
 -- ==== compliance_watchdog: compliance.metrics() and nothing else.
 -- It is SECURITY DEFINER and STABLE, so the watchdog reads every number without any table
 -- privilege and can change nothing, not even through it.
 GRANT USAGE ON SCHEMA compliance TO compliance_watchdog;
 GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_watchdog;
+-- Every monitor's silence, published beside the metrics (expected-event monitors are declared,
+-- paused and dropped by the owner, a DBA, like the acknowledge_* functions: no grant).
+GRANT EXECUTE ON FUNCTION compliance.expectation_status() TO compliance_watchdog;
 
 -- ==== compliance_exporter: claim export jobs, read a running job's plan and lines, report
 -- progress and record the outcome. No table privilege: a runner sees only what export_plan
@@ -57,14 +63,18 @@ compliance.export_heartbeat(uuid), compliance.export_plan(uuid), compliance.expo
 compliance.complete_export(uuid, text, text, bigint, bigint, bytea, bigint, bigint, bigint),
 compliance.fail_export(uuid, text) TO compliance_exporter;
 
--- ==== compliance_auditor: read the ledger, anchors and export jobs, verify the chain, and
--- see the health metrics.
+-- ==== compliance_auditor: read the ledger, anchors and export jobs, verify the chain and the
+-- Merkle tree, produce proofs, and see the health metrics.
 GRANT USAGE ON SCHEMA compliance TO compliance_auditor;
 GRANT SELECT ON compliance.audit_events, compliance.drainer_state, compliance.verification_state,
 compliance.integrity_incidents TO compliance_auditor;
 -- The same events with hex hashes (a security_invoker view: it needs audit_events above).
 GRANT SELECT ON compliance.audit_events_hex TO compliance_auditor;
 GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_auditor;
+-- The stored Merkle tree, roots, inclusion and consistency proofs, and the tree check.
+GRANT SELECT ON compliance.merkle_nodes TO compliance_auditor;
+GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_proof(bigint, bigint),
+compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
 -- `auditchain verify` compares the anchors with the bucket.
 GRANT SELECT ON compliance.anchors TO compliance_auditor;
 -- Follow export jobs (status, error, where the bundle is) and their filters.
@@ -75,15 +85,6 @@ GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO complianc
 -- reviewed anchor integrity alarms.
 GRANT EXECUTE ON FUNCTION compliance.metrics() TO compliance_auditor;
 GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
-
--- ==== Merkle tree
-
--- compliance_auditor: read the stored tree, produce roots and proofs, check the tree.
-GRANT SELECT ON compliance.merkle_nodes TO compliance_auditor;
-GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_proof(bigint, bigint),
-compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
-
--- compliance_anchor: the root an anchor commits to and the consistency proof from the
--- previous anchor's tree. The functions are SECURITY DEFINER: no table privilege needed.
-GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.consistency_proof(bigint, bigint)
-TO compliance_anchor;
+-- The monitors' state and the per-minute activity history behind the status sparklines.
+GRANT EXECUTE ON FUNCTION compliance.expectation_status(), compliance.activity_history(integer)
+TO compliance_auditor;

@@ -1,7 +1,9 @@
 """`auditchain status`: the on-call triage questions answered in one command.
 
-One line per check (outbox, drainer, anchors, verification, exports, pg_cron, watchdog
-heartbeat) with its state and what to look at, then the overall state. compliance.metrics()
+One line per check (outbox, drainer, anchors, verification, exports, pg_cron, expected-event
+monitors, watchdog heartbeat) with its state and what to look at, then the outbox depth and
+drain rate of the last hour as sparklines (per-minute samples the database keeps, pg_cron job
+`sample`), then the overall state. compliance.metrics()
 gives the numbers and decides each one's verdict from the thresholds it reports with it
 (docs/api.md, "Metrics"); a check's state is the worst verdict of its metrics. The details
 (halt reason, anchor errors, stuck job ids) come from the compliance tables when the role
@@ -16,6 +18,7 @@ could not be read). Critical outranks unknown, which outranks warning.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -44,6 +47,10 @@ SEVERITY = [CRITICAL, UNKNOWN, WARNING, OK]
 EXIT_CODES = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
 HEARTBEAT_LOOKBACK = timedelta(hours=3)
 DETAIL_LIMIT = 5
+TREND_MINUTES = 60
+# Lowest to highest; the ASCII ramp where the terminal cannot print the blocks.
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+SPARK_ASCII = "_.-:=+*#"
 
 
 @dataclass
@@ -258,6 +265,97 @@ def check_cron(m: dict[str, Metric], details: Details) -> Check:
     return Check("pg_cron", state, summary, lines)
 
 
+def check_monitors(m: dict[str, Metric], details: Details) -> Check:
+    silent = m["silent_producers"].value or 0
+    state = verdict(m, "silent_producers")
+    rows = details.rows(
+        "SELECT name, event_type_pattern, tenant_id, actor_pattern, max_silence_seconds, paused,"
+        "       silence_seconds, silent"
+        "  FROM compliance.expectation_status()"
+    )
+    if rows is None:
+        return Check(
+            "monitors", state, f"{silent:.0f} silent", Details.hidden("compliance.expectation_status()")
+        )
+    if not rows:
+        return Check(
+            "monitors", state, "none declared: a silent producer goes unnoticed (compliance.expect_events)"
+        )
+    paused = sum(1 for row in rows if row[5])
+    summary = f"{len(rows)} expected-event monitor(s): {silent:.0f} silent, {paused} paused"
+    names, lines = [], []
+    for name, pattern, tenant, actor, max_silence, _, silence, is_silent in rows:
+        if not is_silent:
+            continue
+        match = pattern + (f", tenant {tenant}" if tenant else "") + (f", actor {actor}" if actor else "")
+        names.append(name)
+        lines.append(
+            f"{name} ({match}): SILENT, no event for {human_age(silence)}"
+            f" (normal: at most {human_age(max_silence)})"
+        )
+    if lines:
+        lines.append("a producer's events are missing: docs/runbook.md#silent-producers")
+    return Check("monitors", state, summary, lines, data={"silent": names})
+
+
+def sparkline(values: list[float | None], blocks: str = SPARK_BLOCKS) -> str:
+    """One character per value, scaled to the largest; a blank where there is no sample."""
+    top = max((v for v in values if v is not None), default=0)
+    out = []
+    for v in values:
+        if v is None:
+            out.append(" ")
+        elif v <= 0 or top <= 0:
+            out.append(blocks[0])
+        else:
+            out.append(blocks[max(1, math.ceil(v / top * (len(blocks) - 1)))])
+    return "".join(out)
+
+
+@dataclass
+class Trend:
+    """The last hour minute by minute, oldest first (None: no sample that minute)."""
+
+    minutes: list[str]
+    outbox_depth: list[float | None]
+    drained_per_minute: list[float | None]
+
+
+def read_trend(details: Details) -> Trend | None:
+    rows = details.rows(
+        "SELECT h.sampled_at, h.outbox_depth, h.drained_per_minute, date_trunc('minute', now())"
+        "  FROM compliance.activity_history(%s) AS h",
+        (TREND_MINUTES,),
+    )
+    if not rows:
+        return None
+    now = rows[0][3]
+    slots = [now - timedelta(minutes=TREND_MINUTES - 1 - i) for i in range(TREND_MINUTES)]
+    depth = {at: d for at, d, _, _ in rows}
+    drained = {at: n for at, _, n, _ in rows}
+    return Trend(
+        [f"{at:%H:%M}" for at in slots],
+        [depth.get(at) for at in slots],
+        [drained.get(at) for at in slots],
+    )
+
+
+def render_trend(trend: Trend | None) -> list[str]:
+    if trend is None:
+        return ["last hour: no samples yet (pg_cron job sample records one a minute)"]
+    blocks = SPARK_BLOCKS
+    try:
+        blocks.encode(sys.stdout.encoding or "ascii")
+    except UnicodeEncodeError:
+        blocks = SPARK_ASCII
+    lines = [f"last hour, per minute ({trend.minutes[0]}-{trend.minutes[-1]}):"]
+    for label, values in (("outbox depth", trend.outbox_depth), ("drained/min", trend.drained_per_minute)):
+        known = [v for v in values if v is not None]
+        tail = f"now {known[-1]:,.0f}, max {max(known):,.0f}" if known else "no data"
+        lines.append(f"  {label:<13}|{sparkline(values, blocks)}| {tail}")
+    return lines
+
+
 def check_heartbeat(args: argparse.Namespace, now: datetime) -> Check:
     if not args.stage:
         return Check("heartbeat", SKIPPED, "not checked: pass --stage to read it from CloudWatch")
@@ -290,26 +388,29 @@ DATABASE_CHECKS: list[Callable[[dict[str, Metric], Details], Check]] = [
     check_verification,
     check_exports,
     check_cron,
+    check_monitors,
 ]
 
 
-def collect(args: argparse.Namespace) -> tuple[list[Check], dict[str, Metric]]:
+def collect(args: argparse.Namespace) -> tuple[list[Check], dict[str, Metric], Trend | None]:
     now = datetime.now(UTC)
     with db.connect(args.dsn, autocommit=True, app="auditchain status") as conn:
         metrics = by_name(fetch(conn))
         details = Details(conn)
         checks = [check(metrics, details) for check in DATABASE_CHECKS]
+        trend = read_trend(details)
     checks.append(check_heartbeat(args, now))
-    return checks, metrics
+    return checks, metrics, trend
 
 
-def render_table(target: str, checks: list[Check], overall: str) -> str:
+def render_table(target: str, checks: list[Check], overall: str, trend: Trend | None = None) -> str:
     width = max(len(c.name) for c in checks)
     lines = [f"auditchain status of {target}", ""]
     lines.append(f"{'CHECK':<{width}}  {'STATE':<8}  SUMMARY")
     for c in checks:
         lines.append(f"{c.name:<{width}}  {c.state.upper():<8}  {c.summary}")
         lines += [f"{'':<{width}}  {'':<8}    {d}" for d in c.details]
+    lines += ["", *render_trend(trend)]
     lines += ["", f"overall: {overall.upper()} (exit {EXIT_CODES[overall]})"]
     return "\n".join(lines) + "\n"
 
@@ -329,7 +430,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     target = db.describe(args.dsn)
     try:
-        checks, metrics = collect(args)
+        checks, metrics, trend = collect(args)
     except AuditchainError as exc:
         if args.json:
             print_json(
@@ -346,8 +447,9 @@ def run(args: argparse.Namespace) -> int:
             "checks": [asdict(c) for c in checks],
             "metrics": {name: m.value for name, m in metrics.items()},
             "verdicts": {name: m.verdict for name, m in metrics.items()},
+            "trend": None if trend is None else asdict(trend),
         }
         print_json(document)
     else:
-        print(render_table(target, checks, overall), end="")
+        print(render_table(target, checks, overall, trend), end="")
     return EXIT_CODES[overall]

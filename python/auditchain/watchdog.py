@@ -6,6 +6,8 @@ and publishes, in one PutMetricData call with the dimension Stage=<stage>:
   ComplianceAnchorWatchdogHeartbeat  1, proof that this cycle read the ledger and published
   ComplianceAnchorGap                seconds the oldest unanchored event has waited
   Compliance<Metric>                 every other metric (docs/api.md, "Metrics")
+  ComplianceExpectationSilence       per expected-event monitor (dimension Monitor=<name>
+  ComplianceExpectationSilent        as well): its silence in seconds, and 1 while silent
 
 A metric whose value is NULL (not measurable now) is left out of the call. The heartbeat
 is sent only together with the metrics: when the database cannot be read, no heartbeat
@@ -38,7 +40,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from . import db
 from .cliutil import add_command
 from .errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError
-from .metrics import Metric, fetch_from, prometheus_registry
+from .metrics import Reading, fetch_from, prometheus_registry
 
 log = logging.getLogger("auditchain.watchdog")
 
@@ -50,6 +52,11 @@ HEARTBEAT_METRIC = "ComplianceAnchorWatchdogHeartbeat"
 HEARTBEAT_WARNING_SECONDS = 360
 HEARTBEAT_CRITICAL_SECONDS = 2 * DEFAULT_INTERVAL
 STAGE_DIMENSION = "Stage"
+MONITOR_DIMENSION = "Monitor"
+SILENCE_METRIC = "ComplianceExpectationSilence"
+SILENT_METRIC = "ComplianceExpectationSilent"
+# PutMetricData takes at most 1,000 values per call.
+MAX_VALUES_PER_CALL = 1000
 NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A dead endpoint must fail a cycle in seconds, not after botocore's default minute-long waits.
 CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"})
@@ -94,8 +101,13 @@ def stage_dimensions(stage: str) -> list[dict[str, str]]:
     return [{"Name": STAGE_DIMENSION, "Value": stage}]
 
 
-def metric_data(metrics: list[Metric], stage: str, at: datetime) -> list[dict[str, object]]:
-    """The PutMetricData items: the heartbeat first, then every measurable metric."""
+def monitor_dimensions(stage: str, monitor: str) -> list[dict[str, str]]:
+    return [*stage_dimensions(stage), {"Name": MONITOR_DIMENSION, "Value": monitor}]
+
+
+def metric_data(reading: Reading, stage: str, at: datetime) -> list[dict[str, object]]:
+    """The PutMetricData items: the heartbeat first, then every measurable metric, then two
+    values per expected-event monitor."""
     dimensions = stage_dimensions(stage)
     data: list[dict[str, object]] = [
         {
@@ -106,7 +118,7 @@ def metric_data(metrics: list[Metric], stage: str, at: datetime) -> list[dict[st
             "Unit": "Count",
         }
     ]
-    for m in metrics:
+    for m in reading.metrics:
         if m.value is None:
             continue
         data.append(
@@ -118,14 +130,31 @@ def metric_data(metrics: list[Metric], stage: str, at: datetime) -> list[dict[st
                 "Unit": m.cloudwatch_unit,
             }
         )
+    for e in reading.expectations:
+        for name, value, unit in (
+            (SILENCE_METRIC, e.silence_seconds, "Seconds"),
+            (SILENT_METRIC, float(e.silent), "None"),
+        ):
+            data.append(
+                {
+                    "MetricName": name,
+                    "Dimensions": monitor_dimensions(stage, e.name),
+                    "Timestamp": at,
+                    "Value": float(value),
+                    "Unit": unit,
+                }
+            )
     return data
 
 
-def publish(client, namespace: str, stage: str, metrics: list[Metric]) -> int:
-    """One PutMetricData call; returns the number of values sent. Raises AuditchainError (3)."""
-    data = metric_data(metrics, stage, datetime.now(UTC))
+def publish(client, namespace: str, stage: str, reading: Reading) -> int:
+    """PutMetricData calls of up to 1,000 values; the one holding the heartbeat goes last, so
+    a heartbeat is sent only when everything else was. Returns the number of values sent.
+    Raises AuditchainError (EXIT_UNAVAILABLE)."""
+    data = metric_data(reading, stage, datetime.now(UTC))
     try:
-        client.put_metric_data(Namespace=namespace, MetricData=data)
+        for start in reversed(range(0, len(data), MAX_VALUES_PER_CALL)):
+            client.put_metric_data(Namespace=namespace, MetricData=data[start : start + MAX_VALUES_PER_CALL])
     except (BotoCoreError, ClientError) as exc:
         raise AuditchainError(
             f"CloudWatch publish FAILED for namespace {namespace} stage {stage}: {exc}; "
@@ -136,9 +165,9 @@ def publish(client, namespace: str, stage: str, metrics: list[Metric]) -> int:
 
 
 def run_cycle(args: argparse.Namespace, client) -> None:
-    metrics = fetch_from(args.dsn, app="auditchain watchdog")
-    sent = publish(client, args.namespace, args.stage, metrics)
-    gap = next((m.value for m in metrics if m.name == "anchor_gap_seconds"), None)
+    reading = fetch_from(args.dsn, app="auditchain watchdog")
+    sent = publish(client, args.namespace, args.stage, reading)
+    gap = next((m.value for m in reading.metrics if m.name == "anchor_gap_seconds"), None)
     log.info(
         "published %d values to %s (stage %s); anchor gap %s s",
         sent,

@@ -12,8 +12,9 @@ SELECT results_eq(
     format($$VALUES ('anchor', '*/15 * * * *', 'SELECT compliance.create_anchor()', %1$L),
                     ('drain', '* * * * *', 'CALL compliance.run_drainer()', %1$L),
                     ('reconcile-exports', '*/5 * * * *', 'SELECT compliance.reconcile_exports()', %1$L),
+                    ('sample', '* * * * *', 'SELECT compliance.record_activity_sample()', %1$L),
                     ('verify', '* * * * *', 'SELECT compliance.verify_new_events()', %1$L)$$, :'db'),
-    'drain and verify every minute, anchor every 15 minutes, reconcile exports every 5, in this database'
+    'drain, sample and verify every minute, anchor every 15 minutes, reconcile exports every 5, in this database'
 );
 SELECT is_empty(
     $$SELECT jobname FROM compliance.cron_jobs() WHERE jobname <> 'auditchain:' || current_database() || ':' || job$$,

@@ -34,6 +34,7 @@ SELECT g.grantee, g.kind, g.object, g.privilege
 
     ('compliance_watchdog', 'schema', 'compliance', 'USAGE'),
     ('compliance_watchdog', 'function', 'compliance.metrics()', 'EXECUTE'),
+    ('compliance_watchdog', 'function', 'compliance.expectation_status()', 'EXECUTE'),
 
     ('compliance_exporter', 'schema', 'compliance', 'USAGE'),
     ('compliance_exporter', 'function', 'compliance.claim_export(uuid)', 'EXECUTE'),
@@ -61,7 +62,9 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_auditor', 'function', 'compliance.tree_root(bigint)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.inclusion_proof(bigint,bigint)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.consistency_proof(bigint,bigint)', 'EXECUTE'),
-    ('compliance_auditor', 'function', 'compliance.verify_tree()', 'EXECUTE')
+    ('compliance_auditor', 'function', 'compliance.verify_tree()', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.expectation_status()', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.activity_history(integer)', 'EXECUTE')
     -- PUBLIC: nothing.
   ) AS g (grantee, kind, object, privilege);
 

@@ -1,6 +1,7 @@
 """`auditchain alarms install` against a loopback CloudWatch: the documented alarms, created
 once, left alone when unchanged, updated when the configuration changes, and watching
-metrics the watchdog really publishes."""
+metrics the watchdog really publishes; one alarm per expected-event monitor of the database
+given; the CloudWatch dashboard."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from auditchain.alarms import ALARMS
 from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
 from awsfake import free_port
 from test_anchor import run_cli
-from test_watchdog import published_names, unique_stage, watchdog_once
+from test_watchdog import cloudwatch, published_names, unique_stage, watchdog_once
 
 DOCUMENTED = {
     # what: (metric, statistic, comparison, threshold, evaluation periods, missing data)
@@ -83,6 +84,14 @@ DOCUMENTED = {
         1,
         "missing",
     ),
+    "silent-producers": (
+        "ComplianceSilentProducers",
+        "Maximum",
+        "GreaterThanThreshold",
+        0.0,
+        1,
+        "missing",
+    ),
 }
 
 
@@ -102,8 +111,11 @@ def test_install_creates_the_documented_alarms(endpoint_url, capsys):
     code, out, err = install(capsys, endpoint_url, stage)
 
     assert code == 0, err
+    assert "per-monitor producer-silent alarms are neither installed nor removed" in err
     prefix = f"auditchain-{stage}-compliance-"
-    assert out.splitlines() == [f"created   {prefix}{what}" for what in DOCUMENTED]
+    assert out.splitlines() == [f"created   {prefix}{what}" for what in DOCUMENTED] + [
+        f"created   dashboard auditchain-{stage}-compliance"
+    ]
     alarms = alarms_of(endpoint_url, prefix)
     assert set(alarms) == {prefix + what for what in DOCUMENTED}
     for what, (metric, statistic, comparison, threshold, periods, missing) in DOCUMENTED.items():
@@ -141,13 +153,18 @@ def test_install_is_idempotent_and_updates_what_changed(endpoint_url, capsys):
 
     code, out, _ = install(capsys, endpoint_url, stage)
     assert code == 0
-    assert out.splitlines() == [f"unchanged {prefix}{what}" for what in DOCUMENTED]
+    dashboard = f"dashboard auditchain-{stage}-compliance"
+    assert out.splitlines() == [f"unchanged {prefix}{what}" for what in DOCUMENTED] + [
+        f"unchanged {dashboard}"
+    ]
     assert len(alarms_of(endpoint_url, prefix)) == len(DOCUMENTED)
 
     topic = "arn:aws:sns:us-east-1:123456789012:oncall"
     code, out, _ = install(capsys, endpoint_url, stage, "--sns-topic-arn", topic)
     assert code == 0
-    assert out.splitlines() == [f"updated   {prefix}{what}" for what in DOCUMENTED]
+    assert out.splitlines() == [f"updated   {prefix}{what}" for what in DOCUMENTED] + [
+        f"unchanged {dashboard}"
+    ]
     alarms = alarms_of(endpoint_url, prefix)
     assert len(alarms) == len(DOCUMENTED)
     assert all(a["AlarmActions"] == [topic] and a["OKActions"] == [topic] for a in alarms.values())
@@ -174,7 +191,7 @@ def test_every_alarm_watches_a_metric_the_watchdog_publishes(conn, dsn, endpoint
 
     code, out, _ = run_cli(capsys, "alarms", "install", "--stage", stage, "--dry-run")
 
-    watched = {request["MetricName"] for request in json.loads(out)}
+    watched = {request["MetricName"] for request in json.loads(out)["alarms"]}
     # The cron metrics are published only where pg_cron can be read; this cluster has it.
     assert watched <= published_names(endpoint_url, stage)
 
@@ -213,8 +230,11 @@ def test_dry_run_prints_the_requests_and_calls_nothing(capsys):
     )
 
     assert code == 0, err
-    requests = json.loads(out)
+    assert "no --dsn or DATABASE_URL" in err
+    document = json.loads(out)
+    requests = document["alarms"]
     assert [r["AlarmName"] for r in requests] == [f"acme-prod-compliance-{what}" for what in DOCUMENTED]
+    assert document["dashboard"]["DashboardName"] == "acme-prod-compliance"
     heartbeat = requests[1]
     assert heartbeat["TreatMissingData"] == "breaching"
     assert (heartbeat["EvaluationPeriods"], heartbeat["Period"]) == (2, 300)
@@ -227,7 +247,9 @@ def test_unreachable_endpoint_exits_3(moto_server, capsys):
     code, _, err = install(capsys, dead, "prod")
 
     assert code == EXIT_UNAVAILABLE
-    assert err.startswith("auditchain alarms: CloudWatch alarm installation failed: Could not connect")
+    assert err.splitlines()[-1].startswith(
+        "auditchain alarms: CloudWatch alarm installation failed: Could not connect"
+    )
 
 
 @pytest.mark.parametrize("bad", ["", "prod east", "-prod", "x" * 65])
@@ -238,3 +260,102 @@ def test_stage_and_prefix_are_plain_names(bad, capsys):
         with pytest.raises(SystemExit) as usage:
             run_cli(capsys, *argv)
         assert usage.value.code == EXIT_USAGE
+
+
+def monitor_alarms(endpoint_url: str, stage: str) -> dict[str, dict]:
+    return alarms_of(endpoint_url, f"auditchain-{stage}-compliance-producer-silent-")
+
+
+def test_one_alarm_per_monitor_of_the_database_and_none_left_for_dropped_ones(
+    conn, dsn, endpoint_url, capsys
+):
+    conn.execute("SELECT compliance.expect_events('auth', 'auth.%', '10 minutes')")
+    conn.execute("SELECT compliance.expect_events('billing', 'billing.%', '1 hour', 'tenant-1')")
+    stage = unique_stage()
+
+    code, out, err = install(capsys, endpoint_url, stage, "--dsn", dsn)
+
+    assert code == 0, err
+    alarms = monitor_alarms(endpoint_url, stage)
+    assert set(alarms) == {f"auditchain-{stage}-compliance-producer-silent-{m}" for m in ("auth", "billing")}
+    auth = alarms[f"auditchain-{stage}-compliance-producer-silent-auth"]
+    assert (
+        auth["MetricName"],
+        auth["Dimensions"],
+        auth["Statistic"],
+        auth["ComparisonOperator"],
+        auth["Threshold"],
+        auth["Period"],
+    ) == (
+        "ComplianceExpectationSilent",
+        [{"Name": "Stage", "Value": stage}, {"Name": "Monitor", "Value": "auth"}],
+        "Maximum",
+        "GreaterThanThreshold",
+        0.0,
+        300,
+    )
+    assert auth["AlarmDescription"].endswith("Runbook: docs/runbook.md#silent-producers")
+
+    conn.execute("SELECT compliance.drop_expectation('billing')")
+    code, out, err = install(capsys, endpoint_url, stage, "--dsn", dsn)
+
+    assert code == 0, err
+    assert f"deleted   auditchain-{stage}-compliance-producer-silent-billing" in out.splitlines()
+    assert set(monitor_alarms(endpoint_url, stage)) == {f"auditchain-{stage}-compliance-producer-silent-auth"}
+    assert len(alarms_of(endpoint_url, f"auditchain-{stage}-compliance-")) == len(DOCUMENTED) + 1
+
+
+def test_monitor_alarms_watch_what_the_watchdog_publishes(conn, dsn, endpoint_url, capsys):
+    conn.execute("SELECT compliance.expect_events('auth', 'auth.%', '10 minutes')")
+    stage = unique_stage()
+    code, _, err = watchdog_once(capsys, dsn, endpoint_url, stage)
+    assert code == 0, err
+
+    code, out, err = run_cli(capsys, "alarms", "install", "--stage", stage, "--dry-run", "--dsn", dsn)
+
+    assert code == 0, err
+    requests = [r for r in json.loads(out)["alarms"] if r["AlarmName"].endswith("producer-silent-auth")]
+    assert len(requests) == 1
+    published = cloudwatch(endpoint_url).list_metrics(
+        Namespace="Auditchain/Compliance",
+        MetricName=requests[0]["MetricName"],
+        Dimensions=requests[0]["Dimensions"],
+    )["Metrics"]
+    assert len(published) == 1
+
+
+def test_dashboard_is_stored_once_and_graphs_published_metrics(conn, dsn, endpoint_url, capsys):
+    conn.execute("SELECT compliance.emit('test.dashboard', 'tester')")
+    conn.execute("SELECT compliance.drain()")
+    stage = unique_stage()
+    code, _, err = watchdog_once(capsys, dsn, endpoint_url, stage)
+    assert code == 0, err
+    install(capsys, endpoint_url, stage, "--region", "eu-west-1")
+
+    regional = boto3.client("cloudwatch", endpoint_url=endpoint_url, region_name="eu-west-1")
+    stored = regional.get_dashboard(DashboardName=dashboard_name_of(stage))
+    body = json.loads(stored["DashboardBody"])
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    assert titles == [
+        "Outbox depth and oldest row age",
+        "Drain rate (events chained per minute)",
+        "Anchor gap (s)",
+        "Watchdog heartbeat",
+        "Verification lag (events)",
+        "Export jobs stuck",
+        "Silent expected-event monitors",
+    ]
+    graphed = {m[1] for w in body["widgets"] for m in w["properties"]["metrics"] if isinstance(m[0], str)}
+    assert graphed <= published_names(endpoint_url, stage)
+    assert {w["properties"]["region"] for w in body["widgets"]} == {"eu-west-1"}
+
+    code, out, _ = install(capsys, endpoint_url, stage, "--region", "eu-west-1")
+    assert out.splitlines()[-1] == f"unchanged dashboard {dashboard_name_of(stage)}"
+    code, out, _ = install(capsys, endpoint_url, stage, "--region", "eu-west-1", "--namespace", "Acme/Audit")
+    assert out.splitlines()[-1] == f"updated   dashboard {dashboard_name_of(stage)}"
+    body = json.loads(regional.get_dashboard(DashboardName=dashboard_name_of(stage))["DashboardBody"])
+    assert body["widgets"][0]["properties"]["metrics"][0][0] == "Acme/Audit"
+
+
+def dashboard_name_of(stage: str) -> str:
+    return f"auditchain-{stage}-compliance"

@@ -202,9 +202,14 @@ def migration_pending(ctx: Context) -> None:
 
 
 def producer_events(ctx: Context) -> None:
+    """billing keeps producing; the auth producer stopped an hour ago."""
     healthy(ctx)
+    ctx.conn.execute("SELECT compliance.expect_events('billing', 'billing.%', '10 minutes')")
+    ctx.conn.execute("SELECT compliance.expect_events('auth', 'auth.%', '10 minutes')")
+    ctx.conn.execute("UPDATE compliance.event_expectations SET watched_since = now() - interval '1 hour'")
     ctx.conn.execute("SELECT compliance.emit('billing.invoice_sent', 'svc:billing')")
     ctx.conn.execute("SELECT compliance.drain()")
+    assert ctx.scalar("SELECT array_agg(name) FROM compliance.expectation_status() WHERE silent") == ["auth"]
 
 
 SCENARIOS: dict[str, Callable[[Context], None]] = {
@@ -230,6 +235,10 @@ def placeholders(ctx: Context) -> dict[str, str]:
         "<first_bad_seq>": "SELECT first_bad_seq FROM compliance.verification_state",
         "<job_id>": "SELECT job_id FROM compliance.export_jobs ORDER BY created_at LIMIT 1",
         "<anchor_id>": "SELECT anchor_id FROM compliance.anchors WHERE status = 'failed' LIMIT 1",
+        # The silent monitor, and still the same one once the runbook paused or resumed it.
+        "<monitor>": "SELECT s.name FROM compliance.expectation_status() AS s"
+        " JOIN compliance.event_expectations AS x USING (name)"
+        " ORDER BY s.silent DESC, x.paused DESC, x.watched_since DESC LIMIT 1",
     }
     values = {"<stage>": ctx.stage}
     for placeholder, query in queries.items():
@@ -304,6 +313,7 @@ def test_every_alarm_and_reference_scenario_has_a_section():
         "drift-gate",
         "exports-stuck",
         "producer-events-missing",
+        "silent-producers",
         "irreversible-operations",
     }
     assert alarms | reference <= anchors

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from auditchain.errors import EXIT_UNAVAILABLE, EXIT_USAGE
-from auditchain.metrics import Metric
+from auditchain.metrics import EXPECTATION_GAUGES, Metric
 from auditchain.watchdog import DEFAULT_NAMESPACE, HEARTBEAT_METRIC
 from awsfake import MotoServer, free_port
 from conftest import admin_dsn
@@ -269,7 +269,9 @@ def listening_addresses(port: int) -> list[str]:
 
 
 def expected_families(conn: psycopg.Connection) -> dict[str, float | None]:
-    return {f"auditchain_{name}": value for name, value in metric_values(conn).items()}
+    """Every compliance.metrics() row, and the per-monitor families (no sample without a monitor)."""
+    families = {f"auditchain_{name}": value for name, value in metric_values(conn).items()}
+    return families | {name: None for name, _, _ in EXPECTATION_GAUGES}
 
 
 def test_follow_serves_prometheus_on_loopback(conn, dsn, endpoint_url, tmp_path):
