@@ -232,7 +232,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._advance_expectations(bigint, bigint) IS
-'Internal (drain): advances each monitor''s last_event_at/last_seq from the chained events first_seq..last_seq it matches.';
+'Internal: (drain) advances each monitor''s last_event_at/last_seq from the chained events first_seq..last_seq it matches.';
 
 -- compliance.expectation_status(): per monitor, when its newest matching event was seen,
 -- how long it has been silent and whether that is longer than its max_silence. Reads the
