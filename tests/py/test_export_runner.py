@@ -28,6 +28,7 @@ from auditchain import hashing, s3
 from auditchain.bundle import EXCLUDED_FIELDS, FULL_EVENT_FIELDS, MANIFEST_FIELDS, verify_bundle
 from auditchain.cli import main
 from awsfake import MotoServer, free_port
+from clihelpers import run_cli
 
 RUNNER_APP = "auditchain export run"
 # Runs the CLI in a child process and reports that process's peak resident set size on stderr.
@@ -70,13 +71,6 @@ def job_row(conn: psycopg.Connection, job_id: uuid.UUID) -> dict[str, Any]:
     return conn.execute(
         "SELECT to_jsonb(j) FROM compliance.export_jobs AS j WHERE job_id = %s", (job_id,)
     ).fetchone()[0]
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def runner_args(dsn: str, endpoint: str, bucket: str, *mode: str) -> list[str]:

@@ -23,6 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
+import clihelpers
 from auditchain import hashing
 from auditchain.bundle import MAX_LINE_BYTES, Report, verify_bundle
 from auditchain.cli import main
@@ -186,9 +187,8 @@ def change_byte_after(seq: int, marker: bytes) -> Callable[[bytes], bytes]:
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["verify-bundle", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    """`auditchain verify-bundle ARGV` in-process."""
+    return clihelpers.run_cli(capsys, "verify-bundle", *argv)
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
