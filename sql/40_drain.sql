@@ -160,7 +160,6 @@ COMMENT ON FUNCTION compliance.drain(integer) IS
 -- refuse before touching anything. Returns whether the drainer is halted. It records only
 -- a failure it sees itself, so the drainer role may call it without being able to forge
 -- a halt. Touches: drainer_state (UPDATE), audit_events, integrity_incidents (read).
-DROP FUNCTION IF EXISTS compliance.record_halt(bigint, text);
 CREATE OR REPLACE FUNCTION compliance.record_halt()
 RETURNS boolean
 LANGUAGE plpgsql
