@@ -74,10 +74,13 @@ def start_process(
 ) -> subprocess.Popen[bytes]:
     """Start `moto_server` on 127.0.0.1:port and wait until it answers. detach: in a session of
     its own, so that it outlives its parent and its terminal. hint: how to choose another port."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        raise EndpointError(f"{server} is missing: install the dev extra (pip install -e '.[dev]')")
     if port_in_use(port):
         raise EndpointError(f"port {port} is already in use by another program{hint}")
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", HOST, "-p", str(port)],
+        [str(server), "-H", HOST, "-p", str(port)],
         stdout=log,
         stderr=log,
         env={**os.environ, **FAKE_CREDENTIALS},
