@@ -898,7 +898,6 @@ COMMENT ON FUNCTION compliance.drain(integer) IS
 -- refuse before touching anything. Returns whether the drainer is halted. It records only
 -- a failure it sees itself, so the drainer role may call it without being able to forge
 -- a halt. Touches: drainer_state (UPDATE), audit_events, integrity_incidents (read).
-DROP FUNCTION IF EXISTS compliance.record_halt(bigint, text);
 CREATE OR REPLACE FUNCTION compliance.record_halt()
 RETURNS boolean
 LANGUAGE plpgsql
@@ -1023,7 +1022,7 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.acknowledge_integrity_failure(bigint, text) IS
 'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', '064066f04afcc41340e9407c45e3300a9680702a8558fc9a809abe8d5e5c2284');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', 'b8783a3ded1044f5d5e527c5efe41292f9882c7380bc3ad1ffbfabab5b2b0def');
 
 -- ==== definition: 45_anchors.sql
 -- Anchors: record the chain head (create_anchor, run by pg_cron), let the uploader take
