@@ -39,6 +39,9 @@ from auditchain.watchdog import DEFAULT_NAMESPACE, HEARTBEAT_METRIC
 from awsfake import free_port
 from clihelpers import run_cli
 
+# Crash harness: killed servers, backends and endpoints, and pg_cron's own scheduler.
+pytestmark = pytest.mark.slow
+
 # Numbers for docs/security.md: pytest tests/py/test_security_crash.py -o log_cli=true --log-cli-level=INFO
 log = logging.getLogger("security-suite")
 REPO = Path(__file__).resolve().parents[2]

@@ -402,6 +402,7 @@ def test_the_untouched_chain_passes_every_layer(conn, chain, moto_server, bucket
     assert run_drainer_once(conn) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_tamper_detected_by_the_right_layer(conn, chain, moto_server, bucket, capsys, case):
 

@@ -323,12 +323,14 @@ def copy_bundle(source: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_a_bundle_of_50000_events_verifies(big_bundle, capsys):
     code, report = run_json(capsys, str(big_bundle), "--no-anchors")
     assert code == 0, report["failures"]
     assert report["summary"]["events_checked"] == report["summary"]["matched"] == 50_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("seq", "marker"),
     [
