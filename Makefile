@@ -22,7 +22,7 @@ export PGHOST PGPORT PGUSER MOTO_PORT
 help:
 	@echo "make demo        run auditchain end to end on this machine (installs what is missing)"
 	@echo "make demo-down   stop what the demo started (KEEP_DATA=0 also removes its data: all but .venv)"
-	@echo "make test        lint, pgTAP and the whole pytest suite (what CI runs; about 10 minutes)"
+	@echo "make test        lint, pgTAP and the whole pytest suite (what CI runs; 10-15 minutes)"
 	@echo "make test-fast   pgTAP and the pytest tests not marked slow (the edit-test loop; under 2 minutes)"
 	@echo "make setup       install Debian packages and the virtualenv"
 	@echo "make db-up       start the project-local PostgreSQL 15 cluster on $(PGHOST):$(PGPORT)"
