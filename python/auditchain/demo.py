@@ -5,7 +5,13 @@ pg_cron jobs, runs concurrent producers for about a minute, then anchors, publis
 metrics, exports, verifies offline and against the bucket, and prints `auditchain status`.
 Every step is a real command a user could type; the demo stops at the first failure.
 
+Every run starts from scratch: it empties the endpoint and recreates the demo database, because
+moto keeps its objects in memory only, and anchors recorded in a database whose objects the
+endpoint forgot would (rightly) fail verification. The environment the commands use is written
+to RUN_DIR/demo.env, for `source .run/demo.env` afterwards.
+
 `python -m auditchain.demo --down` stops the endpoint and unschedules the demo's jobs.
+Development tooling: needs the `dev` extra (moto[server]).
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
+from . import loopback
+
+CRON_DB = "postgres"  # cron.database_name of the project-local cluster (scripts/pg-cluster)
 EVENT_TYPES = [
     "auth.login_succeeded",
     "auth.login_failed",
@@ -79,44 +87,74 @@ def run_cli(opts: Options, *args: str, capture: bool = False, ok_codes: tuple[in
 
 
 def start_moto(port: int, run_dir: Path) -> str:
-    url = f"http://127.0.0.1:{port}"
-    try:
-        urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-        print(f"loopback S3/CloudWatch endpoint already running at {url}")
+    """An empty endpoint at the port: the previous demo's, reset, or a new detached one."""
+    url = loopback.url_of(port)
+    hint = "; choose another port with `make demo MOTO_PORT=<port>` (python -m auditchain.demo --moto-port)"
+    if loopback.is_moto(url):
+        if _our_moto_pid(run_dir) is None:
+            raise DemoFailed(f"port {port} is in use by a moto server this demo did not start{hint}")
+        loopback.reset(url)
+        print(f"emptied the loopback S3/CloudWatch endpoint the previous demo left at {url}")
         return url
-    except OSError:
-        pass
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "moto.log", "ab")  # noqa: SIM115 - handed to the child process
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=log,
-        env={**os.environ, **FAKE_AWS},
-        start_new_session=True,
-    )
-    (run_dir / "moto.pid").write_text(str(process.pid))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    with open(run_dir / "moto.log", "ab") as log:
         try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            print(f"started a loopback S3/CloudWatch endpoint (moto server) at {url}")
-            return url
-        except OSError:
-            time.sleep(0.2)
-    raise DemoFailed(f"moto server did not start; see {run_dir / 'moto.log'}")
+            process = loopback.start_process(port, log=log, detach=True, hint=hint)
+        except loopback.EndpointError as exc:
+            raise DemoFailed(f"{exc} (log: {run_dir / 'moto.log'})") from None
+    (run_dir / "moto.pid").write_text(str(process.pid))
+    print(f"started a loopback S3/CloudWatch endpoint (moto server) at {url}")
+    return url
+
+
+def _our_moto_pid(run_dir: Path) -> int | None:
+    """The pid of the endpoint a previous demo started, if that process still runs."""
+    try:
+        pid = int((run_dir / "moto.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def stop_moto(run_dir: Path) -> None:
-    pid_file = run_dir / "moto.pid"
-    if not pid_file.exists():
-        return
-    try:
-        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+    pid = _our_moto_pid(run_dir)
+    if pid is not None:
+        os.killpg(pid, signal.SIGTERM)
         print("stopped the loopback S3/CloudWatch endpoint")
-    except (ProcessLookupError, ValueError):
-        pass
-    pid_file.unlink()
+    (run_dir / "moto.pid").unlink(missing_ok=True)
+
+
+def recreate_database(dsn: str) -> None:
+    """Drop the demo database (after unscheduling its pg_cron jobs) so that the run starts empty."""
+    params = conninfo_to_dict(dsn)
+    name = params["dbname"]
+    with psycopg.connect(make_conninfo(dsn, dbname=CRON_DB), autocommit=True) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            admin.execute(
+                "SELECT cron.unschedule(jobid) FROM cron.job WHERE starts_with(jobname, %s)",
+                (f"auditchain:{name}:",),
+            )
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            print(f"dropped the previous demo's database {name}")
+
+
+def environment(opts: Options) -> dict[str, str]:
+    """What every command of the demo, and every command a user types after it, needs."""
+    params = conninfo_to_dict(opts.dsn)
+    return {
+        "DATABASE_URL": f"postgresql://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}",
+        "AWS_ENDPOINT_URL": opts.endpoint_url,
+        "AUDITCHAIN_BUCKET": opts.bucket,
+        **loopback.FAKE_CREDENTIALS,
+    }
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# Written by `make demo`: the loopback endpoint's fake credentials, not secrets."]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def producer(opts: Options, seed: int, stop: threading.Event, counter: list[int], errors: list[str]) -> None:
@@ -229,6 +267,7 @@ def demo(opts: Options) -> None:
     start_moto(opts.moto_port, opts.run_dir)
 
     say("Install the schema and schedule the pg_cron jobs")
+    recreate_database(opts.dsn)
     run_cli(opts, "migrate", "--create-database")
     with psycopg.connect(opts.dsn, autocommit=True) as conn:
         conn.execute("SELECT compliance.schedule_jobs()")
@@ -293,16 +332,17 @@ def demo(opts: Options) -> None:
         f"  anchors uploaded with Object Lock: {anchors}\n"
         f"  export {job_id} verified offline\n"
     )
-    params = psycopg.conninfo.conninfo_to_dict(opts.dsn)
-    target = f"postgresql://postgres@{params['host']}:{params['port']}/{params['dbname']}"
-    print("Next, try:")
+    print("Next, try (the environment is in " + str(opts.run_dir / "demo.env") + "):")
+    print(f"  source {opts.run_dir / 'demo.env'}")
+    print("  source .venv/bin/activate      # puts auditchain on PATH")
+    print("  auditchain status --stage demo")
+    print("  auditchain verify")
     for query in (
         "SELECT * FROM compliance.verify_chain()",
         "SELECT * FROM compliance.metrics()",
         "SELECT anchor_id, seq_to, status, anchored_at FROM compliance.anchors ORDER BY anchor_id DESC",
     ):
-        print(f'  psql {target} -c "{query}"')
-    print(f"  .venv/bin/auditchain status --dsn {target}")
+        print(f'  psql "$DATABASE_URL" -c "{query}"')
     print("  make demo-down      stops the endpoint and the cluster")
 
 
@@ -324,13 +364,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="auditchain")
     parser.add_argument("--host", default=os.environ.get("PGHOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PGPORT", "54329")))
-    parser.add_argument("--moto-port", type=int, default=54330)
+    parser.add_argument(
+        "--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", "54330")), help="(make: MOTO_PORT)"
+    )
     parser.add_argument("--bucket", default="auditchain-demo-anchors")
     parser.add_argument("--producers", type=int, default=6)
     parser.add_argument("--rate", type=float, default=800.0, help="offered events/s across all producers")
     parser.add_argument("--duration", type=float, default=50.0, help="seconds of producer load")
     parser.add_argument(
-        "--run-dir", type=Path, default=Path(".run"), help="where the endpoint's pid and log live"
+        "--run-dir",
+        type=Path,
+        default=Path(".run"),
+        help="where demo.env and the endpoint's log live",
     )
     parser.add_argument("--down", action="store_true", help="stop what the demo started")
     args = parser.parse_args(argv)
@@ -339,17 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         unschedule(dsn)
         stop_moto(args.run_dir)
         return 0
-    endpoint = f"http://127.0.0.1:{args.moto_port}"
-    env = {
-        **os.environ,
-        **FAKE_AWS,
-        "DATABASE_URL": dsn,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AUDITCHAIN_BUCKET": args.bucket,
-    }
     opts = Options(
         dsn=dsn,
-        endpoint_url=endpoint,
+        endpoint_url=loopback.url_of(args.moto_port),
         moto_port=args.moto_port,
         bucket=args.bucket,
         stage="demo",
@@ -357,11 +394,13 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         duration=args.duration,
         run_dir=args.run_dir,
-        env=env,
     )
-    print("Environment used by every command below:")
-    for key in ("DATABASE_URL", "AWS_ENDPOINT_URL", "AUDITCHAIN_BUCKET"):
-        print(f"  {key}={env[key]}")
+    exported = environment(opts)
+    opts.env = {**os.environ, **exported}
+    write_env_file(opts.run_dir / "demo.env", exported)
+    print(f"Environment used by every command below (source {opts.run_dir / 'demo.env'} to reuse it):")
+    for key, value in exported.items():
+        print(f"  {key}={value}")
     started = time.monotonic()
     try:
         demo(opts)

@@ -1,59 +1,48 @@
-"""A real S3/CloudWatch/KMS API on loopback: moto's standalone server as a subprocess.
+"""A real S3/CloudWatch/KMS API on loopback: moto's server (auditchain.loopback, which the demo
+uses too).
 
 Tests talk to it through boto3 exactly as production talks to AWS; nothing is mocked
-in-process. Tests that need the endpoint to die mid-operation start their own server.
+in-process. The session's endpoint runs in a thread of the test process; tests that need the
+endpoint to die mid-operation, or a new empty one on the same port, start a MotoServer: a child
+process of their own.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+from auditchain.loopback import FAKE_CREDENTIALS, free_port, start_process, start_threaded, url_of
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["FAKE_CREDENTIALS", "MotoServer", "ThreadedServer", "free_port"]
 
 
 class MotoServer:
+    """moto_server as a child process, which a test can stop (or kill) whenever it likes."""
+
     def __init__(self, port: int | None = None):
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
+        self.url = url_of(self.port)
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MotoServer:
-        moto = Path(sys.executable).with_name("moto_server")
-        self.process = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **FAKE_CREDENTIALS},
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"moto_server exited with {self.process.returncode}") from None
-                time.sleep(0.1)
-        raise RuntimeError("moto_server did not start within 30 s")
+        self.process = start_process(self.port)
+        return self
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
         self.process = None
+
+
+class ThreadedServer:
+    """moto's ThreadedMotoServer in this process. Every such server shares moto's in-process
+    state, so a test that needs an empty endpoint uses a MotoServer instead."""
+
+    def __init__(self) -> None:
+        self.server = start_threaded()
+        self.port = self.server.get_host_and_port()[1]
+        self.url = url_of(self.port)
+
+    def stop(self) -> None:
+        self.server.stop()

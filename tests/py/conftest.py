@@ -18,7 +18,7 @@ from pytest_postgresql import factories
 
 from auditchain.migrate import migrate
 from auditchain.schema import schema_root
-from awsfake import FAKE_CREDENTIALS, MotoServer
+from awsfake import FAKE_CREDENTIALS, ThreadedServer
 
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PGPORT", "54329"))
@@ -104,11 +104,11 @@ def empty_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
+def moto_server() -> Iterator[ThreadedServer]:
     """One loopback moto server for the session; fake credentials in the environment."""
     saved = {k: os.environ.get(k) for k in FAKE_CREDENTIALS}
     os.environ.update(FAKE_CREDENTIALS)
-    server = MotoServer().start()
+    server = ThreadedServer()
     yield server
     server.stop()
     for key, value in saved.items():
@@ -119,7 +119,7 @@ def moto_server() -> Iterator[MotoServer]:
 
 
 @pytest.fixture
-def endpoint_url(moto_server: MotoServer) -> str:
+def endpoint_url(moto_server: ThreadedServer) -> str:
     return moto_server.url
 
 

@@ -26,9 +26,9 @@ from botocore.exceptions import ClientError
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from auditchain.cli import main
 from auditchain.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from awsfake import MotoServer, free_port
+from clihelpers import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,14 +60,6 @@ def make_worm_bucket(endpoint_url: str, bucket: str, mode: str = "GOVERNANCE", d
             "Rule": {"DefaultRetention": {"Mode": mode, "Days": days}},
         },
     )
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """The CLI in-process, as `auditchain ARGV` would run it; returns (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def anchor_once(capsys, dsn: str, endpoint_url: str, bucket: str, *extra: str) -> tuple[int, str, str]:

@@ -1,5 +1,5 @@
-"""One schema, three ways to reach it: `make dist` + psql, the runner from scratch, and the runner
-upgrading step by step. All of them must end with the same catalog and the same records."""
+"""One schema, three ways to reach it: the committed psql installer, the runner from scratch, and the
+runner upgrading step by step. All of them must end with the same catalog and the same records."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from auditchain.migrate import migrate, render_dist
+from auditchain.cli import main
+from auditchain.migrate import SCHEDULE_HINT, migrate, render_dist
 from auditchain.schema import load_definitions, load_migrations
-from conftest import create_empty_database, drop_database
+from conftest import admin_dsn, create_empty_database, drop_database
 from schemacopy import copy_schema
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
@@ -39,12 +40,15 @@ def new_db() -> Iterator[Callable[[], str]]:
         drop_database(name)
 
 
+COMMITTED = REPO / "dist" / "auditchain.sql"
+
+
 @pytest.fixture(scope="module")
-def dist_file() -> Path:
-    """dist/auditchain.sql as `make dist` builds it."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    subprocess.run(["make", "-s", "dist"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
-    return REPO / "dist" / "auditchain.sql"
+def dist_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The installer as `auditchain dist` (and so `make dist`) writes it from this session's schema."""
+    path = tmp_path_factory.mktemp("dist") / "sub" / "auditchain.sql"
+    assert main(["dist", "--output", str(path)]) == 0
+    return path
 
 
 def normalised_dump(dsn: str) -> list[str]:
@@ -69,8 +73,9 @@ def records(dsn: str) -> list[tuple[str, str, str]]:
 
 
 def psql_install(path: Path, dsn: str) -> subprocess.CompletedProcess[str]:
+    """psql -v ON_ERROR_STOP=1 -f PATH, as docs/migrations.md tells a DBA (-X: no ~/.psqlrc)."""
     return subprocess.run(
-        [PGBIN / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(path), "-d", dsn],
+        [PGBIN / "psql", "-X", "-v", "ON_ERROR_STOP=1", "-f", str(path), "-d", dsn],
         capture_output=True,
         text=True,
         timeout=300,
@@ -84,12 +89,37 @@ def assert_same(a: list[str], b: list[str]) -> None:
         pytest.fail(f"catalogs differ:\n{diff[:6000]}")
 
 
-def test_make_dist_writes_the_installer(dist_file):
+def test_the_committed_installer_is_generated_from_the_sources():
+    """dist/auditchain.sql is what a DBA with only psql downloads: it must be today's schema."""
+    assert COMMITTED.read_text(encoding="utf-8") == render_dist(), (
+        "dist/auditchain.sql differs from migrations/ and sql/: run `make dist` and commit the result"
+    )
+
+
+def test_dist_writes_the_installer(dist_file):
     text = dist_file.read_text(encoding="utf-8")
     assert text == render_dist()
     assert "psql -v ON_ERROR_STOP=1 -f" in text.splitlines()[1]
     for item in load_migrations() + load_definitions():
         assert f"('{item.name}', '{item.kind}', '{item.checksum}')" in text
+
+
+def test_psql_install_is_quiet_and_ends_with_the_schedule_jobs_hint(dist_file, new_db):
+    """A DBA sees no NOTICEs or query results, only the one thing left to do."""
+    target = new_db()
+
+    proc = psql_install(dist_file, target)
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout == f"auditchain installed. {SCHEDULE_HINT}\n"
+    assert "SELECT compliance.schedule_jobs();" in SCHEDULE_HINT
+    with psycopg.connect(admin_dsn(), autocommit=True) as c:
+        scheduled = c.execute(
+            "SELECT count(*) FROM cron.job WHERE starts_with(jobname, %s)",
+            (f"auditchain:{psycopg.conninfo.conninfo_to_dict(target)['dbname']}:",),
+        ).fetchone()[0]
+    assert scheduled == 0, "installing must not schedule jobs: that is schedule_jobs()'s decision"
 
 
 def test_dist_install_and_runner_install_have_identical_catalogs(dist_file, new_db):
@@ -115,9 +145,9 @@ def test_dist_install_is_all_or_nothing(dist_file, new_db, tmp_path):
     before = normalised_dump(target)
     broken = tmp_path / "broken.sql"
     text = dist_file.read_text(encoding="utf-8")
-    assert text.endswith("COMMIT;\n")
+    assert text.count("\nCOMMIT;\n") == 1
     broken.write_text(
-        text.removesuffix("COMMIT;\n") + "SELECT 1/0 AS installer_fails_at_the_end;\nCOMMIT;\n",
+        text.replace("\nCOMMIT;\n", "\nSELECT 1/0 AS installer_fails_at_the_end;\nCOMMIT;\n"),
         encoding="utf-8",
     )
 
@@ -163,8 +193,7 @@ def test_reapplying_every_definition_leaves_the_catalog_unchanged(tmp_path, new_
     result equals a fresh install of the same files."""
     schema_dir = copy_schema(tmp_path)
     definitions = sorted((schema_dir / "sql").glob("*.sql"))
-    if not definitions:
-        pytest.skip("no definitions in sql/ yet")
+    assert definitions
     fresh, reapplied = new_db(), new_db()
     monkeypatch.setenv("AUDITCHAIN_SCHEMA_DIR", str(schema_dir))
     migrate(reapplied, quiet=True)

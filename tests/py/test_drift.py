@@ -8,16 +8,10 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from auditchain.cli import main
 from auditchain.schema import load_migrations
+from clihelpers import run_cli
 from conftest import PG_HOST, PG_PORT, PG_USER
 from schemacopy import add_migration, copy_schema
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def target_of(dsn: str) -> str:

@@ -22,6 +22,16 @@ def status(conn: psycopg.Connection, job_id: uuid.UUID) -> str:
     ).fetchone()[0]
 
 
+def wait_until_blocked_by(observer: psycopg.Connection, waiter_pid: int, holder_pid: int) -> None:
+    """Return once backend `waiter_pid` waits on a lock `holder_pid` holds (seen from a third session)."""
+    deadline = time.monotonic() + 30
+    while not observer.execute("SELECT %s = ANY(pg_blocking_pids(%s))", (holder_pid, waiter_pid)).fetchone()[
+        0
+    ]:
+        assert time.monotonic() < deadline, "the second claim never waited for the first transaction"
+        time.sleep(0.01)
+
+
 def test_concurrent_claims_of_one_job_let_exactly_one_win(conn, dsn):
     job_id = request(conn)
     with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:
@@ -31,7 +41,7 @@ def test_concurrent_claims_of_one_job_let_exactly_one_win(conn, dsn):
             pending = pool.submit(
                 lambda: second.execute("SELECT compliance.claim_export(%s)", (job_id,)).fetchone()[0]
             )
-            time.sleep(0.3)
+            wait_until_blocked_by(conn, second.info.backend_pid, first.info.backend_pid)
             assert not pending.done(), "the second claim should wait for the first transaction"
             first.commit()
             assert pending.result(timeout=30) is False

@@ -31,6 +31,7 @@ from auditchain.formats import hashing, schemas
 from auditchain.offline.bundle import verify_bundle
 from auditchain.offline.chain import EXCLUDED_FIELDS, FULL_EVENT_FIELDS
 from awsfake import MotoServer, free_port
+from clihelpers import run_cli
 
 RUNNER_APP = "auditchain export run"
 # Runs the CLI in a child process and reports that process's peak resident set size on stderr.
@@ -73,13 +74,6 @@ def job_row(conn: psycopg.Connection, job_id: uuid.UUID) -> dict[str, Any]:
     return conn.execute(
         "SELECT to_jsonb(j) FROM compliance.export_jobs AS j WHERE job_id = %s", (job_id,)
     ).fetchone()[0]
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def runner_args(dsn: str, endpoint: str, bucket: str, *mode: str) -> list[str]:

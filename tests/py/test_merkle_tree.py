@@ -15,8 +15,8 @@ from functools import lru_cache
 import psycopg
 import pytest
 
-from auditchain.formats import hashing
 from auditchain.cli import main
+from auditchain.formats import hashing
 from schemacopy import copy_schema
 
 BATCHES = [1, 254, 1, 256, 257, 3, 511, 700, 1023, 37, 300]  # 3,343 events in all

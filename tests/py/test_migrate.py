@@ -15,9 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from auditchain.cli import main
 from auditchain.migrate import MIGRATION_LOCK_KEY, migrate
 from auditchain.schema import load_definitions, load_migrations
+from clihelpers import run_cli
 from conftest import PG_HOST, PG_PORT, PG_USER, drop_database
 from schemacopy import add_migration, copy_schema
 
@@ -26,12 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def add_probe_definition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -267,6 +267,7 @@ def shell_env(ctx: Context) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "section", [s for s in SECTIONS if s.runnable], ids=lambda s: s.title.lower().replace(" ", "-")
 )

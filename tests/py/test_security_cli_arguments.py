@@ -159,6 +159,7 @@ def test_every_command_is_covered():
     assert len(DSN_COMMANDS) >= 9 and len(BUCKET_COMMANDS) >= 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("command", "parser"), DSN_COMMANDS, ids=[c for c, _ in DSN_COMMANDS])
 def test_odd_connection_strings(run, subtests, command, parser):
     expected = SETUP_FAILURES | {STATUS_UNKNOWN} if command == "status" else SETUP_FAILURES
@@ -175,6 +176,7 @@ def test_odd_connection_strings(run, subtests, command, parser):
         assert_clear_and_discreet(code, output, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("command", "parser"), BUCKET_COMMANDS, ids=[c for c, _ in BUCKET_COMMANDS])
 def test_odd_bucket_names(dsn, run, subtests, command, parser):
     """Against a real database, so that the bucket is what fails."""

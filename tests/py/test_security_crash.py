@@ -38,6 +38,10 @@ from auditchain.cli import main
 from auditchain.errors import EXIT_UNAVAILABLE
 from auditchain.watchdog import DEFAULT_NAMESPACE, HEARTBEAT_METRIC
 from awsfake import free_port
+from clihelpers import run_cli
+
+# Crash harness: killed servers, backends and endpoints, and pg_cron's own scheduler.
+pytestmark = pytest.mark.slow
 
 # Numbers for docs/security.md: pytest tests/py/test_security_crash.py -o log_cli=true --log-cli-level=INFO
 log = logging.getLogger("security-suite")
@@ -426,9 +430,8 @@ def aws_endpoint(moto_server) -> Iterator[CuttableEndpoint]:
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     """`auditchain ARGV` in-process; the exit code and stdout."""
-    capsys.readouterr()
-    code = main(list(argv))
-    return code, capsys.readouterr().out
+    code, out, _ = run_cli(capsys, *argv)
+    return code, out
 
 
 def new_bucket(moto_server) -> str:

@@ -197,6 +197,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @HOSTILE
 @given(data=st.data())
 def test_damaged_lines_are_never_accepted(damaged, data):
@@ -209,6 +210,7 @@ def test_damaged_lines_are_never_accepted(damaged, data):
     assert_refused(folder)
 
 
+@pytest.mark.slow
 @HOSTILE
 @given(data=st.data())
 def test_damaged_data_objects_are_never_accepted(damaged, data):
@@ -236,6 +238,7 @@ def test_damaged_data_objects_are_never_accepted(damaged, data):
 UNPROVEN = {"job_id", "requested_by", "created_at", "filter"}
 
 
+@pytest.mark.slow
 @HOSTILE
 @given(data=st.data())
 def test_damaged_manifests_are_never_accepted(damaged, data):
@@ -267,6 +270,7 @@ def test_damaged_manifests_are_never_accepted(damaged, data):
     assert_refused(folder)
 
 
+@pytest.mark.slow
 def test_oversized_manifest_and_decompression_bomb(damaged, subtests):
     with subtests.test("manifest over the size limit"):
         folder = damaged()

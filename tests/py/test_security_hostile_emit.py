@@ -279,6 +279,7 @@ def mostly(valid: st.SearchStrategy, hostile: st.SearchStrategy) -> st.SearchStr
     return st.integers(0, 3).flatmap(lambda i: hostile if i == 0 else valid)
 
 
+@pytest.mark.slow
 @HOSTILE
 @given(
     event_type=mostly(st.from_regex(EVENT_TYPE, fullmatch=True), pg_text | st.just("a." + "b" * 127)),

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from auditchain.cli import main
+from clihelpers import run_cli
 
 EVENTS = 30
 VERIFIED = 20  # what the incremental verifier has checked (and remembers the hash of)
@@ -324,10 +325,9 @@ def emit_and_drain(conn: psycopg.Connection, first: int, last: int) -> None:
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """`auditchain ARGV`, in-process; returns the exit code and stdout."""
-    capsys.readouterr()
-    code = main(list(argv))
-    return code, capsys.readouterr().out
+    """`auditchain ARGV` in-process; the exit code and stdout."""
+    code, out, _ = run_cli(capsys, *argv)
+    return code, out
 
 
 @pytest.fixture
@@ -408,6 +408,7 @@ def test_the_untouched_chain_passes_every_layer(conn, chain, moto_server, bucket
     assert run_drainer_once(conn) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_tamper_detected_by_the_right_layer(conn, chain, moto_server, bucket, capsys, case):
 

@@ -24,6 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
+import clihelpers
 from auditchain.cli import main
 from auditchain.errors import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE
 from auditchain.formats import hashing, schemas
@@ -193,9 +194,8 @@ def change_byte_after(seq: int, marker: bytes) -> Callable[[bytes], bytes]:
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["verify-bundle", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    """`auditchain verify-bundle ARGV` in-process."""
+    return clihelpers.run_cli(capsys, "verify-bundle", *argv)
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
@@ -330,12 +330,14 @@ def copy_bundle(source: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_a_bundle_of_50000_events_verifies(big_bundle, capsys):
     code, report = run_json(capsys, str(big_bundle), "--no-anchors")
     assert code == 0, report["failures"]
     assert report["summary"]["events_checked"] == report["summary"]["matched"] == 50_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("seq", "marker"),
     [

@@ -219,6 +219,7 @@ def follower(dsn: str, endpoint: str, stage: str, log_path: Path, *extra: str) -
             process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_follow_logs_every_failed_publish_and_recovers_when_cloudwatch_returns(
     conn, dsn, moto_server, tmp_path
 ):
