@@ -27,7 +27,7 @@ from .anchor import KEY_PATTERN, add_prefix_option, normalize_prefix
 from .bucket import read_lock_status
 from .cliutil import add_command, add_json_flag, is_terminal, print_json
 from .config import add_bucket_option, add_endpoint_options, require_bucket
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, AuditchainError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, AuditchainError, first_line
 from .formats import anchor_document
 
 ANCHORS_QUERY = (
@@ -102,11 +102,13 @@ def list_versions(client, bucket: str, prefix: str) -> tuple[list[AnchorObject],
 
 
 def read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
+    """What verify compares with the bucket. A database that is not set up is a configuration
+    problem and one that cannot be read is unavailable: neither is evidence of tampering."""
     try:
-        return _read_snapshot(dsn, seqs_of_objects)
+        with db.setup_errors(dsn):
+            return _read_snapshot(dsn, seqs_of_objects)
     except psycopg.Error as exc:
-        code = EXIT_UNAVAILABLE if isinstance(exc, psycopg.OperationalError) else EXIT_FAILED
-        raise AuditchainError(f"reading the database failed: {exc}", code) from None
+        raise AuditchainError(f"reading the database failed: {first_line(exc)}", EXIT_UNAVAILABLE) from None
 
 
 def _read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from auditchain.errors import EXIT_FAILED, EXIT_UNAVAILABLE
+from auditchain.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE
 from awsfake import MotoServer, free_port
 from test_anchor import (
     anchor_once,
@@ -280,3 +280,18 @@ def test_an_auditor_can_verify(conn, dsn, endpoint_url, anchored, capsys):
         code, out, err = verify(capsys, make_conninfo(dsn, user=role), endpoint_url, anchored)
 
     assert code == 0, out + err
+
+
+def test_setup_problems_are_never_reported_as_tampering(empty_dsn, dsn, endpoint_url, bucket_name, capsys):
+    """A database without the schema and a bucket that does not exist are configuration
+    problems (78), each one line; 1 stays reserved for evidence of tampering."""
+    make_worm_bucket(endpoint_url, bucket_name)
+    code, out, err = verify(capsys, empty_dsn, endpoint_url, bucket_name)
+    assert (code, out) == (EXIT_CONFIG, "")
+    (line,) = err.splitlines()
+    assert "is not set up for this command" in line and "compliance" in line
+
+    code, out, err = verify(capsys, dsn, endpoint_url, "ac-no-such-bucket-here")
+    assert (code, out) == (EXIT_CONFIG, "")
+    (line,) = err.splitlines()
+    assert "NoSuchBucket" in line

@@ -26,7 +26,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 import clihelpers
 from auditchain.cli import main
-from auditchain.errors import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE
+from auditchain.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from auditchain.formats import hashing, schemas
 from auditchain.formats import manifest as manifest_format
 from auditchain.formats.export_filter import canonical_instant, from_manifest
@@ -1021,6 +1021,31 @@ def test_anchors_are_verified_against_their_worm_objects(
         (200, "verified", "COMPLIANCE"),
     ]
     assert report["summary"]["anchored"] == 200 and report["warnings"] == []
+
+
+def test_a_manifest_that_leaves_out_an_anchor_between_two_others_fails(
+    chain, tmp_path, capsys, worm, bucket_name, endpoint_url
+):
+    """The anchors of a range are consecutive in the database: the next anchor's seq_from and
+    prev_anchor_digest show the one left out, however well each listed anchor verifies alone."""
+    documents = [anchor_document(chain, 1, 80)]
+    for seq_from, seq_to in ((81, 150), (151, 200)):
+        digest = hashlib.sha256(documents[-1].encode()).hexdigest()
+        documents.append(anchor_document(chain, seq_from, seq_to, prev_anchor_digest=digest))
+    first, middle, last = (
+        put_anchor(worm, bucket_name, d, s) for d, s in zip(documents, (80, 150, 200), strict=True)
+    )
+    write_bundle(chain, tmp_path / "all", anchors=[first, middle, last])
+    code, _, _ = run_cli(capsys, str(tmp_path / "all"), "--endpoint-url", endpoint_url, "--require-anchors")
+    assert code == EXIT_OK, "the three consecutive anchors verify"
+
+    write_bundle(chain, tmp_path / "gap", anchors=[first, last])
+    code, out, _ = run_cli(capsys, str(tmp_path / "gap"), "--endpoint-url", endpoint_url)
+    assert code == EXIT_FAILED
+    assert (
+        "the anchor chain has a gap: this anchor starts at seq 151, the previous one listed ends at seq 80"
+        in out
+    )
 
 
 def test_an_anchor_with_a_wrong_head_hash_is_caught(chain, tmp_path, capsys, worm, bucket_name, endpoint_url):
