@@ -8,7 +8,7 @@ a terminal, so it never mixes with --json on stdout.
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 
 from tqdm import tqdm
@@ -16,6 +16,16 @@ from tqdm import tqdm
 from .cliutil import is_terminal
 
 REDRAW_SECONDS = 0.5
+FALLBACK_COLUMNS = 120
+
+
+def _columns() -> int:
+    """The width of the terminal the bar is drawn on (stderr). One that reports no size, as a
+    fresh pseudo-terminal does, would make tqdm draw nothing: assume a wide one then."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns or FALLBACK_COLUMNS
+    except (OSError, ValueError):
+        return FALLBACK_COLUMNS
 
 
 def meter(label: str, *, unit: str, total: int | None = None, enabled: bool | None = None) -> tqdm:
@@ -28,6 +38,5 @@ def meter(label: str, *, unit: str, total: int | None = None, enabled: bool | No
         leave=False,
         mininterval=REDRAW_SECONDS,
         unit_scale=True,
-        # A terminal that reports no size (a fresh pseudo-terminal) makes tqdm draw nothing.
-        ncols=shutil.get_terminal_size((120, 24)).columns,
+        ncols=_columns(),
     )
