@@ -494,14 +494,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _signer(args: argparse.Namespace) -> note.Signer | None:
     """The checkpoint signer, or None when no key is given (then only format_version 1 anchors
-    can be uploaded). An option overrides both variables."""
+    can be uploaded). An option wins over both variables; two sources at one level are refused."""
     key_file, kms_key_id = args.signing_key, args.kms_key_id
-    if key_file and kms_key_id:
-        raise AuditchainError(
-            "give one checkpoint signer: --signing-key or --kms-key-id (check AUDITCHAIN_SIGNING_KEY and "
-            "AUDITCHAIN_SIGNING_KMS_KEY_ID)",
-            EXIT_USAGE,
+    where = "--signing-key and --kms-key-id"
+    if not key_file and not kms_key_id:
+        key_file, kms_key_id = (
+            config.env("AUDITCHAIN_SIGNING_KEY"),
+            config.env("AUDITCHAIN_SIGNING_KMS_KEY_ID"),
         )
+        where = "AUDITCHAIN_SIGNING_KEY and AUDITCHAIN_SIGNING_KMS_KEY_ID"
+    if key_file and kms_key_id:
+        raise AuditchainError(f"give one checkpoint signer, not both {where}", EXIT_USAGE)
     if not key_file and not kms_key_id:
         if args.key_name:
             raise AuditchainError("--key-name needs --kms-key-id", EXIT_USAGE)
@@ -586,13 +589,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     signer.add_argument(
         "--signing-key",
         metavar="FILE",
-        default=config.env("AUDITCHAIN_SIGNING_KEY"),
         help="a signing key file written by `auditchain key generate` (default: AUDITCHAIN_SIGNING_KEY)",
     )
     signer.add_argument(
         "--kms-key-id",
         metavar="ID",
-        default=config.env("AUDITCHAIN_SIGNING_KMS_KEY_ID"),
         help="an AWS KMS Ed25519 key (ECC_NIST_EDWARDS25519) ID, ARN or alias "
         "(default: AUDITCHAIN_SIGNING_KMS_KEY_ID)",
     )
