@@ -710,7 +710,7 @@ BEGIN
     END IF;
     -- Every stored node now matches the events, so roots computed from them are the
     -- recomputed tree's roots.
-    FOR v_recorded IN SELECT * FROM compliance._tree_recorded_roots() AS r ORDER BY r.tree_size NULLS FIRST LOOP
+    FOR v_recorded IN SELECT * FROM compliance._tree_recorded_roots() AS r ORDER BY r.tree_size NULLS FIRST, r.recorded_by LOOP
         IF v_recorded.tree_size IS NULL OR v_recorded.root IS NULL THEN
             RETURN QUERY SELECT false, v_state.tree_size,
                 pg_catalog.format('%s is not a checkpoint of this log''s tree (origin, size or root missing or '
