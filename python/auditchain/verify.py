@@ -35,7 +35,7 @@ from .anchor import KEY_PATTERN, add_prefix_option, checkpoint_key, normalize_pr
 from .bucket import read_lock_status
 from .cliutil import add_command, add_json_flag, is_terminal, print_json
 from .config import add_bucket_option, add_endpoint_options, require_bucket
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, AuditchainError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, AuditchainError, first_line
 from .formats import anchor_document, checkpoint, note
 from .offline.proof import read_verifiers
 
@@ -93,7 +93,7 @@ class Snapshot:
     database_name: str
     rows: list[AnchorRow]
     event_hashes: dict[int, bytes]
-    tree_roots: dict[int, bytes]
+    tree_roots: dict[int, bytes | str]
 
 
 @dataclass
@@ -149,16 +149,31 @@ def _read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
                     "SELECT seq, event_hash FROM compliance.audit_events WHERE seq = ANY(%s)", (seqs,)
                 ).fetchall()
             )
-            # The roots the database's tree gives today, to hold against the signed checkpoints.
-            tree_roots = dict(
-                conn.execute(
-                    "SELECT s, compliance.tree_root(s) FROM unnest(%s::bigint[]) AS s"
-                    " WHERE s <= (SELECT tree_size FROM compliance.drainer_state)",
-                    (seqs,),
-                ).fetchall()
-            )
+            tree_roots = _tree_roots(conn, seqs)
     chain = {"ok": ok, "events_checked": checked, "first_bad_seq": first_bad, "problem": problem}
     return Snapshot(chain, chain_head, system_identifier, database_name, rows, event_hashes, tree_roots)
+
+
+def _tree_roots(conn: psycopg.Connection, seqs: list[int]) -> dict[int, bytes | str]:
+    """The roots the database's tree gives today at these sizes, to hold against the signed
+    checkpoints; for a size it cannot compute (a tampered tree or cut events), why not."""
+    query = (
+        "SELECT s, compliance.tree_root(s) FROM unnest(%s::bigint[]) AS s"
+        " WHERE s <= (SELECT tree_size FROM compliance.drainer_state)"
+    )
+    try:
+        with conn.transaction():
+            return dict(conn.execute(query, (seqs,)).fetchall())
+    except psycopg.errors.DatabaseError:
+        pass
+    roots: dict[int, bytes | str] = {}
+    for seq in seqs:
+        try:
+            with conn.transaction():
+                roots.update(conn.execute(query, ([seq],)).fetchall())
+        except psycopg.errors.DatabaseError as exc:
+            roots[seq] = first_line(exc)
+    return roots
 
 
 def fetch(client, bucket: str, obj: AnchorObject) -> None:
@@ -329,7 +344,11 @@ def check_checkpoint(
             report.problem("checkpoint", where, f"its note text is not the checkpoint of {obj.key}")
             continue
         tree_root = snap.tree_roots.get(seq_to)
-        if tree_root is not None and checkpoint.parse(body).root != tree_root:
+        if isinstance(tree_root, str):
+            report.problem(
+                "checkpoint", where, f"the database cannot compute tree_root({seq_to}): {tree_root}"
+            )
+        elif tree_root is not None and checkpoint.parse(body).root != tree_root:
             report.problem(
                 "checkpoint",
                 where,
@@ -470,6 +489,8 @@ def verify(
         check_links(report, anchored)
         check_consistency(report, anchored)
         check_rows(report, client, snap, {(o.key, o.version_id) for o in objects})
+        # A checkpoint written before its document hit an integrity alarm belongs to that row.
+        checks.claimed |= {checkpoint_key(prefix, r.seq_to, r.cadence_id) for r in snap.rows}
         for key in sorted(set(checks.versions) - checks.claimed):
             report.problem("object", key, "a checkpoint object without its anchor object under anchors/")
     except s3.S3_ERRORS as exc:
