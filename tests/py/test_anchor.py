@@ -369,6 +369,33 @@ def test_v2_anchor_without_a_signing_key_exits_config_with_a_hint(
     )
 
 
+def test_one_checkpoint_signer_and_an_option_wins_over_the_variables(
+    conn, dsn, endpoint_url, worm_bucket, capsys, monkeypatch, signing_key
+):
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(
+        capsys,
+        dsn,
+        endpoint_url,
+        worm_bucket,
+        "--signing-key",
+        str(signing_key.path),
+        "--kms-key-id",
+        "alias/x",
+    )
+    assert code == EXIT_USAGE and "give one checkpoint signer" in err
+    monkeypatch.setenv("AUDITCHAIN_SIGNING_KMS_KEY_ID", "alias/never-used")
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+    assert code == EXIT_USAGE and "AUDITCHAIN_SIGNING_KEY and AUDITCHAIN_SIGNING_KMS_KEY_ID" in err
+    assert anchor_rows(conn)[0]["status"] == "pending"
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket, "--signing-key", str(signing_key.path))
+    assert code == EXIT_OK, err
+    assert anchor_rows(conn)[0]["status"] == "uploaded"
+
+
 def test_checkpoint_written_but_document_not_is_finished_by_the_next_run(
     conn, dsn, endpoint_url, worm_bucket, capsys, signing_key
 ):
