@@ -396,6 +396,36 @@ def test_one_checkpoint_signer_and_an_option_wins_over_the_variables(
     assert anchor_rows(conn)[0]["status"] == "uploaded"
 
 
+def test_kms_signs_the_checkpoint_through_the_kms_request_shape(
+    conn, dsn, endpoint_url, worm_bucket, capsys, monkeypatch
+):
+    """moto has no Ed25519 KMS keys: botocore's Stubber checks each request against the KMS model
+    and answers with a local key's signatures (tests/py/test_signing.py)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from test_signing import ALIAS, kms_stub, stub_public_key, stub_sign
+
+    emit_and_drain(conn, 2)
+    create_anchor(conn)
+    (body,) = conn.execute("SELECT checkpoint FROM compliance.anchors").fetchone()
+    key = Ed25519PrivateKey.generate()
+    name = body.split("\n")[0]
+    with kms_stub() as (client, stubber):
+        stub_public_key(stubber, key)
+        stub_sign(stubber, body.encode(), key.sign(body.encode()))
+        monkeypatch.setattr(signing, "kms_client", lambda region=None: client)
+        monkeypatch.delenv("AUDITCHAIN_SIGNING_KEY")
+        code, _, err = anchor_once(
+            capsys, dsn, endpoint_url, worm_bucket, "--kms-key-id", ALIAS, "--key-name", name
+        )
+
+    assert code == EXIT_OK, err
+    (row,) = anchor_rows(conn)
+    verifier = note.parse_vkey(note.encode_vkey(name, key.public_key().public_bytes_raw()))
+    cp, _ = checkpoint.open_signed(row["signed_checkpoint"].encode(), [verifier])
+    assert cp.size == 2
+
+
 def test_checkpoint_written_but_document_not_is_finished_by_the_next_run(
     conn, dsn, endpoint_url, worm_bucket, capsys, signing_key
 ):
