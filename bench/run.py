@@ -88,6 +88,7 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
             ),
             ("verify_chain", lambda lg, s=size: verify.run(lg, size=s, rounds=p.verify_rounds)),
             ("merkle_proof", lambda lg, s=size: merkle.run_proof(lg, size=s, samples=p.proof_samples)),
+            ("receipt_verify", lambda lg, s=size: merkle.run_receipt(lg, size=s, samples=p.proof_samples)),
             # Leaves the log at its size: the backlog is drained in rolled-back transactions.
             ("merkle_drain", lambda lg, s=size: merkle.run_drain(lg, log_size=s, backlog=p.drain_backlog)),
         ]

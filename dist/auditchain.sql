@@ -705,6 +705,93 @@ COMMENT ON COLUMN compliance.activity_samples.chain_length IS
 'drainer_state.last_seq at that minute; the difference between samples is the drain rate.';
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0012_event_expectations.sql', 'migration', 'ed9a519379ccdb2e16987637ec1284b9f78038b278460f7960bf82d1583768a9');
 
+-- ==== migration: 0014_anchor_checkpoints.sql
+-- Anchor checkpoints (anchor document format_version 2, docs/anchoring.md): create_anchor
+-- records the C2SP tlog-checkpoint body of the Merkle tree at seq_to and its root; the
+-- uploader signs the body outside the database, uploads the signed note as its own object
+-- with Object Lock and records it here with the anchor's result. Anchors created before
+-- this migration keep format_version 1 and no checkpoint.
+-- Also drops record_anchor_upload, whose signature gains the checkpoint result (CREATE OR
+-- REPLACE cannot add parameters); sql/45_anchors.sql recreates it right after.
+
+ALTER TABLE compliance.anchors
+ADD COLUMN checkpoint text,
+ADD COLUMN tree_root bytea CONSTRAINT anchors_tree_root_size CHECK (octet_length(tree_root) = 32),
+ADD COLUMN signed_checkpoint text,
+ADD COLUMN checkpoint_key text,
+ADD COLUMN checkpoint_version_id text CONSTRAINT anchors_checkpoint_version_text CHECK (checkpoint_version_id <> ''),
+-- The body names the tree at seq_to with the recorded root; the origin line is checked
+-- where it is written (create_anchor) and by verify_tree.
+ADD CONSTRAINT anchors_checkpoint_body CHECK (
+    (checkpoint IS NULL) = (tree_root IS NULL)
+    AND (
+        checkpoint IS NULL
+        OR (
+            checkpoint ~ '^auditchain/[0-9]+/[^\n]+\n[0-9]+\n[A-Za-z0-9+/]{43}=\n$'
+            AND split_part(checkpoint, E'\n', 2) = seq_to::text
+            AND split_part(checkpoint, E'\n', 3) = encode(tree_root, 'base64')
+        )
+    )
+),
+-- The document carries the same body: what is uploaded and what SQL compares agree.
+ADD CONSTRAINT anchors_document_checkpoint CHECK (
+    (document::jsonb ->> 'checkpoint') IS NOT DISTINCT FROM checkpoint
+    AND ((document::jsonb ->> 'format_version')::integer = 2) = (checkpoint IS NOT NULL)
+),
+-- A signed note is the body, a blank line and one or more signature lines.
+ADD CONSTRAINT anchors_signed_checkpoint_note CHECK (
+    signed_checkpoint IS NULL
+    OR (
+        checkpoint IS NOT NULL
+        AND left(signed_checkpoint, length(checkpoint) + 1) = checkpoint || E'\n'
+        AND substr(signed_checkpoint, length(checkpoint) + 2) ~ '^(— [^ \n]+ [A-Za-z0-9+/]+=*\n)+$'
+    )
+),
+ADD CONSTRAINT anchors_checkpoint_key_check CHECK (
+    checkpoint_key ~ ('checkpoints/' || lpad(seq_to::text, 20, '0') || '-' || cadence_id || '\.checkpoint$')
+),
+-- Uploaded with a checkpoint means its signed note is in the bucket too; never before.
+ADD CONSTRAINT anchors_checkpoint_result_check CHECK (
+    CASE
+        WHEN status = 'uploaded' AND checkpoint IS NOT NULL THEN
+            num_nulls(signed_checkpoint, checkpoint_key, checkpoint_version_id) = 0
+        ELSE num_nonnulls(signed_checkpoint, checkpoint_key, checkpoint_version_id) = 0
+    END
+);
+
+COMMENT ON COLUMN compliance.anchors.checkpoint IS
+'C2SP tlog-checkpoint body of the Merkle tree at seq_to (origin, size, base64 root, each line ending in a newline); '
+'NULL for format_version 1 anchors.';
+COMMENT ON COLUMN compliance.anchors.tree_root IS 'Merkle tree root at seq_to (tree_root(seq_to)) named by checkpoint.';
+COMMENT ON COLUMN compliance.anchors.signed_checkpoint IS
+'The checkpoint as a signed note (body, blank line, signatures), recorded by the uploader with the upload result.';
+COMMENT ON COLUMN compliance.anchors.checkpoint_key IS
+'S3 key of the signed checkpoint object: <prefix>checkpoints/<seq_to, 20 digits>-<cadence_id>.checkpoint.';
+COMMENT ON COLUMN compliance.anchors.checkpoint_version_id IS 'S3 version id of the signed checkpoint object.';
+COMMENT ON CONSTRAINT anchors_tree_root_size ON compliance.anchors IS 'A tree root is 32 bytes.';
+COMMENT ON CONSTRAINT anchors_checkpoint_version_text ON compliance.anchors IS 'A version id is not empty.';
+COMMENT ON CONSTRAINT anchors_checkpoint_body ON compliance.anchors IS
+'The checkpoint body names tree size seq_to and the recorded root.';
+COMMENT ON CONSTRAINT anchors_document_checkpoint ON compliance.anchors IS
+'A format_version 2 document carries exactly the recorded checkpoint body; version 1 has none.';
+COMMENT ON CONSTRAINT anchors_signed_checkpoint_note ON compliance.anchors IS
+'The signed note is the recorded checkpoint body followed by a blank line and signature lines.';
+COMMENT ON CONSTRAINT anchors_checkpoint_key_check ON compliance.anchors IS
+'The checkpoint object key is derived from seq_to and cadence_id.';
+COMMENT ON CONSTRAINT anchors_checkpoint_result_check ON compliance.anchors IS
+'An uploaded anchor with a checkpoint has its signed note, key and version; no other anchor has any.';
+
+DO $$
+BEGIN
+    IF pg_catalog.to_regprocedure(
+        'compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid)'
+    ) IS NOT NULL THEN
+        DROP FUNCTION compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid);
+    END IF;
+END;
+$$;
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0014_anchor_checkpoints.sql', 'migration', '9dd5fc6beee3535b25cda15d43c0defaff24aa1490764ba36ca971ecedbb1592');
+
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -1330,7 +1417,8 @@ SET LOCAL search_path = pg_catalog, pg_temp;
 -- anchored fields never change, and only the lease and result columns do, while pending: a
 -- claim (a new lease_id with its claimed_by, claimed_at and lease, nothing else), a lease
 -- renewed or released, attempts/last_error (a failed attempt), the one-time transition to
--- uploaded with the complete upload result, or to failed with the alarm in last_error.
+-- uploaded with the complete upload result (with the signed checkpoint when the anchor has
+-- a checkpoint), or to failed with the alarm in last_error.
 -- Everything else raises AC040.
 CREATE OR REPLACE FUNCTION compliance._guard_anchor_change()
 RETURNS trigger
@@ -1341,7 +1429,8 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.status IS DISTINCT FROM 'pending'::compliance.anchor_status
            OR NEW.attempts IS DISTINCT FROM 0 OR NEW.last_error IS NOT NULL
-           OR pg_catalog.num_nonnulls(NEW.lease_id, NEW.claimed_by, NEW.claimed_at, NEW.lease_expires_at) > 0 THEN
+           OR pg_catalog.num_nonnulls(NEW.lease_id, NEW.claimed_by, NEW.claimed_at, NEW.lease_expires_at,
+                                      NEW.signed_checkpoint, NEW.checkpoint_key, NEW.checkpoint_version_id) > 0 THEN
             RAISE EXCEPTION 'a new anchor must be pending, with no attempts, no error and no claim'
                 USING ERRCODE = 'AC040';
         END IF;
@@ -1349,11 +1438,11 @@ BEGIN
     END IF;
 
     IF (NEW.anchor_id, NEW.cadence_id, NEW.seq_from, NEW.seq_to, NEW.head_hash, NEW.event_count,
-        NEW.prev_anchor_digest, NEW.document, NEW.document_digest, NEW.created_at)
+        NEW.prev_anchor_digest, NEW.document, NEW.document_digest, NEW.created_at, NEW.checkpoint, NEW.tree_root)
        IS DISTINCT FROM
        (OLD.anchor_id, OLD.cadence_id, OLD.seq_from, OLD.seq_to, OLD.head_hash, OLD.event_count,
-        OLD.prev_anchor_digest, OLD.document, OLD.document_digest, OLD.created_at) THEN
-        RAISE EXCEPTION 'anchor %: the anchored head and its document never change', OLD.anchor_id
+        OLD.prev_anchor_digest, OLD.document, OLD.document_digest, OLD.created_at, OLD.checkpoint, OLD.tree_root) THEN
+        RAISE EXCEPTION 'anchor %: the anchored head, its checkpoint and its document never change', OLD.anchor_id
             USING ERRCODE = 'AC040';
     END IF;
     IF OLD.status <> 'pending' THEN
@@ -1377,7 +1466,7 @@ BEGIN
     CASE NEW.status
         WHEN 'pending' THEN
             IF pg_catalog.num_nonnulls(NEW.bucket, NEW.object_key, NEW.version_id, NEW.lock_mode, NEW.retain_until,
-                            NEW.anchored_at) > 0 THEN
+                            NEW.anchored_at, NEW.signed_checkpoint, NEW.checkpoint_key, NEW.checkpoint_version_id) > 0 THEN
                 RAISE EXCEPTION 'anchor %: a pending anchor has no upload result', OLD.anchor_id
                     USING ERRCODE = 'AC040';
             END IF;
@@ -1388,9 +1477,16 @@ BEGIN
                                 'retain_until and anchored_at', OLD.anchor_id
                     USING ERRCODE = 'AC040';
             END IF;
+            IF NEW.checkpoint IS NOT NULL
+               AND pg_catalog.num_nulls(NEW.signed_checkpoint, NEW.checkpoint_key, NEW.checkpoint_version_id) > 0 THEN
+                RAISE EXCEPTION 'anchor %: uploaded with a checkpoint needs signed_checkpoint, checkpoint_key '
+                                'and checkpoint_version_id', OLD.anchor_id
+                    USING ERRCODE = 'AC040';
+            END IF;
         WHEN 'failed' THEN
             IF NEW.last_error IS NULL
-               OR pg_catalog.num_nonnulls(NEW.lock_mode, NEW.retain_until, NEW.anchored_at) > 0 THEN
+               OR pg_catalog.num_nonnulls(NEW.lock_mode, NEW.retain_until, NEW.anchored_at, NEW.signed_checkpoint,
+                                          NEW.checkpoint_key, NEW.checkpoint_version_id) > 0 THEN
                 RAISE EXCEPTION 'anchor %: failed needs the alarm in last_error and no lock result',
                     OLD.anchor_id
                     USING ERRCODE = 'AC040';
@@ -1412,12 +1508,15 @@ COMMENT ON TRIGGER guard_anchor_change ON compliance.anchors IS
 SELECT compliance._protect_table('compliance.anchors', false);
 
 -- compliance.create_anchor(): when the chain head has moved past the last anchor, record a
--- pending anchor for the new range with its document and digest, and wake the uploader
--- (NOTIFY auditchain_anchor, payload cadence_id). Returns the cadence_id, or NULL when the
--- head has not moved. The same head always gives the same cadence_id, so a second run is
--- a no-op. Refuses (AC010/AC011) to anchor a head the drainer's check rejects, and (AC042)
--- when the event of the last anchor no longer has the anchored hash.
--- Touches: drainer_state (read, FOR SHARE), audit_events (read), anchors (INSERT).
+-- pending anchor for the new range with its document (format_version 2: with the C2SP
+-- checkpoint of the Merkle tree at the head and the consistency proof from the previous
+-- anchor's tree size) and digest, and wake the uploader (NOTIFY auditchain_anchor, payload
+-- cadence_id). Returns the cadence_id, or NULL when the head has not moved. The same head
+-- always gives the same cadence_id, so a second run is a no-op. Refuses (AC010/AC011) to
+-- anchor a head the drainer's check rejects, and (AC042) when the event of the last anchor
+-- no longer has the anchored hash. A database whose name cannot be part of a checkpoint
+-- origin (spaces, '+', control characters) gets format_version 1 documents.
+-- Touches: drainer_state (read, FOR SHARE), audit_events, merkle_nodes (read), anchors (INSERT).
 CREATE OR REPLACE FUNCTION compliance.create_anchor()
 RETURNS text
 LANGUAGE plpgsql
@@ -1434,6 +1533,9 @@ DECLARE
     v_cadence_id text;
     v_document text;
     v_created text;
+    v_root bytea;
+    v_checkpoint text;
+    v_proof jsonb;
 BEGIN
     -- One creator at a time; the share lock keeps a drain batch from committing between
     -- reading the head and recording it.
@@ -1467,9 +1569,24 @@ BEGIN
     v_cadence_id := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
         'auditchain-anchor:v1:' || v_system_identifier || ':' || v_database_name || ':'
         || v_head.last_seq::text || ':' || pg_catalog.encode(v_head.last_hash, 'hex'), 'UTF8')), 'hex');
+    -- The checkpoint origin follows formats.checkpoint.origin(): a note key name has no
+    -- spaces or '+', and a control character would break the note's lines.
+    IF v_database_name !~ '[[:space:][:cntrl:]+]' THEN
+        v_root := compliance.tree_root(v_head.last_seq);
+        v_checkpoint := 'auditchain/' || v_system_identifier || '/' || v_database_name || E'\n'
+                        || v_head.last_seq::text || E'\n' || pg_catalog.encode(v_root, 'base64') || E'\n';
+        IF v_last.seq_to IS NOT NULL THEN
+            SELECT pg_catalog.jsonb_build_object(
+                       'from_tree_size', v_last.seq_to,
+                       'hashes', coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(p.hash, 'base64') ORDER BY p.n), '[]')
+                   )
+              INTO v_proof
+              FROM unnest(compliance.consistency_proof(v_last.seq_to, v_head.last_seq)) WITH ORDINALITY AS p (hash, n);
+        END IF;
+    END IF;
     v_document := pg_catalog.jsonb_build_object(
         'format', 'auditchain-anchor',
-        'format_version', 1,
+        'format_version', CASE WHEN v_checkpoint IS NULL THEN 1 ELSE 2 END,
         'cadence_id', v_cadence_id,
         'seq_from', v_seq_from,
         'seq_to', v_head.last_seq,
@@ -1481,16 +1598,22 @@ BEGIN
             'system_identifier', v_system_identifier,
             'database_name', v_database_name
         )
-    )::text;
+    );
+    IF v_checkpoint IS NOT NULL THEN
+        v_document := (v_document::jsonb || pg_catalog.jsonb_build_object(
+            'checkpoint', v_checkpoint,
+            'consistency_proof', v_proof
+        ))::text;
+    END IF;
 
     INSERT INTO compliance.anchors (
         cadence_id, seq_from, seq_to, head_hash, event_count, prev_anchor_digest, document,
-        document_digest, created_at
+        document_digest, created_at, checkpoint, tree_root
     )
     VALUES (
         v_cadence_id, v_seq_from, v_head.last_seq, v_head.last_hash, v_head.last_seq - v_seq_from + 1,
         v_last.document_digest, v_document, pg_catalog.sha256(pg_catalog.convert_to(v_document, 'UTF8')),
-        pg_catalog.now()
+        pg_catalog.now(), v_checkpoint, v_root
     )
     ON CONFLICT (cadence_id) DO NOTHING
     RETURNING cadence_id INTO v_created;
@@ -1660,8 +1783,12 @@ COMMENT ON FUNCTION compliance._leased_anchor(bigint, uuid) IS
 'Internal: the pending anchor row, locked, if the caller''s lease is live (AC043 if not); AC041 when missing or final.';
 
 -- compliance.record_anchor_upload(anchor_id, bucket, object_key, version_id, lock_mode,
--- retain_until, lease_id): the anchor's object is in the bucket with this lock; mark it
--- uploaded and release the lease. True when recorded now; false (no change) when exactly
+-- retain_until, lease_id, signed_checkpoint, checkpoint_key, checkpoint_version_id): the
+-- anchor's object is in the bucket with this lock, and for an anchor with a checkpoint
+-- (format_version 2) so is its signed checkpoint, whose note text must be exactly the
+-- recorded checkpoint body followed by signature lines (the signature itself is checked by
+-- the uploader and by `auditchain verify --vkey`: PostgreSQL has no Ed25519). Marks it
+-- uploaded and releases the lease. True when recorded now; false (no change) when exactly
 -- this result is already recorded. AC043 without the live lease; AC041 for anything
 -- inconsistent. Touches: anchors (UPDATE).
 CREATE OR REPLACE FUNCTION compliance.record_anchor_upload(
@@ -1671,7 +1798,10 @@ CREATE OR REPLACE FUNCTION compliance.record_anchor_upload(
     version_id text,
     lock_mode text,
     retain_until timestamptz,
-    lease_id uuid DEFAULT NULL
+    lease_id uuid DEFAULT NULL,
+    signed_checkpoint text DEFAULT NULL,
+    checkpoint_key text DEFAULT NULL,
+    checkpoint_version_id text DEFAULT NULL
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -1681,15 +1811,19 @@ AS $$
 DECLARE
     v_anchor compliance.anchors%ROWTYPE;
     v_key_suffix text;
+    v_checkpoint_suffix text;
 BEGIN
     IF EXISTS (
         SELECT 1
           FROM compliance.anchors AS a
          WHERE a.anchor_id = record_anchor_upload.anchor_id AND a.status = 'uploaded'
-           AND (a.bucket, a.object_key, a.version_id, a.lock_mode, a.retain_until)
+           AND (a.bucket, a.object_key, a.version_id, a.lock_mode, a.retain_until, a.signed_checkpoint,
+                a.checkpoint_key, a.checkpoint_version_id)
                IS NOT DISTINCT FROM
                (record_anchor_upload.bucket, record_anchor_upload.object_key, record_anchor_upload.version_id,
-                record_anchor_upload.lock_mode, record_anchor_upload.retain_until)
+                record_anchor_upload.lock_mode, record_anchor_upload.retain_until,
+                record_anchor_upload.signed_checkpoint, record_anchor_upload.checkpoint_key,
+                record_anchor_upload.checkpoint_version_id)
     ) THEN
         RETURN false;
     END IF;
@@ -1715,18 +1849,57 @@ BEGIN
             record_anchor_upload.retain_until
             USING ERRCODE = 'AC041';
     END IF;
+    IF v_anchor.checkpoint IS NULL THEN
+        IF pg_catalog.num_nonnulls(record_anchor_upload.signed_checkpoint, record_anchor_upload.checkpoint_key,
+                                   record_anchor_upload.checkpoint_version_id) > 0 THEN
+            RAISE EXCEPTION 'anchor % has no checkpoint (format_version 1): no signed checkpoint is recorded',
+                v_anchor.anchor_id
+                USING ERRCODE = 'AC041';
+        END IF;
+    ELSE
+        v_checkpoint_suffix := 'checkpoints/' || pg_catalog.lpad(v_anchor.seq_to::text, 20, '0') || '-'
+                               || v_anchor.cadence_id || '.checkpoint';
+        IF record_anchor_upload.signed_checkpoint IS NULL
+           OR pg_catalog.left(record_anchor_upload.signed_checkpoint, pg_catalog.length(v_anchor.checkpoint) + 1)
+              <> v_anchor.checkpoint || E'\n'
+           OR pg_catalog.substr(record_anchor_upload.signed_checkpoint, pg_catalog.length(v_anchor.checkpoint) + 2)
+              !~ '^(— [^ \n]+ [A-Za-z0-9+/]+=*\n)+$' THEN
+            RAISE EXCEPTION 'anchor %: the signed checkpoint is not the recorded checkpoint body followed by '
+                            'signature lines', v_anchor.anchor_id
+                USING ERRCODE = 'AC041',
+                      HINT = 'The uploader signs exactly compliance.anchors.checkpoint (a C2SP signed note).';
+        END IF;
+        IF record_anchor_upload.checkpoint_key IS NULL
+           OR pg_catalog.right(record_anchor_upload.checkpoint_key, pg_catalog.length(v_checkpoint_suffix))
+              <> v_checkpoint_suffix
+           OR pg_catalog.left(record_anchor_upload.checkpoint_key,
+                              pg_catalog.length(record_anchor_upload.checkpoint_key) - pg_catalog.length(v_checkpoint_suffix))
+              <> pg_catalog.left(record_anchor_upload.object_key,
+                                 pg_catalog.length(record_anchor_upload.object_key) - pg_catalog.length(v_key_suffix)) THEN
+            RAISE EXCEPTION 'anchor %: checkpoint key % is not the anchor''s prefix followed by %', v_anchor.anchor_id,
+                record_anchor_upload.checkpoint_key, v_checkpoint_suffix
+                USING ERRCODE = 'AC041';
+        END IF;
+        IF coalesce(record_anchor_upload.checkpoint_version_id, '') = '' THEN
+            RAISE EXCEPTION 'anchor %: checkpoint_version_id is required', v_anchor.anchor_id USING ERRCODE = 'AC041';
+        END IF;
+    END IF;
     UPDATE compliance.anchors AS a
        SET status = 'uploaded', bucket = record_anchor_upload.bucket, object_key = record_anchor_upload.object_key,
            version_id = record_anchor_upload.version_id, lock_mode = record_anchor_upload.lock_mode,
            retain_until = record_anchor_upload.retain_until, anchored_at = pg_catalog.clock_timestamp(),
-           attempts = a.attempts + 1, lease_expires_at = NULL
+           attempts = a.attempts + 1, lease_expires_at = NULL,
+           signed_checkpoint = record_anchor_upload.signed_checkpoint,
+           checkpoint_key = record_anchor_upload.checkpoint_key,
+           checkpoint_version_id = record_anchor_upload.checkpoint_version_id
      WHERE a.anchor_id = v_anchor.anchor_id;
     RETURN true;
 END;
 $$;
-COMMENT ON FUNCTION compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid) IS
-'Uploader: marks a pending anchor uploaded with its bucket, key, version id and Object Lock under its lease; '
-'false if exactly this result is recorded, AC043 without the live lease, AC041 for anything inconsistent.';
+COMMENT ON FUNCTION compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid, text, text, text) IS
+'Uploader: marks a pending anchor uploaded with its bucket, key, version id and Object Lock, and its signed checkpoint '
+'object for a format_version 2 anchor, under its lease; false if exactly this result is recorded, AC043 without the '
+'live lease, AC041 for anything inconsistent.';
 
 -- compliance._record_failed_attempt(anchor_id, lease_id, error, status, bucket,
 -- object_key, version_id): one upload attempt that did not succeed: attempts + 1,
@@ -1818,7 +1991,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) IS
 'Uploader: integrity alarm, different content already at the anchor''s key; marks the anchor failed (terminal).';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '9a022586da5e94ec8a71c848f458e60c23d48cfc2b4a9f3c0013b2428c21aef5');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '41b12e3e0874600de435eb919811707fd1b130f03f44f7d07ddc893795c6f84c');
 
 -- ==== definition: 47_merkle.sql
 -- The RFC 6962 / RFC 9162 Merkle tree over audit_events (docs/proofs.md "The tree in
@@ -2422,10 +2595,39 @@ $$;
 COMMENT ON FUNCTION compliance._tree_check_chunks(bigint, bigint) IS
 'Internal: checks the stored Merkle nodes of chunks [first, last] against the events; the first bad node, if any.';
 
+-- compliance._checkpoint_tree(note): the tree size and root a checkpoint body (or a signed
+-- note, whose body comes first) states, when its origin is this log's
+-- (auditchain/<system_identifier>/<database>) and its lines are well formed; NULLs
+-- otherwise, so that a tampered row is reported rather than raising. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._checkpoint_tree(note text)
+RETURNS TABLE (tree_size bigint, root bytea)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_lines text[] := pg_catalog.string_to_array(_checkpoint_tree.note, E'\n');
+    v_origin text;
+BEGIN
+    SELECT 'auditchain/' || s.system_identifier::text || '/' || pg_catalog.current_database()
+      INTO STRICT v_origin
+      FROM pg_catalog.pg_control_system() AS s;
+    IF pg_catalog.cardinality(v_lines) < 4 OR v_lines[1] IS DISTINCT FROM v_origin
+       OR v_lines[2] !~ '^(0|[1-9][0-9]{0,17})$' OR v_lines[3] !~ '^[A-Za-z0-9+/]{43}=$' THEN
+        RETURN QUERY SELECT NULL::bigint, NULL::bytea;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT v_lines[2]::bigint, pg_catalog.decode(v_lines[3], 'base64');
+END;
+$$;
+COMMENT ON FUNCTION compliance._checkpoint_tree(text) IS
+'Internal: tree size and root stated by a checkpoint body or signed note of this log; NULLs when malformed or another origin.';
+
 -- compliance._tree_recorded_roots(): every root something recorded for a tree size, which
--- verify_tree compares with the tree recomputed from the events. The extension point for
--- roots recorded elsewhere (anchor checkpoints): add their (size, root, who) rows here.
--- Touches: drainer_state (read).
+-- verify_tree compares with the tree recomputed from the events: the drainer's head, and for
+-- each anchor with a checkpoint its recorded root, its checkpoint body and its signed note
+-- (NULL size and root when one is unreadable or names another log).
+-- Touches: drainer_state, anchors (read).
 CREATE OR REPLACE FUNCTION compliance._tree_recorded_roots()
 RETURNS TABLE (tree_size bigint, root bytea, recorded_by text)
 LANGUAGE sql
@@ -2433,10 +2635,26 @@ STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.tree_size, compliance._tree_fold_right(d.tree_frontier), 'the drainer''s tree head (drainer_state)'
-      FROM compliance.drainer_state AS d;
+      FROM compliance.drainer_state AS d
+    UNION ALL
+    SELECT r.tree_size, r.root,
+           pg_catalog.format('the %s of anchor %s (seq_to %s, cadence_id %s)', r.what, a.anchor_id, a.seq_to,
+                             a.cadence_id)
+      FROM compliance.anchors AS a
+     CROSS JOIN LATERAL (
+           SELECT a.seq_to, a.tree_root, 'tree_root'
+            UNION ALL
+           SELECT c.tree_size, c.root, 'checkpoint'
+             FROM compliance._checkpoint_tree(a.checkpoint) AS c
+            UNION ALL
+           SELECT c.tree_size, c.root, 'signed_checkpoint'
+             FROM compliance._checkpoint_tree(a.signed_checkpoint) AS c
+            WHERE a.signed_checkpoint IS NOT NULL
+       ) AS r (tree_size, root, what)
+     WHERE a.checkpoint IS NOT NULL OR a.tree_root IS NOT NULL OR a.signed_checkpoint IS NOT NULL;
 $$;
 COMMENT ON FUNCTION compliance._tree_recorded_roots() IS
-'Internal: the recorded (tree_size, root) pairs verify_tree checks: the drainer''s head, and anchor checkpoints.';
+'Internal: the recorded (tree_size, root) pairs verify_tree checks: the drainer''s head, and each anchor''s checkpoint.';
 
 -- compliance.verify_tree(): recompute the Merkle tree from the stored events and compare
 -- it with every stored node, the tree size the drainer keeps, and every recorded root
@@ -2488,7 +2706,13 @@ BEGIN
     END IF;
     -- Every stored node now matches the events, so roots computed from them are the
     -- recomputed tree's roots.
-    FOR v_recorded IN SELECT * FROM compliance._tree_recorded_roots() AS r ORDER BY r.tree_size LOOP
+    FOR v_recorded IN SELECT * FROM compliance._tree_recorded_roots() AS r ORDER BY r.tree_size NULLS FIRST, r.recorded_by LOOP
+        IF v_recorded.tree_size IS NULL OR v_recorded.root IS NULL THEN
+            RETURN QUERY SELECT false, v_state.tree_size,
+                pg_catalog.format('%s is not a checkpoint of this log''s tree (origin, size or root missing or '
+                                  'malformed)', v_recorded.recorded_by);
+            RETURN;
+        END IF;
         IF v_recorded.tree_size > v_state.tree_size THEN
             RETURN QUERY SELECT false, v_state.tree_size,
                 pg_catalog.format('%s records a tree of %s leaves but the tree holds %s',
@@ -2512,7 +2736,7 @@ COMMENT ON FUNCTION compliance.verify_tree() IS
 -- Events chained before the tree existed (an upgrade from a version without it) enter it
 -- now, in the same migrate run that created its tables.
 SELECT compliance._tree_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', '576e8f83139627459bcfa6aae2f724438647781eb3040fc14cb296403a2e4378');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', '51adefd56ddf9e58c1946f360a95a99c45f52b28f103feddb4d31dcb21e02933');
 
 -- ==== definition: 50_verify.sql
 -- In-database verification: recompute every hash from the stored columns.
@@ -3299,6 +3523,33 @@ $$;
 COMMENT ON FUNCTION compliance.export_plan(uuid) IS
 'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 2); AC033 unless running.';
 
+-- compliance._event_line(event, withheld): the line of a matched event in an export bundle
+-- and in a receipt (`auditchain prove`): compact JSON with the record's fields, the payload
+-- as its exact jsonb text (or payload_sha256 when withheld), prev_hash and event_hash. The
+-- one definition of that line. Plain SQL without SET so that export_lines inlines it.
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._event_line(event compliance.audit_events, withheld boolean)
+RETURNS text
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN pg_catalog.format(
+    '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
+    '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
+    _event_line.event.seq, _event_line.event.event_id, compliance._iso_utc(_event_line.event.occurred_at),
+    compliance._iso_utc(_event_line.event.recorded_at),
+    coalesce(pg_catalog.to_json(_event_line.event.tenant_id)::text, 'null'),
+    pg_catalog.to_json(_event_line.event.event_type)::text, pg_catalog.to_json(_event_line.event.actor)::text,
+    CASE
+        WHEN _event_line.withheld THEN '"payload_sha256":"'
+            || pg_catalog.encode(compliance.payload_digest(_event_line.event.payload), 'hex') || '"'
+        ELSE '"payload":' || pg_catalog.to_json(_event_line.event.payload::text)::text
+    END,
+    pg_catalog.encode(_event_line.event.prev_hash, 'hex'), pg_catalog.encode(_event_line.event.event_hash, 'hex')
+);
+COMMENT ON FUNCTION compliance._event_line(compliance.audit_events, boolean) IS
+'Internal: the export-bundle line of a matched event (payload withheld or not); also the event line of a receipt.';
+
 -- compliance.export_lines(job_id, seq_from, seq_to): the data object of a running job's
 -- bundle, one row per seq of [seq_from, seq_to] in seq order: matched events in full
 -- (payload as its exact jsonb text, or payload_sha256 when withheld), excluded events as
@@ -3323,18 +3574,7 @@ AS $$
                    e.seq, pg_catalog.encode(e.prev_hash, 'hex'),
                    pg_catalog.encode(pg_catalog.sha256(compliance._row_record(e)), 'hex'),
                    pg_catalog.encode(e.event_hash, 'hex'))
-               ELSE pg_catalog.format(
-                   '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
-                   '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
-                   e.seq, e.event_id, compliance._iso_utc(e.occurred_at), compliance._iso_utc(e.recorded_at),
-                   coalesce(pg_catalog.to_json(e.tenant_id)::text, 'null'),
-                   pg_catalog.to_json(e.event_type)::text, pg_catalog.to_json(e.actor)::text,
-                   CASE
-                       WHEN m.withheld THEN '"payload_sha256":"'
-                           || pg_catalog.encode(compliance.payload_digest(e.payload), 'hex') || '"'
-                       ELSE '"payload":' || pg_catalog.to_json(e.payload::text)::text
-                   END,
-                   pg_catalog.encode(e.prev_hash, 'hex'), pg_catalog.encode(e.event_hash, 'hex'))
+               ELSE compliance._event_line(e, m.withheld)
            END
       FROM compliance.export_jobs AS j
       JOIN compliance.audit_events AS e ON e.seq BETWEEN export_lines.seq_from AND export_lines.seq_to
@@ -3476,7 +3716,73 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.reconcile_exports(interval) IS
 'Fails running export jobs whose runner reported no progress for stuck_after (default 15 minutes); returns how many.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', 'c9a395c64d9f4df4329e2b784eb099d00fe2a8db47299cdae73d05b43cce04ec');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', '550e0eef3916c1255617423ec6397fdb2c9fd7e7e5fb5ce5fcd86d20512d3365');
+
+-- ==== definition: 72_receipts.sql
+-- Receipts (`auditchain prove`, docs/proofs.md "Receipts"): everything a C2SP tlog-proof for
+-- one event needs, read in one call: the event's line, the newest signed checkpoint that
+-- covers it and the inclusion proof for that checkpoint's tree size. The receipt itself is
+-- assembled (and checked) by the CLI.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+-- compliance.event_receipt(seq, event_id): for the event given by exactly one of seq or
+-- event_id, the uploaded anchor with a signed checkpoint of the largest tree size that
+-- covers it (seq_to >= seq), that anchor's signed checkpoint, the inclusion proof of the
+-- event in the tree of seq_to events, and the event's line (compliance._event_line, payload
+-- included). 22023 unless exactly one of seq and event_id is given; AC074 when no chained
+-- event has that seq or event_id; AC075 when no uploaded signed checkpoint covers it yet.
+-- Touches: audit_events, anchors, drainer_state, merkle_nodes (read).
+CREATE OR REPLACE FUNCTION compliance.event_receipt(seq bigint DEFAULT NULL, event_id uuid DEFAULT NULL)
+RETURNS TABLE (
+    event_seq bigint, tree_size bigint, inclusion_proof bytea[], signed_checkpoint text, event_line text,
+    anchor_id bigint, cadence_id text
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_event compliance.audit_events%ROWTYPE;
+    v_anchor compliance.anchors%ROWTYPE;
+    v_chained bigint;
+BEGIN
+    IF pg_catalog.num_nonnulls(event_receipt.seq, event_receipt.event_id) <> 1 THEN
+        RAISE EXCEPTION 'give exactly one of seq and event_id' USING ERRCODE = '22023';
+    END IF;
+    SELECT d.last_seq INTO STRICT v_chained FROM compliance.drainer_state AS d;
+    IF event_receipt.seq IS NOT NULL THEN
+        SELECT * INTO v_event FROM compliance.audit_events AS e WHERE e.seq = event_receipt.seq AND e.seq <= v_chained;
+    ELSE
+        SELECT * INTO v_event FROM compliance.audit_events AS e
+         WHERE e.event_id = event_receipt.event_id AND e.seq <= v_chained;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no chained event with %', coalesce('seq ' || event_receipt.seq, 'event_id ' || event_receipt.event_id)
+            USING ERRCODE = 'AC074',
+                  HINT = 'An event is chained (and provable) once the drainer has moved it into audit_events.';
+    END IF;
+    SELECT * INTO v_anchor
+      FROM compliance.anchors AS a
+     WHERE a.status = 'uploaded' AND a.signed_checkpoint IS NOT NULL AND a.seq_to >= v_event.seq
+     ORDER BY a.seq_to DESC
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event seq % is not covered by a signed checkpoint yet: the next anchor will cover it',
+            v_event.seq
+            USING ERRCODE = 'AC075',
+                  HINT = 'compliance.create_anchor() (pg_cron, every 15 minutes) records it and `auditchain anchor` '
+                         'signs and uploads it.';
+    END IF;
+    RETURN QUERY SELECT v_event.seq, v_anchor.seq_to, compliance.inclusion_proof(v_event.seq, v_anchor.seq_to),
+                        v_anchor.signed_checkpoint, compliance._event_line(v_event, false), v_anchor.anchor_id,
+                        v_anchor.cadence_id;
+END;
+$$;
+COMMENT ON FUNCTION compliance.event_receipt(bigint, uuid) IS
+'One event''s line, the newest uploaded signed checkpoint covering it and the inclusion proof for its size '
+'(what `auditchain prove` turns into a tlog-proof); AC074 no such chained event, AC075 no signed checkpoint yet.';
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('72_receipts.sql', 'definition', '6d3c31eae1648451e409fc2f8dc64e7aa6e92f12c52b85f1c8bf77596d4b93e6');
 
 -- ==== definition: 75_metrics.sql
 -- Health metrics for the watchdog, `auditchain metrics` and `auditchain status`.
@@ -4541,7 +4847,7 @@ GRANT EXECUTE ON FUNCTION compliance.record_halt() TO compliance_drainer;
 GRANT USAGE ON SCHEMA compliance TO compliance_anchor;
 GRANT EXECUTE ON FUNCTION compliance.claim_next_anchor(text, interval),
 compliance.anchor_heartbeat(bigint, uuid, interval), compliance.claim_pending_anchors(integer),
-compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid),
+compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid, text, text, text),
 compliance.record_anchor_error(bigint, text, uuid),
 compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) TO compliance_anchor;
 -- The root an anchor commits to and the consistency proof from the previous anchor's tree.
@@ -4578,6 +4884,8 @@ GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_
 GRANT SELECT ON compliance.merkle_nodes TO compliance_auditor;
 GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_proof(bigint, bigint),
 compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
+-- `auditchain prove`: an event's line, its newest signed checkpoint and the inclusion proof.
+GRANT EXECUTE ON FUNCTION compliance.event_receipt(bigint, uuid) TO compliance_auditor;
 -- `auditchain verify` compares the anchors with the bucket.
 GRANT SELECT ON compliance.anchors TO compliance_auditor;
 -- Follow export jobs (status, error, where the bundle is) and their filters.
@@ -4591,7 +4899,7 @@ GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
 -- The monitors' state and the per-minute activity history behind the status sparklines.
 GRANT EXECUTE ON FUNCTION compliance.expectation_status(), compliance.activity_history(integer)
 TO compliance_auditor;
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '3fc9bec252f32e55ca986679308d83f42ba536dd0efaa264ef31d5552a893c07');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', 'bb67381f47fe20ddc9a68c514403ed137a2efc9fbb18fd007962e5c6b88e2c64');
 
 COMMIT;
 \o

@@ -8,7 +8,8 @@ SET LOCAL search_path = pg_catalog, pg_temp;
 -- anchored fields never change, and only the lease and result columns do, while pending: a
 -- claim (a new lease_id with its claimed_by, claimed_at and lease, nothing else), a lease
 -- renewed or released, attempts/last_error (a failed attempt), the one-time transition to
--- uploaded with the complete upload result, or to failed with the alarm in last_error.
+-- uploaded with the complete upload result (with the signed checkpoint when the anchor has
+-- a checkpoint), or to failed with the alarm in last_error.
 -- Everything else raises AC040.
 CREATE OR REPLACE FUNCTION compliance._guard_anchor_change()
 RETURNS trigger
@@ -19,7 +20,8 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.status IS DISTINCT FROM 'pending'::compliance.anchor_status
            OR NEW.attempts IS DISTINCT FROM 0 OR NEW.last_error IS NOT NULL
-           OR pg_catalog.num_nonnulls(NEW.lease_id, NEW.claimed_by, NEW.claimed_at, NEW.lease_expires_at) > 0 THEN
+           OR pg_catalog.num_nonnulls(NEW.lease_id, NEW.claimed_by, NEW.claimed_at, NEW.lease_expires_at,
+                                      NEW.signed_checkpoint, NEW.checkpoint_key, NEW.checkpoint_version_id) > 0 THEN
             RAISE EXCEPTION 'a new anchor must be pending, with no attempts, no error and no claim'
                 USING ERRCODE = 'AC040';
         END IF;
@@ -27,11 +29,11 @@ BEGIN
     END IF;
 
     IF (NEW.anchor_id, NEW.cadence_id, NEW.seq_from, NEW.seq_to, NEW.head_hash, NEW.event_count,
-        NEW.prev_anchor_digest, NEW.document, NEW.document_digest, NEW.created_at)
+        NEW.prev_anchor_digest, NEW.document, NEW.document_digest, NEW.created_at, NEW.checkpoint, NEW.tree_root)
        IS DISTINCT FROM
        (OLD.anchor_id, OLD.cadence_id, OLD.seq_from, OLD.seq_to, OLD.head_hash, OLD.event_count,
-        OLD.prev_anchor_digest, OLD.document, OLD.document_digest, OLD.created_at) THEN
-        RAISE EXCEPTION 'anchor %: the anchored head and its document never change', OLD.anchor_id
+        OLD.prev_anchor_digest, OLD.document, OLD.document_digest, OLD.created_at, OLD.checkpoint, OLD.tree_root) THEN
+        RAISE EXCEPTION 'anchor %: the anchored head, its checkpoint and its document never change', OLD.anchor_id
             USING ERRCODE = 'AC040';
     END IF;
     IF OLD.status <> 'pending' THEN
@@ -55,7 +57,7 @@ BEGIN
     CASE NEW.status
         WHEN 'pending' THEN
             IF pg_catalog.num_nonnulls(NEW.bucket, NEW.object_key, NEW.version_id, NEW.lock_mode, NEW.retain_until,
-                            NEW.anchored_at) > 0 THEN
+                            NEW.anchored_at, NEW.signed_checkpoint, NEW.checkpoint_key, NEW.checkpoint_version_id) > 0 THEN
                 RAISE EXCEPTION 'anchor %: a pending anchor has no upload result', OLD.anchor_id
                     USING ERRCODE = 'AC040';
             END IF;
@@ -66,9 +68,16 @@ BEGIN
                                 'retain_until and anchored_at', OLD.anchor_id
                     USING ERRCODE = 'AC040';
             END IF;
+            IF NEW.checkpoint IS NOT NULL
+               AND pg_catalog.num_nulls(NEW.signed_checkpoint, NEW.checkpoint_key, NEW.checkpoint_version_id) > 0 THEN
+                RAISE EXCEPTION 'anchor %: uploaded with a checkpoint needs signed_checkpoint, checkpoint_key '
+                                'and checkpoint_version_id', OLD.anchor_id
+                    USING ERRCODE = 'AC040';
+            END IF;
         WHEN 'failed' THEN
             IF NEW.last_error IS NULL
-               OR pg_catalog.num_nonnulls(NEW.lock_mode, NEW.retain_until, NEW.anchored_at) > 0 THEN
+               OR pg_catalog.num_nonnulls(NEW.lock_mode, NEW.retain_until, NEW.anchored_at, NEW.signed_checkpoint,
+                                          NEW.checkpoint_key, NEW.checkpoint_version_id) > 0 THEN
                 RAISE EXCEPTION 'anchor %: failed needs the alarm in last_error and no lock result',
                     OLD.anchor_id
                     USING ERRCODE = 'AC040';
@@ -90,12 +99,15 @@ COMMENT ON TRIGGER guard_anchor_change ON compliance.anchors IS
 SELECT compliance._protect_table('compliance.anchors', false);
 
 -- compliance.create_anchor(): when the chain head has moved past the last anchor, record a
--- pending anchor for the new range with its document and digest, and wake the uploader
--- (NOTIFY auditchain_anchor, payload cadence_id). Returns the cadence_id, or NULL when the
--- head has not moved. The same head always gives the same cadence_id, so a second run is
--- a no-op. Refuses (AC010/AC011) to anchor a head the drainer's check rejects, and (AC042)
--- when the event of the last anchor no longer has the anchored hash.
--- Touches: drainer_state (read, FOR SHARE), audit_events (read), anchors (INSERT).
+-- pending anchor for the new range with its document (format_version 2: with the C2SP
+-- checkpoint of the Merkle tree at the head and the consistency proof from the previous
+-- anchor's tree size) and digest, and wake the uploader (NOTIFY auditchain_anchor, payload
+-- cadence_id). Returns the cadence_id, or NULL when the head has not moved. The same head
+-- always gives the same cadence_id, so a second run is a no-op. Refuses (AC010/AC011) to
+-- anchor a head the drainer's check rejects, and (AC042) when the event of the last anchor
+-- no longer has the anchored hash. A database whose name cannot be part of a checkpoint
+-- origin (spaces, '+', control characters) gets format_version 1 documents.
+-- Touches: drainer_state (read, FOR SHARE), audit_events, merkle_nodes (read), anchors (INSERT).
 CREATE OR REPLACE FUNCTION compliance.create_anchor()
 RETURNS text
 LANGUAGE plpgsql
@@ -112,6 +124,9 @@ DECLARE
     v_cadence_id text;
     v_document text;
     v_created text;
+    v_root bytea;
+    v_checkpoint text;
+    v_proof jsonb;
 BEGIN
     -- One creator at a time; the share lock keeps a drain batch from committing between
     -- reading the head and recording it.
@@ -145,9 +160,24 @@ BEGIN
     v_cadence_id := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
         'auditchain-anchor:v1:' || v_system_identifier || ':' || v_database_name || ':'
         || v_head.last_seq::text || ':' || pg_catalog.encode(v_head.last_hash, 'hex'), 'UTF8')), 'hex');
+    -- The checkpoint origin follows formats.checkpoint.origin(): a note key name has no
+    -- spaces or '+', and a control character would break the note's lines.
+    IF v_database_name !~ '[[:space:][:cntrl:]+]' THEN
+        v_root := compliance.tree_root(v_head.last_seq);
+        v_checkpoint := 'auditchain/' || v_system_identifier || '/' || v_database_name || E'\n'
+                        || v_head.last_seq::text || E'\n' || pg_catalog.encode(v_root, 'base64') || E'\n';
+        IF v_last.seq_to IS NOT NULL THEN
+            SELECT pg_catalog.jsonb_build_object(
+                       'from_tree_size', v_last.seq_to,
+                       'hashes', coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(p.hash, 'base64') ORDER BY p.n), '[]')
+                   )
+              INTO v_proof
+              FROM unnest(compliance.consistency_proof(v_last.seq_to, v_head.last_seq)) WITH ORDINALITY AS p (hash, n);
+        END IF;
+    END IF;
     v_document := pg_catalog.jsonb_build_object(
         'format', 'auditchain-anchor',
-        'format_version', 1,
+        'format_version', CASE WHEN v_checkpoint IS NULL THEN 1 ELSE 2 END,
         'cadence_id', v_cadence_id,
         'seq_from', v_seq_from,
         'seq_to', v_head.last_seq,
@@ -159,16 +189,22 @@ BEGIN
             'system_identifier', v_system_identifier,
             'database_name', v_database_name
         )
-    )::text;
+    );
+    IF v_checkpoint IS NOT NULL THEN
+        v_document := (v_document::jsonb || pg_catalog.jsonb_build_object(
+            'checkpoint', v_checkpoint,
+            'consistency_proof', v_proof
+        ))::text;
+    END IF;
 
     INSERT INTO compliance.anchors (
         cadence_id, seq_from, seq_to, head_hash, event_count, prev_anchor_digest, document,
-        document_digest, created_at
+        document_digest, created_at, checkpoint, tree_root
     )
     VALUES (
         v_cadence_id, v_seq_from, v_head.last_seq, v_head.last_hash, v_head.last_seq - v_seq_from + 1,
         v_last.document_digest, v_document, pg_catalog.sha256(pg_catalog.convert_to(v_document, 'UTF8')),
-        pg_catalog.now()
+        pg_catalog.now(), v_checkpoint, v_root
     )
     ON CONFLICT (cadence_id) DO NOTHING
     RETURNING cadence_id INTO v_created;
@@ -338,8 +374,12 @@ COMMENT ON FUNCTION compliance._leased_anchor(bigint, uuid) IS
 'Internal: the pending anchor row, locked, if the caller''s lease is live (AC043 if not); AC041 when missing or final.';
 
 -- compliance.record_anchor_upload(anchor_id, bucket, object_key, version_id, lock_mode,
--- retain_until, lease_id): the anchor's object is in the bucket with this lock; mark it
--- uploaded and release the lease. True when recorded now; false (no change) when exactly
+-- retain_until, lease_id, signed_checkpoint, checkpoint_key, checkpoint_version_id): the
+-- anchor's object is in the bucket with this lock, and for an anchor with a checkpoint
+-- (format_version 2) so is its signed checkpoint, whose note text must be exactly the
+-- recorded checkpoint body followed by signature lines (the signature itself is checked by
+-- the uploader and by `auditchain verify --vkey`: PostgreSQL has no Ed25519). Marks it
+-- uploaded and releases the lease. True when recorded now; false (no change) when exactly
 -- this result is already recorded. AC043 without the live lease; AC041 for anything
 -- inconsistent. Touches: anchors (UPDATE).
 CREATE OR REPLACE FUNCTION compliance.record_anchor_upload(
@@ -349,7 +389,10 @@ CREATE OR REPLACE FUNCTION compliance.record_anchor_upload(
     version_id text,
     lock_mode text,
     retain_until timestamptz,
-    lease_id uuid DEFAULT NULL
+    lease_id uuid DEFAULT NULL,
+    signed_checkpoint text DEFAULT NULL,
+    checkpoint_key text DEFAULT NULL,
+    checkpoint_version_id text DEFAULT NULL
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -359,15 +402,19 @@ AS $$
 DECLARE
     v_anchor compliance.anchors%ROWTYPE;
     v_key_suffix text;
+    v_checkpoint_suffix text;
 BEGIN
     IF EXISTS (
         SELECT 1
           FROM compliance.anchors AS a
          WHERE a.anchor_id = record_anchor_upload.anchor_id AND a.status = 'uploaded'
-           AND (a.bucket, a.object_key, a.version_id, a.lock_mode, a.retain_until)
+           AND (a.bucket, a.object_key, a.version_id, a.lock_mode, a.retain_until, a.signed_checkpoint,
+                a.checkpoint_key, a.checkpoint_version_id)
                IS NOT DISTINCT FROM
                (record_anchor_upload.bucket, record_anchor_upload.object_key, record_anchor_upload.version_id,
-                record_anchor_upload.lock_mode, record_anchor_upload.retain_until)
+                record_anchor_upload.lock_mode, record_anchor_upload.retain_until,
+                record_anchor_upload.signed_checkpoint, record_anchor_upload.checkpoint_key,
+                record_anchor_upload.checkpoint_version_id)
     ) THEN
         RETURN false;
     END IF;
@@ -393,18 +440,57 @@ BEGIN
             record_anchor_upload.retain_until
             USING ERRCODE = 'AC041';
     END IF;
+    IF v_anchor.checkpoint IS NULL THEN
+        IF pg_catalog.num_nonnulls(record_anchor_upload.signed_checkpoint, record_anchor_upload.checkpoint_key,
+                                   record_anchor_upload.checkpoint_version_id) > 0 THEN
+            RAISE EXCEPTION 'anchor % has no checkpoint (format_version 1): no signed checkpoint is recorded',
+                v_anchor.anchor_id
+                USING ERRCODE = 'AC041';
+        END IF;
+    ELSE
+        v_checkpoint_suffix := 'checkpoints/' || pg_catalog.lpad(v_anchor.seq_to::text, 20, '0') || '-'
+                               || v_anchor.cadence_id || '.checkpoint';
+        IF record_anchor_upload.signed_checkpoint IS NULL
+           OR pg_catalog.left(record_anchor_upload.signed_checkpoint, pg_catalog.length(v_anchor.checkpoint) + 1)
+              <> v_anchor.checkpoint || E'\n'
+           OR pg_catalog.substr(record_anchor_upload.signed_checkpoint, pg_catalog.length(v_anchor.checkpoint) + 2)
+              !~ '^(— [^ \n]+ [A-Za-z0-9+/]+=*\n)+$' THEN
+            RAISE EXCEPTION 'anchor %: the signed checkpoint is not the recorded checkpoint body followed by '
+                            'signature lines', v_anchor.anchor_id
+                USING ERRCODE = 'AC041',
+                      HINT = 'The uploader signs exactly compliance.anchors.checkpoint (a C2SP signed note).';
+        END IF;
+        IF record_anchor_upload.checkpoint_key IS NULL
+           OR pg_catalog.right(record_anchor_upload.checkpoint_key, pg_catalog.length(v_checkpoint_suffix))
+              <> v_checkpoint_suffix
+           OR pg_catalog.left(record_anchor_upload.checkpoint_key,
+                              pg_catalog.length(record_anchor_upload.checkpoint_key) - pg_catalog.length(v_checkpoint_suffix))
+              <> pg_catalog.left(record_anchor_upload.object_key,
+                                 pg_catalog.length(record_anchor_upload.object_key) - pg_catalog.length(v_key_suffix)) THEN
+            RAISE EXCEPTION 'anchor %: checkpoint key % is not the anchor''s prefix followed by %', v_anchor.anchor_id,
+                record_anchor_upload.checkpoint_key, v_checkpoint_suffix
+                USING ERRCODE = 'AC041';
+        END IF;
+        IF coalesce(record_anchor_upload.checkpoint_version_id, '') = '' THEN
+            RAISE EXCEPTION 'anchor %: checkpoint_version_id is required', v_anchor.anchor_id USING ERRCODE = 'AC041';
+        END IF;
+    END IF;
     UPDATE compliance.anchors AS a
        SET status = 'uploaded', bucket = record_anchor_upload.bucket, object_key = record_anchor_upload.object_key,
            version_id = record_anchor_upload.version_id, lock_mode = record_anchor_upload.lock_mode,
            retain_until = record_anchor_upload.retain_until, anchored_at = pg_catalog.clock_timestamp(),
-           attempts = a.attempts + 1, lease_expires_at = NULL
+           attempts = a.attempts + 1, lease_expires_at = NULL,
+           signed_checkpoint = record_anchor_upload.signed_checkpoint,
+           checkpoint_key = record_anchor_upload.checkpoint_key,
+           checkpoint_version_id = record_anchor_upload.checkpoint_version_id
      WHERE a.anchor_id = v_anchor.anchor_id;
     RETURN true;
 END;
 $$;
-COMMENT ON FUNCTION compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid) IS
-'Uploader: marks a pending anchor uploaded with its bucket, key, version id and Object Lock under its lease; '
-'false if exactly this result is recorded, AC043 without the live lease, AC041 for anything inconsistent.';
+COMMENT ON FUNCTION compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid, text, text, text) IS
+'Uploader: marks a pending anchor uploaded with its bucket, key, version id and Object Lock, and its signed checkpoint '
+'object for a format_version 2 anchor, under its lease; false if exactly this result is recorded, AC043 without the '
+'live lease, AC041 for anything inconsistent.';
 
 -- compliance._record_failed_attempt(anchor_id, lease_id, error, status, bucket,
 -- object_key, version_id): one upload attempt that did not succeed: attempts + 1,

@@ -599,10 +599,39 @@ $$;
 COMMENT ON FUNCTION compliance._tree_check_chunks(bigint, bigint) IS
 'Internal: checks the stored Merkle nodes of chunks [first, last] against the events; the first bad node, if any.';
 
+-- compliance._checkpoint_tree(note): the tree size and root a checkpoint body (or a signed
+-- note, whose body comes first) states, when its origin is this log's
+-- (auditchain/<system_identifier>/<database>) and its lines are well formed; NULLs
+-- otherwise, so that a tampered row is reported rather than raising. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._checkpoint_tree(note text)
+RETURNS TABLE (tree_size bigint, root bytea)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_lines text[] := pg_catalog.string_to_array(_checkpoint_tree.note, E'\n');
+    v_origin text;
+BEGIN
+    SELECT 'auditchain/' || s.system_identifier::text || '/' || pg_catalog.current_database()
+      INTO STRICT v_origin
+      FROM pg_catalog.pg_control_system() AS s;
+    IF pg_catalog.cardinality(v_lines) < 4 OR v_lines[1] IS DISTINCT FROM v_origin
+       OR v_lines[2] !~ '^(0|[1-9][0-9]{0,17})$' OR v_lines[3] !~ '^[A-Za-z0-9+/]{43}=$' THEN
+        RETURN QUERY SELECT NULL::bigint, NULL::bytea;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT v_lines[2]::bigint, pg_catalog.decode(v_lines[3], 'base64');
+END;
+$$;
+COMMENT ON FUNCTION compliance._checkpoint_tree(text) IS
+'Internal: tree size and root stated by a checkpoint body or signed note of this log; NULLs when malformed or another origin.';
+
 -- compliance._tree_recorded_roots(): every root something recorded for a tree size, which
--- verify_tree compares with the tree recomputed from the events. The extension point for
--- roots recorded elsewhere (anchor checkpoints): add their (size, root, who) rows here.
--- Touches: drainer_state (read).
+-- verify_tree compares with the tree recomputed from the events: the drainer's head, and for
+-- each anchor with a checkpoint its recorded root, its checkpoint body and its signed note
+-- (NULL size and root when one is unreadable or names another log).
+-- Touches: drainer_state, anchors (read).
 CREATE OR REPLACE FUNCTION compliance._tree_recorded_roots()
 RETURNS TABLE (tree_size bigint, root bytea, recorded_by text)
 LANGUAGE sql
@@ -610,10 +639,26 @@ STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.tree_size, compliance._tree_fold_right(d.tree_frontier), 'the drainer''s tree head (drainer_state)'
-      FROM compliance.drainer_state AS d;
+      FROM compliance.drainer_state AS d
+    UNION ALL
+    SELECT r.tree_size, r.root,
+           pg_catalog.format('the %s of anchor %s (seq_to %s, cadence_id %s)', r.what, a.anchor_id, a.seq_to,
+                             a.cadence_id)
+      FROM compliance.anchors AS a
+     CROSS JOIN LATERAL (
+           SELECT a.seq_to, a.tree_root, 'tree_root'
+            UNION ALL
+           SELECT c.tree_size, c.root, 'checkpoint'
+             FROM compliance._checkpoint_tree(a.checkpoint) AS c
+            UNION ALL
+           SELECT c.tree_size, c.root, 'signed_checkpoint'
+             FROM compliance._checkpoint_tree(a.signed_checkpoint) AS c
+            WHERE a.signed_checkpoint IS NOT NULL
+       ) AS r (tree_size, root, what)
+     WHERE a.checkpoint IS NOT NULL OR a.tree_root IS NOT NULL OR a.signed_checkpoint IS NOT NULL;
 $$;
 COMMENT ON FUNCTION compliance._tree_recorded_roots() IS
-'Internal: the recorded (tree_size, root) pairs verify_tree checks: the drainer''s head, and anchor checkpoints.';
+'Internal: the recorded (tree_size, root) pairs verify_tree checks: the drainer''s head, and each anchor''s checkpoint.';
 
 -- compliance.verify_tree(): recompute the Merkle tree from the stored events and compare
 -- it with every stored node, the tree size the drainer keeps, and every recorded root
@@ -665,7 +710,13 @@ BEGIN
     END IF;
     -- Every stored node now matches the events, so roots computed from them are the
     -- recomputed tree's roots.
-    FOR v_recorded IN SELECT * FROM compliance._tree_recorded_roots() AS r ORDER BY r.tree_size LOOP
+    FOR v_recorded IN SELECT * FROM compliance._tree_recorded_roots() AS r ORDER BY r.tree_size NULLS FIRST, r.recorded_by LOOP
+        IF v_recorded.tree_size IS NULL OR v_recorded.root IS NULL THEN
+            RETURN QUERY SELECT false, v_state.tree_size,
+                pg_catalog.format('%s is not a checkpoint of this log''s tree (origin, size or root missing or '
+                                  'malformed)', v_recorded.recorded_by);
+            RETURN;
+        END IF;
         IF v_recorded.tree_size > v_state.tree_size THEN
             RETURN QUERY SELECT false, v_state.tree_size,
                 pg_catalog.format('%s records a tree of %s leaves but the tree holds %s',

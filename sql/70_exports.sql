@@ -484,6 +484,33 @@ $$;
 COMMENT ON FUNCTION compliance.export_plan(uuid) IS
 'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 2); AC033 unless running.';
 
+-- compliance._event_line(event, withheld): the line of a matched event in an export bundle
+-- and in a receipt (`auditchain prove`): compact JSON with the record's fields, the payload
+-- as its exact jsonb text (or payload_sha256 when withheld), prev_hash and event_hash. The
+-- one definition of that line. Plain SQL without SET so that export_lines inlines it.
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._event_line(event compliance.audit_events, withheld boolean)
+RETURNS text
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN pg_catalog.format(
+    '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
+    '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
+    _event_line.event.seq, _event_line.event.event_id, compliance._iso_utc(_event_line.event.occurred_at),
+    compliance._iso_utc(_event_line.event.recorded_at),
+    coalesce(pg_catalog.to_json(_event_line.event.tenant_id)::text, 'null'),
+    pg_catalog.to_json(_event_line.event.event_type)::text, pg_catalog.to_json(_event_line.event.actor)::text,
+    CASE
+        WHEN _event_line.withheld THEN '"payload_sha256":"'
+            || pg_catalog.encode(compliance.payload_digest(_event_line.event.payload), 'hex') || '"'
+        ELSE '"payload":' || pg_catalog.to_json(_event_line.event.payload::text)::text
+    END,
+    pg_catalog.encode(_event_line.event.prev_hash, 'hex'), pg_catalog.encode(_event_line.event.event_hash, 'hex')
+);
+COMMENT ON FUNCTION compliance._event_line(compliance.audit_events, boolean) IS
+'Internal: the export-bundle line of a matched event (payload withheld or not); also the event line of a receipt.';
+
 -- compliance.export_lines(job_id, seq_from, seq_to): the data object of a running job's
 -- bundle, one row per seq of [seq_from, seq_to] in seq order: matched events in full
 -- (payload as its exact jsonb text, or payload_sha256 when withheld), excluded events as
@@ -508,18 +535,7 @@ AS $$
                    e.seq, pg_catalog.encode(e.prev_hash, 'hex'),
                    pg_catalog.encode(pg_catalog.sha256(compliance._row_record(e)), 'hex'),
                    pg_catalog.encode(e.event_hash, 'hex'))
-               ELSE pg_catalog.format(
-                   '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
-                   '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
-                   e.seq, e.event_id, compliance._iso_utc(e.occurred_at), compliance._iso_utc(e.recorded_at),
-                   coalesce(pg_catalog.to_json(e.tenant_id)::text, 'null'),
-                   pg_catalog.to_json(e.event_type)::text, pg_catalog.to_json(e.actor)::text,
-                   CASE
-                       WHEN m.withheld THEN '"payload_sha256":"'
-                           || pg_catalog.encode(compliance.payload_digest(e.payload), 'hex') || '"'
-                       ELSE '"payload":' || pg_catalog.to_json(e.payload::text)::text
-                   END,
-                   pg_catalog.encode(e.prev_hash, 'hex'), pg_catalog.encode(e.event_hash, 'hex'))
+               ELSE compliance._event_line(e, m.withheld)
            END
       FROM compliance.export_jobs AS j
       JOIN compliance.audit_events AS e ON e.seq BETWEEN export_lines.seq_from AND export_lines.seq_to

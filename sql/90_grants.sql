@@ -38,7 +38,7 @@ GRANT EXECUTE ON FUNCTION compliance.record_halt() TO compliance_drainer;
 GRANT USAGE ON SCHEMA compliance TO compliance_anchor;
 GRANT EXECUTE ON FUNCTION compliance.claim_next_anchor(text, interval),
 compliance.anchor_heartbeat(bigint, uuid, interval), compliance.claim_pending_anchors(integer),
-compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid),
+compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid, text, text, text),
 compliance.record_anchor_error(bigint, text, uuid),
 compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) TO compliance_anchor;
 -- The root an anchor commits to and the consistency proof from the previous anchor's tree.
@@ -75,6 +75,8 @@ GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_
 GRANT SELECT ON compliance.merkle_nodes TO compliance_auditor;
 GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_proof(bigint, bigint),
 compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
+-- `auditchain prove`: an event's line, its newest signed checkpoint and the inclusion proof.
+GRANT EXECUTE ON FUNCTION compliance.event_receipt(bigint, uuid) TO compliance_auditor;
 -- `auditchain verify` compares the anchors with the bucket.
 GRANT SELECT ON compliance.anchors TO compliance_auditor;
 -- Follow export jobs (status, error, where the bundle is) and their filters.

@@ -8,13 +8,21 @@ Same rows, same batches, same commit-free ending: the ratio is the tree's share 
 
 merkle_proof times compliance.inclusion_proof for random seqs in the whole log, one call per
 round trip, beside the round trip of a primary-key read of one event; it also reports the
-tree's storage per event."""
+tree's storage per event.
+
+receipt_verify verifies receipts for random events of the log offline (signature, record digest,
+inclusion proof), beside the bare SHA-256 computations those receipts need."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import statistics
 import time
+
+from auditchain import signing
+from auditchain.formats import checkpoint, hashing, note, receipt
 
 from .drain import fresh_backlog
 from .ledger import Ledger, Timing, human
@@ -122,5 +130,82 @@ def run_proof(ledger: Ledger, *, size: int, samples: int) -> Row:
         "read_p50_ms": _percentile(reads, 0.5),
         "tree_bytes": stored,
         "tree_bytes_per_event": stored / size,
+    }
+    return row
+
+
+def _receipts(ledger: Ledger, size: int, seqs: list[int]) -> tuple[list[bytes], note.Verifier]:
+    """Receipts (C2SP tlog-proof) for these seqs against a checkpoint of the tree at `size`, signed
+    here with a throw-away key: what `auditchain prove` hands out, from the same SQL."""
+    signer = note.parse_skey(note.generate_skey("auditchain-bench"))
+    origin = str(
+        ledger.scalar(
+            "SELECT 'auditchain/' || system_identifier || '/' || current_database() FROM pg_control_system()"
+        )
+    )
+    root = bytes(ledger.scalar("SELECT compliance.tree_root(%s)", (size,)))
+    signed = signing.sign_checkpoint(checkpoint.Checkpoint(origin, size, root), signer)
+    out = []
+    for seq in seqs:
+        proof, line = ledger.conn.execute(
+            "SELECT compliance.inclusion_proof(e.seq, %s), compliance._event_line(e, false)"
+            " FROM compliance.audit_events AS e WHERE e.seq = %s",
+            (size, seq),
+        ).fetchone()
+        out.append(receipt.build_receipt(seq - 1, [bytes(h) for h in proof], signed, line.encode()))
+    return out, note.parse_vkey(note.encode_vkey(signer.name, signer.public_key))
+
+
+def _bare_sha256_inputs(data: bytes) -> list[bytes]:
+    """The inputs of every SHA-256 a receipt's verification needs: the payload digest, the record
+    digest, the leaf hash and one node hash per proof line (the Ed25519 check aside)."""
+    parsed = receipt.parse_receipt(data)
+    event = json.loads(parsed.extra)
+    record = hashing.canonical_record(event)
+    return [
+        hashing.utf8(event["payload"]),
+        record,
+        b"\x00" + hashing.record_digest(record),
+        *(b"\x01" + h + h for h in parsed.proof),
+    ]
+
+
+def run_receipt(ledger: Ledger, *, size: int, samples: int) -> Row:
+    """Offline receipt verification (formats.receipt.verify_receipt, what `verify-proof` runs)
+    per second, against the bare SHA-256 computations the same receipts need."""
+    ledger.ensure_log(size)
+    row = Row(
+        case="receipt_verify",
+        variant=f"events={human(size)}",
+        unit="receipts/s",
+        reference_name="the bare SHA-256 computations of each receipt (payload, record, leaf, proof nodes)",
+    )
+    rng = random.Random(size + 1)
+    receipts, verifier = _receipts(ledger, size, [rng.randint(1, size) for _ in range(samples)])
+    inputs = [_bare_sha256_inputs(data) for data in receipts]
+    start = time.perf_counter()
+    for data in receipts:
+        receipt.verify_receipt(data, [verifier])
+    verify_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for hashes in inputs:
+        for data in hashes:
+            hashlib.sha256(data).digest()
+    bare_seconds = time.perf_counter() - start
+    # Where the time goes: the signed note's check (Ed25519, parsing) on its own.
+    start = time.perf_counter()
+    for data in receipts:
+        checkpoint.open_signed(data.partition(b"\n\n")[2], [verifier])
+    note_seconds = time.perf_counter() - start
+    hashes_per_receipt = sum(len(h) for h in inputs) / len(inputs)
+    row.measured = len(receipts) / verify_seconds
+    row.reference = len(receipts) / bare_seconds
+    row.metrics = {
+        "samples": len(receipts),
+        "sha256_per_receipt": hashes_per_receipt,
+        "receipt_bytes_mean": sum(len(r) for r in receipts) / len(receipts),
+        "verify_us_per_receipt": verify_seconds / len(receipts) * 1e6,
+        "bare_sha256_us_per_receipt": bare_seconds / len(receipts) * 1e6,
+        "signed_note_us_per_receipt": note_seconds / len(receipts) * 1e6,
     }
     return row

@@ -2,10 +2,12 @@
 
 compliance.create_anchor() (pg_cron, every 15 minutes) records a pending anchor when the
 chain head moves. This command leases one pending anchor at a time (a short transaction of
-its own: compliance.claim_next_anchor), writes its document under
-<prefix>anchors/<seq_to, 20 digits>-<cadence_id>.json with Object Lock, a SHA-256 checksum
-and optionally SSE-KMS while no transaction is open (renewing the lease before each S3
-write), and records the outcome in a second short transaction:
+its own: compliance.claim_next_anchor) and, while no transaction is open (renewing the lease
+before each S3 write), signs its checkpoint (format_version 2 documents) with --signing-key or
+--kms-key-id and writes the signed note under
+<prefix>checkpoints/<seq_to, 20 digits>-<cadence_id>.checkpoint, then the document under
+<prefix>anchors/<seq_to, 20 digits>-<cadence_id>.json, each with Object Lock, a SHA-256
+checksum and optionally SSE-KMS. It records the outcome in a second short transaction:
 
   uploaded          written now, or the identical bytes were already there (a re-run)
   pending + error   transient failure (endpoint, throttling, access or KMS denied): retried
@@ -16,7 +18,8 @@ next uploader then takes it over, and a result from the late one is refused.
 
 --once exits 0 when every pending anchor was written, 1 on an integrity alarm, 69 when a
 transient failure or a lost lease left anchors pending (so cron and systemd notice), 78 when
-the database or the bucket is not set up. --follow LISTENs on auditchain_anchor, also polls,
+the database or the bucket is not set up, or a checkpoint must be signed and no signing key
+was given (create one with `auditchain key generate`). --follow LISTENs on auditchain_anchor, also polls,
 retries transient failures, and exits 1 on an integrity alarm.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import logging
 import os
 import re
@@ -38,16 +42,29 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from . import config, db, s3
+from . import config, db, s3, signing
 from .bucket import require_worm
 from .cliutil import add_command, add_json_flag, print_json
 from .config import add_bucket_option, add_endpoint_options, require_bucket
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, AuditchainError, first_line
+from .errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    AuditchainError,
+    first_line,
+)
+from .formats import note
 
 log = logging.getLogger("auditchain.anchor")
 
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 KEY_PATTERN = re.compile(r"anchors/(?P<seq_to>\d{20})-(?P<cadence_id>[0-9a-f]{64})\.json")
+NO_SIGNER_HINT = (
+    "pass --signing-key FILE (create one with `auditchain key generate`) or --kms-key-id ID "
+    "(AUDITCHAIN_SIGNING_KEY, AUDITCHAIN_SIGNING_KMS_KEY_ID)"
+)
 NOTIFY_CHANNEL = "auditchain_anchor"
 LEASE_LOST = "AC043"  # compliance._leased_anchor: the lease expired or another uploader took over
 
@@ -60,6 +77,11 @@ def normalize_prefix(prefix: str | None) -> str:
 
 def object_key(prefix: str, seq_to: int, cadence_id: str) -> str:
     return f"{prefix}anchors/{seq_to:020d}-{cadence_id}.json"
+
+
+def checkpoint_key(prefix: str, seq_to: int, cadence_id: str) -> str:
+    """Where the signed checkpoint of a format_version 2 anchor lies, beside its document."""
+    return f"{prefix}checkpoints/{seq_to:020d}-{cadence_id}.checkpoint"
 
 
 def add_prefix_option(parser: argparse.ArgumentParser) -> None:
@@ -76,9 +98,10 @@ class Settings:
     prefix: str
     lock_mode: str
     retention_days: int
-    kms_key_id: str | None
+    sse_kms_key_id: str | None
     lease: timedelta
     worker: str
+    signer: note.Signer | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,12 @@ class PendingAnchor:
     document_digest: bytes
     attempts: int
     lease_id: UUID
+
+    @property
+    def checkpoint(self) -> bytes | None:
+        """The checkpoint body to sign (format_version 2), None for a version 1 document."""
+        body = json.loads(self.document).get("checkpoint")
+        return body.encode("utf-8") if body is not None else None
 
 
 class LeaseLost(Exception):
@@ -107,6 +136,10 @@ class Placement:
     lock_mode: str | None = None
     retain_until: datetime | None = None
     error: str | None = None
+    # format_version 2: the signed note and where it lies.
+    signed_checkpoint: bytes | None = None
+    checkpoint_key: str | None = None
+    checkpoint_version_id: str | None = None
 
 
 @dataclass
@@ -137,7 +170,7 @@ def _record(
 ) -> Placement:
     """Store the result under the anchor's lease; a lease lost meanwhile turns it into lease_lost."""
     if placement.outcome in ("uploaded", "already_present"):
-        query = "SELECT compliance.record_anchor_upload(%s, %s, %s, %s, %s, %s, %s)"
+        query = "SELECT compliance.record_anchor_upload(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         params = (
             anchor.anchor_id,
             settings.bucket,
@@ -146,6 +179,9 @@ def _record(
             placement.lock_mode,
             placement.retain_until,
             anchor.lease_id,
+            placement.signed_checkpoint.decode("utf-8") if placement.signed_checkpoint else None,
+            placement.checkpoint_key,
+            placement.checkpoint_version_id,
         )
     elif placement.outcome == "transient":
         query = "SELECT compliance.record_anchor_error(%s, %s, %s)"
@@ -201,6 +237,8 @@ def _report(anchor: PendingAnchor, placement: Placement, settings: Settings) -> 
         "version_id": placement.version_id,
         "lock_mode": placement.lock_mode,
         "retain_until": placement.retain_until.isoformat() if placement.retain_until else None,
+        "checkpoint_key": placement.checkpoint_key,
+        "checkpoint_version_id": placement.checkpoint_version_id,
         "error": placement.error,
     }
 
@@ -255,18 +293,19 @@ class Uploader:
     def _retain_until(self) -> datetime:
         return (datetime.now(UTC) + timedelta(days=self.settings.retention_days)).replace(microsecond=0)
 
-    def _existing(self, anchor: PendingAnchor, key: str, head: dict, renew: Callable[[], bool]) -> Placement:
-        """Compare the object already at the key with the anchor: identical is a finished upload."""
+    def _existing(self, key: str, body: bytes, head: dict, renew: Callable[[], bool]) -> Placement:
+        """Compare the object already at the key with `body`: identical is a finished upload."""
         bucket, version_id = self.settings.bucket, head.get("VersionId")
         _renew(renew)
-        body = self.client.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read()
-        if hashlib.sha256(body).digest() != anchor.document_digest:
+        stored = self.client.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read()
+        if stored != body:
             return Placement(
                 "conflict",
                 key,
                 version_id=version_id,
                 error=f"integrity alarm: s3://{bucket}/{key} (version {version_id}) holds different content "
-                f"(sha256 {hashlib.sha256(body).hexdigest()}, expected {anchor.document_digest.hex()}); "
+                f"(sha256 {hashlib.sha256(stored).hexdigest()}, "
+                f"expected {hashlib.sha256(body).hexdigest()}); "
                 "it was not overwritten",
             )
         mode, retain_until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
@@ -281,25 +320,26 @@ class Uploader:
             )
         return Placement("already_present", key, version_id, mode, retain_until)
 
-    def _put(self, anchor: PendingAnchor, key: str, renew: Callable[[], bool]) -> Placement:
+    def _put(self, key: str, body: bytes, content_type: str, renew: Callable[[], bool]) -> Placement:
         settings = self.settings
         _renew(renew)
         retain_until = self._retain_until()
         params = {
             "Bucket": settings.bucket,
             "Key": key,
-            "Body": anchor.document.encode("utf-8"),
-            "ContentType": "application/json",
+            "Body": body,
+            "ContentType": content_type,
             "ChecksumAlgorithm": "SHA256",
-            # S3 rejects the upload unless the bytes it stores hash to the database's digest.
-            "ChecksumSHA256": base64.b64encode(anchor.document_digest).decode("ascii"),
+            # S3 rejects the upload unless the bytes it stores hash to what we computed (for the
+            # document: the database's digest).
+            "ChecksumSHA256": base64.b64encode(hashlib.sha256(body).digest()).decode("ascii"),
             "ObjectLockMode": settings.lock_mode,
             "ObjectLockRetainUntilDate": retain_until,
             # Never a second version: a concurrent writer makes this fail instead.
             "IfNoneMatch": "*",
         }
-        if settings.kms_key_id:
-            params.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=settings.kms_key_id)
+        if settings.sse_kms_key_id:
+            params.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=settings.sse_kms_key_id)
         try:
             response = self.client.put_object(**params)
         except s3.S3_ERRORS as exc:
@@ -310,19 +350,58 @@ class Uploader:
             )
             if head is None:
                 raise
-            return self._existing(anchor, key, head, renew)
+            return self._existing(key, body, head, renew)
         return Placement("uploaded", key, response.get("VersionId"), settings.lock_mode, retain_until)
 
+    def _place_object(self, key: str, body: bytes, content_type: str, renew: Callable[[], bool]) -> Placement:
+        """Make the bucket hold exactly `body` at `key` (written once, locked), or say why not."""
+        head = self._head(key)
+        if head is None:
+            return self._put(key, body, content_type, renew)
+        return self._existing(key, body, head, renew)
+
+    def _sign(self, anchor: PendingAnchor, body: bytes) -> bytes:
+        if self.settings.signer is None:
+            raise AuditchainError(
+                f"anchor {anchor.anchor_id} (seq {anchor.seq_from}..{anchor.seq_to}) carries a checkpoint "
+                f"that must be signed: {NO_SIGNER_HINT}",
+                EXIT_CONFIG,
+            )
+        # Ed25519 is deterministic: a retry after a crash signs the same bytes again, so the
+        # object already written is recognised as ours.
+        return signing.sign_checkpoint(body, self.settings.signer)
+
     def place(self, anchor: PendingAnchor, renew: Callable[[], bool]) -> Placement:
-        """Make the bucket hold exactly this anchor's document at its key, or say why not. S3 only,
-        apart from `renew`, which must return True (the lease is still ours) before each write."""
-        key = object_key(self.settings.prefix, anchor.seq_to, anchor.cadence_id)
+        """Make the bucket hold exactly this anchor's signed checkpoint (format_version 2) and then
+        its document, or say why not. S3 and the signer only, apart from `renew`, which must return
+        True (the lease is still ours) before each write. The checkpoint goes first, so a document in
+        the bucket always has its signed checkpoint beside it."""
+        settings = self.settings
+        key = object_key(settings.prefix, anchor.seq_to, anchor.cadence_id)
         try:
             self.check_bucket()
-            head = self._head(key)
-            if head is None:
-                return self._put(anchor, key, renew)
-            return self._existing(anchor, key, head, renew)
+            body = anchor.checkpoint
+            signed = cp_placement = None
+            if body is not None:
+                signed = self._sign(anchor, body)
+                cp_key = checkpoint_key(settings.prefix, anchor.seq_to, anchor.cadence_id)
+                cp_placement = self._place_object(cp_key, signed, "text/plain; charset=utf-8", renew)
+                if cp_placement.outcome == "conflict":
+                    # Recorded against the anchor; the alarm names the checkpoint object.
+                    return Placement("conflict", key, error=cp_placement.error)
+            placement = self._place_object(key, anchor.document.encode("utf-8"), "application/json", renew)
+            if cp_placement is None or placement.outcome == "conflict":
+                return placement
+            return Placement(
+                placement.outcome,
+                key,
+                placement.version_id,
+                placement.lock_mode,
+                placement.retain_until,
+                signed_checkpoint=signed,
+                checkpoint_key=cp_placement.key,
+                checkpoint_version_id=cp_placement.version_id,
+            )
         except LeaseLost:
             return Placement(
                 "lease_lost", key, error="the lease expired or another uploader took the anchor over"
@@ -406,10 +485,31 @@ def _settings(args: argparse.Namespace) -> Settings:
         prefix=normalize_prefix(args.prefix),
         lock_mode=args.lock_mode,
         retention_days=args.retention_days,
-        kms_key_id=args.kms_key_id or None,
+        sse_kms_key_id=args.sse_kms_key_id or None,
         lease=timedelta(seconds=args.lease_seconds),
         worker=f"{socket.gethostname()}:{os.getpid()}",
+        signer=_signer(args),
     )
+
+
+def _signer(args: argparse.Namespace) -> note.Signer | None:
+    """The checkpoint signer, or None when no key is given (then only format_version 1 anchors
+    can be uploaded). An option wins over both variables; two sources at one level are refused."""
+    key_file, kms_key_id = args.signing_key, args.kms_key_id
+    where = "--signing-key and --kms-key-id"
+    if not key_file and not kms_key_id:
+        key_file, kms_key_id = (
+            config.env("AUDITCHAIN_SIGNING_KEY"),
+            config.env("AUDITCHAIN_SIGNING_KMS_KEY_ID"),
+        )
+        where = "AUDITCHAIN_SIGNING_KEY and AUDITCHAIN_SIGNING_KMS_KEY_ID"
+    if key_file and kms_key_id:
+        raise AuditchainError(f"give one checkpoint signer, not both {where}", EXIT_USAGE)
+    if not key_file and not kms_key_id:
+        if args.key_name:
+            raise AuditchainError("--key-name needs --kms-key-id", EXIT_USAGE)
+        return None
+    return signing.signer_from_options(key_file, kms_key_id, args.key_name, args.region)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -480,10 +580,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="retain-until = now + this many days (default: AUDITCHAIN_RETENTION_DAYS, else 365)",
     )
     p.add_argument(
-        "--kms-key-id",
-        default=config.env("AUDITCHAIN_KMS_KEY_ID"),
-        help="encrypt with SSE-KMS under this key id or ARN (default: AUDITCHAIN_KMS_KEY_ID; else the "
+        "--sse-kms-key-id",
+        default=config.env("AUDITCHAIN_SSE_KMS_KEY_ID"),
+        help="encrypt with SSE-KMS under this key id or ARN (default: AUDITCHAIN_SSE_KMS_KEY_ID; else the "
         "bucket's default encryption)",
+    )
+    signer = p.add_argument_group("checkpoint signing (format_version 2 anchors; one of)")
+    signer.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        help="a signing key file written by `auditchain key generate` (default: AUDITCHAIN_SIGNING_KEY)",
+    )
+    signer.add_argument(
+        "--kms-key-id",
+        metavar="ID",
+        help="an AWS KMS Ed25519 key (ECC_NIST_EDWARDS25519) ID, ARN or alias "
+        "(default: AUDITCHAIN_SIGNING_KMS_KEY_ID)",
+    )
+    signer.add_argument(
+        "--key-name",
+        metavar="NAME",
+        help="with --kms-key-id, the key name in signatures (default: the key ARN; use the name given "
+        "to `auditchain key vkey --name`)",
     )
     p.add_argument(
         "--lease-seconds",

@@ -36,6 +36,7 @@ COMMANDS = {
         "verify an event receipt offline with the log's verifier key",
     ),
     "key": ("auditchain.keys", "create a checkpoint signing key, print a verifier key"),
+    "prove": ("auditchain.prove", "write an event's receipt against its newest signed checkpoint"),
 }
 # Which extra of the package brings a missing third-party module.
 EXTRAS = {"psycopg": "db", "boto3": "aws", "botocore": "aws", "prometheus_client": "db"}

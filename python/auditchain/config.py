@@ -19,7 +19,9 @@ ENVIRONMENT = {
     "AUDITCHAIN_ANCHOR_PREFIX": "key prefix of anchor objects in the bucket (--prefix)",
     "AUDITCHAIN_LOCK_MODE": "Object Lock mode of uploaded anchors: GOVERNANCE or COMPLIANCE (--lock-mode)",
     "AUDITCHAIN_RETENTION_DAYS": "Object Lock retention of uploaded anchors in days (--retention-days)",
-    "AUDITCHAIN_KMS_KEY_ID": "KMS key for SSE-KMS encryption of uploaded objects (--kms-key-id)",
+    "AUDITCHAIN_SSE_KMS_KEY_ID": "KMS key for SSE-KMS encryption of anchor objects (--sse-kms-key-id)",
+    "AUDITCHAIN_SIGNING_KEY": "key file that signs anchor checkpoints (--signing-key)",
+    "AUDITCHAIN_SIGNING_KMS_KEY_ID": "AWS KMS Ed25519 key that signs anchor checkpoints (--kms-key-id)",
     "AUDITCHAIN_ANCHOR_LEASE_SECONDS": "seconds an uploader holds a claimed anchor (--lease-seconds)",
     "AUDITCHAIN_SCHEMA_DIR": "folder holding migrations/ and sql/ (default: the installed package's copy)",
 }

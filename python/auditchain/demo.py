@@ -304,7 +304,10 @@ def demo(opts: Options) -> None:
     with psycopg.connect(opts.dsn, autocommit=True) as conn:
         cadence = conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
         print(f"  pending anchor {cadence}")
-    run_cli(opts, "anchor", "--once", "--bucket", opts.bucket)
+    signing_key = opts.run_dir / "checkpoint.key"  # one checkpoint signing key per run folder, kept
+    if not signing_key.exists():
+        run_cli(opts, "key", "generate", "--name", "auditchain-demo", "--out", str(signing_key), capture=True)
+    run_cli(opts, "anchor", "--once", "--bucket", opts.bucket, "--signing-key", str(signing_key))
 
     say("Publish metrics (CloudWatch on the loopback endpoint)")
     run_cli(opts, "watchdog", "--once", "--stage", opts.stage)

@@ -1,10 +1,12 @@
 -- compliance.create_anchor records one pending anchor per new chain head: the document and
 -- digest of docs/anchoring.md, a cadence_id that depends only on the head, a range that
--- continues the previous anchor and a link to its digest; the same head records nothing.
+-- continues the previous anchor and a link to its digest, the C2SP checkpoint of the Merkle
+-- tree at the head (format_version 2) and the consistency proof from the previous anchor's
+-- tree; the same head records nothing.
 -- It refuses a halted drainer (AC011), a tampered head (AC010) and a chain that no longer
 -- holds the last anchored head (AC042).
 BEGIN;
-SELECT plan(17);
+SELECT plan(20);
 
 SELECT is(compliance.create_anchor(), NULL, 'with no event there is nothing to anchor');
 
@@ -20,11 +22,17 @@ SELECT is(:'first_cadence',
           'cadence_id is the SHA-256 of the chain-head fingerprint');
 SELECT is(document::jsonb - 'created_at',
           jsonb_build_object(
-              'format', 'auditchain-anchor', 'format_version', 1, 'cadence_id', :'first_cadence',
+              'format', 'auditchain-anchor', 'format_version', 2, 'cadence_id', :'first_cadence',
               'seq_from', 1, 'seq_to', 3, 'head_hash', :'head3', 'event_count', 3, 'prev_anchor_digest', NULL,
-              'database', jsonb_build_object('system_identifier', :'sysid', 'database_name', current_database())),
-          'the document names the format, range, head hash and database')
+              'database', jsonb_build_object('system_identifier', :'sysid', 'database_name', current_database()),
+              'checkpoint', 'auditchain/' || :'sysid' || '/' || current_database() || E'\n3\n'
+                            || encode(compliance.tree_root(3), 'base64') || E'\n',
+              'consistency_proof', NULL),
+          'the document names the format, range, head hash, database and the checkpoint of the tree at seq 3')
   FROM compliance.anchors;
+SELECT results_eq($$SELECT checkpoint, tree_root FROM compliance.anchors$$,
+                  $$SELECT document::jsonb ->> 'checkpoint', compliance.tree_root(3) FROM compliance.anchors$$,
+                  'the row records the checkpoint body and the root');
 SELECT is(document::jsonb ->> 'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
           'created_at in the document is the row''s created_at in UTC with microseconds')
   FROM compliance.anchors;
@@ -50,6 +58,15 @@ SELECT results_eq(
     $$VALUES (4::bigint, 5::bigint, 2::bigint, true, true)$$,
     'the new anchor continues the previous range and links to its digest'
 );
+SELECT is(document::jsonb -> 'consistency_proof',
+          jsonb_build_object('from_tree_size', 3,
+                             'hashes', (SELECT jsonb_agg(encode(h, 'base64') ORDER BY n)
+                                          FROM unnest(compliance.consistency_proof(3, 5)) WITH ORDINALITY AS p (h, n))),
+          'the consistency proof leads from the previous anchor''s tree size to this one''s')
+  FROM compliance.anchors WHERE seq_to = 5;
+SELECT is(split_part(checkpoint, E'\n', 2) || ' ' || split_part(checkpoint, E'\n', 3),
+          '5 ' || encode(compliance.tree_root(5), 'base64'), 'the second checkpoint names tree size 5 and its root')
+  FROM compliance.anchors WHERE seq_to = 5;
 
 -- Stage what only a superuser can do: triggers off, change, triggers back on.
 SELECT compliance.emit('test.anchored', 'tester', '{"i": 6}');

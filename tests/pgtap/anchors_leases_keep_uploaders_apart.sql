@@ -10,6 +10,16 @@ LANGUAGE sql AS $$
     SELECT 'anchors/' || lpad(a.seq_to::text, 20, '0') || '-' || a.cadence_id || '.json'
       FROM compliance.anchors AS a WHERE a.anchor_id = key_of.anchor_id
 $$;
+-- The signed checkpoint's shape and key that record_anchor_upload expects with the result.
+CREATE FUNCTION pg_temp.signed_of(anchor_id bigint) RETURNS text
+LANGUAGE sql AS $$
+    SELECT a.checkpoint || E'\n— test-key 3q2+7wAAAAA=\n' FROM compliance.anchors AS a WHERE a.anchor_id = signed_of.anchor_id
+$$;
+CREATE FUNCTION pg_temp.cp_key_of(anchor_id bigint) RETURNS text
+LANGUAGE sql AS $$
+    SELECT 'checkpoints/' || lpad(a.seq_to::text, 20, '0') || '-' || a.cadence_id || '.checkpoint'
+      FROM compliance.anchors AS a WHERE a.anchor_id = cp_key_of.anchor_id
+$$;
 
 SELECT compliance.emit('test.anchored', 'tester', '{}');
 SELECT compliance.drain(100);
@@ -62,13 +72,16 @@ SELECT is((SELECT attempts FROM compliance.anchors WHERE anchor_id = :a1), 0, 'r
 
 -- Recording under the live lease, and repeating it.
 SELECT date_trunc('second', now() + interval '1 day') AS until \gset
-SELECT is(compliance.record_anchor_upload(:a1, 'b', pg_temp.key_of(:a1), 'v1', 'GOVERNANCE', :'until', :'lease3'),
+SELECT is(compliance.record_anchor_upload(:a1, 'b', pg_temp.key_of(:a1), 'v1', 'GOVERNANCE', :'until', :'lease3',
+                                          pg_temp.signed_of(:a1), pg_temp.cp_key_of(:a1), 'c1'),
           true, 'the holder records its upload');
 SELECT row_eq(format('SELECT status::text, attempts, lease_expires_at FROM compliance.anchors WHERE anchor_id = %s', :a1),
               ROW('uploaded'::text, 1, NULL::timestamptz), 'the anchor is uploaded and its lease released');
-SELECT is(compliance.record_anchor_upload(:a1, 'b', pg_temp.key_of(:a1), 'v1', 'GOVERNANCE', :'until', :'lease3'),
+SELECT is(compliance.record_anchor_upload(:a1, 'b', pg_temp.key_of(:a1), 'v1', 'GOVERNANCE', :'until', :'lease3',
+                                          pg_temp.signed_of(:a1), pg_temp.cp_key_of(:a1), 'c1'),
           false, 'recording the same upload again is a no-op');
-SELECT is(compliance.record_anchor_upload(:a1, 'b', pg_temp.key_of(:a1), 'v1', 'GOVERNANCE', :'until', :'lease1'),
+SELECT is(compliance.record_anchor_upload(:a1, 'b', pg_temp.key_of(:a1), 'v1', 'GOVERNANCE', :'until', :'lease1',
+                                          pg_temp.signed_of(:a1), pg_temp.cp_key_of(:a1), 'c1'),
           false, 'so is the same result from the overtaken uploader (the object is written once)');
 SELECT throws_ok(format($$SELECT compliance.record_anchor_upload(%s, 'b', %L, 'v2', 'GOVERNANCE', %L, %L)$$,
                         :a1, pg_temp.key_of(:a1), :'until', :'lease3'),

@@ -1,14 +1,17 @@
 -- compliance.anchors is append-only for every role, the owner included, also under
 -- session_replication_role = replica: rows are never deleted or truncated, the anchored
--- fields never change, and the only updates are attempts/last_error while pending and one
--- transition to uploaded (complete result) or failed (alarm). Everything else is AC040.
+-- fields (the checkpoint too) never change, and the only updates are attempts/last_error
+-- while pending and one transition to uploaded (complete result, with the signed checkpoint)
+-- or failed (alarm). Everything else is AC040; a signed note of another text breaks a CHECK.
 BEGIN;
-SELECT plan(22);
+SELECT plan(25);
 
 SELECT compliance.emit('test.anchored', 'tester', '{}') FROM generate_series(1, 2);
 SELECT compliance.drain(100);
 SELECT compliance.create_anchor() AS cadence \gset
-SELECT anchor_id AS id, 'anchors/' || lpad(seq_to::text, 20, '0') || '-' || cadence_id || '.json' AS key
+SELECT anchor_id AS id, 'anchors/' || lpad(seq_to::text, 20, '0') || '-' || cadence_id || '.json' AS key,
+       'checkpoints/' || lpad(seq_to::text, 20, '0') || '-' || cadence_id || '.checkpoint' AS cp_key,
+       checkpoint || E'\n— test AAAA\n' AS signed
   FROM compliance.anchors \gset
 
 SELECT throws_ok($$INSERT INTO compliance.anchors (cadence_id, seq_from, seq_to, head_hash, event_count, document,
@@ -26,6 +29,8 @@ SELECT throws_ok(format('UPDATE compliance.anchors SET document = document || ''
                  'AC040', NULL, 'the document never changes');
 SELECT throws_ok(format('UPDATE compliance.anchors SET created_at = now() - interval ''1 day'' WHERE anchor_id = %s', :id),
                  'AC040', NULL, 'created_at never changes');
+SELECT throws_ok(format('UPDATE compliance.anchors SET checkpoint = replace(checkpoint, ''/'', ''-'') WHERE anchor_id = %s', :id),
+                 'AC040', NULL, 'the checkpoint never changes');
 SELECT throws_ok(format('DELETE FROM compliance.anchors WHERE anchor_id = %s', :id), 'AC020', NULL,
                  'DELETE is refused');
 SELECT throws_ok('TRUNCATE compliance.anchors', 'AC020', NULL, 'TRUNCATE is refused');
@@ -49,9 +54,20 @@ SELECT throws_ok(format('DELETE FROM compliance.anchors WHERE anchor_id = %s', :
                  'DELETE is refused under session_replication_role = replica');
 RESET session_replication_role;
 
+SELECT throws_ok(format('UPDATE compliance.anchors SET status = ''uploaded'', bucket = ''b'', object_key = %L,
+                                version_id = ''v1'', lock_mode = ''GOVERNANCE'', retain_until = now() + interval ''1 day'',
+                                anchored_at = now(), attempts = 3 WHERE anchor_id = %s', :'key', :id),
+                 'AC040', NULL, 'uploaded without the signed checkpoint is refused');
+SELECT throws_ok(format('UPDATE compliance.anchors SET status = ''uploaded'', bucket = ''b'', object_key = %L,
+                                version_id = ''v1'', lock_mode = ''GOVERNANCE'', retain_until = now() + interval ''1 day'',
+                                anchored_at = now(), attempts = 3, signed_checkpoint = %L, checkpoint_key = %L,
+                                checkpoint_version_id = ''c1'' WHERE anchor_id = %s',
+                        :'key', replace(:'signed', 'auditchain/', 'other/'), :'cp_key', :id),
+                 '23514', NULL, 'a signed note whose text is not the checkpoint breaks anchors_signed_checkpoint_note');
 SELECT lives_ok(format('UPDATE compliance.anchors SET status = ''uploaded'', bucket = ''b'', object_key = %L,
                                version_id = ''v1'', lock_mode = ''GOVERNANCE'', retain_until = now() + interval ''1 day'',
-                               anchored_at = now(), attempts = 3 WHERE anchor_id = %s', :'key', :id),
+                               anchored_at = now(), attempts = 3, signed_checkpoint = %L, checkpoint_key = %L,
+                               checkpoint_version_id = ''c1'' WHERE anchor_id = %s', :'key', :'signed', :'cp_key', :id),
                 'pending -> uploaded with the complete result is allowed once');
 SELECT throws_ok(format('UPDATE compliance.anchors SET version_id = ''v2'' WHERE anchor_id = %s', :id),
                  'AC040', NULL, 'an uploaded anchor''s version id never changes');

@@ -30,7 +30,9 @@ CREATE FUNCTION pg_temp.upload_anchor(p_seq_to bigint) RETURNS void
 LANGUAGE sql AS $$
     SELECT compliance.record_anchor_upload(anchor_id, 'worm-bucket',
                'anchors/' || lpad(seq_to::text, 20, '0') || '-' || cadence_id || '.json',
-               'version-' || seq_to, 'GOVERNANCE', now() + interval '1 day')
+               'version-' || seq_to, 'GOVERNANCE', now() + interval '1 day', NULL,
+               checkpoint || E'\n— test-key 3q2+7wAAAAA=\n',
+               'checkpoints/' || lpad(seq_to::text, 20, '0') || '-' || cadence_id || '.checkpoint', 'c-' || seq_to)
       FROM compliance.anchors WHERE seq_to = p_seq_to
 $$;
 

@@ -62,7 +62,10 @@ SELECT is(pg_temp.metric('anchor_gap_seconds'), 2400::double precision,
           'a failed upload attempt leaves the anchor pending and the gap growing');
 
 SELECT compliance.record_anchor_upload(anchor_id, 'anchor-bucket', pg_temp.anchor_key(anchor_id), 'v1',
-                                       'GOVERNANCE', now() + interval '365 days')
+                                       'GOVERNANCE', now() + interval '365 days', NULL,
+                                       checkpoint || E'\n— test-key 3q2+7wAAAAA=\n',
+                                       replace(replace(pg_temp.anchor_key(anchor_id), 'anchors/', 'checkpoints/'),
+                                               '.json', '.checkpoint'), 'c1')
   FROM compliance.anchors WHERE status = 'pending';
 SELECT results_eq(
     $$SELECT metric, value FROM compliance.metrics()

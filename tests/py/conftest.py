@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -16,6 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 
+from auditchain.formats import note
 from auditchain.migrate import migrate
 from auditchain.schema import schema_root
 from awsfake import FAKE_CREDENTIALS, ThreadedServer
@@ -128,3 +130,26 @@ def bucket_name(request: pytest.FixtureRequest) -> str:
     """A bucket name unique to this test (not created)."""
     slug = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
     return f"ac-{slug}-{os.getpid() % 10000}"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    path: Path
+    vkey: str
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
+    """The checkpoint signing key of every `auditchain anchor` the tests run (AUDITCHAIN_SIGNING_KEY,
+    also inherited by subprocesses); `vkey` is its verifier key."""
+    path = tmp_path_factory.mktemp("signing") / "checkpoint.key"
+    skey = note.generate_skey("auditchain-test")
+    path.write_text(skey + "\n", encoding="ascii")
+    signer = note.parse_skey(skey)
+    saved = os.environ.get("AUDITCHAIN_SIGNING_KEY")
+    os.environ["AUDITCHAIN_SIGNING_KEY"] = str(path)
+    yield SigningKey(path, note.encode_vkey(signer.name, signer.public_key))
+    if saved is None:
+        os.environ.pop("AUDITCHAIN_SIGNING_KEY", None)
+    else:
+        os.environ["AUDITCHAIN_SIGNING_KEY"] = saved

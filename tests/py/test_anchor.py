@@ -26,7 +26,9 @@ from botocore.exceptions import ClientError
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from auditchain import signing
 from auditchain.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from auditchain.formats import anchor_document, checkpoint, note
 from awsfake import MotoServer, free_port
 from clihelpers import run_cli
 
@@ -73,8 +75,9 @@ def anchor_rows(conn: psycopg.Connection) -> list[dict]:
         return cur.execute("SELECT * FROM compliance.anchors ORDER BY seq_to").fetchall()
 
 
-def all_versions(endpoint_url: str, bucket: str) -> list[dict]:
-    return s3_client(endpoint_url).list_object_versions(Bucket=bucket).get("Versions", [])
+def all_versions(endpoint_url: str, bucket: str, folder: str = "anchors/") -> list[dict]:
+    """The object versions under anchors/ (documents) or checkpoints/ (signed checkpoints)."""
+    return s3_client(endpoint_url).list_object_versions(Bucket=bucket, Prefix=folder).get("Versions", [])
 
 
 @pytest.fixture
@@ -284,18 +287,195 @@ def test_refuses_governance_objects_in_a_compliance_bucket(conn, dsn, endpoint_u
     assert anchor_rows(conn)[0]["status"] == "pending"
 
 
-def test_kms_key_gives_sse_kms_objects(conn, dsn, endpoint_url, worm_bucket, capsys):
+def test_sse_kms_key_gives_sse_kms_objects(conn, dsn, endpoint_url, worm_bucket, capsys):
     key_id = boto3.client("kms", endpoint_url=endpoint_url).create_key()["KeyMetadata"]["KeyId"]
     emit_and_drain(conn, 1)
     create_anchor(conn)
 
-    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket, "--kms-key-id", key_id)
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket, "--sse-kms-key-id", key_id)
 
     assert code == 0, err
     (row,) = anchor_rows(conn)
-    head = s3_client(endpoint_url).head_object(Bucket=worm_bucket, Key=row["object_key"])
-    assert head["ServerSideEncryption"] == "aws:kms"
-    assert key_id in head["SSEKMSKeyId"]
+    for key in (row["object_key"], row["checkpoint_key"]):
+        head = s3_client(endpoint_url).head_object(Bucket=worm_bucket, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert key_id in head["SSEKMSKeyId"]
+
+
+def sign_with(key_file: Path, body: bytes) -> bytes:
+    return signing.sign_checkpoint(body, signing.load_key_file(key_file))
+
+
+def test_v2_anchor_uploads_its_signed_checkpoint_beside_the_document(
+    conn, dsn, endpoint_url, worm_bucket, capsys, signing_key
+):
+    emit_and_drain(conn, 5)
+    cadence = create_anchor(conn)
+    emit_and_drain(conn, 3)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == EXIT_OK, err
+    first, second = anchor_rows(conn)
+    assert first["checkpoint_key"] == f"checkpoints/{5:020d}-{cadence}.checkpoint"
+    client = s3_client(endpoint_url)
+    verifier = note.parse_vkey(signing_key.vkey)
+    for row in (first, second):
+        obj = client.get_object(
+            Bucket=worm_bucket, Key=row["checkpoint_key"], VersionId=row["checkpoint_version_id"]
+        )
+        signed = obj["Body"].read()
+        assert signed == row["signed_checkpoint"].encode()
+        assert obj["ObjectLockMode"] == "GOVERNANCE"
+        cp, _ = checkpoint.open_signed(signed, [verifier])
+        document = json.loads(row["document"])
+        assert document["format_version"] == 2
+        assert cp.body() == document["checkpoint"].encode() == row["checkpoint"].encode()
+        assert (cp.size, cp.root) == (row["seq_to"], row["tree_root"])
+        assert cp.root == conn.execute("SELECT compliance.tree_root(%s)", (row["seq_to"],)).fetchone()[0]
+    # The second document's consistency proof leads from the first signed checkpoint to the second.
+    second_document = anchor_document.parse(second["document"].encode())
+    previous = checkpoint.parse(first["checkpoint"].encode())
+    assert anchor_document.consistency_problem(previous, second_document) is None
+    assert conn.execute("SELECT ok FROM compliance.verify_tree()").fetchone() == (True,)
+
+
+def test_v2_anchor_without_a_signing_key_exits_config_with_a_hint(
+    conn, dsn, endpoint_url, worm_bucket, capsys, monkeypatch
+):
+    monkeypatch.delenv("AUDITCHAIN_SIGNING_KEY")
+    emit_and_drain(conn, 2)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == EXIT_CONFIG
+    assert len(err.strip().splitlines()) == 1 and "auditchain key generate" in err, err
+    (row,) = anchor_rows(conn)
+    assert row["status"] == "pending" and row["lease_expires_at"] is None
+    assert (
+        all_versions(endpoint_url, worm_bucket)
+        == all_versions(endpoint_url, worm_bucket, "checkpoints/")
+        == []
+    )
+
+
+def test_one_checkpoint_signer_and_an_option_wins_over_the_variables(
+    conn, dsn, endpoint_url, worm_bucket, capsys, monkeypatch, signing_key
+):
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+
+    code, _, err = anchor_once(
+        capsys,
+        dsn,
+        endpoint_url,
+        worm_bucket,
+        "--signing-key",
+        str(signing_key.path),
+        "--kms-key-id",
+        "alias/x",
+    )
+    assert code == EXIT_USAGE and "give one checkpoint signer" in err
+    monkeypatch.setenv("AUDITCHAIN_SIGNING_KMS_KEY_ID", "alias/never-used")
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+    assert code == EXIT_USAGE and "AUDITCHAIN_SIGNING_KEY and AUDITCHAIN_SIGNING_KMS_KEY_ID" in err
+    assert anchor_rows(conn)[0]["status"] == "pending"
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket, "--signing-key", str(signing_key.path))
+    assert code == EXIT_OK, err
+    assert anchor_rows(conn)[0]["status"] == "uploaded"
+
+
+def test_kms_signs_the_checkpoint_through_the_kms_request_shape(
+    conn, dsn, endpoint_url, worm_bucket, capsys, monkeypatch
+):
+    """moto has no Ed25519 KMS keys: botocore's Stubber checks each request against the KMS model
+    and answers with a local key's signatures (tests/py/test_signing.py)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from test_signing import ALIAS, kms_stub, stub_public_key, stub_sign
+
+    emit_and_drain(conn, 2)
+    create_anchor(conn)
+    (body,) = conn.execute("SELECT checkpoint FROM compliance.anchors").fetchone()
+    key = Ed25519PrivateKey.generate()
+    name = body.split("\n")[0]
+    with kms_stub() as (client, stubber):
+        stub_public_key(stubber, key)
+        stub_sign(stubber, body.encode(), key.sign(body.encode()))
+        monkeypatch.setattr(signing, "kms_client", lambda region=None: client)
+        monkeypatch.delenv("AUDITCHAIN_SIGNING_KEY")
+        code, _, err = anchor_once(
+            capsys, dsn, endpoint_url, worm_bucket, "--kms-key-id", ALIAS, "--key-name", name
+        )
+
+    assert code == EXIT_OK, err
+    (row,) = anchor_rows(conn)
+    verifier = note.parse_vkey(note.encode_vkey(name, key.public_key().public_bytes_raw()))
+    cp, _ = checkpoint.open_signed(row["signed_checkpoint"].encode(), [verifier])
+    assert cp.size == 2
+
+
+def test_checkpoint_written_but_document_not_is_finished_by_the_next_run(
+    conn, dsn, endpoint_url, worm_bucket, capsys, signing_key
+):
+    """A crash between the two PUTs: the retry signs the same bytes (Ed25519 is deterministic),
+    finds them at the checkpoint key and writes only the document."""
+    emit_and_drain(conn, 3)
+    cadence = create_anchor(conn)
+    (body,) = conn.execute("SELECT checkpoint FROM compliance.anchors").fetchone()
+    key = f"checkpoints/{3:020d}-{cadence}.checkpoint"
+    until = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    put = s3_client(endpoint_url).put_object(
+        Bucket=worm_bucket,
+        Key=key,
+        Body=sign_with(signing_key.path, body.encode()),
+        ChecksumAlgorithm="SHA256",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=until,
+    )
+
+    code, out, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == EXIT_OK, err
+    assert out.startswith("1 uploaded")
+    (row,) = anchor_rows(conn)
+    assert (row["status"], row["checkpoint_key"], row["checkpoint_version_id"]) == (
+        "uploaded",
+        key,
+        put["VersionId"],
+    )
+    assert len(all_versions(endpoint_url, worm_bucket, "checkpoints/")) == 1
+    assert len(all_versions(endpoint_url, worm_bucket)) == 1
+
+
+def test_other_bytes_at_the_checkpoint_key_are_an_integrity_alarm_and_are_not_overwritten(
+    conn, dsn, endpoint_url, worm_bucket, capsys, tmp_path
+):
+    """A checkpoint signed by another key already at the key (or a key rotated while an upload was
+    in flight): never overwritten, never recorded as this anchor's."""
+    emit_and_drain(conn, 3)
+    cadence = create_anchor(conn)
+    (body,) = conn.execute("SELECT checkpoint FROM compliance.anchors").fetchone()
+    other = tmp_path / "other.key"
+    other.write_text(note.generate_skey("someone-else") + "\n")
+    key = f"checkpoints/{3:020d}-{cadence}.checkpoint"
+    forged = sign_with(other, body.encode())
+    s3_client(endpoint_url).put_object(Bucket=worm_bucket, Key=key, Body=forged)
+
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, worm_bucket)
+
+    assert code == EXIT_FAILED
+    (row,) = anchor_rows(conn)
+    assert row["status"] == "failed" and key in row["last_error"] and "integrity alarm" in row["last_error"]
+    assert row["signed_checkpoint"] is None
+    (version,) = all_versions(endpoint_url, worm_bucket, "checkpoints/")
+    assert s3_client(endpoint_url).get_object(Bucket=worm_bucket, Key=key)["Body"].read() == forged
+    assert all_versions(endpoint_url, worm_bucket) == [], (
+        "the document is not written beside a foreign checkpoint"
+    )
 
 
 def test_prefix_and_json_summary(conn, dsn, endpoint_url, worm_bucket, capsys):

@@ -61,9 +61,12 @@ def test_uploader_killed_before_commit_leaves_the_anchor_pending(conn, dsn):
     try:
         assert claim(uploader, 1) == [2]
         uploader.execute(
-            "SELECT compliance.record_anchor_upload(%s, 'b', 'anchors/' || lpad('2', 20, '0') || '-' || %s"
-            " || '.json', 'v1', 'GOVERNANCE', now() + interval '1 day')",
-            (anchor_id, conn.execute("SELECT cadence_id FROM compliance.anchors").fetchone()[0]),
+            "SELECT compliance.record_anchor_upload(a.anchor_id, 'b', 'anchors/' || lpad('2', 20, '0') || '-'"
+            " || a.cadence_id || '.json', 'v1', 'GOVERNANCE', now() + interval '1 day', NULL,"
+            " a.checkpoint || E'\\n— test-key 3q2+7wAAAAA=\\n',"
+            " 'checkpoints/' || lpad('2', 20, '0') || '-' || a.cadence_id || '.checkpoint', 'c1')"
+            " FROM compliance.anchors AS a WHERE a.anchor_id = %s",
+            (anchor_id,),
         )
         conn.execute("SELECT pg_terminate_backend(%s, 10000)", (uploader.info.backend_pid,))
     finally:

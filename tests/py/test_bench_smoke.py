@@ -25,6 +25,7 @@ CASES = {
     "merkle_proof",
     "merkle_drain",
     "monitors",
+    "receipt_verify",
 }
 # A case may be skipped only while the module it measures does not exist.
 NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.offline.bundle"]}

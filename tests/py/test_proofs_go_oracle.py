@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from auditchain.formats import merkle, receipt
+from auditchain import signing
+from auditchain.formats import checkpoint, merkle, receipt
 from prooflog import ProofLog
+from test_anchor import anchor_once, create_anchor, emit_and_drain, make_worm_bucket, run_cli
+from test_verify_bucket import as_superuser_attacker, rebuild_tree
 
 REPO = Path(__file__).resolve().parents[2]
 X_MOD = Path("/usr/share/gocode/src/golang.org/x/mod/sumdb")
@@ -197,3 +200,68 @@ def test_go_checks_the_worked_receipt_in_the_docs(go):
     vkey = doc.split("verifier key: ")[1].split("\n")[0]
     digest = doc.split("whose `record_sha256` is `")[1].split("`")[0]
     assert go("receipt", example, digest, vkey=vkey)[0] == 0
+
+
+@pytest.fixture
+def anchored_log(conn, dsn, endpoint_url, bucket_name, capsys):
+    """A real database: 300 events drained and anchored, 40 more anchored, each checkpoint signed
+    by `auditchain anchor` with the session's key and uploaded to a WORM bucket."""
+    make_worm_bucket(endpoint_url, bucket_name)
+    for count in (300, 40):
+        emit_and_drain(conn, count)
+        create_anchor(conn)
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, bucket_name)
+    assert code == 0, err
+    return conn.execute(
+        "SELECT seq_to, document, signed_checkpoint FROM compliance.anchors ORDER BY seq_to"
+    ).fetchall()
+
+
+def test_go_and_verify_proof_accept_a_receipt_from_auditchain_prove(
+    go, dsn, anchored_log, capsys, tmp_path, signing_key
+):
+    out = tmp_path / "event-123.tlog-proof"
+    code, _, err = run_cli(capsys, "prove", "--dsn", dsn, "--seq", "123", "--out", str(out))
+    assert code == 0, err
+    data = out.read_bytes()
+    verified = receipt.verify_receipt(data, [receipt.note.parse_vkey(signing_key.vkey)])
+    assert (verified.index, verified.checkpoint.size) == (122, 340), "against the newest covering checkpoint"
+
+    assert go("receipt", data, verified.record_sha256.hex(), vkey=signing_key.vkey)[0] == 0
+    code, stdout, err = run_cli(capsys, "verify-proof", str(out), "--vkey", signing_key.vkey)
+    assert code == 0, err
+    assert stdout.startswith("OK: event seq 123 ")
+    assert go("receipt", data, verified.record_sha256.hex(), vkey=ProofLog.of_size(1).vkey)[0] == 1
+
+
+def test_go_accepts_the_consistency_proof_between_two_anchored_checkpoints(go, anchored_log, signing_key):
+    (_, _, first), (_, document, second) = anchored_log
+    proof = [base64.b64decode(h) for h in json.loads(document)["consistency_proof"]["hashes"]]
+    code, out = go("consistency", first.encode(), second.encode(), proof_file(proof), vkey=signing_key.vkey)
+    assert code == 0, out
+    assert (
+        go("consistency", first.encode(), second.encode(), proof_file(flip(proof, 0)), vkey=signing_key.vkey)[
+            0
+        ]
+        == 1
+    )
+
+
+def test_go_rejects_the_consistency_proof_of_a_history_rewritten_after_it_was_signed(
+    go, conn, anchored_log, signing_key
+):
+    """A superuser rewrites event 7 and recomputes the chain and the tree: the proof the database now
+    gives from the first signed checkpoint to its head fails against that checkpoint."""
+    (_, _, first), _ = anchored_log
+    as_superuser_attacker(conn, "UPDATE compliance.audit_events SET actor = 'mallory' WHERE seq = 7")
+    rebuild_tree(conn)
+    proof, size, root = conn.execute(
+        "SELECT compliance.consistency_proof(300, 340), 340, compliance.tree_root(340)"
+    ).fetchone()
+    # The uploader would sign whatever head the database gives it; the old signature still binds.
+    origin = first.split("\n", 1)[0]
+    forged_head = signing.sign_checkpoint(
+        checkpoint.Checkpoint(origin, size, root), signing.load_key_file(signing_key.path)
+    )
+    code, out = go("consistency", first.encode(), forged_head, proof_file(proof), vkey=signing_key.vkey)
+    assert code == 1, out

@@ -440,16 +440,19 @@ def new_bucket(moto_server) -> str:
     return name
 
 
-def test_aws_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, aws_endpoint, capsys):
+def test_aws_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, aws_endpoint, capsys, signing_key):
     bucket = new_bucket(moto_server)
     s3 = boto3.client("s3", endpoint_url=moto_server.url)
     anchor = ("anchor", "--once", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", aws_endpoint.url)
     outages = 0
     with Ledger(dsn) as ledger:
-        for reached_s3 in (False, True):
+        # Each of the two writes (the signed checkpoint, then the document), lost on its way or
+        # after S3 stored it.
+        cuts = [(folder, reached_s3) for folder in ("checkpoints", "anchors") for reached_s3 in (False, True)]
+        for folder, reached_s3 in cuts:
             ledger.wait_for_chained(conn, chained_count(conn) + 200)
             assert conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
-            aws_endpoint.die_at(r"PUT /[^ ]*anchors/", after_request_reached_s3=reached_s3)
+            aws_endpoint.die_at(rf"PUT /[^ ]*{folder}/", after_request_reached_s3=reached_s3)
             assert cli(capsys, *anchor)[0] == EXIT_UNAVAILABLE, "a transient failure exits EXIT_UNAVAILABLE"
             assert aws_endpoint.dead.is_set()
             outages += 1
@@ -463,12 +466,25 @@ def test_aws_endpoint_dies_mid_anchor_upload(dsn, conn, moto_server, aws_endpoin
     chained = assert_nothing_lost_or_duplicated(conn, ledger)
     assert conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE status = 'uploaded') FROM compliance.anchors"
-    ).fetchone() == (2, 2)
+    ).fetchone() == (len(cuts), len(cuts))
     versions = s3.list_object_versions(Bucket=bucket)
-    assert len(versions["Versions"]) == 2, "one object version per anchor, none written twice"
+    assert sorted(v["Key"].split("/")[0] for v in versions["Versions"]) == ["anchors"] * len(cuts) + [
+        "checkpoints"
+    ] * len(cuts), "one document and one signed checkpoint per anchor, none written twice"
     assert "DeleteMarkers" not in versions
     code, out = cli(
-        capsys, "verify", "--json", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", moto_server.url
+        capsys,
+        "verify",
+        "--json",
+        "--require-signatures",
+        "--vkey",
+        signing_key.vkey,
+        "--dsn",
+        dsn,
+        "--bucket",
+        bucket,
+        "--endpoint-url",
+        moto_server.url,
     )
     assert code == 0, out
     log.info("anchor uploads survived %d endpoint deaths; %d events chained", outages, chained)

@@ -5,7 +5,8 @@ the seq.
 Layers: verify_chain (recomputes every hash and link, and compares with the drainer's and
 the incremental verifier's memory), the drainer's head check (refuses to extend a chain
 whose head is not what it wrote; run_drainer records the halt) and `auditchain verify`
-against the WORM bucket (its own checks besides verify_chain). Each case states, per layer,
+against the WORM bucket (its own checks besides verify_chain: the anchored head hash, and the
+root of the anchor's signed checkpoint against the database's Merkle tree). Each case states, per layer,
 what that layer reports, or nothing where it cannot see the change (docs/security.md says why).
 
 The chain every case starts from: 30 events; the incremental verifier has checked 1..20;
@@ -133,16 +134,19 @@ BucketStep = Callable[["boto3.client", str], None]
 
 
 def delete_anchor_version(client, bucket: str) -> None:
-    """Delete the anchor's object version, bypassing GOVERNANCE retention (s3:BypassGovernanceRetention)."""
-    (version,) = client.list_object_versions(Bucket=bucket)["Versions"]
-    client.delete_object(
-        Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"], BypassGovernanceRetention=True
-    )
+    """Delete the anchor's object versions (its document and its signed checkpoint), bypassing
+    GOVERNANCE retention (s3:BypassGovernanceRetention)."""
+    versions = client.list_object_versions(Bucket=bucket)["Versions"]
+    assert sorted(v["Key"].split("/")[0] for v in versions) == ["anchors", "checkpoints"]
+    for version in versions:
+        client.delete_object(
+            Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"], BypassGovernanceRetention=True
+        )
 
 
 def hide_anchor_behind_a_delete_marker(client, bucket: str) -> None:
     """A plain DELETE (no version, no bypass): S3 adds a delete marker, the locked version stays."""
-    (version,) = client.list_object_versions(Bucket=bucket)["Versions"]
+    (version,) = client.list_object_versions(Bucket=bucket, Prefix="anchors/")["Versions"]
     client.delete_object(Bucket=bucket, Key=version["Key"])
 
 
@@ -158,6 +162,9 @@ class Case:
 
 # auditchain verify: the event at the anchored seq no longer has the anchored head_hash (or is gone).
 ANCHOR_CONTRADICTED = frozenset({("head", ANCHORED)})
+# auditchain verify: the database's Merkle tree at the anchored size no longer has the root of the
+# anchor's signed checkpoint (or cannot be computed): any change at or below the anchored seq.
+ROOT_CONTRADICTED = frozenset({("checkpoint", ANCHORED)})
 
 CHANGE_ACTOR: Step = ("UPDATE compliance.audit_events SET actor = 'someone-else' WHERE seq = %s", (TARGET,))
 DELETE_FROM: Step = ("DELETE FROM compliance.audit_events WHERE seq >= %s", (EVENTS - 2,))
@@ -174,8 +181,15 @@ CASES = [
         ),
         (TARGET, "content changed"),
         None,
+        ROOT_CONTRADICTED,
     ),
-    Case("header field changed", (CHANGE_ACTOR,), (TARGET, "content changed"), None),
+    Case(
+        "header field changed",
+        (CHANGE_ACTOR,),
+        (TARGET, "content changed"),
+        None,
+        ROOT_CONTRADICTED,
+    ),
     Case(
         "occurred_at moved by one microsecond",
         (
@@ -187,19 +201,21 @@ CASES = [
         ),
         (TARGET, "content changed"),
         None,
+        ROOT_CONTRADICTED,
     ),
     Case(
         "change with every later hash recomputed",
         (CHANGE_ACTOR, ("SELECT pg_temp.rehash(%s)", (TARGET,))),
         (VERIFIED, "chain rewritten"),
         EVENTS,
-        ANCHOR_CONTRADICTED,
+        ANCHOR_CONTRADICTED | ROOT_CONTRADICTED,
     ),
     Case(
         "middle row deleted",
         (("DELETE FROM compliance.audit_events WHERE seq = %s", (TARGET,)),),
         (TARGET + 1, f"expected seq {TARGET}"),
         None,
+        ROOT_CONTRADICTED,
     ),
     Case(
         "middle row deleted, later seqs and hashes rewritten",
@@ -210,7 +226,7 @@ CASES = [
         ),
         (VERIFIED, "chain rewritten"),
         EVENTS,
-        ANCHOR_CONTRADICTED,
+        ANCHOR_CONTRADICTED | ROOT_CONTRADICTED,
     ),
     Case("tail deleted", (DELETE_FROM,), (EVENTS - 2, "tail missing"), EVENTS),
     Case(
@@ -218,6 +234,7 @@ CASES = [
         (("SELECT pg_temp.swap(%s, %s)", (TARGET, TARGET + 1)),),
         (TARGET, "content changed"),
         None,
+        ROOT_CONTRADICTED,
     ),
     Case(
         "forged row appended with correct hashes",
@@ -230,7 +247,7 @@ CASES = [
         (("SELECT pg_temp.renumber(%s, 1)", (TARGET,)), ("SELECT pg_temp.forge(%s)", (TARGET,))),
         (TARGET + 1, "content changed"),
         EVENTS + 1,
-        ANCHOR_CONTRADICTED,
+        ANCHOR_CONTRADICTED | ROOT_CONTRADICTED,
     ),
     Case(
         "forged row appended with a wrong hash",
@@ -252,7 +269,7 @@ CASES = [
         (CHANGE_ACTOR, ("SELECT pg_temp.rehash(%s)", (1,)), ("SELECT pg_temp.rewrite_state()", ())),
         None,
         None,
-        ANCHOR_CONTRADICTED,
+        ANCHOR_CONTRADICTED | ROOT_CONTRADICTED,
     ),
     Case(
         "chain rewritten consistently and the anchor row rewritten to match",
@@ -264,7 +281,7 @@ CASES = [
         ),
         None,
         None,
-        ANCHOR_CONTRADICTED | {("row", ANCHORED)},
+        ANCHOR_CONTRADICTED | ROOT_CONTRADICTED | {("row", ANCHORED)},
     ),
     Case(
         "tail after the last anchor deleted, memories rewound (undetectable: the anchor gap)",
@@ -364,8 +381,9 @@ def bucket_findings(capsys, dsn: str, endpoint_url: str, bucket: str) -> frozens
     findings = set()
     for problem in report["problems"]:
         if problem["check"] != "chain":  # verify_chain's own finding, asserted as its own layer
-            # Subjects name the object key (20-digit seq_to) or the anchor row "(seq FROM..TO)".
-            seq = re.search(r"anchors/(\d{20})-|\(seq \d+\.\.(\d+)\)", problem["subject"])
+            # Subjects name the object key (20-digit seq_to) of the document or its signed
+            # checkpoint, or the anchor row "(seq FROM..TO)".
+            seq = re.search(r"(?:anchors|checkpoints)/(\d{20})-|\(seq \d+\.\.(\d+)\)", problem["subject"])
             assert seq, problem
             findings.add((problem["check"], int(seq.group(1) or seq.group(2))))
     return frozenset(findings)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import botocore.session
 import pytest
@@ -31,14 +33,21 @@ def test_kms_model_has_ed25519():
     assert "ECC_NIST_EDWARDS25519" in model.shape_for("KeySpec").enum
 
 
-@pytest.fixture
-def kms():
+@contextmanager
+def kms_stub() -> Iterator[tuple[object, Stubber]]:
+    """A real botocore KMS client whose answers come from a Stubber; every stubbed call must be made."""
     client = botocore.session.get_session().create_client(
         "kms", region_name="eu-west-1", aws_access_key_id="AKIATEST", aws_secret_access_key="not-used"
     )
     with Stubber(client) as stubber:
         yield client, stubber
         stubber.assert_no_pending_responses()
+
+
+@pytest.fixture
+def kms():
+    with kms_stub() as stub:
+        yield stub
 
 
 def _spki(public_key) -> bytes:

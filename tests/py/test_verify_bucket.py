@@ -13,7 +13,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from auditchain.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE
+from auditchain import signing
+from auditchain.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE
+from auditchain.formats import checkpoint, merkle, note
 from awsfake import MotoServer, free_port
 from test_anchor import (
     anchor_once,
@@ -94,19 +96,144 @@ def anchored(conn, dsn, endpoint_url, bucket_name, capsys) -> str:
     return bucket_name
 
 
-def test_untouched_database_verifies(dsn, endpoint_url, anchored, capsys):
-    code, out, err = verify(capsys, dsn, endpoint_url, anchored)
+def test_untouched_database_verifies(dsn, endpoint_url, anchored, capsys, signing_key):
+    code, out, err = verify(capsys, dsn, endpoint_url, anchored, "--vkey", signing_key.vkey)
 
     assert code == 0, out + err
     assert out.splitlines() == [
         "chain:   OK, 10 events re-hashed and linked (compliance.verify_chain)",
         f"bucket:  s3://{anchored}/anchors/ holds 2 anchor object versions",
         "anchors: 2 uploaded, 0 pending, 0 failed; latest anchored seq 8 of chain head 10",
+        "signed:  2 checkpoint signatures verified, 0 not checked",
         "verify: OK",
     ]
 
-    code, report = verify_json(capsys, dsn, endpoint_url, anchored)
+    code, report = verify_json(capsys, dsn, endpoint_url, anchored, "--vkey", signing_key.vkey)
     assert (code, report["ok"], report["problems"], report["latest_anchored_seq"]) == (0, True, [], 8)
+    assert (report["signatures"], report["warnings"]) == ({"verified": 2, "not_checked": 0}, [])
+
+
+def test_without_a_vkey_signatures_are_not_checked_a_warning_or_with_require_signatures_a_failure(
+    dsn, endpoint_url, anchored, capsys
+):
+    code, out, _ = verify(capsys, dsn, endpoint_url, anchored)
+
+    assert code == EXIT_OK
+    assert (
+        "WARNING: 2 signed checkpoints not checked against a verifier key (pass --vkey)" in out.splitlines()
+    )
+
+    code, report = verify_json(capsys, dsn, endpoint_url, anchored, "--require-signatures")
+    assert code == EXIT_FAILED
+    assert problems(report) == [
+        (
+            "signature",
+            "2 signed checkpoints not checked against a verifier key (pass --vkey) and "
+            "--require-signatures is set",
+        )
+    ]
+
+
+# What a superuser rebuilds after rewriting the chain: the Merkle tree from the stored events,
+# so that compliance.verify_tree finds every stored node consistent with them.
+REBUILD_TREE = (
+    "ALTER TABLE compliance.merkle_nodes DISABLE TRIGGER ALL",
+    "DELETE FROM compliance.merkle_nodes",
+    "UPDATE compliance.drainer_state SET tree_size = 0, tree_frontier = '{}'",
+    "SELECT compliance._tree_catch_up()",
+    "ALTER TABLE compliance.merkle_nodes ENABLE TRIGGER ALL",
+)
+
+
+def rebuild_tree(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        for statement in REBUILD_TREE:
+            conn.execute(statement)
+
+
+def test_history_rewritten_with_chain_and_tree_recomputed_fails_against_the_signed_checkpoints(
+    conn, dsn, endpoint_url, anchored, capsys, signing_key
+):
+    _, second = anchor_rows(conn)
+    as_superuser_attacker(conn, "UPDATE compliance.audit_events SET payload = '{\"i\": 999}' WHERE seq = 3")
+    rebuild_tree(conn)
+    assert verify_chain_ok(conn), "the staged rewrite must fool verify_chain, or this test proves nothing"
+    assert conn.execute("SELECT tree_size FROM compliance.drainer_state").fetchone() == (10,)
+
+    code, report = verify_json(capsys, dsn, endpoint_url, anchored, "--vkey", signing_key.vkey)
+
+    assert code == EXIT_FAILED
+    assert report["signatures"] == {"verified": 2, "not_checked": 0}, "the checkpoints themselves are genuine"
+    root_problems = [m for check, m in problems(report) if check == "checkpoint"]
+    assert len(root_problems) == 2
+    assert "the signed root at tree size 5 differs from the database's tree_root(5)" in root_problems[0]
+    # In the database, verify_tree names the first anchor whose recorded checkpoint disagrees.
+    ok, _, problem = conn.execute("SELECT * FROM compliance.verify_tree()").fetchone()
+    assert not ok and "anchor 1 (seq_to 5" in problem
+    # The next anchor is refused, and the consistency proof the rewritten tree gives from the last
+    # signed checkpoint to today's head does not verify against that checkpoint.
+    with pytest.raises(psycopg.Error) as refused:
+        create_anchor(conn)
+    assert refused.value.sqlstate == "AC042"
+    signed, _ = checkpoint.open_signed(
+        second["signed_checkpoint"].encode(), [note.parse_vkey(signing_key.vkey)]
+    )
+    proof, head_root = conn.execute(
+        "SELECT compliance.consistency_proof(8, 10), compliance.tree_root(10)"
+    ).fetchone()
+    with pytest.raises(merkle.ProofError):
+        checkpoint.verify_consistency(signed, checkpoint.Checkpoint(signed.origin, 10, head_root), proof)
+
+
+def test_checkpoint_signed_by_another_key_fails(conn, dsn, endpoint_url, anchored, capsys, signing_key):
+    first, _ = anchor_rows(conn)
+    impostor = note.parse_skey(note.generate_skey("auditchain-test"))  # same name, another key
+    forged = signing.sign_checkpoint(first["checkpoint"].encode(), impostor)
+    put = s3_client(endpoint_url).put_object(
+        Bucket=anchored, Key=first["checkpoint_key"], Body=forged, ChecksumAlgorithm="SHA256"
+    )
+
+    code, report = verify_json(capsys, dsn, endpoint_url, anchored, "--vkey", signing_key.vkey)
+
+    assert code == EXIT_FAILED
+    signature_problems = [p for p in report["problems"] if p["check"] == "signature"]
+    assert [p["subject"] for p in signature_problems] == [
+        f"{first['checkpoint_key']} version {put['VersionId']}"
+    ]
+    assert signature_problems[0]["message"].startswith("not signed by a trusted key")
+
+    # Trusting only the impostor's key, the genuine checkpoints fail instead.
+    vkey = note.encode_vkey(impostor.name, impostor.public_key)
+    code, report = verify_json(capsys, dsn, endpoint_url, anchored, "--vkey", vkey)
+    assert code == EXIT_FAILED
+    assert len([p for p in report["problems"] if p["check"] == "signature"]) == 2
+
+
+def test_key_rotation_verifies_with_both_vkeys(
+    conn, dsn, endpoint_url, anchored, capsys, signing_key, tmp_path
+):
+    new_key = tmp_path / "new.key"
+    new_key.write_text(note.generate_skey("auditchain-test-2026") + "\n")
+    emit_and_drain(conn, 1)
+    create_anchor(conn)
+    code, _, err = anchor_once(capsys, dsn, endpoint_url, anchored, "--signing-key", str(new_key))
+    assert code == EXIT_OK, err
+    new_vkey = run_cli(capsys, "key", "vkey", "--key-file", str(new_key))[1].strip()
+
+    code, report = verify_json(capsys, dsn, endpoint_url, anchored, "--vkey", signing_key.vkey)
+    assert code == EXIT_FAILED
+    assert [p["check"] for p in report["problems"]] == ["signature"], "the anchor signed with the new key"
+
+    both = tmp_path / "vkeys"
+    both.write_text(f"{signing_key.vkey}\n{new_vkey}\n")
+    code, report = verify_json(capsys, dsn, endpoint_url, anchored, "--vkey", str(both))
+    assert (code, report["problems"], report["signatures"]) == (
+        EXIT_OK,
+        [],
+        {"verified": 3, "not_checked": 0},
+    )
+    # The consistency proof across the rotation ties the new key's first checkpoint to the old key's last.
+    assert all(p["check"] != "consistency" for p in report["problems"])
 
 
 def test_rewritten_chain_with_recomputed_hashes_fails(conn, dsn, endpoint_url, anchored, capsys):

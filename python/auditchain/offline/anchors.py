@@ -82,9 +82,13 @@ def _document_problems(
     manifest: Manifest,
     bundle_hash: bytes | None,
     previous: tuple[int, bytes] | None,
+    previous_document: dict[str, Any] | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """What is wrong with an anchor object, measured against the manifest, the bundle and the
-    anchor listed before it, and the document as parsed."""
+    anchor listed before it (for two format_version 2 documents in a row, also the consistency
+    proof from the previous checkpoint), and the document as parsed. Version 1 and 2 documents
+    are both read; a checkpoint's signature needs the verifier key (`auditchain verify --vkey`,
+    `verify-proof`), which a bundle does not carry."""
     if len(fetched.document) > MAX_ANCHOR_BYTES:
         return [f"the object is larger than {MAX_ANCHOR_BYTES} bytes"], {}
     if anchor_document.document_digest(fetched.document) != anchor["document_digest"]:
@@ -108,6 +112,14 @@ def _document_problems(
         problems.append("the manifest's cadence_id differs from the document's")
     if previous is not None and (gap := anchor_document.link_problem(*previous, document)):
         problems.append(gap)
+    elif (
+        previous_document is not None
+        and previous_document["seq_to"] + 1 == document["seq_from"]
+        and (previous_checkpoint := anchor_document.checkpoint_of(previous_document)) is not None
+        and document["format_version"] >= 2
+        and (inconsistent := anchor_document.consistency_problem(previous_checkpoint, document))
+    ):
+        problems.append(inconsistent)
     return problems, document
 
 
@@ -138,6 +150,7 @@ def check_anchors(
             report.fail("anchors", f"anchor at seq_to {seq} lies outside the bundle's range", seq=seq)
 
     previous: tuple[int, bytes] | None = None
+    previous_document: dict[str, Any] | None = None
     for anchor in sorted(manifest.anchors, key=lambda a: a["seq_to"]):
         seq = anchor["seq_to"]
         # Documents link through the manifest's digests, which each fetched object must match.
@@ -165,7 +178,10 @@ def check_anchors(
             caveat(f"not checked: {fetched}", seq)
             continue
         result.lock_mode, result.retain_until = fetched.lock_mode, fetched.retain_until
-        problems, document = _document_problems(fetched, anchor, manifest, bundle_hash, listed_before)
+        problems, document = _document_problems(
+            fetched, anchor, manifest, bundle_hash, listed_before, previous_document
+        )
+        previous_document = document or None
         if problems:
             result.status, result.detail = "failed", "; ".join(problems)
             for problem in problems:
