@@ -21,6 +21,7 @@ compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
 -- compliance_writer: emit events, nothing else.
 GRANT USAGE ON SCHEMA compliance TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) TO compliance_writer;
+GRANT EXECUTE ON FUNCTION compliance.emit_batch(jsonb) TO compliance_writer;
 
 -- compliance_drainer: drain batches and run the drainer loop. run_drainer runs with the
 -- caller's rights (a procedure that COMMITs cannot be SECURITY DEFINER), so it also needs
