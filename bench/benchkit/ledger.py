@@ -21,12 +21,20 @@ PAYLOAD_SQL = """jsonb_build_object(
     'changes', jsonb_build_object('status', jsonb_build_array('draft', 'published'), 'size', mod(i, 100000)),
     'reason', 'scheduled review of the retention settings of this document')"""
 
-FILL_OUTBOX_SQL = sql.SQL("""
-INSERT INTO compliance.audit_outbox (event_id, occurred_at, tenant_id, event_type, actor, payload)
+FILL_SQL = sql.SQL("""
+INSERT INTO {outbox} (event_id, occurred_at, tenant_id, event_type, actor, payload)
 SELECT compliance.uuidv7(), now() - interval '1 second',
        CASE WHEN mod(i, 10) = 0 THEN NULL ELSE 'tenant-' || mod(i, 10) END,
        'bench.event_' || mod(i, 20), 'user:' || mod(i, 1000), {payload}
-  FROM generate_series(%s::bigint, %s::bigint) AS i""").format(payload=sql.SQL(PAYLOAD_SQL))
+  FROM generate_series(%s::bigint, %s::bigint) AS i""")
+
+
+def fill_sql(outbox: sql.Identifier) -> sql.Composed:
+    """Queue events numbered %s to %s into a table shaped like audit_outbox."""
+    return FILL_SQL.format(outbox=outbox, payload=sql.SQL(PAYLOAD_SQL))
+
+
+FILL_OUTBOX_SQL = fill_sql(sql.Identifier("compliance", "audit_outbox"))
 
 # A log of any size in seconds rather than minutes: what the drainer would have written for
 # the same rows, computed set-based (every canonical record and its digest in one query) with
@@ -84,7 +92,9 @@ SELECT i AS k, {payload} AS payload FROM generate_series(0, 4999) AS i;
 ANALYZE bench_ref.payloads;
 CREATE OR REPLACE FUNCTION bench_ref.filler(after_seq bigint, events bigint)
 RETURNS SETOF compliance.audit_events LANGUAGE sql STABLE AS $f$
-SELECT i, (lpad(to_hex(1767225600000 + i / 100), 12, '0') || '7' || substr(h, 1, 3) || '8' || substr(h, 4, 15))::uuid,
+SELECT i,
+       (lpad(to_hex(1767225600000 + i / 100), 12, '0') || '7' || substr(h, 1, 3) || '8'
+        || substr(h, 4, 15))::uuid,
        timestamptz '2026-01-01 00:00:00+00' + i * interval '10 microseconds',
        timestamptz '2026-01-01 00:00:01+00' + i * interval '10 microseconds',
        CASE WHEN mod(i, 10) = 0 THEN NULL ELSE 'tenant-' || mod(i, 10) END,
