@@ -158,34 +158,32 @@ BEGIN
             USING ERRCODE = 'AC007';
     END IF;
     BEGIN
-        -- One pass: every element checked and, only when none is bad, all inserted. The
-        -- NOT EXISTS is evaluated once, before the first row is inserted.
-        WITH checked AS MATERIALIZED (
-            SELECT x.ordinality - 1 AS idx,
-                   x.value AS event,
-                   t.occurred_at,
-                   compliance._batch_event_problem(x.value, t.occurred_at) AS problem
-              FROM pg_catalog.jsonb_array_elements(emit_batch.events) WITH ORDINALITY AS x (value, ordinality)
+        -- One pass: each element is checked and, when good, inserted; a bad one is left out,
+        -- so fewer rows than elements means one was bad and the error below undoes the rest.
+        WITH queued AS (
+            INSERT INTO compliance.audit_outbox (event_id, occurred_at, tenant_id, event_type, actor, payload)
+            SELECT compliance.uuidv7(), t.occurred_at, x.value ->> 'tenant_id', x.value ->> 'event_type',
+                   x.value ->> 'actor', coalesce(x.value -> 'payload', '{}')
+              FROM pg_catalog.jsonb_array_elements(emit_batch.events) WITH ORDINALITY AS x (value, idx)
              CROSS JOIN LATERAL (
                  SELECT coalesce((x.value ->> 'occurred_at')::timestamptz, pg_catalog.now()) AS occurred_at
              ) AS t
-        ),
-        first_bad AS (
-            SELECT c.idx, c.problem FROM checked AS c WHERE c.problem IS NOT NULL ORDER BY c.idx LIMIT 1
-        ),
-        queued AS (
-            INSERT INTO compliance.audit_outbox (event_id, occurred_at, tenant_id, event_type, actor, payload)
-            SELECT compliance.uuidv7(), c.occurred_at, c.event ->> 'tenant_id', c.event ->> 'event_type',
-                   c.event ->> 'actor', coalesce(c.event -> 'payload', '{}')
-              FROM checked AS c
-             WHERE NOT EXISTS (SELECT 1 FROM first_bad)
-             ORDER BY c.idx
+             WHERE compliance._batch_event_problem(x.value, t.occurred_at) IS NULL
+             ORDER BY x.idx
             RETURNING outbox_id, event_id
         )
-        SELECT (SELECT b.idx FROM first_bad AS b),
-               (SELECT b.problem FROM first_bad AS b),
-               (SELECT pg_catalog.array_agg(q.event_id ORDER BY q.outbox_id) FROM queued AS q)
-          INTO v_bad_index, v_problem, v_ids;
+        SELECT pg_catalog.array_agg(q.event_id ORDER BY q.outbox_id) INTO v_ids FROM queued AS q;
+        IF coalesce(pg_catalog.cardinality(v_ids), 0) < pg_catalog.jsonb_array_length(emit_batch.events) THEN
+            SELECT x.idx - 1, compliance._batch_event_problem(x.value, t.occurred_at)
+              INTO v_bad_index, v_problem
+              FROM pg_catalog.jsonb_array_elements(emit_batch.events) WITH ORDINALITY AS x (value, idx)
+             CROSS JOIN LATERAL (
+                 SELECT coalesce((x.value ->> 'occurred_at')::timestamptz, pg_catalog.now()) AS occurred_at
+             ) AS t
+             WHERE compliance._batch_event_problem(x.value, t.occurred_at) IS NOT NULL
+             ORDER BY x.idx
+             LIMIT 1;
+        END IF;
     EXCEPTION WHEN data_exception THEN
         -- An occurred_at that is not a timestamp stops the statement without saying where:
         -- find the first bad element one by one (only on this error path).
