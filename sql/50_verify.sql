@@ -42,48 +42,44 @@ LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_checked bigint;
-    v_last_seq bigint;
-    v_bad_seq bigint;
-    v_before_bad bigint;
-    v_problem text;
 BEGIN
-    -- An event without a predecessor in the range (other than the first) follows a gap:
-    -- expected seq -1 makes the seq check fail for it.
-    SELECT pg_catalog.count(*),
-           max(e.seq),
-           min(e.seq) FILTER (
-               WHERE compliance._event_problem(
-                   e,
-                   CASE WHEN e.seq = p_from_seq OR p.seq IS NOT NULL THEN e.seq ELSE -1 END,
-                   CASE WHEN e.seq = p_from_seq THEN p_expected_prev ELSE p.event_hash END
-               ) IS NOT NULL
-           )
-      INTO v_checked, v_last_seq, v_bad_seq
-      FROM compliance.audit_events AS e
-      LEFT JOIN compliance.audit_events AS p
-             ON p.seq = e.seq - 1 AND p.seq >= p_from_seq AND p.seq < p_to_seq
-     WHERE e.seq BETWEEN p_from_seq AND p_to_seq;
-
-    IF v_bad_seq IS NOT NULL THEN
-        -- The message as a walk in seq order gives it: against the event before it.
-        SELECT max(e.seq) INTO v_before_bad
-          FROM compliance.audit_events AS e
-         WHERE e.seq >= p_from_seq AND e.seq < v_bad_seq;
-        SELECT compliance._event_problem(
-                   e,
-                   coalesce(v_before_bad + 1, p_from_seq),
-                   coalesce((SELECT b.event_hash FROM compliance.audit_events AS b WHERE b.seq = v_before_bad),
-                            p_expected_prev)
-               )
-          INTO v_problem
-          FROM compliance.audit_events AS e
-         WHERE e.seq = v_bad_seq;
-    END IF;
+    -- One statement under RETURN QUERY, the PL/pgSQL form that may run in parallel (SELECT
+    -- INTO never does). An event without a predecessor in the range (other than the first)
+    -- follows a gap: expected seq -1 makes the seq check fail for it. Only the lowest bad
+    -- event is looked at again, against the event before it as a walk in seq order sees it,
+    -- for its message.
     RETURN QUERY
-        SELECT v_bad_seq IS NULL, v_checked, v_bad_seq, v_problem, v_last_seq,
-               (SELECT e.event_hash FROM compliance.audit_events AS e WHERE e.seq = v_last_seq);
+        SELECT s.bad_seq IS NULL, s.checked, s.bad_seq, bad.problem, s.last_seq,
+               (SELECT l.event_hash FROM compliance.audit_events AS l WHERE l.seq = s.last_seq)
+          FROM (
+              SELECT pg_catalog.count(*) AS checked,
+                     max(e.seq) AS last_seq,
+                     min(e.seq) FILTER (
+                         WHERE compliance._event_problem(
+                             e,
+                             CASE WHEN e.seq = p_from_seq OR p.seq IS NOT NULL THEN e.seq ELSE -1 END,
+                             CASE WHEN e.seq = p_from_seq THEN p_expected_prev ELSE p.event_hash END
+                         ) IS NOT NULL
+                     ) AS bad_seq
+                FROM compliance.audit_events AS e
+                LEFT JOIN compliance.audit_events AS p
+                       ON p.seq = e.seq - 1 AND p.seq >= p_from_seq AND p.seq < p_to_seq
+               WHERE e.seq BETWEEN p_from_seq AND p_to_seq
+          ) AS s
+          LEFT JOIN LATERAL (
+              SELECT compliance._event_problem(
+                         e, coalesce(b.seq + 1, p_from_seq), coalesce(b.event_hash, p_expected_prev)
+                     ) AS problem
+                FROM compliance.audit_events AS e
+                LEFT JOIN LATERAL (
+                    SELECT x.seq, x.event_hash
+                      FROM compliance.audit_events AS x
+                     WHERE x.seq >= p_from_seq AND x.seq < e.seq
+                     ORDER BY x.seq DESC
+                     LIMIT 1
+                ) AS b ON true
+               WHERE e.seq = s.bad_seq
+          ) AS bad ON true;
 END;
 $$;
 COMMENT ON FUNCTION compliance.verify_range(bigint, bigint, bytea) IS
