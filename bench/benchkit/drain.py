@@ -73,6 +73,8 @@ def run(ledger: Ledger, *, log_size: int, backlog: int, baseline: Row | None = N
         "floor_seconds": floor.wall,
         **cpu_metrics(drain, reference, backlog),
     }
+    if floor.cpu:
+        row.metrics["floor_cpu_us_per_event"] = floor.cpu / row.metrics["events"] * 1e6
     if baseline is not None and baseline.measured:
         row.metrics["seconds_per_event_vs_empty_log"] = baseline.measured / row.measured
         before, now = baseline.metrics.get("cpu_us_per_event"), row.metrics.get("cpu_us_per_event")
@@ -85,7 +87,7 @@ def run(ledger: Ledger, *, log_size: int, backlog: int, baseline: Row | None = N
 def fresh_backlog(ledger: Ledger, backlog: int) -> None:
     """Write a backlog into a settled outbox. The checkpoint comes before the backlog is
     written, not after: one between emit and drain would make the drain, and only the drain,
-    pay a full-page image for every outbox page it locks and deletes, which a drainer that
+    pay a full-page image for every outbox page it deletes from, which a drainer that
     follows its producers closely rarely does."""
     ledger.settle("compliance.audit_outbox", "compliance.audit_events")
     ledger.fill_outbox(backlog)

@@ -113,4 +113,6 @@ def run(ledger: Ledger, *, backlog: int) -> Row:
         "floor_seconds": floor.wall,
         **cpu_metrics(drained, reference, backlog),
     }
+    if floor.cpu:
+        row.metrics["floor_cpu_us_per_event"] = floor.cpu / row.metrics["events"] * 1e6
     return row

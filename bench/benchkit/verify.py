@@ -62,6 +62,8 @@ def run(ledger: Ledger, *, size: int, rounds: int) -> Row:
         "rounds": rounds,
         **cpu_metrics(verify, reference, size),
     }
+    if floor.cpu:
+        row.metrics["floor_cpu_us_per_event"] = floor.cpu / row.metrics["events"] * 1e6
     return row
 
 
