@@ -41,6 +41,9 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
+-- Planned for the actual range at every call: a generic plan (PL/pgSQL's choice after five
+-- calls in a session) assumes a tiny range and never runs in parallel.
+SET plan_cache_mode = force_custom_plan
 AS $$
 BEGIN
     -- One statement under RETURN QUERY, the PL/pgSQL form that may run in parallel (SELECT
