@@ -72,7 +72,8 @@ def test_a_writer_login_can_call_it(conn, dsn):
     try:
         writer_dsn = psycopg.conninfo.make_conninfo(dsn, user="ac_batch_writer")
         with psycopg.connect(writer_dsn, autocommit=True) as writer:
-            ids = writer.execute("SELECT compliance.emit_batch(%s::jsonb)", (json.dumps(batch(2)),)).fetchone()[0]
+            sent = json.dumps(batch(2))
+            ids = writer.execute("SELECT compliance.emit_batch(%s::jsonb)", (sent,)).fetchone()[0]
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 writer.execute("SELECT count(*) FROM compliance.audit_outbox")
         assert len(ids) == 2
