@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import drain, emit, exports, latency, merkle, monitors, verify
+from benchkit import drain, emit, emit_batch, exports, latency, merkle, monitors, rotation, verify
 from benchkit.cluster import Server, bench_database, describe_machine
 from benchkit.ledger import Ledger
 from benchkit.results import Row, format_table, write_json
@@ -32,9 +32,13 @@ class Profile:
     emit_clients: tuple[int, ...]
     emit_seconds: int
     emit_rounds: int
+    emit_batch_sizes: tuple[int, ...]
+    emit_batch_rounds: int
+    emit_batch_events: int
     drain_backlog: int
     small_log: int
     large_log: int
+    huge_log: int
     verify_rounds: int
     latency_rate: int
     latency_seconds: int
@@ -47,9 +51,13 @@ FULL = Profile(
     emit_clients=(1, 4, 8),
     emit_seconds=10,
     emit_rounds=3,
+    emit_batch_sizes=(100, 1000),
+    emit_batch_rounds=3,
+    emit_batch_events=50_000,
     drain_backlog=200_000,
     small_log=200_000,
     large_log=1_000_000,
+    huge_log=5_000_000,
     verify_rounds=2,
     latency_rate=1000,
     latency_seconds=120,
@@ -61,9 +69,13 @@ SMOKE = Profile(
     emit_clients=(1, 4, 8),
     emit_seconds=1,
     emit_rounds=1,
+    emit_batch_sizes=(10, 100),
+    emit_batch_rounds=1,
+    emit_batch_events=1_000,
     drain_backlog=2_000,
     small_log=2_000,
     large_log=6_000,
+    huge_log=10_000,
     verify_rounds=1,
     latency_rate=200,
     latency_seconds=3,
@@ -80,12 +92,32 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
         ("emit", lambda lg, c=c: emit.run(lg, clients=c, seconds=p.emit_seconds, rounds=p.emit_rounds))
         for c in p.emit_clients
     ]
+    steps += [
+        (
+            "emit_batch",
+            lambda lg, n=n: emit_batch.run(
+                lg, per_call=n, rounds=p.emit_batch_rounds, events=p.emit_batch_events
+            ),
+        )
+        for n in p.emit_batch_sizes
+    ]
+    # The drain into an empty log is the baseline the later drains' cost per event is held to.
+    first_drain: list[Row] = []
+
+    def drain_at(lg: Ledger, log_size: int) -> Row:
+        # The export case emits an audit event of its own: chain it, it is part of the log.
+        if lg.outbox_depth():
+            lg.drain_all()
+        log_size = max(log_size, lg.chained())
+        row = drain.run(
+            lg, log_size=log_size, backlog=p.drain_backlog, baseline=next(iter(first_drain), None)
+        )
+        first_drain[:] = first_drain or [row]
+        return row
+
+    steps.append(("drain", lambda lg: drain_at(lg, 0)))
     for size in (p.small_log, p.large_log):
         steps += [
-            (
-                "drain",
-                lambda lg, s=size: drain.run(lg, log_size=s - p.drain_backlog, backlog=p.drain_backlog),
-            ),
             ("verify_chain", lambda lg, s=size: verify.run(lg, size=s, rounds=p.verify_rounds)),
             ("merkle_proof", lambda lg, s=size: merkle.run_proof(lg, size=s, samples=p.proof_samples)),
             ("receipt_verify", lambda lg, s=size: merkle.run_receipt(lg, size=s, samples=p.proof_samples)),
@@ -100,10 +132,14 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
             ("export", lambda lg, s=size: lab.export(s)),
             ("verify_bundle", lambda lg, s=size: lab.verify_bundle(s)),
         ]
+    steps.append(("drain", lambda lg: drain_at(lg, p.large_log)))
+    # The outbox-side prototype (not production code): its log size does not matter.
+    steps.append(("rotation", lambda lg: rotation.run(lg, backlog=p.drain_backlog)))
     # Emit again beside a large log: emit touches only the outbox, so it should not care.
     steps.append(
         ("emit", lambda lg: emit.run(lg, clients=4, seconds=p.emit_seconds, rounds=1)),
     )
+    steps.append(("drain", lambda lg: drain_at(lg, p.huge_log)))
     # The drainer alone, then as production schedules it: pg_cron adds its own delays.
     for via_cron in (False, True) if p.latency_via_cron else (False,):
         steps.append(

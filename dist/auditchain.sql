@@ -705,6 +705,17 @@ COMMENT ON COLUMN compliance.activity_samples.chain_length IS
 'drainer_state.last_seq at that minute; the difference between samples is the drain rate.';
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0012_event_expectations.sql', 'migration', 'ed9a519379ccdb2e16987637ec1284b9f78038b278460f7960bf82d1583768a9');
 
+-- ==== migration: 0013_drop_event_hash_index.sql
+-- The unique B-tree on audit_events.event_hash goes: no lookup needs it (seq and event_id
+-- find every event, anchors and proofs name a seq), and its random key order made it the
+-- drain's largest cost and the only one that grew with the log: after each checkpoint every
+-- insert wrote a full-page image of a random leaf (docs/benchmarks.md). Uniqueness of a
+-- SHA-256 guarded only against a collision; each hash is bound to its seq by the chain.
+-- drops: compliance.idx_audit_events_event_hash
+
+DROP INDEX IF EXISTS compliance.idx_audit_events_event_hash;
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0013_drop_event_hash_index.sql', 'migration', '3f963e82d5b51436f37b4c8d9f195fbed8d2b3b7857a47fc465b03ec48e75be7');
+
 -- ==== migration: 0014_anchor_checkpoints.sql
 -- Anchor checkpoints (anchor document format_version 2, docs/anchoring.md): create_anchor
 -- records the C2SP tlog-checkpoint body of the Merkle tree at seq_to and its root; the
@@ -1064,7 +1075,141 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) IS
 'Record one audit event: validates it (SQLSTATEs AC001-AC006) and queues it in audit_outbox; returns its UUIDv7.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('30_emit.sql', 'definition', 'b49a18e00e29acb72eef008b2cb435ddccc98d3f0d7b76d4def2986368ba1e41');
+
+-- compliance._batch_event_problem(event, occurred_at): NULL when one element of an
+-- emit_batch array is a well-formed event that passes emit's rules, otherwise its SQLSTATE,
+-- a space and the message. occurred_at is the element's occurred_at already cast (now()
+-- when absent). The element's shape comes first (AC007: an object with only emit's
+-- argument names, each a JSON string where emit takes text), then emit's rules in emit's
+-- order, each the same expression as in emit (the pgTAP test emit_batch_validates_like_emit
+-- holds the two to the same verdicts). Inlined into emit_batch's one statement.
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._batch_event_problem(event jsonb, occurred_at timestamptz)
+RETURNS text
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN pg_catalog.jsonb_typeof(event) IS DISTINCT FROM 'object'
+        THEN 'AC007 not a JSON object but ' || coalesce(pg_catalog.jsonb_typeof(event), 'NULL')
+    WHEN event - '{event_type,actor,payload,tenant_id,occurred_at}'::text[] <> '{}'::jsonb
+        THEN 'AC007 unknown key(s): only event_type, actor, payload, tenant_id and occurred_at are allowed'
+    WHEN pg_catalog.jsonb_typeof(event -> 'event_type') NOT IN ('string', 'null')
+         OR pg_catalog.jsonb_typeof(event -> 'actor') NOT IN ('string', 'null')
+         OR pg_catalog.jsonb_typeof(event -> 'tenant_id') NOT IN ('string', 'null')
+         OR pg_catalog.jsonb_typeof(event -> 'occurred_at') NOT IN ('string', 'null')
+        THEN 'AC007 event_type, actor, tenant_id and occurred_at must be JSON strings (or null)'
+    WHEN NOT compliance._is_event_type(event ->> 'event_type')
+        THEN 'AC001 invalid event_type ' || coalesce(pg_catalog.quote_literal(event ->> 'event_type'), 'NULL')
+    WHEN (event ->> 'actor') IS NULL OR (event ->> 'actor') !~ '[^[:space:]]'
+         OR pg_catalog.length(event ->> 'actor') > 256
+        THEN 'AC002 invalid actor: it must not be blank and at most 256 characters'
+    WHEN pg_catalog.jsonb_typeof(coalesce(event -> 'payload', '{}')) <> 'object'
+        THEN 'AC003 invalid payload: it must be a JSON object, not '
+             || pg_catalog.jsonb_typeof(coalesce(event -> 'payload', '{}'))
+    WHEN pg_catalog.octet_length(coalesce(event -> 'payload', '{}')::text) > 262144
+        THEN 'AC004 payload too large: ' || pg_catalog.octet_length((event -> 'payload')::text)
+             || ' bytes of JSON text, the limit is 262144'
+    WHEN occurred_at > pg_catalog.now() + interval '5 minutes'
+         OR occurred_at < '1970-01-01 00:00:00+00'::timestamptz
+        THEN 'AC005 occurred_at ' || occurred_at || ' is out of range'
+    WHEN (event ->> 'tenant_id') IS NOT NULL
+         AND (pg_catalog.length(event ->> 'tenant_id') NOT BETWEEN 1 AND 128
+              OR (event ->> 'tenant_id') ~ '[[:cntrl:]]')
+        THEN 'AC006 invalid tenant_id: 1-128 characters without control characters, or NULL'
+END;
+COMMENT ON FUNCTION compliance._batch_event_problem(jsonb, timestamptz) IS
+'Internal: NULL when an emit_batch element is a valid event, else its SQLSTATE and message.';
+
+-- compliance.emit_batch(events): emit for many events in one call, for producers that
+-- forward from a queue or import history. events is a JSON array of objects with emit's
+-- argument names as keys (event_type and actor required; payload, tenant_id and occurred_at
+-- optional with emit's defaults; occurred_at a timestamptz literal). All or nothing: the
+-- first bad element (lowest index) fails the whole call with emit's SQLSTATE for that rule,
+-- or AC007 for a malformed array or element, and a message starting "events[<index>]: "
+-- (0-based); otherwise one INSERT queues every event in array order (increasing outbox_ids,
+-- so the drainer chains them in that order) and the event ids come back in the same order.
+-- Touches: compliance.audit_outbox (INSERT).
+CREATE OR REPLACE FUNCTION compliance.emit_batch(events jsonb)
+RETURNS uuid[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_bad_index bigint;
+    v_problem text;
+    v_ids uuid[];
+    v_event jsonb;
+    v_occurred_at timestamptz;
+BEGIN
+    IF pg_catalog.jsonb_typeof(emit_batch.events) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'events must be a JSON array of event objects, not %',
+            coalesce(pg_catalog.jsonb_typeof(emit_batch.events), 'NULL')
+            USING ERRCODE = 'AC007';
+    END IF;
+    BEGIN
+        -- One pass: each element is checked and, when good, inserted; a bad one is left out,
+        -- so fewer rows than elements means one was bad and the error below undoes the rest.
+        WITH queued AS (
+            INSERT INTO compliance.audit_outbox (event_id, occurred_at, tenant_id, event_type, actor, payload)
+            SELECT compliance._uuidv7(), t.occurred_at, x.value ->> 'tenant_id', x.value ->> 'event_type',
+                   x.value ->> 'actor', coalesce(x.value -> 'payload', '{}')
+              FROM pg_catalog.jsonb_array_elements(emit_batch.events) WITH ORDINALITY AS x (value, idx)
+             CROSS JOIN LATERAL (
+                 SELECT coalesce((x.value ->> 'occurred_at')::timestamptz, pg_catalog.now()) AS occurred_at
+             ) AS t
+             WHERE compliance._batch_event_problem(x.value, t.occurred_at) IS NULL
+             ORDER BY x.idx
+            RETURNING outbox_id, event_id
+        )
+        SELECT pg_catalog.array_agg(q.event_id ORDER BY q.outbox_id) INTO v_ids FROM queued AS q;
+        IF coalesce(pg_catalog.cardinality(v_ids), 0) < pg_catalog.jsonb_array_length(emit_batch.events) THEN
+            SELECT x.idx - 1, compliance._batch_event_problem(x.value, t.occurred_at)
+              INTO v_bad_index, v_problem
+              FROM pg_catalog.jsonb_array_elements(emit_batch.events) WITH ORDINALITY AS x (value, idx)
+             CROSS JOIN LATERAL (
+                 SELECT coalesce((x.value ->> 'occurred_at')::timestamptz, pg_catalog.now()) AS occurred_at
+             ) AS t
+             WHERE compliance._batch_event_problem(x.value, t.occurred_at) IS NOT NULL
+             ORDER BY x.idx
+             LIMIT 1;
+        END IF;
+    EXCEPTION WHEN data_exception THEN
+        -- An occurred_at that is not a timestamp stops the statement without saying where:
+        -- find the first bad element one by one (only on this error path).
+        v_problem := NULL;
+        v_bad_index := -1;
+        FOR v_event IN SELECT x.value FROM pg_catalog.jsonb_array_elements(emit_batch.events) AS x LOOP
+            v_bad_index := v_bad_index + 1;
+            BEGIN
+                v_occurred_at := coalesce((v_event ->> 'occurred_at')::timestamptz, pg_catalog.now());
+                v_problem := compliance._batch_event_problem(v_event, v_occurred_at);
+            EXCEPTION WHEN data_exception THEN
+                v_problem := compliance._batch_event_problem(v_event, pg_catalog.now());
+                IF v_problem IS NULL OR v_problem NOT LIKE 'AC007 %' THEN
+                    v_problem := 'AC007 occurred_at ' || pg_catalog.quote_literal(v_event ->> 'occurred_at')
+                                 || ' is not a timestamp';
+                END IF;
+            END;
+            EXIT WHEN v_problem IS NOT NULL;
+        END LOOP;
+        IF v_problem IS NULL THEN
+            RAISE;
+        END IF;
+    END;
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'events[%]: %', v_bad_index, pg_catalog.substr(v_problem, 7)
+            USING ERRCODE = pg_catalog.left(v_problem, 5),
+                  DETAIL = pg_catalog.format('index=%s', v_bad_index);
+    END IF;
+    RETURN coalesce(v_ids, '{}');
+END;
+$$;
+COMMENT ON FUNCTION compliance.emit_batch(jsonb) IS
+'Record many audit events at once, all or nothing: validates each like emit (AC001-AC006, AC007 for a malformed '
+'array or element) and queues them in array order; returns their UUIDv7s in that order.';
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('30_emit.sql', 'definition', 'd0c27ac85a7dc52f3053de5a4d91126777645e543b45874d61e239bbafdf242c');
 
 -- ==== definition: 40_drain.sql
 -- The drainer: moves outbox rows into the chain, one batch per transaction.
@@ -1125,7 +1270,7 @@ COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
 -- audit_events with their hashes, in the caller's transaction. Returns the rows moved;
 -- 0 at once when another drainer holds the lock. The head is carried in a variable and
 -- written to drainer_state once per batch.
--- Touches: audit_outbox (SELECT FOR UPDATE SKIP LOCKED, DELETE), audit_events (INSERT),
+-- Touches: audit_outbox (SELECT, DELETE), audit_events (INSERT),
 -- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append),
 -- event_expectations (UPDATE, through compliance._advance_expectations).
 CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
@@ -1178,11 +1323,12 @@ BEGIN
       FROM (
           SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position
             FROM (
+                -- No row lock: the advisory lock admits one drainer, and the count check
+                -- after the DELETE fails the batch if a selected row vanished meanwhile.
                 SELECT *
                   FROM compliance.audit_outbox
                  ORDER BY outbox_id
                  LIMIT drain.max_rows
-                   FOR UPDATE SKIP LOCKED
             ) AS o
       ) AS b;
     IF v_ids IS NULL THEN
@@ -1215,7 +1361,7 @@ BEGIN
       JOIN moved AS m ON m.outbox_id = u.outbox_id;
     GET DIAGNOSTICS v_moved = ROW_COUNT;
     IF v_moved <> pg_catalog.cardinality(v_ids) THEN
-        RAISE EXCEPTION 'drain moved % rows but locked %', v_moved, pg_catalog.cardinality(v_ids)
+        RAISE EXCEPTION 'drain moved % rows but selected %', v_moved, pg_catalog.cardinality(v_ids)
             USING ERRCODE = 'XX000';
     END IF;
 
@@ -1404,7 +1550,7 @@ $$;
 COMMENT ON FUNCTION compliance.acknowledge_integrity_failure(bigint, text) IS
 'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq; '
 'false if already acknowledged.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', 'fac4f8f445cb560713811134415d12cfb23fcf33980f96fe04c3231df010e9d3');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', '6dc0674d7393f63bc2ce89d76a98d8d3b50e9bccfdc4746da9ed557536eb9da7');
 
 -- ==== definition: 45_anchors.sql
 -- Anchors: record the chain head (create_anchor, run by pg_cron), let the uploader take
@@ -2742,53 +2888,92 @@ INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_
 -- In-database verification: recompute every hash from the stored columns.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance._verify_range(from, to, expected_prev): the set-based check behind
--- verify_chain and the incremental verifier. Re-hashes every event of [from, to] from its
--- columns, checks each prev_hash link (the first against expected_prev) and seq
--- continuity, and reports the first failure. Touches: audit_events (read).
+-- compliance._event_problem(event, expected_seq, expected_prev): what is wrong with one
+-- stored event, given the seq it should have and the event_hash its prev_hash should
+-- repeat (the previous event's, or the range's expected_prev for its first event); NULL
+-- when nothing is. The checks of one link need nothing else, so a range can be checked in
+-- any order and in parallel. PARALLEL SAFE and inlinable (LANGUAGE sql, no SET).
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._event_problem(
+    event compliance.audit_events, expected_seq bigint, expected_prev bytea
+)
+RETURNS text
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN event.seq <> expected_seq
+        THEN pg_catalog.format('seq gap: expected seq %s, found seq %s', expected_seq, event.seq)
+    WHEN event.hash_version <> 1
+        THEN pg_catalog.format('unknown hash_version %s', event.hash_version)
+    WHEN compliance.event_hash(event.prev_hash, compliance._row_record(event)) <> event.event_hash
+        THEN 'content changed: the event no longer matches its event_hash'
+    WHEN event.prev_hash <> expected_prev
+        THEN 'link broken: prev_hash differs from the previous event''s event_hash'
+END;
+COMMENT ON FUNCTION compliance._event_problem(compliance.audit_events, bigint, bytea) IS
+'Internal: what is wrong with one stored event given its expected seq and prev_hash, or NULL.';
+
+-- compliance._verify_range(from, to, expected_prev): the check behind verify_chain and the
+-- incremental verifier. Re-hashes every event of [from, to] from its columns, checks each
+-- prev_hash link (the first against expected_prev) and seq continuity, and reports the
+-- first failure, i.e. the lowest bad seq. Each event is joined with its predecessor's stored
+-- hash and checked on its own, in one aggregate the planner may spread over parallel
+-- workers (max_parallel_workers_per_gather); only the lowest bad event is then looked at
+-- again for its message. Touches: audit_events (read).
 CREATE OR REPLACE FUNCTION compliance._verify_range(from_seq bigint, to_seq bigint, expected_prev bytea)
 RETURNS TABLE (
     ok boolean, events_checked bigint, first_bad_seq bigint, problem text, last_seq bigint, last_hash bytea
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
+-- Planned for the actual range at every call: a generic plan (PL/pgSQL's choice after five
+-- calls in a session) assumes a tiny range and never runs in parallel.
+SET plan_cache_mode = force_custom_plan
 AS $$
-    WITH checked AS (
-        SELECT e.seq,
-               e.event_hash,
-               CASE
-                   WHEN e.seq <> coalesce(pg_catalog.lag(e.seq) OVER w + 1, _verify_range.from_seq)
-                       THEN pg_catalog.format('seq gap: expected seq %s, found seq %s',
-                                              coalesce(pg_catalog.lag(e.seq) OVER w + 1, _verify_range.from_seq), e.seq)
-                   WHEN e.hash_version <> 1
-                       THEN pg_catalog.format('unknown hash_version %s', e.hash_version)
-                   WHEN compliance.event_hash(e.prev_hash, compliance._row_record(e)) <> e.event_hash
-                       THEN 'content changed: the event no longer matches its event_hash'
-                   WHEN e.prev_hash <> coalesce(pg_catalog.lag(e.event_hash) OVER w, _verify_range.expected_prev)
-                       THEN 'link broken: prev_hash differs from the previous event''s event_hash'
-               END AS problem
-          FROM compliance.audit_events AS e
-         WHERE e.seq BETWEEN _verify_range.from_seq AND _verify_range.to_seq
-        WINDOW w AS (ORDER BY e.seq)
-    ),
-    first_problem AS (
-        SELECT c.seq, c.problem FROM checked AS c WHERE c.problem IS NOT NULL ORDER BY c.seq LIMIT 1
-    ),
-    summary AS (
-        SELECT pg_catalog.count(*) AS n, max(c.seq) AS max_seq FROM checked AS c
-    )
-    SELECT fp.seq IS NULL,
-           s.n,
-           fp.seq,
-           fp.problem,
-           s.max_seq,
-           (SELECT e.event_hash FROM compliance.audit_events AS e WHERE e.seq = s.max_seq)
-      FROM summary AS s
-      LEFT JOIN first_problem AS fp ON true;
+BEGIN
+    -- One statement under RETURN QUERY, the PL/pgSQL form that may run in parallel (SELECT
+    -- INTO never does). An event without a predecessor in the range (other than the first)
+    -- follows a gap: expected seq -1 makes the seq check fail for it. Only the lowest bad
+    -- event is looked at again, against the event before it as a walk in seq order sees it,
+    -- for its message.
+    RETURN QUERY
+        SELECT s.bad_seq IS NULL, s.checked, s.bad_seq, bad.problem, s.last_seq,
+               (SELECT l.event_hash FROM compliance.audit_events AS l WHERE l.seq = s.last_seq)
+          FROM (
+              SELECT pg_catalog.count(*) AS checked,
+                     max(e.seq) AS last_seq,
+                     min(e.seq) FILTER (
+                         WHERE compliance._event_problem(
+                             e,
+                             CASE WHEN e.seq = _verify_range.from_seq OR p.seq IS NOT NULL THEN e.seq ELSE -1 END,
+                             CASE WHEN e.seq = _verify_range.from_seq THEN _verify_range.expected_prev ELSE p.event_hash END
+                         ) IS NOT NULL
+                     ) AS bad_seq
+                FROM compliance.audit_events AS e
+                LEFT JOIN compliance.audit_events AS p
+                       ON p.seq = e.seq - 1 AND p.seq >= _verify_range.from_seq AND p.seq < _verify_range.to_seq
+               WHERE e.seq BETWEEN _verify_range.from_seq AND _verify_range.to_seq
+          ) AS s
+          LEFT JOIN LATERAL (
+              SELECT compliance._event_problem(
+                         e, coalesce(b.seq + 1, _verify_range.from_seq), coalesce(b.event_hash, _verify_range.expected_prev)
+                     ) AS problem
+                FROM compliance.audit_events AS e
+                LEFT JOIN LATERAL (
+                    SELECT x.seq, x.event_hash
+                      FROM compliance.audit_events AS x
+                     WHERE x.seq >= _verify_range.from_seq AND x.seq < e.seq
+                     ORDER BY x.seq DESC
+                     LIMIT 1
+                ) AS b ON true
+               WHERE e.seq = s.bad_seq
+          ) AS bad ON true;
+END;
 $$;
 COMMENT ON FUNCTION compliance._verify_range(bigint, bigint, bytea) IS
-'Internal: set-based check of seq range [from, to] given the expected prev_hash of its first event.';
+'Internal: check of seq range [from, to] given the expected prev_hash of its first event; parallel-safe per event.';
 
 -- compliance.verify_chain(from_seq, to_seq): verify the whole chain or a part of it.
 -- Exactly one row: ok, events_checked, first_bad_seq, problem. Besides every hash, link and
@@ -2984,7 +3169,7 @@ $$;
 COMMENT ON FUNCTION compliance.acknowledge_verification_failure(bigint, text) IS
 'Operator action after investigating a verifier failure: records an integrity incident and resumes verification '
 'after the named seq; false if already acknowledged.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('50_verify.sql', 'definition', '4a11cf728bb729afa5326cf90bf80749e6953cc1cc201316360e8347d4fd83b5');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('50_verify.sql', 'definition', '27ed0f42a58aed3d651eb289290376ac79c62efa2282929a8ff2f3d9936a256c');
 
 -- ==== definition: 55_events_hex.sql
 -- Read-only presentation of the ledger for people at a psql prompt: the hashes as hex text.
@@ -4829,6 +5014,7 @@ compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
 GRANT USAGE ON SCHEMA compliance TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text) TO compliance_writer;
+GRANT EXECUTE ON FUNCTION compliance.emit_batch(jsonb) TO compliance_writer;
 -- See a filter as its bundle's manifest will record it.
 GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO compliance_writer;
 
@@ -4899,7 +5085,7 @@ GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
 -- The monitors' state and the per-minute activity history behind the status sparklines.
 GRANT EXECUTE ON FUNCTION compliance.expectation_status(), compliance.activity_history(integer)
 TO compliance_auditor;
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', 'bb67381f47fe20ddc9a68c514403ed137a2efc9fbb18fd007962e5c6b88e2c64');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '73aa59818eb2c257ee83b78f278a835fa41030a23b625c07908ac05f96e9ccbc');
 
 COMMIT;
 \o

@@ -56,7 +56,7 @@ COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
 -- audit_events with their hashes, in the caller's transaction. Returns the rows moved;
 -- 0 at once when another drainer holds the lock. The head is carried in a variable and
 -- written to drainer_state once per batch.
--- Touches: audit_outbox (SELECT FOR UPDATE SKIP LOCKED, DELETE), audit_events (INSERT),
+-- Touches: audit_outbox (SELECT, DELETE), audit_events (INSERT),
 -- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append),
 -- event_expectations (UPDATE, through compliance._advance_expectations).
 CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
@@ -109,11 +109,12 @@ BEGIN
       FROM (
           SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position
             FROM (
+                -- No row lock: the advisory lock admits one drainer, and the count check
+                -- after the DELETE fails the batch if a selected row vanished meanwhile.
                 SELECT *
                   FROM compliance.audit_outbox
                  ORDER BY outbox_id
                  LIMIT drain.max_rows
-                   FOR UPDATE SKIP LOCKED
             ) AS o
       ) AS b;
     IF v_ids IS NULL THEN
@@ -146,7 +147,7 @@ BEGIN
       JOIN moved AS m ON m.outbox_id = u.outbox_id;
     GET DIAGNOSTICS v_moved = ROW_COUNT;
     IF v_moved <> pg_catalog.cardinality(v_ids) THEN
-        RAISE EXCEPTION 'drain moved % rows but locked %', v_moved, pg_catalog.cardinality(v_ids)
+        RAISE EXCEPTION 'drain moved % rows but selected %', v_moved, pg_catalog.cardinality(v_ids)
             USING ERRCODE = 'XX000';
     END IF;
 

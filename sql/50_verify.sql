@@ -1,53 +1,92 @@
 -- In-database verification: recompute every hash from the stored columns.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance._verify_range(from, to, expected_prev): the set-based check behind
--- verify_chain and the incremental verifier. Re-hashes every event of [from, to] from its
--- columns, checks each prev_hash link (the first against expected_prev) and seq
--- continuity, and reports the first failure. Touches: audit_events (read).
+-- compliance._event_problem(event, expected_seq, expected_prev): what is wrong with one
+-- stored event, given the seq it should have and the event_hash its prev_hash should
+-- repeat (the previous event's, or the range's expected_prev for its first event); NULL
+-- when nothing is. The checks of one link need nothing else, so a range can be checked in
+-- any order and in parallel. PARALLEL SAFE and inlinable (LANGUAGE sql, no SET).
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._event_problem(
+    event compliance.audit_events, expected_seq bigint, expected_prev bytea
+)
+RETURNS text
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN event.seq <> expected_seq
+        THEN pg_catalog.format('seq gap: expected seq %s, found seq %s', expected_seq, event.seq)
+    WHEN event.hash_version <> 1
+        THEN pg_catalog.format('unknown hash_version %s', event.hash_version)
+    WHEN compliance.event_hash(event.prev_hash, compliance._row_record(event)) <> event.event_hash
+        THEN 'content changed: the event no longer matches its event_hash'
+    WHEN event.prev_hash <> expected_prev
+        THEN 'link broken: prev_hash differs from the previous event''s event_hash'
+END;
+COMMENT ON FUNCTION compliance._event_problem(compliance.audit_events, bigint, bytea) IS
+'Internal: what is wrong with one stored event given its expected seq and prev_hash, or NULL.';
+
+-- compliance._verify_range(from, to, expected_prev): the check behind verify_chain and the
+-- incremental verifier. Re-hashes every event of [from, to] from its columns, checks each
+-- prev_hash link (the first against expected_prev) and seq continuity, and reports the
+-- first failure, i.e. the lowest bad seq. Each event is joined with its predecessor's stored
+-- hash and checked on its own, in one aggregate the planner may spread over parallel
+-- workers (max_parallel_workers_per_gather); only the lowest bad event is then looked at
+-- again for its message. Touches: audit_events (read).
 CREATE OR REPLACE FUNCTION compliance._verify_range(from_seq bigint, to_seq bigint, expected_prev bytea)
 RETURNS TABLE (
     ok boolean, events_checked bigint, first_bad_seq bigint, problem text, last_seq bigint, last_hash bytea
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
+-- Planned for the actual range at every call: a generic plan (PL/pgSQL's choice after five
+-- calls in a session) assumes a tiny range and never runs in parallel.
+SET plan_cache_mode = force_custom_plan
 AS $$
-    WITH checked AS (
-        SELECT e.seq,
-               e.event_hash,
-               CASE
-                   WHEN e.seq <> coalesce(pg_catalog.lag(e.seq) OVER w + 1, _verify_range.from_seq)
-                       THEN pg_catalog.format('seq gap: expected seq %s, found seq %s',
-                                              coalesce(pg_catalog.lag(e.seq) OVER w + 1, _verify_range.from_seq), e.seq)
-                   WHEN e.hash_version <> 1
-                       THEN pg_catalog.format('unknown hash_version %s', e.hash_version)
-                   WHEN compliance.event_hash(e.prev_hash, compliance._row_record(e)) <> e.event_hash
-                       THEN 'content changed: the event no longer matches its event_hash'
-                   WHEN e.prev_hash <> coalesce(pg_catalog.lag(e.event_hash) OVER w, _verify_range.expected_prev)
-                       THEN 'link broken: prev_hash differs from the previous event''s event_hash'
-               END AS problem
-          FROM compliance.audit_events AS e
-         WHERE e.seq BETWEEN _verify_range.from_seq AND _verify_range.to_seq
-        WINDOW w AS (ORDER BY e.seq)
-    ),
-    first_problem AS (
-        SELECT c.seq, c.problem FROM checked AS c WHERE c.problem IS NOT NULL ORDER BY c.seq LIMIT 1
-    ),
-    summary AS (
-        SELECT pg_catalog.count(*) AS n, max(c.seq) AS max_seq FROM checked AS c
-    )
-    SELECT fp.seq IS NULL,
-           s.n,
-           fp.seq,
-           fp.problem,
-           s.max_seq,
-           (SELECT e.event_hash FROM compliance.audit_events AS e WHERE e.seq = s.max_seq)
-      FROM summary AS s
-      LEFT JOIN first_problem AS fp ON true;
+BEGIN
+    -- One statement under RETURN QUERY, the PL/pgSQL form that may run in parallel (SELECT
+    -- INTO never does). An event without a predecessor in the range (other than the first)
+    -- follows a gap: expected seq -1 makes the seq check fail for it. Only the lowest bad
+    -- event is looked at again, against the event before it as a walk in seq order sees it,
+    -- for its message.
+    RETURN QUERY
+        SELECT s.bad_seq IS NULL, s.checked, s.bad_seq, bad.problem, s.last_seq,
+               (SELECT l.event_hash FROM compliance.audit_events AS l WHERE l.seq = s.last_seq)
+          FROM (
+              SELECT pg_catalog.count(*) AS checked,
+                     max(e.seq) AS last_seq,
+                     min(e.seq) FILTER (
+                         WHERE compliance._event_problem(
+                             e,
+                             CASE WHEN e.seq = _verify_range.from_seq OR p.seq IS NOT NULL THEN e.seq ELSE -1 END,
+                             CASE WHEN e.seq = _verify_range.from_seq THEN _verify_range.expected_prev ELSE p.event_hash END
+                         ) IS NOT NULL
+                     ) AS bad_seq
+                FROM compliance.audit_events AS e
+                LEFT JOIN compliance.audit_events AS p
+                       ON p.seq = e.seq - 1 AND p.seq >= _verify_range.from_seq AND p.seq < _verify_range.to_seq
+               WHERE e.seq BETWEEN _verify_range.from_seq AND _verify_range.to_seq
+          ) AS s
+          LEFT JOIN LATERAL (
+              SELECT compliance._event_problem(
+                         e, coalesce(b.seq + 1, _verify_range.from_seq), coalesce(b.event_hash, _verify_range.expected_prev)
+                     ) AS problem
+                FROM compliance.audit_events AS e
+                LEFT JOIN LATERAL (
+                    SELECT x.seq, x.event_hash
+                      FROM compliance.audit_events AS x
+                     WHERE x.seq >= _verify_range.from_seq AND x.seq < e.seq
+                     ORDER BY x.seq DESC
+                     LIMIT 1
+                ) AS b ON true
+               WHERE e.seq = s.bad_seq
+          ) AS bad ON true;
+END;
 $$;
 COMMENT ON FUNCTION compliance._verify_range(bigint, bigint, bytea) IS
-'Internal: set-based check of seq range [from, to] given the expected prev_hash of its first event.';
+'Internal: check of seq range [from, to] given the expected prev_hash of its first event; parallel-safe per event.';
 
 -- compliance.verify_chain(from_seq, to_seq): verify the whole chain or a part of it.
 -- Exactly one row: ok, events_checked, first_bad_seq, problem. Besides every hash, link and

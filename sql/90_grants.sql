@@ -20,6 +20,7 @@ compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
 GRANT USAGE ON SCHEMA compliance TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text) TO compliance_writer;
+GRANT EXECUTE ON FUNCTION compliance.emit_batch(jsonb) TO compliance_writer;
 -- See a filter as its bundle's manifest will record it.
 GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO compliance_writer;
 

@@ -1,6 +1,8 @@
 """Case drain: chaining a backlog with one drainer beside an INSERT ... SELECT that hashes
-the same rows into a plain table, and beside its floor: the same rows locked, deleted from the
-outbox and inserted, hashed once, into a table with audit_events' indexes, in one statement."""
+the same rows into a plain table, and beside its floor: the same rows deleted from the outbox
+and inserted, hashed once, into a table with audit_events' indexes, in one statement. Run into
+logs of several sizes, each later run's cost per event is compared with the run into an empty
+log: it must not grow with the log."""
 
 from __future__ import annotations
 
@@ -26,26 +28,25 @@ REFERENCE_SQL = HASHED_COPY_SQL.format(
     table=sql.Identifier("bench_ref", "drain_copy"), rows=sql.Identifier("compliance", "audit_outbox")
 )
 
-# What the design imposes on any drainer, with none of our code: FOR UPDATE SKIP LOCKED, the
-# outbox DELETE and audit_events' four indexes (one of them on a random-order hash).
+# What the design imposes on any drainer, with none of our code: the outbox DELETE and
+# audit_events' indexes (the B-trees on seq and event_id, the BRIN on recorded_at).
 FLOOR_SQL = sql.SQL("""
-WITH locked AS (
-    SELECT outbox_id FROM compliance.audit_outbox ORDER BY outbox_id FOR UPDATE SKIP LOCKED
-), moved AS (
-    DELETE FROM compliance.audit_outbox AS o USING locked AS l WHERE o.outbox_id = l.outbox_id
-    RETURNING o.*
+WITH moved AS (
+    DELETE FROM compliance.audit_outbox AS o RETURNING o.*
 )""") + HASHED_COPY_SQL.format(table=sql.Identifier("bench_ref", "drain_floor"), rows=sql.Identifier("moved"))
 
 
-def run(ledger: Ledger, *, log_size: int, backlog: int) -> Row:
+def run(ledger: Ledger, *, log_size: int, backlog: int, baseline: Row | None = None) -> Row:
+    """baseline: the drain into an empty log, whose cost per event this one must stay within
+    10 % of (wall time and server CPU are both reported; the CPU is the steadier)."""
     ledger.ensure_log(log_size)
     row = Row(
         case="drain",
         variant=f"backlog={human(backlog)} log={human(log_size)}",
         unit="events/s",
         reference_name="INSERT ... SELECT sha256(row text) of the same rows into a plain table",
-        targets=[Target("measured", ">=", 30_000), Target("ratio", ">=", 0.5)],
-        floor_name="one statement: lock, delete, insert hashed once into a table with audit_events' indexes",
+        targets=[Target("measured", ">=", 30_000), Target("ratio", ">=", 0.55)],
+        floor_name="one statement: delete, insert hashed once into a table with audit_events' indexes",
     )
     ledger.conn.execute("TRUNCATE bench_ref.drain_copy, bench_ref.drain_floor")
     fresh_backlog(ledger, backlog)
@@ -72,13 +73,21 @@ def run(ledger: Ledger, *, log_size: int, backlog: int) -> Row:
         "floor_seconds": floor.wall,
         **cpu_metrics(drain, reference, backlog),
     }
+    if floor.cpu:
+        row.metrics["floor_cpu_us_per_event"] = floor.cpu / row.metrics["events"] * 1e6
+    if baseline is not None and baseline.measured:
+        row.metrics["seconds_per_event_vs_empty_log"] = baseline.measured / row.measured
+        before, now = baseline.metrics.get("cpu_us_per_event"), row.metrics.get("cpu_us_per_event")
+        if before and now:
+            row.metrics["cpu_per_event_vs_empty_log"] = float(now) / float(before)
+            row.targets.append(Target("cpu_per_event_vs_empty_log", "<=", 1.1))
     return row
 
 
 def fresh_backlog(ledger: Ledger, backlog: int) -> None:
     """Write a backlog into a settled outbox. The checkpoint comes before the backlog is
     written, not after: one between emit and drain would make the drain, and only the drain,
-    pay a full-page image for every outbox page it locks and deletes, which a drainer that
+    pay a full-page image for every outbox page it deletes from, which a drainer that
     follows its producers closely rarely does."""
     ledger.settle("compliance.audit_outbox", "compliance.audit_events")
     ledger.fill_outbox(backlog)

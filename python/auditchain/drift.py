@@ -4,6 +4,8 @@ A migration declares what it creates with lines `-- creates: <name>`:
   one part     <schema> or <role>
   two parts    <schema>.<relation|index|view|sequence|type|function|procedure>
   three parts  <schema>.<table>.<trigger>
+and a later migration that drops one of them declares `-- drops: <name>`: from then on the
+object must be absent.
 The check also fails on an applied migration whose file changed, on a migration not yet
 applied, and on definitions (sql/) that changed since they were last applied.
 """
@@ -56,13 +58,28 @@ def drift_problems(conn: psycopg.Connection, target: str) -> list[str]:
     problems += [f"ERROR: migration {m.name} is not applied on {target}" for m in plan.pending_migrations]
     if plan.reapply_definitions:
         problems.append(f"ERROR: definitions in sql/ changed since they were applied on {target}")
+    # Walk the migrations in order: a later `-- drops:` retires an earlier `-- creates:`.
+    expected: dict[str, str] = {}
+    dropped: dict[str, str] = {}
     for migration in load_migrations():
-        for declared in migration.declared_objects:
-            if not object_exists(conn, declared):
-                problems.append(
-                    f"ERROR: migration {migration.name} declares -- creates: {declared} "
-                    f"but the object is missing on {target}"
-                )
+        for name in migration.declared_objects:
+            expected[name] = migration.name
+            dropped.pop(name, None)
+        for name in migration.dropped_objects:
+            expected.pop(name, None)
+            dropped[name] = migration.name
+    for name, migration_name in expected.items():
+        if not object_exists(conn, name):
+            problems.append(
+                f"ERROR: migration {migration_name} declares -- creates: {name} "
+                f"but the object is missing on {target}"
+            )
+    for name, migration_name in dropped.items():
+        if object_exists(conn, name):
+            problems.append(
+                f"ERROR: migration {migration_name} declares -- drops: {name} "
+                f"but the object is still present on {target}"
+            )
     return problems
 
 

@@ -19,6 +19,7 @@ from .errors import EXIT_USAGE, AuditchainError
 MIGRATION_NAME = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
 DEFINITION_NAME = re.compile(r"^\d{2}_[a-z0-9_]+\.sql$")
 CREATES_LINE = re.compile(r"^\s*--\s*creates:\s*(\S+)\s*$", re.MULTILINE)
+DROPS_LINE = re.compile(r"^\s*--\s*drops:\s*(\S+)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class SchemaFile:
     @property
     def declared_objects(self) -> list[str]:
         return CREATES_LINE.findall(self.text)
+
+    @property
+    def dropped_objects(self) -> list[str]:
+        return DROPS_LINE.findall(self.text)
 
 
 def schema_root() -> Path:

@@ -27,8 +27,8 @@ SELECT is_empty(
     $$SELECT p.oid::regprocedure FROM pg_proc AS p
        WHERE p.pronamespace = 'compliance'::regnamespace
          AND has_function_privilege('compliance_writer', p.oid, 'EXECUTE')
-         AND p.proname NOT IN ('emit', 'request_export', 'normalize_export_filter')$$,
-    'compliance_writer can execute emit, request_export and normalize_export_filter and nothing else'
+         AND p.proname NOT IN ('emit', 'emit_batch', 'request_export', 'normalize_export_filter')$$,
+    'compliance_writer can execute emit, emit_batch, request_export and normalize_export_filter and nothing else'
 );
 SELECT set_eq(
     $$SELECT p.oid::regprocedure::text FROM pg_proc AS p

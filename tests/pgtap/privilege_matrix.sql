@@ -12,6 +12,7 @@ SELECT g.grantee, g.kind, g.object, g.privilege
   FROM (VALUES
     ('compliance_writer', 'schema', 'compliance', 'USAGE'),
     ('compliance_writer', 'function', 'compliance.emit(text,text,jsonb,text,timestamp with time zone)', 'EXECUTE'),
+    ('compliance_writer', 'function', 'compliance.emit_batch(jsonb)', 'EXECUTE'),
     ('compliance_writer', 'function', 'compliance.request_export(jsonb,text)', 'EXECUTE'),
     ('compliance_writer', 'function', 'compliance.normalize_export_filter(jsonb)', 'EXECUTE'),
 

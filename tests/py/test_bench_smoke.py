@@ -17,8 +17,10 @@ from conftest import admin_dsn
 ROOT = Path(__file__).resolve().parents[2]
 CASES = {
     "emit",
+    "emit_batch",
     "drain",
     "verify_chain",
+    "rotation",
     "export",
     "verify_bundle",
     "latency",
@@ -52,9 +54,12 @@ def test_bench_smoke_measures_every_case_beside_its_reference(tmp_path: Path) ->
     rows = results["cases"]
     assert {row["case"] for row in rows} == CASES
     assert len([r for r in rows if r["case"] == "emit"]) == 4, "clients 1, 4, 8 and emit beside a larger log"
-    assert (
-        len([r for r in rows if r["case"] in ("drain", "verify_chain", "merkle_proof", "merkle_drain")]) == 8
-    ), "two sizes each"
+    assert len([r for r in rows if r["case"] == "verify_chain"]) == 2, "two sizes"
+    drains = [r for r in rows if r["case"] == "drain"]
+    assert len(drains) == 3, "an empty, a larger and a still larger log"
+    assert all("seconds_per_event_vs_empty_log" in r["metrics"] for r in drains[1:]), "growth not compared"
+    assert len([r for r in rows if r["case"] == "emit_batch"]) == 2, "two batch sizes"
+    assert len([r for r in rows if r["case"] in ("merkle_proof", "merkle_drain")]) == 4, "two sizes each"
     for row in rows:
         label = f"{row['case']} {row['variant']}"
         assert row["error"] is None, f"{label}: {row['error']}"
@@ -68,7 +73,7 @@ def test_bench_smoke_measures_every_case_beside_its_reference(tmp_path: Path) ->
             assert row["targets"], label
         if row["case"] != "latency":
             assert row["reference"] > 0 and row["ratio"] > 0, label
-        if row["case"] in ("emit", "drain", "verify_chain"):
+        if row["case"] in ("emit", "emit_batch", "drain", "verify_chain", "rotation"):
             assert row["floor_name"] and row["floor"] > 0 and row["floor_ratio"] > 0, f"{label}: no floor"
         assert row["variant"] in done.stdout, f"{label} missing from the printed table"
 

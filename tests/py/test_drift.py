@@ -34,13 +34,13 @@ def test_ok_when_everything_is_in_place(dsn, capsys):
 
 
 def test_dropped_index_is_reported_with_the_exact_line(dsn, conn, capsys):
-    conn.execute("DROP INDEX compliance.idx_audit_events_event_hash CASCADE")
+    conn.execute("DROP INDEX compliance.idx_anchors_pending")
 
     code, out, _ = run_cli(capsys, "drift-check", "--dsn", dsn)
 
     dbname = conninfo_to_dict(dsn)["dbname"]
     expected = (
-        "ERROR: migration 0003_ledger_tables.sql declares -- creates: compliance.idx_audit_events_event_hash "
+        "ERROR: migration 0004_anchors.sql declares -- creates: compliance.idx_anchors_pending "
         f"but the object is missing on postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{dbname}"
     )
     assert code == 1
@@ -66,6 +66,21 @@ def test_missing_function_is_reported_with_the_exact_line(dsn, conn, tmp_path, m
 
     assert code == 1
     assert out == missing_line(migration, "compliance.some_function", dsn) + "\n"
+
+
+def test_an_object_a_later_migration_drops_must_stay_dropped(dsn, conn, capsys):
+    """0003 creates idx_audit_events_event_hash and 0013 drops it: its absence is no drift,
+    and re-creating it by hand is reported with the dropping migration's name."""
+    assert run_cli(capsys, "drift-check", "--dsn", dsn) == (0, ok_line(dsn), "")
+
+    conn.execute("CREATE INDEX idx_audit_events_event_hash ON compliance.audit_events (event_hash)")
+    code, out, _ = run_cli(capsys, "drift-check", "--dsn", dsn)
+
+    assert code == 1
+    assert out == (
+        "ERROR: migration 0013_drop_event_hash_index.sql declares -- drops: "
+        f"compliance.idx_audit_events_event_hash but the object is still present on {target_of(dsn)}\n"
+    )
 
 
 DECLARING_MIGRATION = """\
@@ -147,11 +162,16 @@ def test_empty_database_fails_with_every_migration_unapplied(empty_dsn, capsys):
 
     assert code == 1
     lines = out.splitlines()
-    for m in load_migrations():
+    migrations = load_migrations()
+    dropped = {name for m in migrations for name in m.dropped_objects}
+    assert dropped, "the drops grammar is exercised by at least one migration"
+    for m in migrations:
         assert f"ERROR: migration {m.name} is not applied on {target_of(empty_dsn)}" in lines
         for declared in m.declared_objects:
-            if "." in declared:  # one-part names may be roles, which are cluster-wide
+            # One-part names may be roles, which are cluster-wide; dropped ones are not expected.
+            if "." in declared and declared not in dropped:
                 assert missing_line(m.name, declared, empty_dsn) in lines
+    assert not any(name in line for name in dropped for line in lines)
 
 
 def test_edited_migration_fails_the_check(dsn, tmp_path, monkeypatch, capsys):
@@ -192,7 +212,7 @@ def test_target_never_shows_the_password(dsn, conn, capsys, style):
     assert "secret" in secret_dsn
 
     ok = run_cli(capsys, "drift-check", "--dsn", secret_dsn)
-    conn.execute("DROP INDEX compliance.idx_audit_events_event_hash CASCADE")
+    conn.execute("DROP INDEX compliance.idx_anchors_pending")
     failed = run_cli(capsys, "drift-check", "--dsn", secret_dsn)
 
     assert ok == (0, ok_line(dsn), "")
@@ -222,6 +242,9 @@ def test_declared_objects_grammar():
     )
     item = SchemaFile("migration", Path("0001_x.sql"), text)
     assert item.declared_objects == ["compliance.a", "compliance.b", "compliance.t.trg"]
+    assert SchemaFile("migration", Path("0002_y.sql"), "-- drops: compliance.a\n").dropped_objects == [
+        "compliance.a"
+    ]
 
 
 def test_drift_check_changes_nothing(dsn, conn, capsys):
@@ -229,10 +252,10 @@ def test_drift_check_changes_nothing(dsn, conn, capsys):
     before = conn.execute(
         "SELECT filename, checksum, applied_at FROM compliance.schema_migrations ORDER BY 1"
     ).fetchall()
-    conn.execute("DROP INDEX compliance.idx_audit_events_event_hash CASCADE")
+    conn.execute("DROP INDEX compliance.idx_anchors_pending")
     assert run_cli(capsys, "drift-check", "--dsn", dsn)[0] == 1
     after = conn.execute(
         "SELECT filename, checksum, applied_at FROM compliance.schema_migrations ORDER BY 1"
     ).fetchall()
     assert after == before
-    assert conn.execute("SELECT to_regclass('compliance.idx_audit_events_event_hash')").fetchone()[0] is None
+    assert conn.execute("SELECT to_regclass('compliance.idx_anchors_pending')").fetchone()[0] is None
