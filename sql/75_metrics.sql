@@ -56,7 +56,9 @@ AS $$
               -- next starts when it ends, so a healthy last start stays under two minutes old.
               -- Three minutes: pg_cron has stopped starting them. Ten: its scheduler is not
               -- coming back (pg_cron 1.4 does not restart it after a terminate).
-              ('cron_minutely_jobs_last_start_age_seconds', 180, 600, 180, 'unknown', NULL)
+              ('cron_minutely_jobs_last_start_age_seconds', 180, 600, 180, 'unknown', NULL),
+              -- Erasures are sanctioned (compliance.erase): a count to follow, never an alarm.
+              ('erased_events', NULL, NULL, NULL, 'ok', NULL)
       ) AS t (metric, warning_above, critical_above, alarm_above, verdict_when_null, ok_while_zero);
 $$;
 COMMENT ON FUNCTION compliance._metric_thresholds() IS
@@ -82,7 +84,8 @@ $$;
 -- measured. Every read is an index lookup or a count over a table that is small when the
 -- system is healthy: never a scan of audit_events. SECURITY DEFINER so that
 -- compliance_watchdog needs EXECUTE on this function and nothing else.
--- Touches (read only): audit_outbox, audit_events (one row by seq), drainer_state,
+-- Touches (read only): audit_outbox, audit_events (one row by seq; erased rows by their
+-- partial index), drainer_state,
 -- verification_state, anchors, anchor_failure_reviews, export_jobs; cron.job and cron.job_run_details through
 -- compliance.cron_job_health().
 CREATE OR REPLACE FUNCTION compliance.metrics()
@@ -206,7 +209,13 @@ BEGIN
              'count'),
             (15, 'cron_failed_runs_last_hour', v_cron_failures::double precision, 'count'),
             (16, 'cron_jobs_unscheduled', v_cron_unscheduled::double precision, 'count'),
-            (17, 'cron_minutely_jobs_last_start_age_seconds', v_cron_minutely_age, 'seconds')
+            (17, 'cron_minutely_jobs_last_start_age_seconds', v_cron_minutely_age, 'seconds'),
+            -- Events whose payload or actor compliance.erase removed (idx_audit_events_erased).
+            (18, 'erased_events',
+             (SELECT pg_catalog.count(*)
+                FROM compliance.audit_events AS e
+               WHERE e.payload_erased_by IS NOT NULL OR e.actor_erased_by IS NOT NULL)::double precision,
+             'count')
     )
     SELECT m.metric, m.value, m.unit, t.warning_above, t.critical_above, t.alarm_above,
            CASE
