@@ -460,8 +460,8 @@ BEGIN
 
     RETURN pg_catalog.jsonb_build_object(
         'format', 'auditchain-export',
-        'format_version', 2,
-        'hash_version', 1,
+        'format_version', 3,
+        'hash_version', 2,
         'job_id', v_job.job_id,
         'filter', compliance.normalize_export_filter(v_job.filter),
         'requested_by', v_job.requested_by,
@@ -482,11 +482,12 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.export_plan(uuid) IS
-'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 2); AC033 unless running.';
+'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 3); AC033 unless running.';
 
 -- compliance.export_lines(job_id, seq_from, seq_to): the data object of a running job's
 -- bundle, one row per seq of [seq_from, seq_to] in seq order: matched events in full
--- (payload as its exact jsonb text, or payload_sha256 when withheld), excluded events as
+-- (v1: payload as its exact jsonb text, or payload_sha256 when withheld; v2: payload and
+-- actor with their salts, or their commitments when erased or withheld), excluded events as
 -- their hashes and the SHA-256 of their record, from which a verifier re-derives their
 -- event_hash without seeing their content. Each line is compact JSON. No rows unless the
 -- job is running. Plain SQL and called in the select list (SELECT
@@ -508,7 +509,7 @@ AS $$
                    e.seq, pg_catalog.encode(e.prev_hash, 'hex'),
                    pg_catalog.encode(pg_catalog.sha256(compliance._row_record(e)), 'hex'),
                    pg_catalog.encode(e.event_hash, 'hex'))
-               ELSE pg_catalog.format(
+               WHEN e.hash_version = 1 THEN pg_catalog.format(
                    '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
                    '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
                    e.seq, e.event_id, compliance._iso_utc(e.occurred_at), compliance._iso_utc(e.recorded_at),
@@ -518,6 +519,31 @@ AS $$
                        WHEN m.withheld THEN '"payload_sha256":"'
                            || pg_catalog.encode(compliance.payload_digest(e.payload), 'hex') || '"'
                        ELSE '"payload":' || pg_catalog.to_json(e.payload::text)::text
+                   END,
+                   pg_catalog.encode(e.prev_hash, 'hex'), pg_catalog.encode(e.event_hash, 'hex'))
+               -- Hash format v2: a value with its salt; an erased value as its commitment and
+               -- the seq of the erasure event; a withheld payload as its commitment alone.
+               ELSE pg_catalog.format(
+                   '{"seq":%s,"hash_version":2,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
+                   '"event_type":%s,%s,%s,"prev_hash":"%s","event_hash":"%s"}',
+                   e.seq, e.event_id, compliance._iso_utc(e.occurred_at), compliance._iso_utc(e.recorded_at),
+                   coalesce(pg_catalog.to_json(e.tenant_id)::text, 'null'),
+                   pg_catalog.to_json(e.event_type)::text,
+                   CASE
+                       WHEN e.actor_erased_by IS NOT NULL THEN pg_catalog.format(
+                           '"actor_commitment":"%s","actor_erased_by":%s',
+                           pg_catalog.encode(e.actor_commitment, 'hex'), e.actor_erased_by)
+                       ELSE pg_catalog.format('"actor":%s,"actor_salt":"%s"',
+                           pg_catalog.to_json(e.actor)::text, pg_catalog.encode(e.actor_salt, 'hex'))
+                   END,
+                   CASE
+                       WHEN e.payload_erased_by IS NOT NULL THEN pg_catalog.format(
+                           '"payload_commitment":"%s","payload_erased_by":%s',
+                           pg_catalog.encode(e.payload_commitment, 'hex'), e.payload_erased_by)
+                       WHEN m.withheld THEN '"payload_commitment":"'
+                           || pg_catalog.encode(compliance._row_payload_commitment(e), 'hex') || '"'
+                       ELSE pg_catalog.format('"payload":%s,"payload_salt":"%s"',
+                           pg_catalog.to_json(e.payload::text)::text, pg_catalog.encode(e.payload_salt, 'hex'))
                    END,
                    pg_catalog.encode(e.prev_hash, 'hex'), pg_catalog.encode(e.event_hash, 'hex'))
            END
