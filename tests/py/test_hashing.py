@@ -33,6 +33,7 @@ SELECT seq,
        payload::text AS payload,
        encode(actor_salt, 'hex') AS actor_salt,
        encode(payload_salt, 'hex') AS payload_salt,
+       encode(compliance._row_payload_commitment(e), 'hex') AS payload_commitment,
        encode(sha256(compliance._row_record(e)), 'hex') AS record_sha256,
        encode(prev_hash, 'hex') AS prev_hash,
        encode(event_hash, 'hex') AS event_hash
