@@ -1,19 +1,22 @@
 -- Erasure (docs/erasure.md): the one sanctioned change to an audit_events row. erase()
 -- removes a v2 event's payload and/or actor with its salt, keeps the salted commitment the
 -- record hashes, and records a compliance.erasure event in the chain, in one transaction;
--- the update guard below refuses every other change, in replica mode too.
+-- the row guard below (attached in sql/60_protect.sql) refuses every other change, in
+-- replica mode too.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance._audit_events_update_guard(): BEFORE UPDATE trigger on audit_events. An
--- UPDATE passes only when (1) the transaction-local setting auditchain.erasure_seq, which
--- only erase() sets, names a chained compliance.erasure event after the row, (2) the row is
--- v2, (3) every column other than a field's value, salt, commitment and erased_by is
--- unchanged, and (4) each field either stays exactly as it was or goes from present to
--- erased: value and salt NULL, erased_by the erasure event's seq, and the commitment
--- exactly SHA-256(old salt || old value), so that not even a session that sets the flag
--- by hand can alter a value, a hash or a commitment. Anything else raises AC020.
--- Touches: audit_events (trigger; reads the erasure event).
-CREATE OR REPLACE FUNCTION compliance._audit_events_update_guard()
+-- compliance._audit_events_guard(): the row guard of audit_events (trigger forbid_row_change,
+-- BEFORE UPDATE OR DELETE, ENABLE ALWAYS, attached in sql/60_protect.sql). DELETE always
+-- raises AC020, as _forbid_change does. An UPDATE passes only when (1) the
+-- transaction-local setting auditchain.erasure_seq, which only erase() sets, names a
+-- chained compliance.erasure event after the row, (2) the row is v2, (3) every column
+-- other than a field's value, salt, commitment and erased_by is unchanged, and (4) each
+-- field either stays exactly as it was or goes from present to erased: value and salt NULL,
+-- erased_by the erasure event's seq, and the commitment exactly SHA-256(old salt || old
+-- value), so that not even a session that sets the flag by hand can alter a value, a hash
+-- or a commitment. Anything else raises AC020. Touches: audit_events (trigger; reads the
+-- erasure event).
+CREATE OR REPLACE FUNCTION compliance._audit_events_guard()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -29,17 +32,21 @@ DECLARE
     v_refusal text;
 BEGIN
     v_erasure_seq := NULLIF(pg_catalog.current_setting('auditchain.erasure_seq', true), '')::bigint;
+    IF TG_OP <> 'UPDATE' OR v_erasure_seq IS NULL THEN
+        RAISE EXCEPTION '%.% is append-only: % is not allowed', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
+            USING ERRCODE = 'AC020',
+                  HINT = 'Audit records are immutable; personal data is removed only by compliance.erase (docs/erasure.md).';
+    END IF;
     v_payload_kept := (NEW.payload, NEW.payload_salt, NEW.payload_commitment, NEW.payload_erased_by)
         IS NOT DISTINCT FROM (OLD.payload, OLD.payload_salt, OLD.payload_commitment, OLD.payload_erased_by);
     v_actor_kept := (NEW.actor, NEW.actor_salt, NEW.actor_commitment, NEW.actor_erased_by)
         IS NOT DISTINCT FROM (OLD.actor, OLD.actor_salt, OLD.actor_commitment, OLD.actor_erased_by);
     v_refusal := CASE
-        WHEN v_erasure_seq IS NULL THEN 'UPDATE is not allowed'
         WHEN OLD.hash_version <> 2 THEN 'only a v2 event can be erased'
         WHEN NOT EXISTS (
             SELECT 1 FROM compliance.audit_events AS x
              WHERE x.seq = v_erasure_seq AND x.seq > OLD.seq AND x.event_type = 'compliance.erasure'
-        ) THEN 'the erasure event is not in the chain'
+        ) THEN 'the erasure event is not in the chain after the event'
         WHEN (pg_catalog.to_jsonb(NEW) - v_erasure_columns) IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) - v_erasure_columns)
             THEN 'an erasure changes only the erased fields'
         WHEN v_payload_kept AND v_actor_kept THEN 'an erasure must erase a field'
@@ -55,22 +62,16 @@ BEGIN
         ) THEN 'the actor may only go from present to erased under its own commitment'
     END;
     IF v_refusal IS NOT NULL THEN
-        RAISE EXCEPTION '%.% is append-only: % (seq %)', TG_TABLE_SCHEMA, TG_TABLE_NAME, v_refusal, OLD.seq
+        RAISE EXCEPTION '%.% is append-only: UPDATE is not allowed: % (seq %)', TG_TABLE_SCHEMA, TG_TABLE_NAME,
+            v_refusal, OLD.seq
             USING ERRCODE = 'AC020',
                   HINT = 'Audit records are immutable; personal data is removed only by compliance.erase (docs/erasure.md).';
     END IF;
     RETURN NEW;
 END;
 $$;
-COMMENT ON FUNCTION compliance._audit_events_update_guard() IS
-'Internal: trigger: refuses (AC020) every UPDATE of audit_events except the exact erasure shape compliance.erase writes.';
-
-CREATE OR REPLACE TRIGGER guard_update
-BEFORE UPDATE ON compliance.audit_events
-FOR EACH ROW EXECUTE FUNCTION compliance._audit_events_update_guard();
-ALTER TABLE compliance.audit_events ENABLE ALWAYS TRIGGER guard_update;
-COMMENT ON TRIGGER guard_update ON compliance.audit_events IS
-'Only compliance.erase''s change passes (fires even with session_replication_role = replica).';
+COMMENT ON FUNCTION compliance._audit_events_guard() IS
+'Internal: trigger: refuses (AC020) every DELETE and UPDATE of audit_events except the exact erasure shape compliance.erase writes.';
 
 -- compliance._first_unrecorded_erasure(from_seq, to_seq): the first seq in the range with an
 -- erased field that the compliance.erasure event it names does not list (seq in "seqs",

@@ -56,9 +56,7 @@ AS $$
               -- next starts when it ends, so a healthy last start stays under two minutes old.
               -- Three minutes: pg_cron has stopped starting them. Ten: its scheduler is not
               -- coming back (pg_cron 1.4 does not restart it after a terminate).
-              ('cron_minutely_jobs_last_start_age_seconds', 180, 600, 180, 'unknown', NULL),
-              -- Erasures are sanctioned (compliance.erase): a count to follow, never an alarm.
-              ('erased_events', NULL, NULL, NULL, 'ok', NULL)
+              ('cron_minutely_jobs_last_start_age_seconds', 180, 600, 180, 'unknown', NULL)
       ) AS t (metric, warning_above, critical_above, alarm_above, verdict_when_null, ok_while_zero);
 $$;
 COMMENT ON FUNCTION compliance._metric_thresholds() IS
@@ -211,6 +209,7 @@ BEGIN
             (16, 'cron_jobs_unscheduled', v_cron_unscheduled::double precision, 'count'),
             (17, 'cron_minutely_jobs_last_start_age_seconds', v_cron_minutely_age, 'seconds'),
             -- Events whose payload or actor compliance.erase removed (idx_audit_events_erased).
+            -- Erasure is sanctioned, so no threshold row: always ok, a count to follow.
             (18, 'erased_events',
              (SELECT pg_catalog.count(*)
                 FROM compliance.audit_events AS e

@@ -114,8 +114,8 @@ def _read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():
-            ok, checked, first_bad, problem = conn.execute(
-                "SELECT * FROM compliance.verify_chain()"
+            ok, checked, first_bad, problem, erased = conn.execute(
+                "SELECT ok, events_checked, first_bad_seq, problem, erased_events FROM compliance.verify_chain()"
             ).fetchone()
             (chain_head,) = conn.execute(
                 "SELECT coalesce(max(seq), 0) FROM compliance.audit_events"
@@ -130,7 +130,13 @@ def _read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
                     "SELECT seq, event_hash FROM compliance.audit_events WHERE seq = ANY(%s)", (seqs,)
                 ).fetchall()
             )
-    chain = {"ok": ok, "events_checked": checked, "first_bad_seq": first_bad, "problem": problem}
+    chain = {
+        "ok": ok,
+        "events_checked": checked,
+        "first_bad_seq": first_bad,
+        "problem": problem,
+        "erased_events": erased,
+    }
     return Snapshot(chain, chain_head, system_identifier, database_name, rows, event_hashes)
 
 
@@ -350,7 +356,10 @@ def _print_text(report: Report) -> None:
     s = report.summary
     chain = s["chain"]
     if chain["ok"]:
-        print(f"chain:   OK, {chain['events_checked']} events re-hashed and linked (compliance.verify_chain)")
+        erased = f", {chain['erased_events']} of them erased" if chain["erased_events"] else ""
+        print(
+            f"chain:   OK, {chain['events_checked']} events re-hashed and linked{erased} (compliance.verify_chain)"
+        )
     else:
         print(f"chain:   BROKEN at seq {chain['first_bad_seq']}: {chain['problem']}")
     print(
