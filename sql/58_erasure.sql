@@ -199,7 +199,7 @@ BEGIN
      CROSS JOIN LATERAL (VALUES (e.payload_erased_by), (e.actor_erased_by)) AS x (erased_by)
      WHERE e.seq = ANY (v_seqs);
     IF v_todo IS NULL THEN
-        RAISE NOTICE 'nothing to erase: the % of seq % were already erased (by erasure event seq %)',
+        RAISE NOTICE 'nothing to erase: % of seq % already erased (by the erasure event at seq %)',
             pg_catalog.array_to_string(v_fields, ' and '), pg_catalog.array_to_string(v_seqs[1:10], ', '),
             pg_catalog.array_to_string(v_previous, ', ');
         RETURN NULL;

@@ -71,10 +71,9 @@ SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_even
               ROW(false, 12::bigint, 'content changed: the event no longer matches its event_hash'::text),
               'a replaced event_hash is found (stored hashes are never trusted)');
 SELECT row_eq($$SELECT * FROM pg_temp.verify_after(
-                  'UPDATE compliance.audit_events SET prev_hash = sha256(''x''),
-                          event_hash = compliance.event_hash(sha256(''x''), compliance.event_record(seq, event_id,
-                              occurred_at, recorded_at, tenant_id, event_type, actor, compliance.payload_digest(payload)))
-                    WHERE seq = 12')$$,
+                  'UPDATE compliance.audit_events AS e SET prev_hash = sha256(''x''),
+                          event_hash = compliance.event_hash(sha256(''x''), compliance._row_record(e))
+                    WHERE e.seq = 12')$$,
               ROW(false, 12::bigint, 'link broken: prev_hash differs from the previous event''s event_hash'::text),
               'a self-consistent event that no longer links to its predecessor is found');
 SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_events SET actor = ''mallory'' WHERE seq = 12;
