@@ -76,7 +76,7 @@ COMMENT ON FUNCTION compliance._audit_events_guard() IS
 -- compliance._first_unrecorded_erasure(from_seq, to_seq): the first seq in the range with an
 -- erased field that the compliance.erasure event it names does not list (seq in "seqs",
 -- field in "fields"); NULL when every erasure is recorded. Set-based: each erasure event's
--- list is expanded once. Touches: audit_events (read).
+-- lists are expanded once. Touches: audit_events (read).
 CREATE OR REPLACE FUNCTION compliance._first_unrecorded_erasure(from_seq bigint, to_seq bigint)
 RETURNS bigint
 LANGUAGE sql
@@ -92,20 +92,27 @@ AS $$
            AND (e.payload_erased_by IS NOT NULL OR e.actor_erased_by IS NOT NULL)
            AND f.erased_by IS NOT NULL
     ),
-    listed AS (
-        SELECT x.seq AS erasure_seq, s.value::bigint AS seq, x.payload -> 'fields' AS fields
+    -- Each erasure event's lists, read (and de-TOASTed) once.
+    erasures AS MATERIALIZED (
+        SELECT x.seq, x.payload -> 'seqs' AS seqs, x.payload -> 'fields' AS fields
           FROM compliance.audit_events AS x
-         CROSS JOIN LATERAL pg_catalog.jsonb_array_elements_text(x.payload -> 'seqs') AS s (value)
          WHERE x.seq IN (SELECT d.erased_by FROM erased AS d)
            AND x.event_type = 'compliance.erasure'
-           AND pg_catalog.jsonb_typeof(x.payload -> 'seqs') = 'array'
+    ),
+    listed AS (
+        SELECT s.value::bigint AS seq, f.value AS field, x.seq AS erased_by
+          FROM erasures AS x
+         CROSS JOIN LATERAL pg_catalog.jsonb_array_elements_text(x.fields) AS f (value)
+         CROSS JOIN LATERAL pg_catalog.jsonb_array_elements_text(x.seqs) AS s (value)
+         WHERE pg_catalog.jsonb_typeof(x.seqs) = 'array' AND pg_catalog.jsonb_typeof(x.fields) = 'array'
     )
-    SELECT min(d.seq)
-      FROM erased AS d
-     WHERE NOT EXISTS (
-               SELECT 1 FROM listed AS l
-                WHERE l.erasure_seq = d.erased_by AND l.seq = d.seq AND l.fields ? d.field
-           );
+    -- EXCEPT is a set difference by hashing or sorting, linear in the erased events.
+    SELECT min(u.seq)
+      FROM (
+          SELECT d.seq, d.field, d.erased_by FROM erased AS d
+          EXCEPT
+          SELECT l.seq, l.field, l.erased_by FROM listed AS l
+      ) AS u;
 $$;
 COMMENT ON FUNCTION compliance._first_unrecorded_erasure(bigint, bigint) IS
 'Internal: first seq in [from, to] whose erased field is not listed by the compliance.erasure event it names; NULL if none.';
