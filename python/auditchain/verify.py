@@ -115,7 +115,8 @@ def _read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
         conn.read_only = True
         with conn.transaction():
             ok, checked, first_bad, problem, erased = conn.execute(
-                "SELECT ok, events_checked, first_bad_seq, problem, erased_events FROM compliance.verify_chain()"
+                "SELECT ok, events_checked, first_bad_seq, problem, erased_events"
+                "  FROM compliance.verify_chain()"
             ).fetchone()
             (chain_head,) = conn.execute(
                 "SELECT coalesce(max(seq), 0) FROM compliance.audit_events"
@@ -357,9 +358,8 @@ def _print_text(report: Report) -> None:
     chain = s["chain"]
     if chain["ok"]:
         erased = f", {chain['erased_events']} of them erased" if chain["erased_events"] else ""
-        print(
-            f"chain:   OK, {chain['events_checked']} events re-hashed and linked{erased} (compliance.verify_chain)"
-        )
+        checked = chain["events_checked"]
+        print(f"chain:   OK, {checked} events re-hashed and linked{erased} (compliance.verify_chain)")
     else:
         print(f"chain:   BROKEN at seq {chain['first_bad_seq']}: {chain['problem']}")
     print(

@@ -39,7 +39,9 @@ def drain_all(conn: psycopg.Connection) -> None:
         pass
 
 
-def emit(conn: psycopg.Connection, tenant: str, actor: str, payload: dict, event_type: str = "user.login") -> None:
+def emit(
+    conn: psycopg.Connection, tenant: str, actor: str, payload: dict, event_type: str = "user.login"
+) -> None:
     conn.execute("SELECT compliance.emit(%s, %s, %s, %s)", (event_type, actor, Jsonb(payload), tenant))
 
 
@@ -83,8 +85,19 @@ def export_bundle(capsys, dsn: str, endpoint_url: str, bucket: str, export_filte
             "SELECT compliance.request_export(%s::jsonb, 'auditor@example.com')", (json.dumps(export_filter),)
         ).fetchone()[0]
         drain_all(conn)
-    code, _ = cli(capsys, "export", "run", "--dsn", dsn, "--job", str(job_id), "--bucket", bucket,
-                  "--endpoint-url", endpoint_url)
+    code, _ = cli(
+        capsys,
+        "export",
+        "run",
+        "--dsn",
+        dsn,
+        "--job",
+        str(job_id),
+        "--bucket",
+        bucket,
+        "--endpoint-url",
+        endpoint_url,
+    )
     assert code == EXIT_OK
     return f"s3://{bucket}/exports/{job_id}/"
 
@@ -93,10 +106,13 @@ def rows_mentioning(conn: psycopg.Connection, text: str) -> dict[str, int]:
     """How many rows of each table of schema compliance hold the text anywhere."""
     found = {}
     tables = conn.execute(
-        "SELECT c.relname FROM pg_class AS c WHERE c.relnamespace = 'compliance'::regnamespace AND c.relkind = 'r'"
+        "SELECT c.relname FROM pg_class AS c"
+        " WHERE c.relnamespace = 'compliance'::regnamespace AND c.relkind = 'r'"
     ).fetchall()
     for (table,) in tables:
-        query = sql.SQL("SELECT count(*) FROM compliance.{} AS t WHERE t::text LIKE %s").format(sql.Identifier(table))
+        query = sql.SQL("SELECT count(*) FROM compliance.{} AS t WHERE t::text LIKE %s").format(
+            sql.Identifier(table)
+        )
         count = conn.execute(query, (f"%{text}%",)).fetchone()[0]
         if count:
             found[table] = count
@@ -111,7 +127,9 @@ def test_a_subjects_events_are_erased_and_the_chain_tree_anchors_and_exports_sti
     assert main(["bucket", "create", "--bucket", bucket, "--endpoint-url", endpoint]) == EXIT_OK
     multi_tenant_log(conn)
     assert conn.execute("SELECT compliance.create_anchor()").fetchone()[0]
-    assert cli(capsys, "anchor", "--once", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", endpoint)[0] == 0
+    assert (
+        cli(capsys, "anchor", "--once", "--dsn", dsn, "--bucket", bucket, "--endpoint-url", endpoint)[0] == 0
+    )
     before = export_bundle(capsys, dsn, endpoint, bucket, {"tenant_id": "acme"})
     before_report = verify_bundle(before, endpoint_url=endpoint)
     assert before_report.ok, before_report.failures
@@ -127,9 +145,12 @@ def test_a_subjects_events_are_erased_and_the_chain_tree_anchors_and_exports_sti
 
     # The data controller's request, with nothing but the compliance_eraser role.
     with psycopg.connect(eraser_dsn, autocommit=True) as eraser:
-        seqs = [s for (s,) in eraser.execute(
-            "SELECT compliance.find_subject_events('acme', %s)", (Jsonb({"email": SUBJECT}),)
-        )]
+        seqs = [
+            s
+            for (s,) in eraser.execute(
+                "SELECT compliance.find_subject_events('acme', %s)", (Jsonb({"email": SUBJECT}),)
+            )
+        ]
         assert sorted(seqs) == sorted(originals)
         erasure_seq = eraser.execute(
             "SELECT compliance.erase(%s, '{payload,actor}', %s, %s)", (seqs, REASON, LEGAL_BASIS)
@@ -140,8 +161,13 @@ def test_a_subjects_events_are_erased_and_the_chain_tree_anchors_and_exports_sti
     assert erasure == (
         "compliance.erasure",
         "acme",
-        {"seqs": sorted(seqs), "fields": ["actor", "payload"], "reason": REASON, "legal_basis": LEGAL_BASIS,
-         "already_erased": []},
+        {
+            "seqs": sorted(seqs),
+            "fields": ["actor", "payload"],
+            "reason": REASON,
+            "legal_basis": LEGAL_BASIS,
+            "already_erased": [],
+        },
     )
 
     # The chain, the tree and the anchors verify; the count of erased events is reported.
@@ -175,7 +201,9 @@ def test_a_subjects_events_are_erased_and_the_chain_tree_anchors_and_exports_sti
     # The bundle exported before still verifies, and still holds what it held.
     again = verify_bundle(before, endpoint_url=endpoint)
     assert again.ok and again.summary()["erased"] == 0
-    before_data = s3.get_object(Bucket=bucket, Key=before.split("/", 3)[3] + "events.ndjson.gz")["Body"].read()
+    before_data = s3.get_object(Bucket=bucket, Key=before.split("/", 3)[3] + "events.ndjson.gz")[
+        "Body"
+    ].read()
     assert SUBJECT.encode() in gzip.decompress(before_data)
 
     # Gone from every table: only globex's record (another controller's) still names her.
@@ -189,8 +217,10 @@ def test_a_subjects_events_are_erased_and_the_chain_tree_anchors_and_exports_sti
     # have it, nor under any salt but the erased one.
     for seq, (payload, actor, payload_salt, actor_salt) in originals.items():
         payload_commitment, actor_commitment = (
-            bytes(c) for c in conn.execute(
-                "SELECT payload_commitment, actor_commitment FROM compliance.audit_events WHERE seq = %s", (seq,)
+            bytes(c)
+            for c in conn.execute(
+                "SELECT payload_commitment, actor_commitment FROM compliance.audit_events WHERE seq = %s",
+                (seq,),
             ).fetchone()
         )
         assert payload_commitment == hashing.commitment(payload_salt, payload), "kept as it was committed"
@@ -203,39 +233,46 @@ def test_a_subjects_events_are_erased_and_the_chain_tree_anchors_and_exports_sti
 
 def test_every_removal_but_erase_is_refused_or_caught(conn):
     multi_tenant_log(conn)
-    seq = conn.execute("SELECT min(seq) FROM compliance.audit_events WHERE actor = %s", (SUBJECT,)).fetchone()[0]
+    seq = conn.execute(
+        "SELECT min(seq) FROM compliance.audit_events WHERE actor = %s", (SUBJECT,)
+    ).fetchone()[0]
     erasure_seq = conn.execute(
         "SELECT compliance.erase(%s, '{payload}', %s, %s)", ([seq], REASON, LEGAL_BASIS)
     ).fetchone()[0]
-    other = conn.execute("SELECT max(seq) FROM compliance.audit_events WHERE tenant_id = 'globex'").fetchone()[0]
+    other = conn.execute(
+        "SELECT max(seq) FROM compliance.audit_events WHERE tenant_id = 'globex'"
+    ).fetchone()[0]
+    # Constant statements; the seqs are bound parameters.
+    params = {"seq": seq, "other": other, "erasure": erasure_seq}
 
     def refused(*statements: str) -> str:
         with pytest.raises(psycopg.Error) as caught, conn.transaction():
             for statement in statements:
-                conn.execute(statement)
+                conn.execute(statement, params)
         return caught.value.sqlstate
 
     # With the triggers on, as a superuser: every shape of removal is refused.
-    assert refused(f"UPDATE compliance.audit_events SET payload = NULL WHERE seq = {other}") == "AC020"
-    assert refused(f"UPDATE compliance.audit_events SET payload = '{{}}' WHERE seq = {other}") == "AC020"
-    assert refused(f"DELETE FROM compliance.audit_events WHERE seq = {other}") == "AC020"
+    assert refused("UPDATE compliance.audit_events SET payload = NULL WHERE seq = %(other)s") == "AC020"
+    assert refused("UPDATE compliance.audit_events SET payload = '{}' WHERE seq = %(other)s") == "AC020"
+    assert refused("DELETE FROM compliance.audit_events WHERE seq = %(other)s") == "AC020"
     assert refused("TRUNCATE compliance.audit_events") == "AC020"
     # The guard's flag set by hand lets no other column, nor a forged commitment, through.
-    flag = f"SELECT set_config('auditchain.erasure_seq', '{erasure_seq}', true)"
-    assert refused(flag, f"UPDATE compliance.audit_events SET tenant_id = 'x' WHERE seq = {other}") == "AC020"
-    assert refused(
-        flag,
+    flag = "SELECT set_config('auditchain.erasure_seq', %(erasure)s::text, true)"
+    assert (
+        refused(flag, "UPDATE compliance.audit_events SET tenant_id = 'x' WHERE seq = %(other)s") == "AC020"
+    )
+    forged = (
         "UPDATE compliance.audit_events SET payload = NULL, payload_salt = NULL,"
-        f" payload_erased_by = {erasure_seq}, payload_commitment = sha256('x') WHERE seq = {other}",
-    ) == "AC020"
-    assert refused(
-        flag, f"UPDATE compliance.audit_events SET payload_commitment = sha256('x') WHERE seq = {seq}"
-    ) == "AC020", "an erased event's commitment cannot be changed either"
+        " payload_erased_by = %(erasure)s, payload_commitment = sha256('x') WHERE seq = %(other)s"
+    )
+    assert refused(flag, forged) == "AC020"
+    recommitted = "UPDATE compliance.audit_events SET payload_commitment = sha256('x') WHERE seq = %(seq)s"
+    assert refused(flag, recommitted) == "AC020", "an erased event's commitment cannot be changed either"
     # Replica mode silences ordinary triggers, not these.
-    assert refused(
-        "SET LOCAL session_replication_role = replica",
-        f"UPDATE compliance.audit_events SET payload = NULL WHERE seq = {other}",
-    ) == "AC020"
+    replica = "SET LOCAL session_replication_role = replica"
+    assert (
+        refused(replica, "UPDATE compliance.audit_events SET payload = NULL WHERE seq = %(other)s") == "AC020"
+    )
     assert conn.execute("SELECT ok FROM compliance.verify_chain()").fetchone()[0] is True
 
     def found_after(*statements: str) -> tuple:
@@ -243,21 +280,23 @@ def test_every_removal_but_erase_is_refused_or_caught(conn):
         with conn.transaction(force_rollback=True):
             conn.execute("ALTER TABLE compliance.audit_events DISABLE TRIGGER forbid_row_change")
             for statement in statements:
-                conn.execute(statement)
+                conn.execute(statement, params)
             return conn.execute("SELECT ok, first_bad_seq, problem FROM compliance.verify_chain()").fetchone()
 
     # A superuser who switches the guard (and the CHECKs) off is caught by verification.
     assert found_after(
         "ALTER TABLE compliance.audit_events DROP CONSTRAINT audit_events_v2_payload_state",
-        f"UPDATE compliance.audit_events SET payload = NULL, payload_salt = NULL WHERE seq = {other}",
+        "UPDATE compliance.audit_events SET payload = NULL, payload_salt = NULL WHERE seq = %(other)s",
     ) == (False, other, "value removed: a payload or actor is missing without a recorded erasure")
-    assert found_after(
-        f"UPDATE compliance.audit_events SET payload_commitment = sha256('x') WHERE seq = {seq}",
-    ) == (False, seq, "content changed: the event no longer matches its event_hash")
+    assert found_after(recommitted) == (
+        False,
+        seq,
+        "content changed: the event no longer matches its event_hash",
+    )
     assert found_after(
         "UPDATE compliance.audit_events SET payload = NULL, payload_salt = NULL,"
-        f" payload_erased_by = {erasure_seq}, payload_commitment = compliance.commitment(payload_salt, payload::text)"
-        f" WHERE seq = {other}",
+        " payload_erased_by = %(erasure)s,"
+        " payload_commitment = compliance.commitment(payload_salt, payload::text) WHERE seq = %(other)s",
     ) == (
         False,
         other,
@@ -268,18 +307,23 @@ def test_every_removal_but_erase_is_refused_or_caught(conn):
 
 def test_a_kill_in_the_middle_of_erase_leaves_nothing_or_everything(conn, dsn):
     conn.execute(
-        "SELECT compliance.emit('user.login', 'subject-' || g, jsonb_build_object('email', 'subject@example.com'),"
-        " 'acme') FROM generate_series(1, 10000) AS g"
+        "SELECT compliance.emit('user.login', 'subject-' || g,"
+        " jsonb_build_object('email', 'subject@example.com'), 'acme') FROM generate_series(1, 10000) AS g"
     )
     drain_all(conn)
-    seqs = [s for (s,) in conn.execute(
-        "SELECT compliance.find_subject_events('acme', '{\"email\": \"subject@example.com\"}')"
-    )]
+    seqs = [
+        s
+        for (s,) in conn.execute(
+            "SELECT compliance.find_subject_events('acme', '{\"email\": \"subject@example.com\"}')"
+        )
+    ]
     app = f"ac-erase-{os.getpid()}"
 
     def erase_then(pause: float) -> None:
         with contextlib.suppress(psycopg.Error), psycopg.connect(dsn, application_name=app) as victim:
-            victim.execute("SELECT compliance.erase(%s, '{payload,actor}', %s, %s)", (seqs, REASON, LEGAL_BASIS))
+            victim.execute(
+                "SELECT compliance.erase(%s, '{payload,actor}', %s, %s)", (seqs, REASON, LEGAL_BASIS)
+            )
             victim.execute("SELECT pg_sleep(%s)", (pause,))
             victim.commit()
 

@@ -212,9 +212,9 @@ def test_the_database_reproduces_every_documented_v2_vector(conn):
             SELECT v.payload::text, encode(v.actor_c, 'hex'), encode(v.payload_c, 'hex'),
                    compliance.event_record_v2(%(seq)s, %(event_id)s::uuid, v.occurred_at, v.recorded_at,
                                               %(tenant_id)s, %(event_type)s, v.actor_c, v.payload_c),
-                   encode(compliance.event_hash(decode(%(prev_hash)s, 'hex'),
-                          compliance.event_record_v2(%(seq)s, %(event_id)s::uuid, v.occurred_at, v.recorded_at,
-                                                     %(tenant_id)s, %(event_type)s, v.actor_c, v.payload_c)), 'hex')
+                   encode(compliance.event_hash(decode(%(prev_hash)s, 'hex'), compliance.event_record_v2(
+                       %(seq)s, %(event_id)s::uuid, v.occurred_at, v.recorded_at,
+                       %(tenant_id)s, %(event_type)s, v.actor_c, v.payload_c)), 'hex')
               FROM v
             """,
             {**event, "payload_as_emitted": vector["payload_as_emitted"]},

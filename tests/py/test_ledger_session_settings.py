@@ -88,7 +88,9 @@ def chain(conn: psycopg.Connection) -> list[tuple]:
 
 
 def verify(session: psycopg.Connection) -> tuple:
-    return session.execute("SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()").fetchone()
+    return session.execute(
+        "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
+    ).fetchone()
 
 
 def test_events_chained_by_an_odd_session_hash_as_in_a_plain_one(conn, odd):
@@ -111,7 +113,9 @@ def test_verification_reports_the_same_tampering_in_both_sessions(conn, odd):
         conn.execute("ALTER TABLE compliance.audit_events ENABLE ALWAYS TRIGGER forbid_row_change")
     expected = (False, len(EVENTS), 1, "content changed: the event no longer matches its event_hash")
     assert verify(odd) == verify(conn) == expected
-    assert odd.execute("SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain(2)").fetchone() == (
+    assert odd.execute(
+        "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain(2)"
+    ).fetchone() == (
         True,
         len(EVENTS) - 1,
         None,

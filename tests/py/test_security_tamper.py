@@ -381,7 +381,9 @@ def tamper(conn: psycopg.Connection, steps: tuple[Step, ...]) -> None:
 
 
 def verify_chain(conn: psycopg.Connection) -> tuple[bool, int | None, str | None]:
-    ok, _checked, first_bad_seq, problem = conn.execute("SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()").fetchone()
+    ok, _checked, first_bad_seq, problem = conn.execute(
+        "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
+    ).fetchone()
     return ok, first_bad_seq, problem
 
 

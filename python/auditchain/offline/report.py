@@ -129,7 +129,10 @@ class Report:
         )
         if self.erasure_seqs:
             erasures = ", ".join(map(str, sorted(self.erasure_seqs)))
-            print(f"erased    {s['erased']} events verified by their commitments; erased by the erasure events at seq {erasures}")
+            print(
+                f"erased    {s['erased']} events verified by their commitments; "
+                f"erased by the erasure events at seq {erasures}"
+            )
         if self.ok:
             print("RESULT    OK" + (" (with warnings)" if self.warnings else ""))
         else:
