@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import drain, emit, exports, latency, merkle, verify
+from benchkit import drain, emit, erasure, exports, latency, merkle, verify
 from benchkit.cluster import Server, bench_database, describe_machine
 from benchkit.ledger import Ledger
 from benchkit.results import Row, format_table, write_json
@@ -40,6 +40,7 @@ class Profile:
     latency_seconds: int
     latency_via_cron: bool
     proof_samples: int
+    erase_events: int
 
 
 FULL = Profile(
@@ -55,6 +56,7 @@ FULL = Profile(
     latency_seconds=120,
     latency_via_cron=True,
     proof_samples=1000,
+    erase_events=10_000,
 )
 SMOKE = Profile(
     name="smoke",
@@ -69,6 +71,7 @@ SMOKE = Profile(
     latency_seconds=3,
     latency_via_cron=False,
     proof_samples=200,
+    erase_events=1_000,
 )
 
 Step = tuple[str, Callable[[Ledger], Row]]
@@ -90,6 +93,9 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
             ("merkle_proof", lambda lg, s=size: merkle.run_proof(lg, size=s, samples=p.proof_samples)),
             # Leaves the log at its size: the backlog is drained in rolled-back transactions.
             ("merkle_drain", lambda lg, s=size: merkle.run_drain(lg, log_size=s, backlog=p.drain_backlog)),
+            # Hash format v2 against v1, same rows, rolled back: the log keeps its size.
+            ("hash_v2_drain", lambda lg, s=size: erasure.run_drain(lg, log_size=s, backlog=p.drain_backlog)),
+            ("erase", lambda lg, s=size: erasure.run_erase(lg, size=s, count=p.erase_events)),
             ("export", lambda lg, s=size: lab.export(s)),
             ("verify_bundle", lambda lg, s=size: lab.verify_bundle(s)),
         ]

@@ -14,8 +14,8 @@ ALTER COLUMN payload DROP NOT NULL,
 ALTER COLUMN actor DROP NOT NULL,
 DROP CONSTRAINT audit_events_hash_version_check,
 ADD CONSTRAINT audit_events_hash_version_check CHECK (hash_version IN (1, 2)),
-ADD COLUMN payload_salt bytea CONSTRAINT audit_events_payload_salt_length CHECK (octet_length(payload_salt) = 32),
-ADD COLUMN actor_salt bytea CONSTRAINT audit_events_actor_salt_length CHECK (octet_length(actor_salt) = 32),
+ADD COLUMN payload_salt bytea CONSTRAINT audit_events_payload_salt_length CHECK (octet_length(payload_salt) = 16),
+ADD COLUMN actor_salt bytea CONSTRAINT audit_events_actor_salt_length CHECK (octet_length(actor_salt) = 16),
 ADD COLUMN payload_commitment bytea
 CONSTRAINT audit_events_payload_commitment_length CHECK (octet_length(payload_commitment) = 32),
 ADD COLUMN actor_commitment bytea
@@ -54,10 +54,12 @@ COMMENT ON COLUMN compliance.audit_events.payload IS
 COMMENT ON COLUMN compliance.audit_events.hash_version IS
 'Canonical record format used for event_hash (docs/hash-format.md): 1 unsalted, 2 salted commitments.';
 COMMENT ON COLUMN compliance.audit_events.payload_salt IS
-'v2: 32 random bytes drawn by the drainer; the payload commitment is SHA-256(salt || payload text). '
+'v2: 16 pseudo-random bytes derived by the drainer from a per-batch CSPRNG key; the payload commitment '
+'is SHA-256(salt || payload text). '
 'Removed with the payload by compliance.erase.';
 COMMENT ON COLUMN compliance.audit_events.actor_salt IS
-'v2: 32 random bytes drawn by the drainer; the actor commitment is SHA-256(salt || actor). '
+'v2: 16 pseudo-random bytes derived by the drainer from a per-batch CSPRNG key; the actor commitment '
+'is SHA-256(salt || actor). '
 'Removed with the actor by compliance.erase.';
 COMMENT ON COLUMN compliance.audit_events.payload_commitment IS
 'Set by compliance.erase when it removes the payload: the commitment the record hashes from then on.';

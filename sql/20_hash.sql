@@ -91,17 +91,34 @@ RETURN compliance._chain_link(event_hash.prev_hash, pg_catalog.sha256(event_hash
 COMMENT ON FUNCTION compliance.event_hash(bytea, bytea) IS
 'SHA-256 of the previous event hash (32 bytes) followed by the SHA-256 of the canonical record (32 bytes).';
 
--- compliance._new_salt(): 32 random bytes for one v2 commitment: two gen_random_uuid()
--- values (PostgreSQL's CSPRNG, pg_strong_random; no pgcrypto needed) with their six fixed
--- version and variant bits each, so 244 random bits. Touches no table.
-CREATE OR REPLACE FUNCTION compliance._new_salt()
+-- compliance._new_salt_key(): 32 bytes from two gen_random_uuid() values (PostgreSQL's
+-- CSPRNG, pg_strong_random; no pgcrypto needed), 244 random bits once the UUIDs' fixed
+-- version and variant bits are set aside. The drainer draws one per batch and derives each
+-- event's two salts from it (compliance._salts): one SHA-256 per event instead of four
+-- gen_random_uuid() calls, which cost a system call each. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._new_salt_key()
 RETURNS bytea
 LANGUAGE sql
 VOLATILE
 PARALLEL SAFE
 RETURN pg_catalog.uuid_send(pg_catalog.gen_random_uuid()) || pg_catalog.uuid_send(pg_catalog.gen_random_uuid());
-COMMENT ON FUNCTION compliance._new_salt() IS
-'Internal: 32 bytes (244 random bits) from two gen_random_uuid() values: the salt of one v2 commitment.';
+COMMENT ON FUNCTION compliance._new_salt_key() IS
+'Internal: 32 bytes (244 random bits) from two gen_random_uuid() values: a drain batch''s key for deriving salts.';
+
+-- compliance._salts(salt_key, outbox_id): an event's two v2 salts, SHA-256(salt_key ||
+-- int8send(outbox_id)): bytes 1-16 the payload salt, 17-32 the actor salt. The key is secret
+-- and never stored, the input has a fixed length (no length extension) and outbox_id is
+-- unique, so the salts are independent pseudo-random values: one salt, or any number of
+-- other events' salts, tells nothing about another. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._salts(salt_key bytea, outbox_id bigint)
+RETURNS bytea
+LANGUAGE sql
+IMMUTABLE
+STRICT
+PARALLEL SAFE
+RETURN pg_catalog.sha256(_salts.salt_key || pg_catalog.int8send(_salts.outbox_id));
+COMMENT ON FUNCTION compliance._salts(bytea, bigint) IS
+'Internal: SHA-256(key || outbox_id): an event''s payload salt (bytes 1-16) and actor salt (17-32).';
 
 -- compliance.commitment(salt, value): the v2 commitment to a payload text or an actor:
 -- SHA-256(salt || UTF-8 bytes of value). The salt has a fixed length, so salt and value need

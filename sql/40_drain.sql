@@ -70,6 +70,8 @@ DECLARE
     v_recorded_at timestamptz := pg_catalog.clock_timestamp();
     v_ids bigint[];
     v_digests bytea[];
+    -- Hash format v2: the batch's secret for deriving each event's salts (compliance._salts).
+    v_salt_key constant bytea := compliance._new_salt_key();
     v_payload_salts bytea[];
     v_actor_salts bytea[];
     v_digest bytea;
@@ -98,22 +100,22 @@ BEGIN
     PERFORM compliance._check_chain_head(v_state.last_seq, v_state.last_hash);
 
     -- Each record is hashed once, here: its digest is both the chain's input and the Merkle
-    -- tree's leaf data. Hash format v2: each event gets a fresh salt for its payload and one
-    -- for its actor, drawn once per row (volatile, in the subquery) and stored with it.
+    -- tree's leaf data. Hash format v2: each event gets a salt for its payload and one for its
+    -- actor, derived once per row (in the subquery) and stored with it.
     SELECT pg_catalog.array_agg(b.outbox_id ORDER BY b.outbox_id),
            pg_catalog.array_agg(
                pg_catalog.sha256(compliance.event_record_v2(
                    v_state.last_seq + b.position, b.event_id, b.occurred_at, v_recorded_at, b.tenant_id,
-                   b.event_type, compliance.commitment(b.actor_salt, b.actor),
-                   compliance.commitment(b.payload_salt, b.payload::text)
+                   b.event_type, compliance.commitment(pg_catalog.substr(b.salts, 17, 16), b.actor),
+                   compliance.commitment(pg_catalog.substr(b.salts, 1, 16), b.payload::text)
                )) ORDER BY b.outbox_id
            ),
-           pg_catalog.array_agg(b.payload_salt ORDER BY b.outbox_id),
-           pg_catalog.array_agg(b.actor_salt ORDER BY b.outbox_id)
+           pg_catalog.array_agg(pg_catalog.substr(b.salts, 1, 16) ORDER BY b.outbox_id),
+           pg_catalog.array_agg(pg_catalog.substr(b.salts, 17, 16) ORDER BY b.outbox_id)
       INTO v_ids, v_digests, v_payload_salts, v_actor_salts
       FROM (
           SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position,
-                 compliance._new_salt() AS payload_salt, compliance._new_salt() AS actor_salt
+                 compliance._salts(v_salt_key, o.outbox_id) AS salts
             FROM (
                 SELECT *
                   FROM compliance.audit_outbox

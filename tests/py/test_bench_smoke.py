@@ -24,6 +24,8 @@ CASES = {
     "latency",
     "merkle_proof",
     "merkle_drain",
+    "hash_v2_drain",
+    "erase",
 }
 # A case may be skipped only while the module it measures does not exist.
 NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.offline.bundle"]}

@@ -184,8 +184,9 @@ def test_a_v2_record_changes_with_any_salt_or_value_bit():
     [
         ({"hash_version": 3}, "hash_version: 3 is not one of 1, 2"),
         ({"hash_version": True}, "hash_version: True is not one of 1, 2"),
-        ({"actor_salt": "00"}, "actor_salt: is not 64 lower-case hex digits"),
-        ({"payload_salt": None}, "payload_salt: is not 64 lower-case hex digits"),
+        ({"actor_salt": "00"}, "actor_salt: is not 32 lower-case hex digits"),
+        ({"actor_salt": "00" * 32}, "actor_salt: is not 32 lower-case hex digits"),
+        ({"payload_salt": None}, "payload_salt: is not 32 lower-case hex digits"),
     ],
 )
 def test_a_v2_field_of_the_wrong_form_is_named(change, message):
@@ -225,13 +226,13 @@ def test_the_database_reproduces_every_documented_v2_vector(conn):
         assert row[4] == event["event_hash"]
 
 
-def test_new_events_are_v2_with_distinct_32_byte_salts(conn):
+def test_new_events_are_v2_with_distinct_16_byte_salts(conn):
     conn.execute("SELECT compliance.emit('test.salted', 'same actor', '{}') FROM generate_series(1, 200)")
     drain_all(conn)
     row = conn.execute(
         """SELECT count(*) FILTER (WHERE hash_version = 2), count(*),
                   count(DISTINCT payload_salt) + count(DISTINCT actor_salt),
-                  bool_and(octet_length(payload_salt) = 32 AND octet_length(actor_salt) = 32),
+                  bool_and(octet_length(payload_salt) = 16 AND octet_length(actor_salt) = 16),
                   count(DISTINCT event_hash)
              FROM compliance.audit_events"""
     ).fetchone()

@@ -23,7 +23,8 @@ _ONE_MICROSECOND = timedelta(microseconds=1)
 # One event has exactly one textual form in a bundle: UTC, six fractional digits, "Z";
 # lower-case hex; lower-case hyphenated UUIDs. Other spellings are refused, not guessed at.
 _EXPORT_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
-_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")  # also a v2 salt: 32 bytes
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+_HEX_SALT = re.compile(r"[0-9a-f]{32}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -52,6 +53,13 @@ def parse_hex_digest(value: Any) -> bytes:
     """32 bytes from 64 lower-case hex digits."""
     if not isinstance(value, str) or not _HEX_DIGEST.fullmatch(value):
         raise FieldError("is not 64 lower-case hex digits")
+    return bytes.fromhex(value)
+
+
+def parse_hex_salt(value: Any) -> bytes:
+    """A v2 salt: 16 bytes from 32 lower-case hex digits."""
+    if not isinstance(value, str) or not _HEX_SALT.fullmatch(value):
+        raise FieldError("is not 32 lower-case hex digits")
     return bytes.fromhex(value)
 
 
@@ -128,7 +136,7 @@ def _committed(event: dict, name: str, encode: Callable[[Any], str]) -> bytes:
     """A v2 field's commitment: from the value and its salt ("<name>_salt"), or, once erased or
     withheld, as carried in "<name>_commitment"."""
     if name in event:
-        salt = _field(event, f"{name}_salt", parse_hex_digest)
+        salt = _field(event, f"{name}_salt", parse_hex_salt)
         return commitment(salt, _field(event, name, encode))
     return _field(event, f"{name}_commitment", parse_hex_digest)
 
