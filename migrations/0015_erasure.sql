@@ -23,23 +23,24 @@ CONSTRAINT audit_events_actor_commitment_length CHECK (octet_length(actor_commit
 ADD COLUMN payload_erased_by bigint,
 ADD COLUMN actor_erased_by bigint,
 -- v1 rows are exactly what they were; a v2 field is either present (value and salt) or
--- erased (commitment and the erasure event's seq), never anything in between.
+-- erased (commitment and the erasure event's seq), never anything in between. Plain IS
+-- NULL tests: the drainer pays for these on every row it inserts.
 ADD CONSTRAINT audit_events_v1_unsalted CHECK (
     hash_version <> 1 OR (
-        payload IS NOT NULL AND actor IS NOT NULL
-        AND num_nonnulls(payload_salt, actor_salt, payload_commitment, actor_commitment,
-                         payload_erased_by, actor_erased_by) = 0
+        payload IS NOT NULL AND actor IS NOT NULL AND payload_salt IS NULL AND actor_salt IS NULL
+        AND payload_commitment IS NULL AND actor_commitment IS NULL
+        AND payload_erased_by IS NULL AND actor_erased_by IS NULL
     )
 ),
 ADD CONSTRAINT audit_events_v2_payload_state CHECK (
     hash_version <> 2
-    OR (payload_erased_by IS NULL AND num_nonnulls(payload, payload_salt) = 2 AND payload_commitment IS NULL)
-    OR (payload_erased_by > seq AND num_nulls(payload, payload_salt) = 2 AND payload_commitment IS NOT NULL)
+    OR (payload_erased_by IS NULL AND payload IS NOT NULL AND payload_salt IS NOT NULL AND payload_commitment IS NULL)
+    OR (payload_erased_by > seq AND payload IS NULL AND payload_salt IS NULL AND payload_commitment IS NOT NULL)
 ),
 ADD CONSTRAINT audit_events_v2_actor_state CHECK (
     hash_version <> 2
-    OR (actor_erased_by IS NULL AND num_nonnulls(actor, actor_salt) = 2 AND actor_commitment IS NULL)
-    OR (actor_erased_by > seq AND num_nulls(actor, actor_salt) = 2 AND actor_commitment IS NOT NULL)
+    OR (actor_erased_by IS NULL AND actor IS NOT NULL AND actor_salt IS NOT NULL AND actor_commitment IS NULL)
+    OR (actor_erased_by > seq AND actor IS NULL AND actor_salt IS NULL AND actor_commitment IS NOT NULL)
 );
 
 -- verify_chain and metrics count erased events; erased events are few.

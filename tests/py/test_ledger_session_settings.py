@@ -81,9 +81,8 @@ def emit_and_drain(session: psycopg.Connection) -> None:
 
 def chain(conn: psycopg.Connection) -> list[tuple]:
     return conn.execute(
-        "SELECT seq, prev_hash, event_hash, compliance.event_hash(prev_hash, compliance.event_record(seq,"
-        " event_id, occurred_at, recorded_at, tenant_id, event_type, actor,"
-        " compliance.payload_digest(payload))) FROM compliance.audit_events ORDER BY seq"
+        "SELECT seq, prev_hash, event_hash, compliance.event_hash(prev_hash, compliance._row_record(e))"
+        "  FROM compliance.audit_events AS e ORDER BY seq"
     ).fetchall()
 
 
