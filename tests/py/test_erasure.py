@@ -120,7 +120,7 @@ def rows_mentioning(conn: psycopg.Connection, text: str) -> dict[str, int]:
 
 
 def test_a_subjects_events_are_erased_and_the_chain_tree_anchors_and_exports_still_verify(
-    conn, dsn, eraser_dsn, moto_server, capsys
+    conn, dsn, eraser_dsn, moto_server, capsys, tmp_path
 ):
     endpoint = moto_server.url
     bucket = f"ac-erasure-{uuid.uuid4().hex[:12]}"
@@ -197,6 +197,34 @@ def test_a_subjects_events_are_erased_and_the_chain_tree_anchors_and_exports_sti
     s3 = boto3.client("s3", endpoint_url=endpoint)
     after_data = s3.get_object(Bucket=bucket, Key=after.split("/", 3)[3] + "events.ndjson.gz")["Body"].read()
     assert SUBJECT.encode() not in gzip.decompress(after_data)
+
+    # In that bundle, an erased event's altered commitment, or a commitment passed off as a
+    # withheld payload, is caught.
+    manifest = json.loads(
+        s3.get_object(Bucket=bucket, Key=after.split("/", 3)[3] + "manifest.json")["Body"].read()
+    )
+    lines = gzip.decompress(after_data).decode().splitlines()
+    erased_line = next(n for n, line in enumerate(lines) if '"payload_erased_by"' in line)
+    seq = json.loads(lines[erased_line])["seq"]
+
+    def tampered(change) -> list[tuple[str, int | None]]:
+        event = json.loads(lines[erased_line])
+        change(event)
+        edited = lines[:erased_line] + [json.dumps(event, separators=(",", ":"))] + lines[erased_line + 1 :]
+        data = gzip.compress(("\n".join(edited) + "\n").encode())
+        folder = tmp_path / uuid.uuid4().hex
+        folder.mkdir()
+        (folder / "events.ndjson.gz").write_bytes(data)
+        sealed = manifest | {"data_sha256": hashlib.sha256(data).hexdigest(), "data_bytes": len(data)}
+        (folder / "manifest.json").write_text(json.dumps(sealed))
+        return [(f.check, f.seq) for f in verify_bundle(str(folder), anchors="skip").failures]
+
+    def alter_commitment(event: dict) -> None:
+        event["payload_commitment"] = "0" * 64
+
+    assert tampered(lambda event: None) == []
+    assert tampered(alter_commitment) == [("content", seq)]
+    assert tampered(lambda event: event.pop("payload_erased_by")) == [("line", seq)]
 
     # The bundle exported before still verifies, and still holds what it held.
     again = verify_bundle(before, endpoint_url=endpoint)

@@ -12,8 +12,9 @@ import hashlib
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 HASH_VERSIONS = (1, 2)
 RECORD_TAGS = {1: b"auditchain:v1", 2: b"auditchain:v2"}
 GENESIS_HASH = bytes(32)
@@ -92,17 +93,27 @@ def payload_digest(payload_text: str) -> bytes:
     return hashlib.sha256(utf8(payload_text)).digest()
 
 
-def _payload(value: Any) -> bytes:
+def _payload_text(value: Any) -> str:
     if not isinstance(value, str):
         raise FieldError("is not a string (the jsonb text of the payload)")
-    return payload_digest(value)
+    utf8(value)
+    return value
+
+
+def _payload(value: Any) -> bytes:
+    return payload_digest(_payload_text(value))
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise FieldError("is not a string")
+    utf8(value)
+    return value
 
 
 def _length_prefixed(value: Any) -> bytes:
     """<octet length>:<UTF-8 text>, so that no text can imitate a line break or another field."""
-    if not isinstance(value, str):
-        raise FieldError("is not a string")
-    raw = utf8(value)
+    raw = utf8(_text(value))
     return b"%d:%s" % (len(raw), raw)
 
 
@@ -110,7 +121,7 @@ def _tenant(value: Any) -> bytes:
     return b"-" if value is None else _length_prefixed(value)
 
 
-def _field(event: dict, name: str, encode: Callable[[Any], bytes]) -> bytes:
+def _field(event: dict, name: str, encode: Callable[[Any], T]) -> T:
     try:
         return encode(event[name])
     except KeyError:
@@ -139,20 +150,6 @@ def _committed(event: dict, name: str, encode: Callable[[Any], str]) -> bytes:
         salt = _field(event, f"{name}_salt", parse_hex_salt)
         return commitment(salt, _field(event, name, encode))
     return _field(event, f"{name}_commitment", parse_hex_digest)
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise FieldError("is not a string")
-    utf8(value)
-    return value
-
-
-def _payload_text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise FieldError("is not a string (the jsonb text of the payload)")
-    utf8(value)
-    return value
 
 
 def canonical_record(event: dict) -> bytes:
