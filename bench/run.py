@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import drain, emit, emit_batch, exports, latency, merkle, monitors, rotation, verify
+from benchkit import drain, emit, emit_batch, erasure, exports, latency, merkle, monitors, rotation, verify
 from benchkit.cluster import Server, bench_database, describe_machine
 from benchkit.ledger import Ledger
 from benchkit.results import Row, format_table, write_json
@@ -44,6 +44,7 @@ class Profile:
     latency_seconds: int
     latency_via_cron: bool
     proof_samples: int
+    erase_events: int
 
 
 FULL = Profile(
@@ -63,6 +64,7 @@ FULL = Profile(
     latency_seconds=120,
     latency_via_cron=True,
     proof_samples=1000,
+    erase_events=10_000,
 )
 SMOKE = Profile(
     name="smoke",
@@ -81,6 +83,7 @@ SMOKE = Profile(
     latency_seconds=3,
     latency_via_cron=False,
     proof_samples=200,
+    erase_events=1_000,
 )
 
 Step = tuple[str, Callable[[Ledger], Row]]
@@ -123,15 +126,17 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
             ("receipt_verify", lambda lg, s=size: merkle.run_receipt(lg, size=s, samples=p.proof_samples)),
             # Leaves the log at its size: the backlog is drained in rolled-back transactions.
             ("merkle_drain", lambda lg, s=size: merkle.run_drain(lg, log_size=s, backlog=p.drain_backlog)),
-        ]
-        if size == p.large_log:
-            # 100 expected-event monitors checked beside the large log, 1,000 events a second
-            # arriving; before the export, whose request is itself an event.
-            steps.append(("monitors", lambda lg: monitors.run(lg, log_size=p.large_log)))
-        steps += [
             ("export", lambda lg, s=size: lab.export(s)),
             ("verify_bundle", lambda lg, s=size: lab.verify_bundle(s)),
+            # The cases below leave the log longer than its size (an erasure event, the
+            # monitors' arrivals): they come after every case that asks for an exact size.
+            # Hash format v2 against v1, same rows, rolled back.
+            ("hash_v2_drain", lambda lg, s=size: erasure.run_drain(lg, log_size=s, backlog=p.drain_backlog)),
+            ("erase", lambda lg, s=size: erasure.run_erase(lg, size=s, count=p.erase_events)),
         ]
+        if size == p.large_log:
+            # 100 expected-event monitors checked beside the large log, 1,000 events a second arriving.
+            steps.append(("monitors", lambda lg: monitors.run(lg, log_size=p.large_log)))
     steps.append(("drain", lambda lg: drain_at(lg, p.large_log)))
     # The outbox-side prototype (not production code): its log size does not matter.
     steps.append(("rotation", lambda lg: rotation.run(lg, backlog=p.drain_backlog)))

@@ -803,6 +803,100 @@ END;
 $$;
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0014_anchor_checkpoints.sql', 'migration', '9dd5fc6beee3535b25cda15d43c0defaff24aa1490764ba36ca971ecedbb1592');
 
+-- ==== migration: 0015_erasure.sql
+-- Erasure without breaking the proofs (docs/erasure.md): hash format v2 commits to the
+-- payload and the actor through salted commitments, so compliance.erase can remove a value
+-- and its salt and keep the commitment, which the record still hashes.
+-- Adds to audit_events the salts, the commitments kept after an erasure and which erasure
+-- event removed what; payload and actor become nullable (only an erased v2 value is NULL,
+-- see the CHECKs); the role compliance_eraser, granted to nobody.
+-- Also drops verify_chain, whose result gains erased_events (CREATE OR REPLACE cannot
+-- change a result type); sql/50_verify.sql recreates it right after the migrations.
+-- creates: compliance_eraser
+-- creates: compliance.idx_audit_events_erased
+
+ALTER TABLE compliance.audit_events
+ALTER COLUMN payload DROP NOT NULL,
+ALTER COLUMN actor DROP NOT NULL,
+DROP CONSTRAINT audit_events_hash_version_check,
+ADD CONSTRAINT audit_events_hash_version_check CHECK (hash_version IN (1, 2)),
+ADD COLUMN payload_salt bytea CONSTRAINT audit_events_payload_salt_length CHECK (octet_length(payload_salt) = 16),
+ADD COLUMN actor_salt bytea CONSTRAINT audit_events_actor_salt_length CHECK (octet_length(actor_salt) = 16),
+ADD COLUMN payload_commitment bytea
+CONSTRAINT audit_events_payload_commitment_length CHECK (octet_length(payload_commitment) = 32),
+ADD COLUMN actor_commitment bytea
+CONSTRAINT audit_events_actor_commitment_length CHECK (octet_length(actor_commitment) = 32),
+ADD COLUMN payload_erased_by bigint,
+ADD COLUMN actor_erased_by bigint,
+-- v1 rows are exactly what they were; a v2 field is either present (value and salt) or
+-- erased (commitment and the erasure event's seq), never anything in between. Plain IS
+-- NULL tests: the drainer pays for these on every row it inserts.
+ADD CONSTRAINT audit_events_v1_unsalted CHECK (
+    hash_version <> 1 OR (
+        payload IS NOT NULL AND actor IS NOT NULL AND payload_salt IS NULL AND actor_salt IS NULL
+        AND payload_commitment IS NULL AND actor_commitment IS NULL
+        AND payload_erased_by IS NULL AND actor_erased_by IS NULL
+    )
+),
+ADD CONSTRAINT audit_events_v2_payload_state CHECK (
+    hash_version <> 2
+    OR (payload_erased_by IS NULL AND payload IS NOT NULL AND payload_salt IS NOT NULL AND payload_commitment IS NULL)
+    OR (payload_erased_by > seq AND payload IS NULL AND payload_salt IS NULL AND payload_commitment IS NOT NULL)
+),
+ADD CONSTRAINT audit_events_v2_actor_state CHECK (
+    hash_version <> 2
+    OR (actor_erased_by IS NULL AND actor IS NOT NULL AND actor_salt IS NOT NULL AND actor_commitment IS NULL)
+    OR (actor_erased_by > seq AND actor IS NULL AND actor_salt IS NULL AND actor_commitment IS NOT NULL)
+);
+
+-- verify_chain and metrics count erased events; erased events are few.
+CREATE INDEX idx_audit_events_erased ON compliance.audit_events (seq)
+WHERE payload_erased_by IS NOT NULL OR actor_erased_by IS NOT NULL;
+
+COMMENT ON COLUMN compliance.audit_events.actor IS
+'Who performed the action; NULL only once compliance.erase removed it (v2 events).';
+COMMENT ON COLUMN compliance.audit_events.payload IS
+'Event details, a JSON object; hashed through its digest (v1) or salted commitment (v2); '
+'NULL only once compliance.erase removed it.';
+COMMENT ON COLUMN compliance.audit_events.hash_version IS
+'Canonical record format used for event_hash (docs/hash-format.md): 1 unsalted, 2 salted commitments.';
+COMMENT ON COLUMN compliance.audit_events.payload_salt IS
+'v2: 16 pseudo-random bytes derived by the drainer from a per-batch CSPRNG key; the payload commitment '
+'is SHA-256(salt || payload text). '
+'Removed with the payload by compliance.erase.';
+COMMENT ON COLUMN compliance.audit_events.actor_salt IS
+'v2: 16 pseudo-random bytes derived by the drainer from a per-batch CSPRNG key; the actor commitment '
+'is SHA-256(salt || actor). '
+'Removed with the actor by compliance.erase.';
+COMMENT ON COLUMN compliance.audit_events.payload_commitment IS
+'Set by compliance.erase when it removes the payload: the commitment the record hashes from then on.';
+COMMENT ON COLUMN compliance.audit_events.actor_commitment IS
+'Set by compliance.erase when it removes the actor: the commitment the record hashes from then on.';
+COMMENT ON COLUMN compliance.audit_events.payload_erased_by IS
+'seq of the compliance.erasure event that removed the payload; NULL while it is present.';
+COMMENT ON COLUMN compliance.audit_events.actor_erased_by IS
+'seq of the compliance.erasure event that removed the actor; NULL while it is present.';
+COMMENT ON INDEX compliance.idx_audit_events_erased IS 'The few erased events, counted by verify_chain and metrics.';
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compliance_eraser') THEN
+        CREATE ROLE compliance_eraser NOLOGIN;
+    END IF;
+END
+$roles$;
+COMMENT ON ROLE compliance_eraser IS
+'auditchain data controller: may erase personal data from events (compliance.erase); granted to nobody by default.';
+
+DO $$
+BEGIN
+    IF pg_catalog.to_regprocedure('compliance.verify_chain(bigint, bigint)') IS NOT NULL THEN
+        DROP FUNCTION compliance.verify_chain(bigint, bigint);
+    END IF;
+END;
+$$;
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0015_erasure.sql', 'migration', '52540066a714d1b48e91a2826abf3f0d406268a76a7b51f1370bd6b59a42d6d5');
+
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -877,7 +971,7 @@ COMMENT ON FUNCTION compliance._protect_table(regclass, boolean) IS
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('10_foundation.sql', 'definition', 'f80ea313a9cceb76ab24f39d1f0e6eb0ddc2f5c63f2f60ecdf7bf7b1fe632dfb');
 
 -- ==== definition: 20_hash.sql
--- The hash format, version 1 (docs/hash-format.md): event_hash = SHA-256(prev_hash ||
+-- The hash formats, versions 1 and 2 (docs/hash-format.md): event_hash = SHA-256(prev_hash ||
 -- SHA-256(record)), so that a bundle can prove an event it does not reveal from the
 -- digest of its record alone. Written as SQL-standard bodies
 -- (RETURN ...): they are parsed once at creation, so a caller's search_path can never
@@ -970,23 +1064,137 @@ RETURN compliance._chain_link(event_hash.prev_hash, pg_catalog.sha256(event_hash
 COMMENT ON FUNCTION compliance.event_hash(bytea, bytea) IS
 'SHA-256 of the previous event hash (32 bytes) followed by the SHA-256 of the canonical record (32 bytes).';
 
--- compliance._row_record(event): the canonical record of a stored audit_events row, for
--- every check that re-hashes the chain from its columns. Not STRICT and without SET, so the
--- planner inlines it (and what it calls) into set-based queries such as _verify_range.
--- Touches no table.
+-- compliance._new_salt_key(): 32 bytes from two gen_random_uuid() values (PostgreSQL's
+-- CSPRNG, pg_strong_random; no pgcrypto needed), 244 random bits once the UUIDs' fixed
+-- version and variant bits are set aside. The drainer draws one per batch and derives each
+-- event's two salts from it (compliance._salts): one SHA-256 per event instead of four
+-- gen_random_uuid() calls, which cost a system call each. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._new_salt_key()
+RETURNS bytea
+LANGUAGE sql
+VOLATILE
+PARALLEL SAFE
+RETURN pg_catalog.uuid_send(pg_catalog.gen_random_uuid()) || pg_catalog.uuid_send(pg_catalog.gen_random_uuid());
+COMMENT ON FUNCTION compliance._new_salt_key() IS
+'Internal: 32 bytes (244 random bits) from two gen_random_uuid() values: a drain batch''s key for deriving salts.';
+
+-- compliance._salts(salt_key, outbox_id): an event's two v2 salts, SHA-256(salt_key ||
+-- int8send(outbox_id)): bytes 1-16 the payload salt, 17-32 the actor salt. The key is secret
+-- and never stored, the input has a fixed length (no length extension) and outbox_id is
+-- unique, so the salts are independent pseudo-random values: one salt, or any number of
+-- other events' salts, tells nothing about another. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._salts(salt_key bytea, outbox_id bigint)
+RETURNS bytea
+LANGUAGE sql
+IMMUTABLE
+STRICT
+PARALLEL SAFE
+RETURN pg_catalog.sha256(_salts.salt_key || pg_catalog.int8send(_salts.outbox_id));
+COMMENT ON FUNCTION compliance._salts(bytea, bigint) IS
+'Internal: SHA-256(key || outbox_id): an event''s payload salt (bytes 1-16) and actor salt (17-32).';
+
+-- compliance.commitment(salt, value): the v2 commitment to a payload text or an actor:
+-- SHA-256(salt || UTF-8 bytes of value). The salt has a fixed length, so salt and value need
+-- no separator. STABLE only because convert_to is. Touches no table.
+CREATE OR REPLACE FUNCTION compliance.commitment(salt bytea, value text)
+RETURNS bytea
+LANGUAGE sql
+STABLE
+STRICT
+PARALLEL SAFE
+RETURN pg_catalog.sha256(commitment.salt || pg_catalog.convert_to(commitment.value, 'UTF8'));
+COMMENT ON FUNCTION compliance.commitment(bytea, text) IS
+'SHA-256(salt || UTF-8 value): the salted commitment through which a v2 record holds a payload text or an actor.';
+
+-- compliance.event_record_v2(...): the canonical record v2 as UTF-8 bytes: v1's lines 2-7,
+-- the tag auditchain:v2, and the actor and payload commitments as hex (lines 8 and 9).
+-- STABLE only because convert_to is. Touches no table.
+CREATE OR REPLACE FUNCTION compliance.event_record_v2(
+    seq bigint,
+    event_id uuid,
+    occurred_at timestamptz,
+    recorded_at timestamptz,
+    tenant_id text,
+    event_type text,
+    actor_commitment bytea,
+    payload_commitment bytea
+)
+RETURNS bytea
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN pg_catalog.convert_to(
+    'auditchain:v2' || E'\n'
+    || event_record_v2.seq::text || E'\n'
+    || event_record_v2.event_id::text || E'\n'
+    || compliance._epoch_us(event_record_v2.occurred_at)::text || E'\n'
+    || compliance._epoch_us(event_record_v2.recorded_at)::text || E'\n'
+    || CASE
+        WHEN event_record_v2.tenant_id IS NULL THEN '-'
+        ELSE pg_catalog.octet_length(event_record_v2.tenant_id)::text || ':' || event_record_v2.tenant_id
+    END || E'\n'
+    || pg_catalog.octet_length(event_record_v2.event_type)::text || ':' || event_record_v2.event_type || E'\n'
+    || pg_catalog.encode(event_record_v2.actor_commitment, 'hex') || E'\n'
+    || pg_catalog.encode(event_record_v2.payload_commitment, 'hex'),
+    'UTF8'
+);
+COMMENT ON FUNCTION compliance.event_record_v2(bigint, uuid, timestamptz, timestamptz, text, text, bytea, bytea) IS
+'Canonical record v2 of an event (docs/hash-format.md): v1''s fields with the actor and payload as salted commitments.';
+
+-- compliance._row_actor_commitment(event) / _row_payload_commitment(event): the commitment a
+-- stored v2 row's record holds: recomputed from value and salt while the value is present,
+-- the stored commitment once compliance.erase removed it. NULL when the row is in neither
+-- state (a value removed by another path), which every check reports. Touch no table.
+CREATE OR REPLACE FUNCTION compliance._row_actor_commitment(event compliance.audit_events)
+RETURNS bytea
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN _row_actor_commitment.event.actor_erased_by IS NULL
+        THEN compliance.commitment(_row_actor_commitment.event.actor_salt, _row_actor_commitment.event.actor)
+    ELSE _row_actor_commitment.event.actor_commitment
+END;
+COMMENT ON FUNCTION compliance._row_actor_commitment(compliance.audit_events) IS
+'Internal: the actor commitment of a stored v2 row (from actor and salt, or as stored once erased).';
+
+CREATE OR REPLACE FUNCTION compliance._row_payload_commitment(event compliance.audit_events)
+RETURNS bytea
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN _row_payload_commitment.event.payload_erased_by IS NULL
+        THEN compliance.commitment(_row_payload_commitment.event.payload_salt, _row_payload_commitment.event.payload::text)
+    ELSE _row_payload_commitment.event.payload_commitment
+END;
+COMMENT ON FUNCTION compliance._row_payload_commitment(compliance.audit_events) IS
+'Internal: the payload commitment of a stored v2 row (from payload text and salt, or as stored once erased).';
+
+-- compliance._row_record(event): the canonical record of a stored audit_events row in its
+-- hash_version, for every check that re-hashes the chain from its columns. NULL when a v2
+-- field is neither present nor erased. Not STRICT and without SET, so the planner inlines
+-- it (and what it calls) into set-based queries such as _verify_range. Touches no table.
 CREATE OR REPLACE FUNCTION compliance._row_record(event compliance.audit_events)
 RETURNS bytea
 LANGUAGE sql
 STABLE
 PARALLEL SAFE
-RETURN compliance.event_record(
-    _row_record.event.seq, _row_record.event.event_id, _row_record.event.occurred_at,
-    _row_record.event.recorded_at, _row_record.event.tenant_id, _row_record.event.event_type,
-    _row_record.event.actor, compliance.payload_digest(_row_record.event.payload)
-);
+RETURN CASE
+    WHEN _row_record.event.hash_version = 1 THEN compliance.event_record(
+        _row_record.event.seq, _row_record.event.event_id, _row_record.event.occurred_at,
+        _row_record.event.recorded_at, _row_record.event.tenant_id, _row_record.event.event_type,
+        _row_record.event.actor, compliance.payload_digest(_row_record.event.payload)
+    )
+    ELSE compliance.event_record_v2(
+        _row_record.event.seq, _row_record.event.event_id, _row_record.event.occurred_at,
+        _row_record.event.recorded_at, _row_record.event.tenant_id, _row_record.event.event_type,
+        compliance._row_actor_commitment(_row_record.event), compliance._row_payload_commitment(_row_record.event)
+    )
+END;
 COMMENT ON FUNCTION compliance._row_record(compliance.audit_events) IS
-'Internal: canonical record v1 of a stored audit_events row (event_record over its columns).';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('20_hash.sql', 'definition', '8c2c14ccd6a43b2e452fd20fbae1dade4e859b13868f91557918569c567d7f0f');
+'Internal: canonical record (v1 or v2, by hash_version) of a stored audit_events row.';
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('20_hash.sql', 'definition', '9e83ae11313e4358bc04b5c1da8d7ede74ea733feb0de1d2da5685bc67f43ab2');
 
 -- ==== definition: 30_emit.sql
 -- The producers' write path.
@@ -1285,6 +1493,10 @@ DECLARE
     v_recorded_at timestamptz := pg_catalog.clock_timestamp();
     v_ids bigint[];
     v_digests bytea[];
+    -- Hash format v2: the batch's secret for deriving each event's salts (compliance._salts).
+    v_salt_key constant bytea := compliance._new_salt_key();
+    v_payload_salts bytea[];
+    v_actor_salts bytea[];
     v_digest bytea;
     v_prev_hashes bytea[] := '{}';
     v_hashes bytea[] := '{}';
@@ -1311,17 +1523,22 @@ BEGIN
     PERFORM compliance._check_chain_head(v_state.last_seq, v_state.last_hash);
 
     -- Each record is hashed once, here: its digest is both the chain's input and the Merkle
-    -- tree's leaf data.
+    -- tree's leaf data. Hash format v2: each event gets a salt for its payload and one for its
+    -- actor, derived once per row (in the subquery) and stored with it.
     SELECT pg_catalog.array_agg(b.outbox_id ORDER BY b.outbox_id),
            pg_catalog.array_agg(
-               pg_catalog.sha256(compliance.event_record(
+               pg_catalog.sha256(compliance.event_record_v2(
                    v_state.last_seq + b.position, b.event_id, b.occurred_at, v_recorded_at, b.tenant_id,
-                   b.event_type, b.actor, compliance.payload_digest(b.payload)
+                   b.event_type, compliance.commitment(pg_catalog.substr(b.salts, 17, 16), b.actor),
+                   compliance.commitment(pg_catalog.substr(b.salts, 1, 16), b.payload::text)
                )) ORDER BY b.outbox_id
-           )
-      INTO v_ids, v_digests
+           ),
+           pg_catalog.array_agg(pg_catalog.substr(b.salts, 1, 16) ORDER BY b.outbox_id),
+           pg_catalog.array_agg(pg_catalog.substr(b.salts, 17, 16) ORDER BY b.outbox_id)
+      INTO v_ids, v_digests, v_payload_salts, v_actor_salts
       FROM (
-          SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position
+          SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position,
+                 compliance._salts(v_salt_key, o.outbox_id) AS salts
             FROM (
                 -- No row lock: the advisory lock admits one drainer, and the count check
                 -- after the DELETE fails the batch if a selected row vanished meanwhile.
@@ -1352,12 +1569,12 @@ BEGIN
     )
     INSERT INTO compliance.audit_events (
         seq, event_id, occurred_at, recorded_at, tenant_id, event_type, actor, payload,
-        hash_version, prev_hash, event_hash
+        hash_version, prev_hash, event_hash, payload_salt, actor_salt
     )
     SELECT v_state.last_seq + u.position, m.event_id, m.occurred_at, v_recorded_at, m.tenant_id,
-           m.event_type, m.actor, m.payload, 1, u.prev_hash, u.event_hash
-      FROM unnest(v_ids, v_prev_hashes, v_hashes) WITH ORDINALITY
-               AS u (outbox_id, prev_hash, event_hash, position)
+           m.event_type, m.actor, m.payload, 2, u.prev_hash, u.event_hash, u.payload_salt, u.actor_salt
+      FROM unnest(v_ids, v_prev_hashes, v_hashes, v_payload_salts, v_actor_salts) WITH ORDINALITY
+               AS u (outbox_id, prev_hash, event_hash, payload_salt, actor_salt, position)
       JOIN moved AS m ON m.outbox_id = u.outbox_id;
     GET DIAGNOSTICS v_moved = ROW_COUNT;
     IF v_moved <> pg_catalog.cardinality(v_ids) THEN
@@ -1550,7 +1767,7 @@ $$;
 COMMENT ON FUNCTION compliance.acknowledge_integrity_failure(bigint, text) IS
 'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq; '
 'false if already acknowledged.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', '6dc0674d7393f63bc2ce89d76a98d8d3b50e9bccfdc4746da9ed557536eb9da7');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', '3b78892b1ee62112fa0a34d64f8b5dd916e6cc5149b8a18ab15b0bc23823bebe');
 
 -- ==== definition: 45_anchors.sql
 -- Anchors: record the chain head (create_anchor, run by pg_cron), let the uploader take
@@ -2904,8 +3121,10 @@ PARALLEL SAFE
 RETURN CASE
     WHEN event.seq <> expected_seq
         THEN pg_catalog.format('seq gap: expected seq %s, found seq %s', expected_seq, event.seq)
-    WHEN event.hash_version <> 1
+    WHEN event.hash_version NOT IN (1, 2)
         THEN pg_catalog.format('unknown hash_version %s', event.hash_version)
+    WHEN compliance._row_record(event) IS NULL
+        THEN 'value removed: a payload or actor is missing without a recorded erasure'
     WHEN compliance.event_hash(event.prev_hash, compliance._row_record(event)) <> event.event_hash
         THEN 'content changed: the event no longer matches its event_hash'
     WHEN event.prev_hash <> expected_prev
@@ -2976,13 +3195,13 @@ COMMENT ON FUNCTION compliance._verify_range(bigint, bigint, bytea) IS
 'Internal: check of seq range [from, to] given the expected prev_hash of its first event; parallel-safe per event.';
 
 -- compliance.verify_chain(from_seq, to_seq): verify the whole chain or a part of it.
--- Exactly one row: ok, events_checked, first_bad_seq, problem. Besides every hash, link and
+-- Exactly one row: ok, events_checked, first_bad_seq, problem, erased_events. Besides every hash, link and
 -- seq of the range, it compares the chain with what the drainer and the incremental
 -- verifier remember having seen (drainer_state, verification_state), which catches a chain
 -- re-hashed after a change, a cut-off tail and events appended outside the drainer.
 -- Touches: audit_events, drainer_state, verification_state (read).
 CREATE OR REPLACE FUNCTION compliance.verify_chain(from_seq bigint DEFAULT NULL, to_seq bigint DEFAULT NULL)
-RETURNS TABLE (ok boolean, events_checked bigint, first_bad_seq bigint, problem text)
+RETURNS TABLE (ok boolean, events_checked bigint, first_bad_seq bigint, problem text, erased_events bigint)
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
@@ -2998,6 +3217,8 @@ DECLARE
     v_chain_end bigint;
     v_memory record;
     v_stored_hash bytea;
+    v_erased bigint;
+    v_unrecorded_seq bigint;
 BEGIN
     IF v_from < 1 OR v_to < v_from THEN
         RAISE EXCEPTION 'invalid range: from_seq % to_seq %', v_from, v_to USING ERRCODE = '22023';
@@ -3011,15 +3232,31 @@ BEGIN
         SELECT e.event_hash INTO v_expected_prev FROM compliance.audit_events AS e WHERE e.seq = v_from - 1;
         IF NOT FOUND THEN
             RETURN QUERY SELECT false, 0::bigint, v_from - 1,
-                pg_catalog.format('seq gap: seq %s, the link into the range, is missing', v_from - 1);
+                pg_catalog.format('seq gap: seq %s, the link into the range, is missing', v_from - 1), 0::bigint;
             RETURN;
         END IF;
     END IF;
 
     SELECT * INTO v_result FROM compliance._verify_range(v_from, v_to, v_expected_prev);
+    -- Events whose payload or actor compliance.erase removed (they verify by their commitments).
+    SELECT pg_catalog.count(*) INTO v_erased
+      FROM compliance.audit_events AS e
+     WHERE e.seq BETWEEN v_from AND v_to
+       AND (e.payload_erased_by IS NOT NULL OR e.actor_erased_by IS NOT NULL);
     IF NOT v_result.ok THEN
-        RETURN QUERY SELECT v_result.ok, v_result.events_checked, v_result.first_bad_seq, v_result.problem;
+        RETURN QUERY SELECT v_result.ok, v_result.events_checked, v_result.first_bad_seq, v_result.problem, v_erased;
         RETURN;
+    END IF;
+    -- An erased value must have been removed by compliance.erase, whose erasure event (in the
+    -- chain, so itself verified above) lists the seq and the field.
+    IF v_erased > 0 THEN
+        SELECT compliance._first_unrecorded_erasure(v_from, v_to) INTO v_unrecorded_seq;
+        IF v_unrecorded_seq IS NOT NULL THEN
+            RETURN QUERY SELECT false, v_result.events_checked, v_unrecorded_seq,
+                'erasure not recorded: the compliance.erasure event the row names does not list this seq and field',
+                v_erased;
+            RETURN;
+        END IF;
     END IF;
     v_chain_end := coalesce(v_result.last_seq, v_from - 1);
 
@@ -3037,7 +3274,7 @@ BEGIN
             RETURN QUERY SELECT false, v_result.events_checked, v_memory.seq,
                 pg_catalog.format('chain rewritten: event_hash of seq %s differs from the one %s recorded; '
                                   'an earlier event was changed and the later hashes recomputed',
-                                  v_memory.seq, v_memory.who);
+                                  v_memory.seq, v_memory.who), v_erased;
             RETURN;
         END IF;
     END LOOP;
@@ -3045,20 +3282,20 @@ BEGIN
     IF v_chain_end < least(v_to, greatest(v_drainer.last_seq, v_verifier.verified_seq)) THEN
         RETURN QUERY SELECT false, v_result.events_checked, v_chain_end + 1,
             pg_catalog.format('tail missing: events up to seq %s were chained but the chain ends at seq %s',
-                              greatest(v_drainer.last_seq, v_verifier.verified_seq), v_chain_end);
+                              greatest(v_drainer.last_seq, v_verifier.verified_seq), v_chain_end), v_erased;
         RETURN;
     END IF;
     IF v_chain_end > v_drainer.last_seq THEN
         RETURN QUERY SELECT false, v_result.events_checked, greatest(v_from, v_drainer.last_seq + 1),
             pg_catalog.format('unexpected events: the chain goes on to seq %s but the drainer wrote only up to seq %s',
-                              v_chain_end, v_drainer.last_seq);
+                              v_chain_end, v_drainer.last_seq), v_erased;
         RETURN;
     END IF;
-    RETURN QUERY SELECT true, v_result.events_checked, NULL::bigint, NULL::text;
+    RETURN QUERY SELECT true, v_result.events_checked, NULL::bigint, NULL::text, v_erased;
 END;
 $$;
 COMMENT ON FUNCTION compliance.verify_chain(bigint, bigint) IS
-'Recomputes every hash and link in [from_seq, to_seq] (default: all) and compares with the drainer''s and verifier''s memory; one row naming the first bad seq and the problem.';
+'Recomputes every hash and link in [from_seq, to_seq] (default: all) and compares with the drainer''s and verifier''s memory; one row naming the first bad seq and the problem, and counting erased events.';
 
 -- compliance.verify_new_events(max_rows): the incremental verifier pg_cron runs every
 -- minute. Verifies the events after verification_state.verified_seq, at most max_rows at a
@@ -3169,7 +3406,7 @@ $$;
 COMMENT ON FUNCTION compliance.acknowledge_verification_failure(bigint, text) IS
 'Operator action after investigating a verifier failure: records an integrity incident and resumes verification '
 'after the named seq; false if already acknowledged.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('50_verify.sql', 'definition', '27ed0f42a58aed3d651eb289290376ac79c62efa2282929a8ff2f3d9936a256c');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('50_verify.sql', 'definition', '2f8eae20e02fcbdc807710586c1417f7654b62c1beb70b2698fad84140a9dd87');
 
 -- ==== definition: 55_events_hex.sql
 -- Read-only presentation of the ledger for people at a psql prompt: the hashes as hex text.
@@ -3209,17 +3446,323 @@ COMMENT ON COLUMN compliance.audit_events_hex.prev_hash IS 'event_hash of seq - 
 COMMENT ON COLUMN compliance.audit_events_hex.event_hash IS 'SHA-256 of prev_hash and the canonical record, as 64 lower-case hex characters.';
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('55_events_hex.sql', 'definition', '85a0300e96e4ab3840c794b9918a4abd1437a33005dce1714cf294a986bafba4');
 
+-- ==== definition: 58_erasure.sql
+-- Erasure (docs/erasure.md): the one sanctioned change to an audit_events row. erase()
+-- removes a v2 event's payload and/or actor with its salt, keeps the salted commitment the
+-- record hashes, and records a compliance.erasure event in the chain, in one transaction;
+-- the row guard below (attached in sql/60_protect.sql) refuses every other change, in
+-- replica mode too.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+-- compliance._audit_events_guard(): the row guard of audit_events (trigger forbid_row_change,
+-- BEFORE UPDATE OR DELETE, ENABLE ALWAYS, attached in sql/60_protect.sql). DELETE always
+-- raises AC020, as _forbid_change does. An UPDATE passes only when (1) the
+-- transaction-local setting auditchain.erasure_seq, which only erase() sets, names a
+-- chained compliance.erasure event after the row, (2) the row is v2, (3) every column
+-- other than a field's value, salt, commitment and erased_by is unchanged, and (4) each
+-- field either stays exactly as it was or goes from present to erased: value and salt NULL,
+-- erased_by the erasure event's seq, and the commitment exactly SHA-256(old salt || old
+-- value), so that not even a session that sets the flag by hand can alter a value, a hash
+-- or a commitment. Anything else raises AC020. Touches: audit_events (trigger; reads the
+-- erasure event).
+CREATE OR REPLACE FUNCTION compliance._audit_events_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_erasure_seq bigint;
+    v_erasure_columns constant text[] := ARRAY[
+        'payload', 'payload_salt', 'payload_commitment', 'payload_erased_by',
+        'actor', 'actor_salt', 'actor_commitment', 'actor_erased_by'
+    ];
+    v_payload_kept boolean;
+    v_actor_kept boolean;
+    v_refusal text;
+BEGIN
+    v_erasure_seq := NULLIF(pg_catalog.current_setting('auditchain.erasure_seq', true), '')::bigint;
+    IF TG_OP <> 'UPDATE' OR v_erasure_seq IS NULL THEN
+        RAISE EXCEPTION '%.% is append-only: % is not allowed', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
+            USING ERRCODE = 'AC020',
+                  HINT = 'Audit records are immutable; personal data is removed only by compliance.erase (docs/erasure.md).';
+    END IF;
+    v_payload_kept := (NEW.payload, NEW.payload_salt, NEW.payload_commitment, NEW.payload_erased_by)
+        IS NOT DISTINCT FROM (OLD.payload, OLD.payload_salt, OLD.payload_commitment, OLD.payload_erased_by);
+    v_actor_kept := (NEW.actor, NEW.actor_salt, NEW.actor_commitment, NEW.actor_erased_by)
+        IS NOT DISTINCT FROM (OLD.actor, OLD.actor_salt, OLD.actor_commitment, OLD.actor_erased_by);
+    v_refusal := CASE
+        WHEN OLD.hash_version <> 2 THEN 'only a v2 event can be erased'
+        WHEN NOT EXISTS (
+            SELECT 1 FROM compliance.audit_events AS x
+             WHERE x.seq = v_erasure_seq AND x.seq > OLD.seq AND x.event_type = 'compliance.erasure'
+        ) THEN 'the erasure event is not in the chain after the event'
+        WHEN (pg_catalog.to_jsonb(NEW) - v_erasure_columns) IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) - v_erasure_columns)
+            THEN 'an erasure changes only the erased fields'
+        WHEN v_payload_kept AND v_actor_kept THEN 'an erasure must erase a field'
+        WHEN NOT v_payload_kept AND NOT (
+            OLD.payload_erased_by IS NULL AND NEW.payload IS NULL AND NEW.payload_salt IS NULL
+            AND NEW.payload_erased_by = v_erasure_seq
+            AND NEW.payload_commitment = compliance.commitment(OLD.payload_salt, OLD.payload::text)
+        ) THEN 'the payload may only go from present to erased under its own commitment'
+        WHEN NOT v_actor_kept AND NOT (
+            OLD.actor_erased_by IS NULL AND NEW.actor IS NULL AND NEW.actor_salt IS NULL
+            AND NEW.actor_erased_by = v_erasure_seq
+            AND NEW.actor_commitment = compliance.commitment(OLD.actor_salt, OLD.actor)
+        ) THEN 'the actor may only go from present to erased under its own commitment'
+    END;
+    IF v_refusal IS NOT NULL THEN
+        RAISE EXCEPTION '%.% is append-only: UPDATE is not allowed: % (seq %)', TG_TABLE_SCHEMA, TG_TABLE_NAME,
+            v_refusal, OLD.seq
+            USING ERRCODE = 'AC020',
+                  HINT = 'Audit records are immutable; personal data is removed only by compliance.erase (docs/erasure.md).';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION compliance._audit_events_guard() IS
+'Internal: trigger: refuses (AC020) every DELETE and UPDATE of audit_events except the exact erasure shape compliance.erase writes.';
+
+-- compliance._first_unrecorded_erasure(from_seq, to_seq): the first seq in the range with an
+-- erased field that the compliance.erasure event it names does not list (seq in "seqs",
+-- field in "fields"); NULL when every erasure is recorded. Set-based: each erasure event's
+-- lists are expanded once. Touches: audit_events (read).
+CREATE OR REPLACE FUNCTION compliance._first_unrecorded_erasure(from_seq bigint, to_seq bigint)
+RETURNS bigint
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH erased AS (
+        SELECT e.seq, f.field, f.erased_by
+          FROM compliance.audit_events AS e
+         CROSS JOIN LATERAL (VALUES ('payload', e.payload_erased_by), ('actor', e.actor_erased_by))
+                   AS f (field, erased_by)
+         WHERE e.seq BETWEEN _first_unrecorded_erasure.from_seq AND _first_unrecorded_erasure.to_seq
+           AND (e.payload_erased_by IS NOT NULL OR e.actor_erased_by IS NOT NULL)
+           AND f.erased_by IS NOT NULL
+    ),
+    -- Each erasure event's lists, read (and de-TOASTed) once.
+    erasures AS MATERIALIZED (
+        SELECT x.seq, x.payload -> 'seqs' AS seqs, x.payload -> 'fields' AS fields
+          FROM compliance.audit_events AS x
+         WHERE x.seq IN (SELECT d.erased_by FROM erased AS d)
+           AND x.event_type = 'compliance.erasure'
+    ),
+    listed AS (
+        SELECT s.value::bigint AS seq, f.value AS field, x.seq AS erased_by
+          FROM erasures AS x
+         CROSS JOIN LATERAL pg_catalog.jsonb_array_elements_text(x.fields) AS f (value)
+         CROSS JOIN LATERAL pg_catalog.jsonb_array_elements_text(x.seqs) AS s (value)
+         WHERE pg_catalog.jsonb_typeof(x.seqs) = 'array' AND pg_catalog.jsonb_typeof(x.fields) = 'array'
+    )
+    -- EXCEPT is a set difference by hashing or sorting, linear in the erased events.
+    SELECT min(u.seq)
+      FROM (
+          SELECT d.seq, d.field, d.erased_by FROM erased AS d
+          EXCEPT
+          SELECT l.seq, l.field, l.erased_by FROM listed AS l
+      ) AS u;
+$$;
+COMMENT ON FUNCTION compliance._first_unrecorded_erasure(bigint, bigint) IS
+'Internal: first seq in [from, to] whose erased field is not listed by the compliance.erasure event it names; NULL if none.';
+
+-- compliance.erase(seqs, fields, reason, legal_basis): remove the named fields ('payload',
+-- 'actor') of the named v2 events, keeping their commitments, and record a
+-- compliance.erasure event (actor: the session user; payload: seqs, fields, reason,
+-- legal_basis, already_erased; never an erased value) in the chain, all in the caller's
+-- transaction. The erasure event is chained synchronously (the drainer's lock is awaited,
+-- then the outbox drained up to it) so that its seq can be returned and stored in the rows.
+-- Returns that seq; NULL, with a NOTICE, when every named field is already erased.
+-- SQLSTATEs (nothing is changed): AC081 seqs NULL, empty, holding NULL or more than 10,000;
+-- AC082 fields NULL, empty or not among payload/actor; AC083 reason (1-2,000 characters) or
+-- legal_basis (1-500) missing, blank or too long; AC084 a seq not chained; AC085 a v1 event
+-- (its unsalted digest would still confirm a guess); AC086 an erasure event; AC011 when the
+-- drainer is halted; 42501 for a caller without compliance_eraser.
+-- Touches: audit_events (UPDATE through the guard; INSERT via drain), audit_outbox (via emit
+-- and drain), drainer_state, merkle_nodes (via drain).
+CREATE OR REPLACE FUNCTION compliance.erase(seqs bigint[], fields text[], reason text, legal_basis text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_seqs bigint[];
+    v_fields text[];
+    v_bad bigint[];
+    v_todo bigint[];
+    v_already bigint[];
+    v_previous bigint[];
+    v_tenants text[];
+    v_event_id uuid;
+    v_erasure_seq bigint;
+BEGIN
+    IF erase.seqs IS NULL OR pg_catalog.cardinality(erase.seqs) = 0 OR pg_catalog.array_position(erase.seqs, NULL) IS NOT NULL
+       OR pg_catalog.cardinality(erase.seqs) > 10000 THEN
+        RAISE EXCEPTION 'seqs must be a list of 1-10000 seqs without NULL' USING ERRCODE = 'AC081';
+    END IF;
+    IF erase.fields IS NULL OR pg_catalog.cardinality(erase.fields) = 0
+       OR NOT erase.fields <@ ARRAY['payload', 'actor'] THEN
+        RAISE EXCEPTION 'fields must name payload, actor or both, not %', coalesce(erase.fields::text, 'NULL')
+            USING ERRCODE = 'AC082';
+    END IF;
+    IF coalesce(erase.reason, '') !~ '[^[:space:]]' OR pg_catalog.length(erase.reason) > 2000 THEN
+        RAISE EXCEPTION 'a reason of 1-2000 characters is required' USING ERRCODE = 'AC083';
+    END IF;
+    IF coalesce(erase.legal_basis, '') !~ '[^[:space:]]' OR pg_catalog.length(erase.legal_basis) > 500 THEN
+        RAISE EXCEPTION 'a legal basis of 1-500 characters is required (e.g. "GDPR Art. 17(1)(a)")'
+            USING ERRCODE = 'AC083';
+    END IF;
+    SELECT pg_catalog.array_agg(DISTINCT s.seq ORDER BY s.seq) INTO v_seqs FROM unnest(erase.seqs) AS s (seq);
+    SELECT pg_catalog.array_agg(DISTINCT f.field ORDER BY f.field) INTO v_fields FROM unnest(erase.fields) AS f (field);
+
+    -- The drainer's lock first (waiting for a running batch): the erasure event is chained
+    -- below, and no batch may chain between the checks and the update.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
+    PERFORM 1 FROM compliance.audit_events AS e WHERE e.seq = ANY (v_seqs) ORDER BY e.seq FOR UPDATE;
+
+    SELECT pg_catalog.array_agg(s.seq ORDER BY s.seq) INTO v_bad
+      FROM unnest(v_seqs) AS s (seq)
+     WHERE NOT EXISTS (SELECT 1 FROM compliance.audit_events AS e WHERE e.seq = s.seq);
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'no chained event has seq %', pg_catalog.array_to_string(v_bad[1:10], ', ')
+            USING ERRCODE = 'AC084', DETAIL = pg_catalog.format('%s unknown seqs', pg_catalog.cardinality(v_bad));
+    END IF;
+    SELECT pg_catalog.array_agg(e.seq ORDER BY e.seq) INTO v_bad
+      FROM compliance.audit_events AS e WHERE e.seq = ANY (v_seqs) AND e.hash_version = 1;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'seq % uses hash format v1, whose unsalted digest would still confirm a guessed value',
+            pg_catalog.array_to_string(v_bad[1:10], ', ')
+            USING ERRCODE = 'AC085', HINT = 'See docs/erasure.md "Events chained before hash format v2".';
+    END IF;
+    SELECT pg_catalog.array_agg(e.seq ORDER BY e.seq) INTO v_bad
+      FROM compliance.audit_events AS e WHERE e.seq = ANY (v_seqs) AND e.event_type = 'compliance.erasure';
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'seq % is an erasure event, the record of an erasure', pg_catalog.array_to_string(v_bad[1:10], ', ')
+            USING ERRCODE = 'AC086';
+    END IF;
+
+    SELECT pg_catalog.array_agg(e.seq ORDER BY e.seq) FILTER (
+               WHERE ('payload' = ANY (v_fields) AND e.payload_erased_by IS NULL)
+                  OR ('actor' = ANY (v_fields) AND e.actor_erased_by IS NULL)),
+           pg_catalog.array_agg(e.seq ORDER BY e.seq) FILTER (
+               WHERE NOT (('payload' = ANY (v_fields) AND e.payload_erased_by IS NULL)
+                          OR ('actor' = ANY (v_fields) AND e.actor_erased_by IS NULL))),
+           pg_catalog.array_agg(DISTINCT x.erased_by) FILTER (WHERE x.erased_by IS NOT NULL),
+           pg_catalog.array_agg(DISTINCT coalesce(e.tenant_id, ''))
+      INTO v_todo, v_already, v_previous, v_tenants
+      FROM compliance.audit_events AS e
+     CROSS JOIN LATERAL (VALUES (e.payload_erased_by), (e.actor_erased_by)) AS x (erased_by)
+     WHERE e.seq = ANY (v_seqs);
+    IF v_todo IS NULL THEN
+        RAISE NOTICE 'nothing to erase: % of seq % already erased (by the erasure event at seq %)',
+            pg_catalog.array_to_string(v_fields, ' and '), pg_catalog.array_to_string(v_seqs[1:10], ', '),
+            pg_catalog.array_to_string(v_previous, ', ');
+        RETURN NULL;
+    END IF;
+
+    v_event_id := compliance.emit(
+        'compliance.erasure',
+        SESSION_USER::text,
+        pg_catalog.jsonb_build_object(
+            'seqs', pg_catalog.to_jsonb(ARRAY(SELECT DISTINCT u.seq FROM unnest(v_todo) AS u (seq) ORDER BY u.seq)),
+            'fields', pg_catalog.to_jsonb(v_fields),
+            'reason', erase.reason,
+            'legal_basis', erase.legal_basis,
+            'already_erased', pg_catalog.to_jsonb(coalesce(
+                ARRAY(SELECT DISTINCT u.seq FROM unnest(v_already) AS u (seq) ORDER BY u.seq), '{}'::bigint[]))
+        ),
+        -- A tenant's erasure belongs to that tenant's log (and its exports).
+        CASE WHEN pg_catalog.cardinality(v_tenants) = 1 AND v_tenants[1] <> '' THEN v_tenants[1] END
+    );
+    LOOP
+        SELECT e.seq INTO v_erasure_seq FROM compliance.audit_events AS e WHERE e.event_id = v_event_id;
+        EXIT WHEN FOUND;
+        PERFORM compliance.drain(10000);
+    END LOOP;
+
+    PERFORM pg_catalog.set_config('auditchain.erasure_seq', v_erasure_seq::text, true);
+    UPDATE compliance.audit_events AS e
+       SET payload = CASE WHEN p.erase_payload THEN NULL ELSE e.payload END,
+           payload_salt = CASE WHEN p.erase_payload THEN NULL ELSE e.payload_salt END,
+           payload_commitment = CASE
+               WHEN p.erase_payload THEN compliance.commitment(e.payload_salt, e.payload::text)
+               ELSE e.payload_commitment
+           END,
+           payload_erased_by = CASE WHEN p.erase_payload THEN v_erasure_seq ELSE e.payload_erased_by END,
+           actor = CASE WHEN p.erase_actor THEN NULL ELSE e.actor END,
+           actor_salt = CASE WHEN p.erase_actor THEN NULL ELSE e.actor_salt END,
+           actor_commitment = CASE
+               WHEN p.erase_actor THEN compliance.commitment(e.actor_salt, e.actor)
+               ELSE e.actor_commitment
+           END,
+           actor_erased_by = CASE WHEN p.erase_actor THEN v_erasure_seq ELSE e.actor_erased_by END
+      FROM compliance.audit_events AS o
+     CROSS JOIN LATERAL (
+           SELECT 'payload' = ANY (v_fields) AND o.payload_erased_by IS NULL AS erase_payload,
+                  'actor' = ANY (v_fields) AND o.actor_erased_by IS NULL AS erase_actor
+       ) AS p
+     WHERE e.seq = o.seq AND o.seq = ANY (v_todo);
+    -- The flag is for this statement only: nothing later in the transaction can use it.
+    PERFORM pg_catalog.set_config('auditchain.erasure_seq', '', true);
+    RETURN v_erasure_seq;
+END;
+$$;
+COMMENT ON FUNCTION compliance.erase(bigint[], text[], text, text) IS
+'Removes the payload and/or actor (and salt) of v2 events, keeping their commitments, and records a compliance.erasure '
+'event in the chain; returns its seq (NULL if already erased). AC081-AC086 for bad input.';
+
+-- compliance.find_subject_events(tenant_id, payload_contains): the seqs of a tenant's
+-- chained events whose payload contains the given JSON object (jsonb @>), to assemble a data
+-- subject's erasure request. AC087 unless tenant_id is 1-128 characters and payload_contains
+-- a non-empty JSON object. Touches: audit_events (read).
+CREATE OR REPLACE FUNCTION compliance.find_subject_events(tenant_id text, payload_contains jsonb)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF find_subject_events.tenant_id IS NULL OR pg_catalog.length(find_subject_events.tenant_id) NOT BETWEEN 1 AND 128 THEN
+        RAISE EXCEPTION 'tenant_id must be 1-128 characters' USING ERRCODE = 'AC087';
+    END IF;
+    IF find_subject_events.payload_contains IS NULL
+       OR pg_catalog.jsonb_typeof(find_subject_events.payload_contains) <> 'object'
+       OR find_subject_events.payload_contains = '{}'::jsonb THEN
+        RAISE EXCEPTION 'payload_contains must be a non-empty JSON object, such as {"email": "a@example.com"}'
+            USING ERRCODE = 'AC087';
+    END IF;
+    RETURN QUERY
+        SELECT e.seq
+          FROM compliance.audit_events AS e
+         WHERE e.tenant_id = find_subject_events.tenant_id
+           AND e.payload @> find_subject_events.payload_contains
+         ORDER BY e.seq;
+END;
+$$;
+COMMENT ON FUNCTION compliance.find_subject_events(text, jsonb) IS
+'Seqs of a tenant''s chained events whose payload contains the given JSON object (@>), for an erasure request; AC087 if invalid.';
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('58_erasure.sql', 'definition', 'ade7d9fe2d143cc982b1a41932fe63cea4521359794d3b846038d5edce3947d8');
+
 -- ==== definition: 60_protect.sql
 -- Immutability of the ledger tables (anchors and export_jobs add their own guards).
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 SELECT compliance._protect_table('compliance.audit_events', true);
+-- Its row guard is compliance._audit_events_guard (sql/58_erasure.sql): like _forbid_change,
+-- except for the one UPDATE compliance.erase makes. Same trigger name, so whatever holds for
+-- forbid_row_change (ENABLE ALWAYS; what disabling it means) holds for it.
+CREATE OR REPLACE TRIGGER forbid_row_change
+BEFORE UPDATE OR DELETE ON compliance.audit_events
+FOR EACH ROW EXECUTE FUNCTION compliance._audit_events_guard();
+ALTER TABLE compliance.audit_events ENABLE ALWAYS TRIGGER forbid_row_change;
 SELECT compliance._protect_table('compliance.integrity_incidents', true);
 
 -- The single-row state tables are updated in place but must never lose their row.
 SELECT compliance._protect_table('compliance.drainer_state', false);
 SELECT compliance._protect_table('compliance.verification_state', false);
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('60_protect.sql', 'definition', '303c40e2e929061998e03b6036e898305823e8f2f44e24e9948f8b8b16d922c3');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('60_protect.sql', 'definition', '95d447dfd91ae84e18353fad03b632ca01d8579ba36b9f49bc0982fd20e79eed');
 
 -- ==== definition: 70_exports.sql
 -- Exports (docs/exports.md): requests, the job status machine, the CAS claim, and the
@@ -3684,8 +4227,8 @@ BEGIN
 
     RETURN pg_catalog.jsonb_build_object(
         'format', 'auditchain-export',
-        'format_version', 2,
-        'hash_version', 1,
+        'format_version', 3,
+        'hash_version', 2,
         'job_id', v_job.job_id,
         'filter', compliance.normalize_export_filter(v_job.filter),
         'requested_by', v_job.requested_by,
@@ -3706,7 +4249,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.export_plan(uuid) IS
-'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 2); AC033 unless running.';
+'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 3); AC033 unless running.';
 
 -- compliance._event_line(event, withheld): the line of a matched event in an export bundle
 -- and in a receipt (`auditchain prove`): compact JSON with the record's fields, the payload
@@ -3718,26 +4261,55 @@ RETURNS text
 LANGUAGE sql
 STABLE
 PARALLEL SAFE
-RETURN pg_catalog.format(
-    '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
-    '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
-    _event_line.event.seq, _event_line.event.event_id, compliance._iso_utc(_event_line.event.occurred_at),
-    compliance._iso_utc(_event_line.event.recorded_at),
-    coalesce(pg_catalog.to_json(_event_line.event.tenant_id)::text, 'null'),
-    pg_catalog.to_json(_event_line.event.event_type)::text, pg_catalog.to_json(_event_line.event.actor)::text,
-    CASE
-        WHEN _event_line.withheld THEN '"payload_sha256":"'
-            || pg_catalog.encode(compliance.payload_digest(_event_line.event.payload), 'hex') || '"'
-        ELSE '"payload":' || pg_catalog.to_json(_event_line.event.payload::text)::text
-    END,
-    pg_catalog.encode(_event_line.event.prev_hash, 'hex'), pg_catalog.encode(_event_line.event.event_hash, 'hex')
-);
+RETURN CASE
+    WHEN _event_line.event.hash_version = 1 THEN pg_catalog.format(
+        '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
+        '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
+        _event_line.event.seq, _event_line.event.event_id, compliance._iso_utc(_event_line.event.occurred_at),
+        compliance._iso_utc(_event_line.event.recorded_at),
+        coalesce(pg_catalog.to_json(_event_line.event.tenant_id)::text, 'null'),
+        pg_catalog.to_json(_event_line.event.event_type)::text, pg_catalog.to_json(_event_line.event.actor)::text,
+        CASE
+            WHEN _event_line.withheld THEN '"payload_sha256":"'
+                || pg_catalog.encode(compliance.payload_digest(_event_line.event.payload), 'hex') || '"'
+            ELSE '"payload":' || pg_catalog.to_json(_event_line.event.payload::text)::text
+        END,
+        pg_catalog.encode(_event_line.event.prev_hash, 'hex'), pg_catalog.encode(_event_line.event.event_hash, 'hex'))
+    -- Hash format v2: a value with its salt; an erased value as its commitment and the seq
+    -- of the erasure event; a withheld payload as its commitment alone.
+    ELSE pg_catalog.format(
+        '{"seq":%s,"hash_version":2,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
+        '"event_type":%s,%s,%s,"prev_hash":"%s","event_hash":"%s"}',
+        _event_line.event.seq, _event_line.event.event_id, compliance._iso_utc(_event_line.event.occurred_at),
+        compliance._iso_utc(_event_line.event.recorded_at),
+        coalesce(pg_catalog.to_json(_event_line.event.tenant_id)::text, 'null'),
+        pg_catalog.to_json(_event_line.event.event_type)::text,
+        CASE
+            WHEN _event_line.event.actor_erased_by IS NOT NULL THEN pg_catalog.format(
+                '"actor_commitment":"%s","actor_erased_by":%s',
+                pg_catalog.encode(_event_line.event.actor_commitment, 'hex'), _event_line.event.actor_erased_by)
+            ELSE pg_catalog.format('"actor":%s,"actor_salt":"%s"',
+                pg_catalog.to_json(_event_line.event.actor)::text, pg_catalog.encode(_event_line.event.actor_salt, 'hex'))
+        END,
+        CASE
+            WHEN _event_line.event.payload_erased_by IS NOT NULL THEN pg_catalog.format(
+                '"payload_commitment":"%s","payload_erased_by":%s',
+                pg_catalog.encode(_event_line.event.payload_commitment, 'hex'), _event_line.event.payload_erased_by)
+            WHEN _event_line.withheld THEN '"payload_commitment":"'
+                || pg_catalog.encode(compliance._row_payload_commitment(_event_line.event), 'hex') || '"'
+            ELSE pg_catalog.format('"payload":%s,"payload_salt":"%s"',
+                pg_catalog.to_json(_event_line.event.payload::text)::text,
+                pg_catalog.encode(_event_line.event.payload_salt, 'hex'))
+        END,
+        pg_catalog.encode(_event_line.event.prev_hash, 'hex'), pg_catalog.encode(_event_line.event.event_hash, 'hex'))
+END;
 COMMENT ON FUNCTION compliance._event_line(compliance.audit_events, boolean) IS
-'Internal: the export-bundle line of a matched event (payload withheld or not); also the event line of a receipt.';
+'Internal: the export-bundle line of a matched event (hash format v1 or v2, payload withheld or not, erased fields as commitments); also the event line of a receipt.';
 
 -- compliance.export_lines(job_id, seq_from, seq_to): the data object of a running job's
 -- bundle, one row per seq of [seq_from, seq_to] in seq order: matched events in full
--- (payload as its exact jsonb text, or payload_sha256 when withheld), excluded events as
+-- (v1: payload as its exact jsonb text, or payload_sha256 when withheld; v2: payload and
+-- actor with their salts, or their commitments when erased or withheld), excluded events as
 -- their hashes and the SHA-256 of their record, from which a verifier re-derives their
 -- event_hash without seeing their content. Each line is compact JSON. No rows unless the
 -- job is running. Plain SQL and called in the select list (SELECT
@@ -3901,7 +4473,7 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.reconcile_exports(interval) IS
 'Fails running export jobs whose runner reported no progress for stuck_after (default 15 minutes); returns how many.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', '550e0eef3916c1255617423ec6397fdb2c9fd7e7e5fb5ce5fcd86d20512d3365');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', '36e1647d989b7de570bb63fd038b4ec8bc26251cf578eb550fcf3798d3b2f2cb');
 
 -- ==== definition: 72_receipts.sql
 -- Receipts (`auditchain prove`, docs/proofs.md "Receipts"): everything a C2SP tlog-proof for
@@ -4057,9 +4629,9 @@ $$;
 -- measured. Every read is an index lookup or a count over a table that is small when the
 -- system is healthy: never a scan of audit_events. SECURITY DEFINER so that
 -- compliance_watchdog needs EXECUTE on this function and nothing else.
--- Touches (read only): audit_outbox, audit_events (one row by seq), drainer_state,
--- verification_state, anchors, anchor_failure_reviews, export_jobs; event_expectations
--- through compliance.expectation_status(); cron.job and cron.job_run_details through
+-- Touches (read only): audit_outbox, audit_events (one row by seq; erased rows by their
+-- partial index), drainer_state, verification_state, anchors, anchor_failure_reviews,
+-- export_jobs; event_expectations through compliance.expectation_status(); cron.job and cron.job_run_details through
 -- compliance.cron_job_health().
 CREATE OR REPLACE FUNCTION compliance.metrics()
 RETURNS TABLE (
@@ -4186,6 +4758,13 @@ BEGIN
             -- Expected-event monitors silent for longer than their max_silence, not paused.
             (18, 'silent_producers',
              (SELECT pg_catalog.count(*) FROM compliance.expectation_status() AS x WHERE x.silent)::double precision,
+             'count'),
+            -- Events whose payload or actor compliance.erase removed (idx_audit_events_erased).
+            -- Erasure is sanctioned, so no threshold row: always ok, a count to follow.
+            (19, 'erased_events',
+             (SELECT pg_catalog.count(*)
+                FROM compliance.audit_events AS e
+               WHERE e.payload_erased_by IS NOT NULL OR e.actor_erased_by IS NOT NULL)::double precision,
              'count')
     )
     SELECT m.metric, m.value, m.unit, t.warning_above, t.critical_above, t.alarm_above,
@@ -4239,7 +4818,7 @@ COMMENT ON FUNCTION compliance.acknowledge_anchor_failure(bigint, text) IS
 '(AC060 if not failed); false if already reviewed.';
 
 SELECT compliance._protect_table('compliance.anchor_failure_reviews', true);
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('75_metrics.sql', 'definition', '1f3a09fa776dc3d65781705ac608f7cb52df5b0a46e962db8167f8fa224f9209');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('75_metrics.sql', 'definition', '88320ca2c9b703b27cb781c69d43dabea37255b630fed29634664f78f786ba02');
 
 -- ==== definition: 76_monitors.sql
 -- Expected-event monitors (silent producers) and the per-minute activity samples behind the
@@ -5001,14 +5580,14 @@ INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('80_
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer, compliance_anchor,
-compliance_watchdog, compliance_exporter, compliance_auditor;
+compliance_watchdog, compliance_exporter, compliance_auditor, compliance_eraser;
 REVOKE ALL ON ALL TABLES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
-compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
+compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor, compliance_eraser;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
-compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
+compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor, compliance_eraser;
 -- ROUTINES covers functions and procedures; both get EXECUTE for PUBLIC when created.
 REVOKE ALL ON ALL ROUTINES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
-compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
+compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor, compliance_eraser;
 
 -- ==== compliance_writer: emit events and request exports (each request is itself an event).
 GRANT USAGE ON SCHEMA compliance TO compliance_writer;
@@ -5085,7 +5664,14 @@ GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
 -- The monitors' state and the per-minute activity history behind the status sparklines.
 GRANT EXECUTE ON FUNCTION compliance.expectation_status(), compliance.activity_history(integer)
 TO compliance_auditor;
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '73aa59818eb2c257ee83b78f278a835fa41030a23b625c07908ac05f96e9ccbc');
+
+-- ==== compliance_eraser: a data controller's erasure of personal data (docs/erasure.md),
+-- through erase() only, and finding a data subject's events. Granted to nobody by default:
+-- an administrator grants it to a named person for the time of a request.
+GRANT USAGE ON SCHEMA compliance TO compliance_eraser;
+GRANT EXECUTE ON FUNCTION compliance.erase(bigint[], text[], text, text),
+compliance.find_subject_events(text, jsonb) TO compliance_eraser;
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '5a2c60e8d47e47a9c13114492696bda6553b49ad3faf8b4e417d831c2ef7e4f8');
 
 COMMIT;
 \o

@@ -71,6 +71,10 @@ DECLARE
     v_recorded_at timestamptz := pg_catalog.clock_timestamp();
     v_ids bigint[];
     v_digests bytea[];
+    -- Hash format v2: the batch's secret for deriving each event's salts (compliance._salts).
+    v_salt_key constant bytea := compliance._new_salt_key();
+    v_payload_salts bytea[];
+    v_actor_salts bytea[];
     v_digest bytea;
     v_prev_hashes bytea[] := '{}';
     v_hashes bytea[] := '{}';
@@ -97,17 +101,22 @@ BEGIN
     PERFORM compliance._check_chain_head(v_state.last_seq, v_state.last_hash);
 
     -- Each record is hashed once, here: its digest is both the chain's input and the Merkle
-    -- tree's leaf data.
+    -- tree's leaf data. Hash format v2: each event gets a salt for its payload and one for its
+    -- actor, derived once per row (in the subquery) and stored with it.
     SELECT pg_catalog.array_agg(b.outbox_id ORDER BY b.outbox_id),
            pg_catalog.array_agg(
-               pg_catalog.sha256(compliance.event_record(
+               pg_catalog.sha256(compliance.event_record_v2(
                    v_state.last_seq + b.position, b.event_id, b.occurred_at, v_recorded_at, b.tenant_id,
-                   b.event_type, b.actor, compliance.payload_digest(b.payload)
+                   b.event_type, compliance.commitment(pg_catalog.substr(b.salts, 17, 16), b.actor),
+                   compliance.commitment(pg_catalog.substr(b.salts, 1, 16), b.payload::text)
                )) ORDER BY b.outbox_id
-           )
-      INTO v_ids, v_digests
+           ),
+           pg_catalog.array_agg(pg_catalog.substr(b.salts, 1, 16) ORDER BY b.outbox_id),
+           pg_catalog.array_agg(pg_catalog.substr(b.salts, 17, 16) ORDER BY b.outbox_id)
+      INTO v_ids, v_digests, v_payload_salts, v_actor_salts
       FROM (
-          SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position
+          SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position,
+                 compliance._salts(v_salt_key, o.outbox_id) AS salts
             FROM (
                 -- No row lock: the advisory lock admits one drainer, and the count check
                 -- after the DELETE fails the batch if a selected row vanished meanwhile.
@@ -138,12 +147,12 @@ BEGIN
     )
     INSERT INTO compliance.audit_events (
         seq, event_id, occurred_at, recorded_at, tenant_id, event_type, actor, payload,
-        hash_version, prev_hash, event_hash
+        hash_version, prev_hash, event_hash, payload_salt, actor_salt
     )
     SELECT v_state.last_seq + u.position, m.event_id, m.occurred_at, v_recorded_at, m.tenant_id,
-           m.event_type, m.actor, m.payload, 1, u.prev_hash, u.event_hash
-      FROM unnest(v_ids, v_prev_hashes, v_hashes) WITH ORDINALITY
-               AS u (outbox_id, prev_hash, event_hash, position)
+           m.event_type, m.actor, m.payload, 2, u.prev_hash, u.event_hash, u.payload_salt, u.actor_salt
+      FROM unnest(v_ids, v_prev_hashes, v_hashes, v_payload_salts, v_actor_salts) WITH ORDINALITY
+               AS u (outbox_id, prev_hash, event_hash, payload_salt, actor_salt, position)
       JOIN moved AS m ON m.outbox_id = u.outbox_id;
     GET DIAGNOSTICS v_moved = ROW_COUNT;
     IF v_moved <> pg_catalog.cardinality(v_ids) THEN

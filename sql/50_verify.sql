@@ -17,8 +17,10 @@ PARALLEL SAFE
 RETURN CASE
     WHEN event.seq <> expected_seq
         THEN pg_catalog.format('seq gap: expected seq %s, found seq %s', expected_seq, event.seq)
-    WHEN event.hash_version <> 1
+    WHEN event.hash_version NOT IN (1, 2)
         THEN pg_catalog.format('unknown hash_version %s', event.hash_version)
+    WHEN compliance._row_record(event) IS NULL
+        THEN 'value removed: a payload or actor is missing without a recorded erasure'
     WHEN compliance.event_hash(event.prev_hash, compliance._row_record(event)) <> event.event_hash
         THEN 'content changed: the event no longer matches its event_hash'
     WHEN event.prev_hash <> expected_prev
@@ -89,13 +91,13 @@ COMMENT ON FUNCTION compliance._verify_range(bigint, bigint, bytea) IS
 'Internal: check of seq range [from, to] given the expected prev_hash of its first event; parallel-safe per event.';
 
 -- compliance.verify_chain(from_seq, to_seq): verify the whole chain or a part of it.
--- Exactly one row: ok, events_checked, first_bad_seq, problem. Besides every hash, link and
+-- Exactly one row: ok, events_checked, first_bad_seq, problem, erased_events. Besides every hash, link and
 -- seq of the range, it compares the chain with what the drainer and the incremental
 -- verifier remember having seen (drainer_state, verification_state), which catches a chain
 -- re-hashed after a change, a cut-off tail and events appended outside the drainer.
 -- Touches: audit_events, drainer_state, verification_state (read).
 CREATE OR REPLACE FUNCTION compliance.verify_chain(from_seq bigint DEFAULT NULL, to_seq bigint DEFAULT NULL)
-RETURNS TABLE (ok boolean, events_checked bigint, first_bad_seq bigint, problem text)
+RETURNS TABLE (ok boolean, events_checked bigint, first_bad_seq bigint, problem text, erased_events bigint)
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
@@ -111,6 +113,8 @@ DECLARE
     v_chain_end bigint;
     v_memory record;
     v_stored_hash bytea;
+    v_erased bigint;
+    v_unrecorded_seq bigint;
 BEGIN
     IF v_from < 1 OR v_to < v_from THEN
         RAISE EXCEPTION 'invalid range: from_seq % to_seq %', v_from, v_to USING ERRCODE = '22023';
@@ -124,15 +128,31 @@ BEGIN
         SELECT e.event_hash INTO v_expected_prev FROM compliance.audit_events AS e WHERE e.seq = v_from - 1;
         IF NOT FOUND THEN
             RETURN QUERY SELECT false, 0::bigint, v_from - 1,
-                pg_catalog.format('seq gap: seq %s, the link into the range, is missing', v_from - 1);
+                pg_catalog.format('seq gap: seq %s, the link into the range, is missing', v_from - 1), 0::bigint;
             RETURN;
         END IF;
     END IF;
 
     SELECT * INTO v_result FROM compliance._verify_range(v_from, v_to, v_expected_prev);
+    -- Events whose payload or actor compliance.erase removed (they verify by their commitments).
+    SELECT pg_catalog.count(*) INTO v_erased
+      FROM compliance.audit_events AS e
+     WHERE e.seq BETWEEN v_from AND v_to
+       AND (e.payload_erased_by IS NOT NULL OR e.actor_erased_by IS NOT NULL);
     IF NOT v_result.ok THEN
-        RETURN QUERY SELECT v_result.ok, v_result.events_checked, v_result.first_bad_seq, v_result.problem;
+        RETURN QUERY SELECT v_result.ok, v_result.events_checked, v_result.first_bad_seq, v_result.problem, v_erased;
         RETURN;
+    END IF;
+    -- An erased value must have been removed by compliance.erase, whose erasure event (in the
+    -- chain, so itself verified above) lists the seq and the field.
+    IF v_erased > 0 THEN
+        SELECT compliance._first_unrecorded_erasure(v_from, v_to) INTO v_unrecorded_seq;
+        IF v_unrecorded_seq IS NOT NULL THEN
+            RETURN QUERY SELECT false, v_result.events_checked, v_unrecorded_seq,
+                'erasure not recorded: the compliance.erasure event the row names does not list this seq and field',
+                v_erased;
+            RETURN;
+        END IF;
     END IF;
     v_chain_end := coalesce(v_result.last_seq, v_from - 1);
 
@@ -150,7 +170,7 @@ BEGIN
             RETURN QUERY SELECT false, v_result.events_checked, v_memory.seq,
                 pg_catalog.format('chain rewritten: event_hash of seq %s differs from the one %s recorded; '
                                   'an earlier event was changed and the later hashes recomputed',
-                                  v_memory.seq, v_memory.who);
+                                  v_memory.seq, v_memory.who), v_erased;
             RETURN;
         END IF;
     END LOOP;
@@ -158,20 +178,20 @@ BEGIN
     IF v_chain_end < least(v_to, greatest(v_drainer.last_seq, v_verifier.verified_seq)) THEN
         RETURN QUERY SELECT false, v_result.events_checked, v_chain_end + 1,
             pg_catalog.format('tail missing: events up to seq %s were chained but the chain ends at seq %s',
-                              greatest(v_drainer.last_seq, v_verifier.verified_seq), v_chain_end);
+                              greatest(v_drainer.last_seq, v_verifier.verified_seq), v_chain_end), v_erased;
         RETURN;
     END IF;
     IF v_chain_end > v_drainer.last_seq THEN
         RETURN QUERY SELECT false, v_result.events_checked, greatest(v_from, v_drainer.last_seq + 1),
             pg_catalog.format('unexpected events: the chain goes on to seq %s but the drainer wrote only up to seq %s',
-                              v_chain_end, v_drainer.last_seq);
+                              v_chain_end, v_drainer.last_seq), v_erased;
         RETURN;
     END IF;
-    RETURN QUERY SELECT true, v_result.events_checked, NULL::bigint, NULL::text;
+    RETURN QUERY SELECT true, v_result.events_checked, NULL::bigint, NULL::text, v_erased;
 END;
 $$;
 COMMENT ON FUNCTION compliance.verify_chain(bigint, bigint) IS
-'Recomputes every hash and link in [from_seq, to_seq] (default: all) and compares with the drainer''s and verifier''s memory; one row naming the first bad seq and the problem.';
+'Recomputes every hash and link in [from_seq, to_seq] (default: all) and compares with the drainer''s and verifier''s memory; one row naming the first bad seq and the problem, and counting erased events.';
 
 -- compliance.verify_new_events(max_rows): the incremental verifier pg_cron runs every
 -- minute. Verifies the events after verification_state.verified_seq, at most max_rows at a

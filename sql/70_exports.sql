@@ -460,8 +460,8 @@ BEGIN
 
     RETURN pg_catalog.jsonb_build_object(
         'format', 'auditchain-export',
-        'format_version', 2,
-        'hash_version', 1,
+        'format_version', 3,
+        'hash_version', 2,
         'job_id', v_job.job_id,
         'filter', compliance.normalize_export_filter(v_job.filter),
         'requested_by', v_job.requested_by,
@@ -482,7 +482,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.export_plan(uuid) IS
-'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 2); AC033 unless running.';
+'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 3); AC033 unless running.';
 
 -- compliance._event_line(event, withheld): the line of a matched event in an export bundle
 -- and in a receipt (`auditchain prove`): compact JSON with the record's fields, the payload
@@ -494,26 +494,55 @@ RETURNS text
 LANGUAGE sql
 STABLE
 PARALLEL SAFE
-RETURN pg_catalog.format(
-    '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
-    '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
-    _event_line.event.seq, _event_line.event.event_id, compliance._iso_utc(_event_line.event.occurred_at),
-    compliance._iso_utc(_event_line.event.recorded_at),
-    coalesce(pg_catalog.to_json(_event_line.event.tenant_id)::text, 'null'),
-    pg_catalog.to_json(_event_line.event.event_type)::text, pg_catalog.to_json(_event_line.event.actor)::text,
-    CASE
-        WHEN _event_line.withheld THEN '"payload_sha256":"'
-            || pg_catalog.encode(compliance.payload_digest(_event_line.event.payload), 'hex') || '"'
-        ELSE '"payload":' || pg_catalog.to_json(_event_line.event.payload::text)::text
-    END,
-    pg_catalog.encode(_event_line.event.prev_hash, 'hex'), pg_catalog.encode(_event_line.event.event_hash, 'hex')
-);
+RETURN CASE
+    WHEN _event_line.event.hash_version = 1 THEN pg_catalog.format(
+        '{"seq":%s,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
+        '"event_type":%s,"actor":%s,%s,"prev_hash":"%s","event_hash":"%s"}',
+        _event_line.event.seq, _event_line.event.event_id, compliance._iso_utc(_event_line.event.occurred_at),
+        compliance._iso_utc(_event_line.event.recorded_at),
+        coalesce(pg_catalog.to_json(_event_line.event.tenant_id)::text, 'null'),
+        pg_catalog.to_json(_event_line.event.event_type)::text, pg_catalog.to_json(_event_line.event.actor)::text,
+        CASE
+            WHEN _event_line.withheld THEN '"payload_sha256":"'
+                || pg_catalog.encode(compliance.payload_digest(_event_line.event.payload), 'hex') || '"'
+            ELSE '"payload":' || pg_catalog.to_json(_event_line.event.payload::text)::text
+        END,
+        pg_catalog.encode(_event_line.event.prev_hash, 'hex'), pg_catalog.encode(_event_line.event.event_hash, 'hex'))
+    -- Hash format v2: a value with its salt; an erased value as its commitment and the seq
+    -- of the erasure event; a withheld payload as its commitment alone.
+    ELSE pg_catalog.format(
+        '{"seq":%s,"hash_version":2,"event_id":"%s","occurred_at":"%s","recorded_at":"%s","tenant_id":%s,'
+        '"event_type":%s,%s,%s,"prev_hash":"%s","event_hash":"%s"}',
+        _event_line.event.seq, _event_line.event.event_id, compliance._iso_utc(_event_line.event.occurred_at),
+        compliance._iso_utc(_event_line.event.recorded_at),
+        coalesce(pg_catalog.to_json(_event_line.event.tenant_id)::text, 'null'),
+        pg_catalog.to_json(_event_line.event.event_type)::text,
+        CASE
+            WHEN _event_line.event.actor_erased_by IS NOT NULL THEN pg_catalog.format(
+                '"actor_commitment":"%s","actor_erased_by":%s',
+                pg_catalog.encode(_event_line.event.actor_commitment, 'hex'), _event_line.event.actor_erased_by)
+            ELSE pg_catalog.format('"actor":%s,"actor_salt":"%s"',
+                pg_catalog.to_json(_event_line.event.actor)::text, pg_catalog.encode(_event_line.event.actor_salt, 'hex'))
+        END,
+        CASE
+            WHEN _event_line.event.payload_erased_by IS NOT NULL THEN pg_catalog.format(
+                '"payload_commitment":"%s","payload_erased_by":%s',
+                pg_catalog.encode(_event_line.event.payload_commitment, 'hex'), _event_line.event.payload_erased_by)
+            WHEN _event_line.withheld THEN '"payload_commitment":"'
+                || pg_catalog.encode(compliance._row_payload_commitment(_event_line.event), 'hex') || '"'
+            ELSE pg_catalog.format('"payload":%s,"payload_salt":"%s"',
+                pg_catalog.to_json(_event_line.event.payload::text)::text,
+                pg_catalog.encode(_event_line.event.payload_salt, 'hex'))
+        END,
+        pg_catalog.encode(_event_line.event.prev_hash, 'hex'), pg_catalog.encode(_event_line.event.event_hash, 'hex'))
+END;
 COMMENT ON FUNCTION compliance._event_line(compliance.audit_events, boolean) IS
-'Internal: the export-bundle line of a matched event (payload withheld or not); also the event line of a receipt.';
+'Internal: the export-bundle line of a matched event (hash format v1 or v2, payload withheld or not, erased fields as commitments); also the event line of a receipt.';
 
 -- compliance.export_lines(job_id, seq_from, seq_to): the data object of a running job's
 -- bundle, one row per seq of [seq_from, seq_to] in seq order: matched events in full
--- (payload as its exact jsonb text, or payload_sha256 when withheld), excluded events as
+-- (v1: payload as its exact jsonb text, or payload_sha256 when withheld; v2: payload and
+-- actor with their salts, or their commitments when erased or withheld), excluded events as
 -- their hashes and the SHA-256 of their record, from which a verifier re-derives their
 -- event_hash without seeing their content. Each line is compact JSON. No rows unless the
 -- job is running. Plain SQL and called in the select list (SELECT

@@ -85,9 +85,9 @@ $$;
 -- measured. Every read is an index lookup or a count over a table that is small when the
 -- system is healthy: never a scan of audit_events. SECURITY DEFINER so that
 -- compliance_watchdog needs EXECUTE on this function and nothing else.
--- Touches (read only): audit_outbox, audit_events (one row by seq), drainer_state,
--- verification_state, anchors, anchor_failure_reviews, export_jobs; event_expectations
--- through compliance.expectation_status(); cron.job and cron.job_run_details through
+-- Touches (read only): audit_outbox, audit_events (one row by seq; erased rows by their
+-- partial index), drainer_state, verification_state, anchors, anchor_failure_reviews,
+-- export_jobs; event_expectations through compliance.expectation_status(); cron.job and cron.job_run_details through
 -- compliance.cron_job_health().
 CREATE OR REPLACE FUNCTION compliance.metrics()
 RETURNS TABLE (
@@ -214,6 +214,13 @@ BEGIN
             -- Expected-event monitors silent for longer than their max_silence, not paused.
             (18, 'silent_producers',
              (SELECT pg_catalog.count(*) FROM compliance.expectation_status() AS x WHERE x.silent)::double precision,
+             'count'),
+            -- Events whose payload or actor compliance.erase removed (idx_audit_events_erased).
+            -- Erasure is sanctioned, so no threshold row: always ok, a count to follow.
+            (19, 'erased_events',
+             (SELECT pg_catalog.count(*)
+                FROM compliance.audit_events AS e
+               WHERE e.payload_erased_by IS NOT NULL OR e.actor_erased_by IS NOT NULL)::double precision,
              'count')
     )
     SELECT m.metric, m.value, m.unit, t.warning_above, t.critical_above, t.alarm_above,

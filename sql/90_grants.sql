@@ -7,14 +7,14 @@
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer, compliance_anchor,
-compliance_watchdog, compliance_exporter, compliance_auditor;
+compliance_watchdog, compliance_exporter, compliance_auditor, compliance_eraser;
 REVOKE ALL ON ALL TABLES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
-compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
+compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor, compliance_eraser;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
-compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
+compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor, compliance_eraser;
 -- ROUTINES covers functions and procedures; both get EXECUTE for PUBLIC when created.
 REVOKE ALL ON ALL ROUTINES IN SCHEMA compliance FROM PUBLIC, compliance_writer, compliance_drainer,
-compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor;
+compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor, compliance_eraser;
 
 -- ==== compliance_writer: emit events and request exports (each request is itself an event).
 GRANT USAGE ON SCHEMA compliance TO compliance_writer;
@@ -91,3 +91,10 @@ GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
 -- The monitors' state and the per-minute activity history behind the status sparklines.
 GRANT EXECUTE ON FUNCTION compliance.expectation_status(), compliance.activity_history(integer)
 TO compliance_auditor;
+
+-- ==== compliance_eraser: a data controller's erasure of personal data (docs/erasure.md),
+-- through erase() only, and finding a data subject's events. Granted to nobody by default:
+-- an administrator grants it to a named person for the time of a request.
+GRANT USAGE ON SCHEMA compliance TO compliance_eraser;
+GRANT EXECUTE ON FUNCTION compliance.erase(bigint[], text[], text, text),
+compliance.find_subject_events(text, jsonb) TO compliance_eraser;

@@ -126,6 +126,10 @@ def safe(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+# What stands for a value compliance.erase removed (docs/erasure.md).
+ERASED = "(erased)"
+
+
 def utc(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -133,7 +137,7 @@ def utc(moment: datetime) -> str:
 def render_tail(events: list[dict[str, Any]]) -> str:
     lines = [
         f"{e['seq']}  {utc(e['recorded_at'])}  {safe(e['tenant_id'] or '-')}  {safe(e['event_type'])}  "
-        f"{safe(e['actor'])}  {e['event_hash']}"
+        f"{safe(e['actor']) if e['actor'] is not None else ERASED}  {e['event_hash']}"
         for e in events
     ]
     return "".join(line + "\n" for line in lines)
@@ -147,11 +151,16 @@ def render_event(e: dict[str, Any]) -> str:
         ("recorded_at", utc(e["recorded_at"])),
         ("tenant_id", safe(e["tenant_id"] or "-")),
         ("event_type", safe(e["event_type"])),
-        ("actor", safe(e["actor"])),
+        ("actor", safe(e["actor"]) if e["actor"] is not None else ERASED),
         ("hash_version", str(e["hash_version"])),
         ("prev_hash", e["prev_hash"]),
         ("event_hash", e["event_hash"]),
-        ("payload", safe(json.dumps(e["payload"], ensure_ascii=False, sort_keys=True))),
+        (
+            "payload",
+            safe(json.dumps(e["payload"], ensure_ascii=False, sort_keys=True))
+            if e["payload"] is not None
+            else ERASED,
+        ),
     ]
     return "".join(f"{name:<13} {value}\n" for name, value in fields)
 

@@ -135,8 +135,9 @@ def _read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():
-            ok, checked, first_bad, problem = conn.execute(
-                "SELECT * FROM compliance.verify_chain()"
+            ok, checked, first_bad, problem, erased = conn.execute(
+                "SELECT ok, events_checked, first_bad_seq, problem, erased_events"
+                "  FROM compliance.verify_chain()"
             ).fetchone()
             (chain_head,) = conn.execute(
                 "SELECT coalesce(max(seq), 0) FROM compliance.audit_events"
@@ -152,7 +153,13 @@ def _read_snapshot(dsn: str, seqs_of_objects: set[int]) -> Snapshot:
                 ).fetchall()
             )
             tree_roots = _tree_roots(conn, seqs)
-    chain = {"ok": ok, "events_checked": checked, "first_bad_seq": first_bad, "problem": problem}
+    chain = {
+        "ok": ok,
+        "events_checked": checked,
+        "first_bad_seq": first_bad,
+        "problem": problem,
+        "erased_events": erased,
+    }
     return Snapshot(chain, chain_head, system_identifier, database_name, rows, event_hashes, tree_roots)
 
 
@@ -523,7 +530,9 @@ def _print_text(report: Report) -> None:
     s = report.summary
     chain = s["chain"]
     if chain["ok"]:
-        print(f"chain:   OK, {chain['events_checked']} events re-hashed and linked (compliance.verify_chain)")
+        erased = f", {chain['erased_events']} of them erased" if chain["erased_events"] else ""
+        checked = chain["events_checked"]
+        print(f"chain:   OK, {checked} events re-hashed and linked{erased} (compliance.verify_chain)")
     else:
         print(f"chain:   BROKEN at seq {chain['first_bad_seq']}: {chain['problem']}")
     print(

@@ -69,15 +69,17 @@ SELECT is_empty(
 SELECT set_has(
     $$SELECT c.relname::text || '.' || t.tgname FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
        WHERE t.tgfoid = 'compliance._forbid_change()'::regprocedure$$,
-    $$VALUES ('audit_events.forbid_row_change'), ('audit_events.forbid_truncate'),
+    $$VALUES ('audit_events.forbid_truncate'),
              ('integrity_incidents.forbid_row_change'), ('integrity_incidents.forbid_truncate'),
              ('drainer_state.forbid_row_change'), ('drainer_state.forbid_truncate'),
              ('verification_state.forbid_row_change'), ('verification_state.forbid_truncate')$$,
     'the ledger tables carry the guard triggers'
 );
-SELECT ok((SELECT t.tgtype & 16 = 16 FROM pg_trigger AS t
+SELECT ok((SELECT t.tgtype & 16 = 16 AND t.tgtype & 8 = 8 AND t.tgenabled = 'A'
+                   AND t.tgfoid = 'compliance._audit_events_guard()'::regprocedure
+              FROM pg_trigger AS t
             WHERE t.tgrelid = 'compliance.audit_events'::regclass AND t.tgname = 'forbid_row_change'),
-          'the audit_events row guard covers UPDATE');
+          'the audit_events row guard (the erasure-aware _audit_events_guard) covers UPDATE and DELETE, ENABLE ALWAYS');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -44,8 +44,8 @@ SELECT is_empty(
 );
 SELECT is_empty(
     $$SELECT a.seq FROM compliance.audit_events AS a
-       WHERE a.recorded_at NOT BETWEEN now() AND clock_timestamp() OR a.hash_version <> 1$$,
-    'recorded_at is the time of the drain and hash_version is 1'
+       WHERE a.recorded_at NOT BETWEEN now() AND clock_timestamp() OR a.hash_version <> 2$$,
+    'recorded_at is the time of the drain and hash_version is 2'
 );
 SELECT is((SELECT count(DISTINCT recorded_at) FROM compliance.audit_events WHERE seq <= 3), 1::bigint,
           'the events of one batch share one recorded_at');
@@ -58,23 +58,25 @@ SELECT is_empty(
 );
 SELECT is_empty(
     $$SELECT a.seq FROM compliance.audit_events AS a
-       WHERE a.event_hash <> compliance.event_hash(a.prev_hash, compliance.event_record(
-                 a.seq, a.event_id, a.occurred_at, a.recorded_at, a.tenant_id, a.event_type, a.actor,
-                 compliance.payload_digest(a.payload)))$$,
+       WHERE a.event_hash <> compliance.event_hash(a.prev_hash, compliance.event_record_v2(
+                 a.seq, a.event_id, a.occurred_at, a.recorded_at, a.tenant_id, a.event_type,
+                 compliance.commitment(a.actor_salt, a.actor), compliance.commitment(a.payload_salt, a.payload::text)))$$,
     'every event_hash is the hash of its own record'
 );
 -- The record of seq 2 spelled out by hand from docs/hash-format.md, without the helpers.
 SELECT is(
     (SELECT a.event_hash FROM compliance.audit_events AS a WHERE a.seq = 2),
     (SELECT sha256(p.event_hash || sha256(convert_to(
-                'auditchain:v1' || E'\n' || '2' || E'\n' || a.event_id::text || E'\n'
+                'auditchain:v2' || E'\n' || '2' || E'\n' || a.event_id::text || E'\n'
                 || '1714564802000002' || E'\n'
                 || ((extract(epoch FROM a.recorded_at) * 1000000)::bigint)::text || E'\n'
-                || '8:tenant-0' || E'\n' || '16:payment.captured' || E'\n' || '6:user-2' || E'\n'
-                || encode(sha256(convert_to('{"n": 2, "note": "naïve 2"}', 'UTF8')), 'hex'), 'UTF8')))
+                || '8:tenant-0' || E'\n' || '16:payment.captured' || E'\n'
+                || encode(sha256(a.actor_salt || convert_to('user-2', 'UTF8')), 'hex') || E'\n'
+                || encode(sha256(a.payload_salt || convert_to('{"n": 2, "note": "naïve 2"}', 'UTF8')), 'hex'),
+                'UTF8')))
        FROM compliance.audit_events AS a JOIN compliance.audit_events AS p ON p.seq = 1
       WHERE a.seq = 2),
-    'event_hash of seq 2 equals SHA-256(prev_hash || SHA-256(canonical record v1)) built by hand'
+    'event_hash of seq 2 equals SHA-256(prev_hash || SHA-256(canonical record v2)) built by hand'
 );
 SELECT is((SELECT octet_length(convert_to(payload::text, 'UTF8')) FROM compliance.audit_events WHERE seq = 2), 28,
           'the payload text hashed is PostgreSQL''s jsonb output (multi-byte characters counted in bytes)');

@@ -1,8 +1,8 @@
 -- What a bundle holds is decided in SQL: export_plan picks the range (first match to the
 -- first uploaded anchor at or after the last match, else the last match) and lists the
 -- covering anchors; export_lines gives one compact JSON line per seq of that range:
--- matched events in full (payload as its exact jsonb text, or only its digest when
--- withheld), excluded ones as their hashes and the SHA-256 of their record only. Filters:
+-- matched events in full (hash format v2: actor and payload as their exact text with their
+-- salts, or only the payload's commitment when withheld), excluded ones as their hashes and the SHA-256 of their record only. Filters:
 -- from inclusive, to exclusive, tenant, tenants, event types, actor.
 BEGIN;
 SELECT plan(25);
@@ -63,25 +63,28 @@ LANGUAGE sql AS $$
      ORDER BY l.seq
 $$;
 
--- What a matched line must be for an event, payload in full or withheld.
+-- What a matched (v2) line must be for an event, payload in full or withheld.
 CREATE FUNCTION pg_temp.full_line(p_seq bigint, p_withheld boolean) RETURNS jsonb
 LANGUAGE sql AS $$
     SELECT jsonb_build_object(
-               'seq', e.seq, 'event_id', e.event_id, 'occurred_at', compliance._iso_utc(e.occurred_at),
+               'seq', e.seq, 'hash_version', 2, 'event_id', e.event_id, 'occurred_at', compliance._iso_utc(e.occurred_at),
                'recorded_at', compliance._iso_utc(e.recorded_at), 'tenant_id', e.tenant_id,
-               'event_type', e.event_type, 'actor', e.actor,
+               'event_type', e.event_type, 'actor', e.actor, 'actor_salt', encode(e.actor_salt, 'hex'),
                'prev_hash', encode(e.prev_hash, 'hex'), 'event_hash', encode(e.event_hash, 'hex'))
-           || CASE WHEN p_withheld THEN jsonb_build_object('payload_sha256', encode(compliance.payload_digest(e.payload), 'hex'))
-                   ELSE jsonb_build_object('payload', e.payload::text) END
+           || CASE WHEN p_withheld
+                   THEN jsonb_build_object('payload_commitment',
+                                           encode(sha256(e.payload_salt || convert_to(e.payload::text, 'UTF8')), 'hex'))
+                   ELSE jsonb_build_object('payload', e.payload::text, 'payload_salt', encode(e.payload_salt, 'hex')) END
       FROM compliance.audit_events AS e WHERE e.seq = p_seq
 $$;
 
 CREATE FUNCTION pg_temp.hash_line(p_seq bigint) RETURNS jsonb
 LANGUAGE sql AS $$
     SELECT jsonb_build_object('seq', e.seq, 'prev_hash', encode(e.prev_hash, 'hex'),
-                              'record_sha256', encode(sha256(compliance.event_record(
+                              'record_sha256', encode(sha256(compliance.event_record_v2(
                                   e.seq, e.event_id, e.occurred_at, e.recorded_at, e.tenant_id, e.event_type,
-                                  e.actor, compliance.payload_digest(e.payload))), 'hex'),
+                                  compliance.commitment(e.actor_salt, e.actor),
+                                  compliance.commitment(e.payload_salt, e.payload::text))), 'hex'),
                               'event_hash', encode(e.event_hash, 'hex'), 'excluded', true)
       FROM compliance.audit_events AS e WHERE e.seq = p_seq
 $$;
@@ -143,7 +146,7 @@ SELECT is((SELECT matched FROM pg_temp.lines(:'acme_all_job') WHERE seq = 4), fa
 SELECT pg_temp.job('{"tenant_id":"acme","withhold_payloads":true}') AS withheld_job \gset
 SELECT results_eq(format('SELECT seq, line FROM pg_temp.lines(%L) WHERE matched', :'withheld_job'),
                   $$SELECT seq, pg_temp.full_line(seq, true) FROM compliance.audit_events WHERE tenant_id = 'acme' ORDER BY seq$$,
-                  'withheld payloads: "payload" is absent and "payload_sha256" is its digest');
+                  'withheld payloads: "payload" and its salt are absent and "payload_commitment" is its commitment');
 SELECT is((SELECT p -> 'withheld_payloads' FROM compliance.export_plan(:'withheld_job') AS p), 'true'::jsonb,
           'the plan says payloads are withheld');
 
@@ -171,7 +174,7 @@ SELECT results_eq(
     format($$SELECT p ->> 'format', p -> 'format_version', p -> 'hash_version', p ->> 'data_object',
                     p ->> 'created_at' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$'
                FROM compliance.export_plan(%L) AS p$$, :'time_job'),
-    $$VALUES ('auditchain-export', '2'::jsonb, '1'::jsonb, 'events.ndjson.gz', true)$$,
+    $$VALUES ('auditchain-export', '3'::jsonb, '2'::jsonb, 'events.ndjson.gz', true)$$,
     'format name and versions, data object name, created_at in ISO-8601 UTC'
 );
 SELECT is((SELECT p -> 'database' FROM compliance.export_plan(:'time_job') AS p),

@@ -121,7 +121,7 @@ SELECT throws_ok($$INSERT INTO compliance.audit_outbox (event_id, occurred_at, e
                    VALUES (gen_random_uuid(), now(), 'auth.login', 'x', '{}')$$, '42501', NULL,
                  'compliance_writer cannot bypass emit''s validation');
 SELECT throws_ok('SELECT count(*) FROM compliance.audit_events', '42501', NULL, 'compliance_writer cannot read events');
-SELECT throws_ok('SELECT * FROM compliance.verify_chain()', '42501', NULL, 'compliance_writer cannot verify');
+SELECT throws_ok('SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()', '42501', NULL, 'compliance_writer cannot verify');
 RESET ROLE;
 
 SET LOCAL ROLE compliance_drainer;
@@ -141,7 +141,7 @@ SELECT is((SELECT count(*) FROM compliance.audit_events), 1::bigint, 'compliance
 SELECT lives_ok('SELECT * FROM compliance.drainer_state, compliance.verification_state',
                 'compliance_auditor reads the drainer''s and verifier''s state');
 SELECT lives_ok('SELECT * FROM compliance.integrity_incidents', 'compliance_auditor reads integrity incidents');
-SELECT row_eq('SELECT * FROM compliance.verify_chain()', ROW(true, 1::bigint, NULL::bigint, NULL::text),
+SELECT row_eq('SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()', ROW(true, 1::bigint, NULL::bigint, NULL::text),
               'compliance_auditor verifies the chain');
 SELECT throws_ok($$UPDATE compliance.audit_events SET actor = 'x'$$, '42501', NULL,
                  'compliance_auditor cannot update events');

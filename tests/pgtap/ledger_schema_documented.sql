@@ -11,7 +11,8 @@ SELECT has_table('compliance', 'verification_state', 'compliance.verification_st
 SELECT has_table('compliance', 'integrity_incidents', 'compliance.integrity_incidents exists');
 SELECT columns_are('compliance', 'audit_events',
                    ARRAY['seq', 'event_id', 'occurred_at', 'recorded_at', 'tenant_id', 'event_type', 'actor',
-                         'payload', 'hash_version', 'prev_hash', 'event_hash'],
+                         'payload', 'hash_version', 'prev_hash', 'event_hash', 'payload_salt', 'actor_salt',
+                         'payload_commitment', 'actor_commitment', 'payload_erased_by', 'actor_erased_by'],
                    'audit_events has the documented columns');
 SELECT col_is_pk('compliance', 'audit_events', 'seq', 'seq is the primary key of audit_events');
 SELECT col_is_unique('compliance', 'audit_events', 'event_id', 'event_id is unique');

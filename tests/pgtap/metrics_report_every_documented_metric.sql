@@ -22,7 +22,8 @@ SELECT results_eq(
              ('cron_failed_runs_last_hour', 'count'),
              ('cron_jobs_unscheduled', 'count'),
              ('cron_minutely_jobs_last_start_age_seconds', 'seconds'),
-             ('silent_producers', 'count')$$,
+             ('silent_producers', 'count'),
+             ('erased_events', 'count')$$,
     'metrics() returns every documented metric once, in the documented order, with its unit'
 );
 
@@ -33,7 +34,7 @@ SELECT results_eq(
                             'cron_jobs_unscheduled', 'cron_minutely_jobs_last_start_age_seconds')$$,
     $$VALUES ('outbox_depth', 0::double precision), ('outbox_oldest_age_seconds', 0), ('anchor_gap_seconds', 0),
              ('anchors_pending', 0), ('anchors_retrying', 0), ('anchors_failed', 0), ('chain_length', 0), ('drainer_halted', 0),
-             ('verification_lag', 0), ('verification_failed', 0), ('exports_stuck', 0), ('silent_producers', 0)$$,
+             ('verification_lag', 0), ('verification_failed', 0), ('exports_stuck', 0), ('silent_producers', 0), ('erased_events', 0)$$,
     'a fresh installation has an empty outbox, no gap, no anchors, no chain and no alarm flags'
 );
 

@@ -36,23 +36,21 @@ DECLARE
     v_seq bigint;
 BEGIN
     FOR v_seq IN SELECT seq FROM compliance.audit_events WHERE seq >= p_from ORDER BY seq LOOP
-        UPDATE compliance.audit_events
+        UPDATE compliance.audit_events AS e
            SET prev_hash = v_prev,
-               event_hash = compliance.event_hash(v_prev, compliance.event_record(
-                   seq, event_id, occurred_at, recorded_at, tenant_id, event_type, actor,
-                   compliance.payload_digest(payload)))
-         WHERE seq = v_seq
+               event_hash = compliance.event_hash(v_prev, compliance._row_record(e))
+         WHERE e.seq = v_seq
         RETURNING event_hash INTO v_prev;
     END LOOP;
 END;
 $$;
 
-SELECT row_eq('SELECT * FROM compliance.verify_chain()', ROW(true, 30::bigint, NULL::bigint, NULL::text),
+SELECT row_eq('SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()', ROW(true, 30::bigint, NULL::bigint, NULL::text),
               'an untouched chain verifies: 30 events, no problem');
-SELECT row_eq('SELECT * FROM compliance.verify_chain(5, 10)', ROW(true, 6::bigint, NULL::bigint, NULL::text),
+SELECT row_eq('SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain(5, 10)', ROW(true, 6::bigint, NULL::bigint, NULL::text),
               'a part of the chain verifies on its own');
-SELECT throws_ok('SELECT * FROM compliance.verify_chain(0)', '22023', NULL, 'from_seq 0 is refused');
-SELECT throws_ok('SELECT * FROM compliance.verify_chain(10, 5)', '22023', NULL, 'an inverted range is refused');
+SELECT throws_ok('SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain(0)', '22023', NULL, 'from_seq 0 is refused');
+SELECT throws_ok('SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain(10, 5)', '22023', NULL, 'an inverted range is refused');
 
 SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_events SET payload = payload || ''{"amount": 1000000}'' WHERE seq = 12')$$,
               ROW(false, 12::bigint, 'content changed: the event no longer matches its event_hash'::text),
@@ -73,10 +71,9 @@ SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_even
               ROW(false, 12::bigint, 'content changed: the event no longer matches its event_hash'::text),
               'a replaced event_hash is found (stored hashes are never trusted)');
 SELECT row_eq($$SELECT * FROM pg_temp.verify_after(
-                  'UPDATE compliance.audit_events SET prev_hash = sha256(''x''),
-                          event_hash = compliance.event_hash(sha256(''x''), compliance.event_record(seq, event_id,
-                              occurred_at, recorded_at, tenant_id, event_type, actor, compliance.payload_digest(payload)))
-                    WHERE seq = 12')$$,
+                  'UPDATE compliance.audit_events AS e SET prev_hash = sha256(''x''),
+                          event_hash = compliance.event_hash(sha256(''x''), compliance._row_record(e))
+                    WHERE e.seq = 12')$$,
               ROW(false, 12::bigint, 'link broken: prev_hash differs from the previous event''s event_hash'::text),
               'a self-consistent event that no longer links to its predecessor is found');
 SELECT row_eq($$SELECT * FROM pg_temp.verify_after('UPDATE compliance.audit_events SET actor = ''mallory'' WHERE seq = 12;
@@ -140,7 +137,7 @@ SELECT row_eq($$SELECT * FROM pg_temp.verify_after('DELETE FROM compliance.audit
               ROW(false, 1::bigint, 'tail missing: events up to seq 30 were chained but the chain ends at seq 0'::text),
               'an emptied table is found');
 
-SELECT row_eq('SELECT * FROM compliance.verify_chain()', ROW(true, 30::bigint, NULL::bigint, NULL::text),
+SELECT row_eq('SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()', ROW(true, 30::bigint, NULL::bigint, NULL::text),
               'after all the staged damage was undone the chain verifies again');
 
 SELECT * FROM finish();

@@ -28,6 +28,8 @@ CASES = {
     "merkle_drain",
     "monitors",
     "receipt_verify",
+    "hash_v2_drain",
+    "erase",
 }
 # A case may be skipped only while the module it measures does not exist.
 NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.offline.bundle"]}

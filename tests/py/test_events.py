@@ -106,7 +106,20 @@ def test_show_by_seq_and_by_event_id(conn, dsn, capsys):
     event = json.loads(out)
     assert code == EXIT_OK
     assert {key: event[key] for key in truth} == truth
-    assert (event["seq"], event["payload"], event["hash_version"]) == (2, {"n": 1}, 1)
+    assert (event["seq"], event["payload"], event["hash_version"]) == (2, {"n": 1}, 2)
+
+
+def test_an_erased_actor_and_payload_show_as_erased(conn, dsn, capsys):
+    chain(conn, ("a.one", "alice@example.com", "acme"), ("a.two", "bob", "acme"))
+    conn.execute("SELECT compliance.erase('{1}', '{payload,actor}', 'request 7', 'GDPR Art. 17')")
+
+    code, out, err = run_cli(capsys, "events", "show", "1", "--dsn", dsn)
+    assert code == EXIT_OK, err
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert (fields["actor"], fields["payload"]) == ("(erased)", "(erased)")
+    code, out, err = run_cli(capsys, "events", "tail", "--dsn", dsn)
+    assert code == EXIT_OK, err
+    assert "(erased)" in out.splitlines()[0] and "alice" not in out
 
 
 def test_show_of_a_missing_event_is_a_usage_error_not_tampering(conn, dsn, capsys):

@@ -206,7 +206,7 @@ def test_bundle_holds_the_range_and_matches_its_manifest(
     )
     assert (job["seq_from"], job["seq_to"], job["row_count"], job["matched_count"]) == (1, 130, 130, 90)
     assert manifest["format"] == "auditchain-export"
-    assert (manifest["format_version"], manifest["hash_version"]) == (2, 1)
+    assert (manifest["format_version"], manifest["hash_version"]) == (3, 2)
     assert manifest["job_id"] == str(job_id)
     assert manifest["filter"] == {"tenant_id": "acme", "withhold_payloads": withhold}
     assert manifest["withheld_payloads"] is withhold
@@ -218,10 +218,8 @@ def test_bundle_holds_the_range_and_matches_its_manifest(
     events = {
         row[0]: row
         for row in conn.execute(
-            """SELECT seq, tenant_id, payload::text, event_hash,
-                      sha256(compliance.event_record(seq, event_id, occurred_at, recorded_at, tenant_id,
-                                                     event_type, actor, compliance.payload_digest(payload)))
-                 FROM compliance.audit_events"""
+            """SELECT seq, tenant_id, payload::text, event_hash, sha256(compliance._row_record(e))
+                 FROM compliance.audit_events AS e"""
         )
     }
     prev = bytes(32)
@@ -234,8 +232,8 @@ def test_bundle_holds_the_range_and_matches_its_manifest(
             assert line["record_sha256"] == record_sha256.hex(), seq
             assert hashing.event_hash_from_digest(prev, record_sha256).hex() == line["event_hash"], seq
         else:
-            payload_key = "payload_sha256" if withhold else "payload"
-            assert set(line) == FULL_EVENT_FIELDS | {payload_key}, seq
+            payload_keys = {"payload_commitment"} if withhold else {"payload", "payload_salt"}
+            assert set(line) == FULL_EVENT_FIELDS | {"hash_version", "actor_salt"} | payload_keys, seq
             assert hashing.event_hash(prev, hashing.canonical_record(line)).hex() == line["event_hash"], seq
         if not withhold and "payload" in line:
             assert line["payload"] == events[seq][2]

@@ -1,6 +1,6 @@
-"""Hash format v1 outside the database: python/auditchain/hashing.py reproduces the documented
-known-answer vectors and the database's own event_hash for every drained event, whatever
-characters the fields hold and whatever the session's settings were."""
+"""Hash formats v1 and v2 outside the database: python/auditchain/formats/hashing.py reproduces
+the documented known-answer vectors and the database's own event_hash for every drained event,
+whatever characters the fields hold and whatever the session's settings were."""
 
 from __future__ import annotations
 
@@ -20,22 +20,24 @@ from auditchain.formats import hashing
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "hash-format.md"
 
-# The exported form of an event (bundle format v1), computed by the database in a way that
-# does not depend on the session's TimeZone or DateStyle, with the digest of its record.
+# The exported form of an event (its fields, with the salts of a v2 event), computed by the
+# database in a way that does not depend on the session's TimeZone or DateStyle, with the
+# digest of its record as every in-database check computes it.
 EXPORT_SQL = """
 SELECT seq,
+       hash_version,
        event_id::text AS event_id,
        to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
        to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS recorded_at,
        tenant_id, event_type, actor,
        payload::text AS payload,
-       encode(compliance.payload_digest(payload), 'hex') AS payload_sha256,
-       encode(sha256(compliance.event_record(seq, event_id, occurred_at, recorded_at, tenant_id,
-                                             event_type, actor, compliance.payload_digest(payload))),
-              'hex') AS record_sha256,
+       encode(actor_salt, 'hex') AS actor_salt,
+       encode(payload_salt, 'hex') AS payload_salt,
+       encode(compliance._row_payload_commitment(e), 'hex') AS payload_commitment,
+       encode(sha256(compliance._row_record(e)), 'hex') AS record_sha256,
        encode(prev_hash, 'hex') AS prev_hash,
        encode(event_hash, 'hex') AS event_hash
-  FROM compliance.audit_events
+  FROM compliance.audit_events AS e
  WHERE seq BETWEEN %(seq_from)s AND %(seq_to)s
  ORDER BY seq
 """
@@ -91,9 +93,18 @@ def drain_all(conn: psycopg.Connection) -> None:
         pass
 
 
+V2_HEADING = "## Known-answer vectors, version 2"
+
+
 def documented_vectors() -> list[dict]:
-    """The JSON blocks of the "Known-answer vectors" section of docs/hash-format.md."""
-    section = DOC.read_text(encoding="utf-8").split("## Known-answer vectors", 1)[1]
+    """The JSON blocks of the "Known-answer vectors" section (version 1) of docs/hash-format.md."""
+    section = DOC.read_text(encoding="utf-8").split("## Known-answer vectors", 1)[1].split(V2_HEADING)[0]
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", section, re.DOTALL)]
+
+
+def documented_v2_vectors() -> list[dict]:
+    """The JSON blocks of the "Known-answer vectors, version 2" section."""
+    section = DOC.read_text(encoding="utf-8").split(V2_HEADING, 1)[1]
     return [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", section, re.DOTALL)]
 
 
@@ -121,6 +132,111 @@ def test_python_reproduces_every_documented_vector():
         assert hashing.record_digest(record).hex() == vector["record_sha256"]
         prev_hash = bytes.fromhex(event["prev_hash"])
         assert hashing.event_hash(prev_hash, record).hex() == event["event_hash"]
+
+
+def test_the_v2_vectors_continue_the_v1_chain_and_cover_erasure():
+    v1, v2 = documented_vectors(), documented_v2_vectors()
+    assert len(v2) >= 2
+    events = [v["event"] for v in v1 + v2]
+    assert [e["prev_hash"] for e in events[1:]] == [e["event_hash"] for e in events[:-1]]
+    assert all(v["event"]["hash_version"] == 2 for v in v2)
+    assert any("erased_event" in v for v in v2)
+    assert any(v["event"]["tenant_id"] is None for v in v2)
+    # Vector 5 is vector 3's content: the same actor and payload, committed instead of shown.
+    assert v2[0]["event"]["actor"] == v1[2]["event"]["actor"]
+    assert v2[0]["event"]["payload"] == v1[2]["event"]["payload"]
+    assert v1[2]["event"]["actor"] in v1[2]["canonical_record"]
+    assert v2[0]["event"]["actor"] not in v2[0]["canonical_record"]
+
+
+def test_python_reproduces_every_documented_v2_vector_present_erased_and_withheld():
+    for vector in documented_v2_vectors():
+        event = vector["event"]
+        record = hashing.canonical_record(event)
+        assert record.decode("utf-8") == vector["canonical_record"]
+        assert len(record) == vector["canonical_record_octets"]
+        assert record.startswith(b"auditchain:v2\n")
+        salt = bytes.fromhex(event["actor_salt"])
+        assert hashing.commitment(salt, event["actor"]).hex() == vector["actor_commitment"]
+        salt = bytes.fromhex(event["payload_salt"])
+        assert hashing.commitment(salt, event["payload"]).hex() == vector["payload_commitment"]
+        assert hashing.record_digest(record).hex() == vector["record_sha256"]
+        assert hashing.event_hash(bytes.fromhex(event["prev_hash"]), record).hex() == event["event_hash"]
+        withheld = {k: v for k, v in event.items() if k not in ("payload", "payload_salt")}
+        withheld["payload_commitment"] = vector["payload_commitment"]
+        assert hashing.canonical_record(withheld) == record
+        if "erased_event" in vector:
+            assert hashing.canonical_record(vector["erased_event"]) == record
+
+
+def test_a_v2_record_changes_with_any_salt_or_value_bit():
+    event = documented_v2_vectors()[0]["event"]
+    record = hashing.canonical_record(event)
+    for name in ("actor_salt", "payload_salt"):
+        flipped = f"{int(event[name][0], 16) ^ 1:x}" + event[name][1:]
+        assert hashing.canonical_record({**event, name: flipped}) != record
+    assert hashing.canonical_record({**event, "actor": event["actor"] + " "}) != record
+    assert hashing.canonical_record({**event, "hash_version": 1}) != record
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"hash_version": 3}, "hash_version: 3 is not one of 1, 2"),
+        ({"hash_version": True}, "hash_version: True is not one of 1, 2"),
+        ({"actor_salt": "00"}, "actor_salt: is not 32 lower-case hex digits"),
+        ({"actor_salt": "00" * 32}, "actor_salt: is not 32 lower-case hex digits"),
+        ({"payload_salt": None}, "payload_salt: is not 32 lower-case hex digits"),
+    ],
+)
+def test_a_v2_field_of_the_wrong_form_is_named(change, message):
+    event = {**documented_v2_vectors()[0]["event"], **change}
+    with pytest.raises(hashing.FieldError, match=re.escape(message)):
+        hashing.canonical_record(event)
+
+
+def test_the_database_reproduces_every_documented_v2_vector(conn):
+    conn.execute("SET TimeZone = 'Pacific/Chatham'")
+    conn.execute("SET search_path = public")
+    for vector in documented_v2_vectors():
+        event = vector["event"]
+        row = conn.execute(
+            """
+            WITH v AS (
+                SELECT %(payload_as_emitted)s::jsonb AS payload,
+                       %(occurred_at)s::timestamptz AS occurred_at,
+                       %(recorded_at)s::timestamptz AS recorded_at,
+                       compliance.commitment(decode(%(actor_salt)s, 'hex'), %(actor)s) AS actor_c,
+                       compliance.commitment(decode(%(payload_salt)s, 'hex'),
+                                             (%(payload_as_emitted)s::jsonb)::text) AS payload_c
+            )
+            SELECT v.payload::text, encode(v.actor_c, 'hex'), encode(v.payload_c, 'hex'),
+                   compliance.event_record_v2(%(seq)s, %(event_id)s::uuid, v.occurred_at, v.recorded_at,
+                                              %(tenant_id)s, %(event_type)s, v.actor_c, v.payload_c),
+                   encode(compliance.event_hash(decode(%(prev_hash)s, 'hex'), compliance.event_record_v2(
+                       %(seq)s, %(event_id)s::uuid, v.occurred_at, v.recorded_at,
+                       %(tenant_id)s, %(event_type)s, v.actor_c, v.payload_c)), 'hex')
+              FROM v
+            """,
+            {**event, "payload_as_emitted": vector["payload_as_emitted"]},
+        ).fetchone()
+        assert row[0] == event["payload"]
+        assert (row[1], row[2]) == (vector["actor_commitment"], vector["payload_commitment"])
+        assert bytes(row[3]).decode("utf-8") == vector["canonical_record"]
+        assert row[4] == event["event_hash"]
+
+
+def test_new_events_are_v2_with_distinct_16_byte_salts(conn):
+    conn.execute("SELECT compliance.emit('test.salted', 'same actor', '{}') FROM generate_series(1, 200)")
+    drain_all(conn)
+    row = conn.execute(
+        """SELECT count(*) FILTER (WHERE hash_version = 2), count(*),
+                  count(DISTINCT payload_salt) + count(DISTINCT actor_salt),
+                  bool_and(octet_length(payload_salt) = 16 AND octet_length(actor_salt) = 16),
+                  count(DISTINCT event_hash)
+             FROM compliance.audit_events"""
+    ).fetchone()
+    assert row == (200, 200, 400, True, 200)
 
 
 def test_an_event_hash_follows_from_the_record_digest_alone():

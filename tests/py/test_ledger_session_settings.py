@@ -81,14 +81,15 @@ def emit_and_drain(session: psycopg.Connection) -> None:
 
 def chain(conn: psycopg.Connection) -> list[tuple]:
     return conn.execute(
-        "SELECT seq, prev_hash, event_hash, compliance.event_hash(prev_hash, compliance.event_record(seq,"
-        " event_id, occurred_at, recorded_at, tenant_id, event_type, actor,"
-        " compliance.payload_digest(payload))) FROM compliance.audit_events ORDER BY seq"
+        "SELECT seq, prev_hash, event_hash, compliance.event_hash(prev_hash, compliance._row_record(e))"
+        "  FROM compliance.audit_events AS e ORDER BY seq"
     ).fetchall()
 
 
 def verify(session: psycopg.Connection) -> tuple:
-    return session.execute("SELECT * FROM compliance.verify_chain()").fetchone()
+    return session.execute(
+        "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
+    ).fetchone()
 
 
 def test_events_chained_by_an_odd_session_hash_as_in_a_plain_one(conn, odd):
@@ -111,7 +112,9 @@ def test_verification_reports_the_same_tampering_in_both_sessions(conn, odd):
         conn.execute("ALTER TABLE compliance.audit_events ENABLE ALWAYS TRIGGER forbid_row_change")
     expected = (False, len(EVENTS), 1, "content changed: the event no longer matches its event_hash")
     assert verify(odd) == verify(conn) == expected
-    assert odd.execute("SELECT * FROM compliance.verify_chain(2)").fetchone() == (
+    assert odd.execute(
+        "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain(2)"
+    ).fetchone() == (
         True,
         len(EVENTS) - 1,
         None,

@@ -212,6 +212,18 @@ def producer_events(ctx: Context) -> None:
     assert ctx.scalar("SELECT array_agg(name) FROM compliance.expectation_status() WHERE silent") == ["auth"]
 
 
+def erasure_request(ctx: Context) -> None:
+    """A tenant's log holding a data subject's events, anchored."""
+    history(ctx)
+    ctx.conn.execute(
+        "SELECT compliance.emit('user.login', 'alice@example.com',"
+        " jsonb_build_object('email', 'alice@example.com', 'n', g), 'acme') FROM generate_series(1, 3) AS g"
+    )
+    ctx.conn.execute("SELECT compliance.drain()")
+    create_anchor(ctx.conn)
+    assert ctx.anchor_once() == 0
+
+
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "healthy": healthy,
     "anchor-gap": anchor_gap,
@@ -225,6 +237,7 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "cron": healthy,
     "migration-pending": migration_pending,
     "producer-events": producer_events,
+    "erasure-request": erasure_request,
 }
 
 

@@ -166,13 +166,17 @@ def test_emit_and_drain_chain_what_a_clean_session_computes(hijacked, conn):
     recorded = conn.execute("SELECT min(recorded_at) FROM compliance.audit_events").fetchone()[0]
     assert recorded > datetime(2020, 1, 1, tzinfo=UTC), "recorded_at comes from the real clock"
     # The clean session recomputes every hash from the stored columns.
-    assert conn.execute("SELECT * FROM compliance.verify_chain()").fetchone() == (
+    assert conn.execute(
+        "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
+    ).fetchone() == (
         True,
         len(EVENTS),
         None,
         None,
     )
-    assert hijacked.execute("SELECT * FROM compliance.verify_chain()").fetchone() == (
+    assert hijacked.execute(
+        "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
+    ).fetchone() == (
         True,
         len(EVENTS),
         None,
@@ -195,12 +199,23 @@ def test_verify_chain_reports_tampering_as_a_clean_session_does(hijacked, conn):
     emit_all(hijacked)
     hijacked.execute("SELECT compliance.drain()")
     tamper(conn, 3)
-    clean = conn.execute("SELECT * FROM compliance.verify_chain()").fetchone()
+    clean = conn.execute(
+        "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
+    ).fetchone()
     assert clean[:3] == (False, len(EVENTS), 3)
-    assert hijacked.execute("SELECT * FROM compliance.verify_chain()").fetchone() == clean
     assert (
-        hijacked.execute("SELECT * FROM compliance.verify_chain(2, 4)").fetchone()
-        == conn.execute("SELECT * FROM compliance.verify_chain(2, 4)").fetchone()
+        hijacked.execute(
+            "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
+        ).fetchone()
+        == clean
+    )
+    assert (
+        hijacked.execute(
+            "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain(2, 4)"
+        ).fetchone()
+        == conn.execute(
+            "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain(2, 4)"
+        ).fetchone()
     )
 
 

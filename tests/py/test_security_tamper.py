@@ -57,12 +57,10 @@ BEGIN
                     decode(repeat('00', 32), 'hex'))
       INTO v_prev;
     FOR v_event IN SELECT seq FROM compliance.audit_events WHERE seq >= p_from_seq ORDER BY seq LOOP
-        UPDATE compliance.audit_events
+        UPDATE compliance.audit_events AS e
            SET prev_hash = v_prev,
-               event_hash = compliance.event_hash(v_prev, compliance.event_record(
-                   seq, event_id, occurred_at, recorded_at, tenant_id, event_type, actor,
-                   compliance.payload_digest(payload)))
-         WHERE seq = v_event.seq
+               event_hash = compliance.event_hash(v_prev, compliance._row_record(e))
+         WHERE e.seq = v_event.seq
         RETURNING event_hash INTO v_prev;
     END LOOP;
 END
@@ -399,7 +397,9 @@ def tamper(conn: psycopg.Connection, steps: tuple[Step, ...]) -> None:
 
 
 def verify_chain(conn: psycopg.Connection) -> tuple[bool, int | None, str | None]:
-    ok, _checked, first_bad_seq, problem = conn.execute("SELECT * FROM compliance.verify_chain()").fetchone()
+    ok, _checked, first_bad_seq, problem = conn.execute(
+        "SELECT ok, events_checked, first_bad_seq, problem FROM compliance.verify_chain()"
+    ).fetchone()
     return ok, first_bad_seq, problem
 
 

@@ -37,12 +37,10 @@ DECLARE
     v_prev bytea := decode(repeat('00', 32), 'hex');
 BEGIN
     FOR r IN SELECT * FROM compliance.audit_events ORDER BY seq LOOP
-        UPDATE compliance.audit_events
+        UPDATE compliance.audit_events AS e
            SET prev_hash = v_prev,
-               event_hash = compliance.event_hash(v_prev, compliance.event_record(
-                   r.seq, r.event_id, r.occurred_at, r.recorded_at, r.tenant_id, r.event_type, r.actor,
-                   compliance.payload_digest(r.payload)))
-         WHERE seq = r.seq
+               event_hash = compliance.event_hash(v_prev, compliance._row_record(e))
+         WHERE e.seq = r.seq
         RETURNING event_hash INTO v_prev;
     END LOOP;
     UPDATE compliance.drainer_state

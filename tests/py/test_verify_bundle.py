@@ -90,7 +90,8 @@ def write_bundle(
     withhold: bool = False,
     anchors: Iterable[dict] = (),
 ) -> dict:
-    """Write a bundle for [seq_from, seq_to] of the chain; returns its manifest (format v2).
+    """Write a bundle for [seq_from, seq_to] of the chain (hash format v2 events); returns its
+    manifest (format v3).
     export_filter (default {}) is what the manifest says, in the database's normalised form;
     matches decides each line."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,10 +103,13 @@ def write_bundle(
         for event in exported_events(conn, seq_from, seq_to):
             range_prev_hash = range_prev_hash or event["prev_hash"]
             if matches(event):
-                line = {name: event[name] for name in FULL_FIELDS}
-                line["payload_sha256" if withhold else "payload"] = event[
-                    "payload_sha256" if withhold else "payload"
-                ]
+                line = {"seq": event["seq"], "hash_version": 2}
+                line |= {name: event[name] for name in FULL_FIELDS}
+                line["actor_salt"] = event["actor_salt"]
+                if withhold:
+                    line["payload_commitment"] = event["payload_commitment"]
+                else:
+                    line |= {"payload": event["payload"], "payload_salt": event["payload_salt"]}
                 line |= {"prev_hash": event["prev_hash"], "event_hash": event["event_hash"]}
                 matched += 1
             else:
@@ -120,8 +124,8 @@ def write_bundle(
             lines += 1
     manifest = {
         "format": "auditchain-export",
-        "format_version": 2,
-        "hash_version": 1,
+        "format_version": 3,
+        "hash_version": 2,
         "job_id": "0190f5b2-0000-7000-8000-000000000001",
         "filter": (export_filter or {}) | {"withhold_payloads": withhold},
         "requested_by": "auditor@example.com",
@@ -259,7 +263,7 @@ def test_a_withheld_payload_verifies_from_its_digest_and_a_changed_digest_is_nam
     code, report = run_json(capsys, str(tmp_path), "--no-anchors")
     assert (code, report["summary"]["withheld"]) == (0, 200)
 
-    rewrite_data(tmp_path, change_byte_after(77, b'"payload_sha256":"'), reseal=True)
+    rewrite_data(tmp_path, change_byte_after(77, b'"payload_commitment":"'), reseal=True)
     code, report = run_json(capsys, str(tmp_path), "--no-anchors")
     assert code == 1
     assert report["failures"][0]["seq"] == 77
@@ -585,15 +589,15 @@ HOSTILE_MANIFESTS = {
         EXIT_USAGE,
         "is not an auditchain-export manifest",
     ),
-    "format version 3": (
-        lambda folder: edit_manifest(folder, lambda m: m.update(format_version=3)),
+    "format version 4": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(format_version=4)),
         EXIT_USAGE,
-        "has format_version 3; this verifier reads versions 1, 2",
+        "has format_version 4; this verifier reads versions 1, 2, 3",
     ),
-    "hash version 2": (
-        lambda folder: edit_manifest(folder, lambda m: m.update(hash_version=2)),
+    "hash version 1 in format 3": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(hash_version=1)),
         EXIT_USAGE,
-        "has hash_version 2",
+        "has hash_version 1",
     ),
     "a field missing": (
         lambda folder: edit_manifest(folder, lambda m: m.pop("data_sha256")),
@@ -874,9 +878,9 @@ def test_every_matched_event_is_held_to_the_manifests_filter(chain, tmp_path):
     offset_form = {"from": first.replace("Z", "+00:00")}
     with pytest.raises(UnusableBundle, match="does not match"):
         refiltered(folder, offset_form)  # version 2 records only canonical instants
-    edit_manifest(folder, lambda m: m.update(format_version=1))
+    edit_manifest(folder, lambda m: m.update(format_version=1, hash_version=1))
     assert filter_failures(folder, offset_form) == [], "version 1 recorded the bound as requested"
-    edit_manifest(folder, lambda m: m.update(format_version=2))
+    edit_manifest(folder, lambda m: m.update(format_version=3, hash_version=2))
     one_us_later = canonical_instant((datetime.fromisoformat(first) + timedelta(microseconds=1)).isoformat())
     failures = filter_failures(folder, {"from": one_us_later})
     assert failures == [(1, f"{NOT_SELECTED}occurred_at is before the filter's from")]

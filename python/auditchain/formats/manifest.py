@@ -15,8 +15,11 @@ from .strictjson import parse_json_object
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "auditchain-export"
 SCHEMA = "export-manifest.schema.json"
-# Versions this verifier reads; compliance.export_plan writes the last one.
-FORMAT_VERSIONS = (1, 2)
+# Versions this verifier reads; compliance.export_plan writes the last one. Each manifest
+# version states the newest hash format its lines may use: version 3 bundles mix v1 lines
+# (no "hash_version" field) and v2 lines ("hash_version": 2).
+FORMAT_VERSIONS = (1, 2, 3)
+HASH_VERSION_OF_FORMAT = {1: 1, 2: 1, 3: 2}
 _DIGESTS = ("range_prev_hash", "data_sha256")
 _ANCHOR_DIGESTS = ("cadence_id", "head_hash", "document_digest")
 
@@ -63,10 +66,10 @@ def load(raw: bytes) -> tuple[Manifest, list[str]]:
             f"{MANIFEST_NAME} has format_version {version!r}; this verifier reads versions "
             f"{', '.join(map(str, FORMAT_VERSIONS))}"
         )
-    if document.get("hash_version") != hashing.HASH_VERSION:
+    if document.get("hash_version") != HASH_VERSION_OF_FORMAT[version]:
         raise UnusableManifest(
             f"{MANIFEST_NAME} has hash_version {document.get('hash_version')!r}; "
-            f"this verifier reads hash format {hashing.HASH_VERSION}"
+            f"format_version {version} carries hash_version {HASH_VERSION_OF_FORMAT[version]}"
         )
     problems = []
     for rule, description in schemas.violations(SCHEMA, document):

@@ -189,15 +189,12 @@ def _check_event(
 ) -> bool:
     """A matched event; True when its fields hash to its event_hash."""
     report.matched += 1
-    withheld = "payload" not in event
-    report.withheld += withheld
-    if withheld != manifest["withheld_payloads"]:
-        state = "withheld" if withheld else "present"
-        fail(
-            "line",
-            f"the payload is {state} but the manifest says withheld_payloads={manifest['withheld_payloads']}",
-        )
-    allowed = FULL_EVENT_FIELDS | {"payload_sha256" if withheld else "payload"}
+    try:
+        version = hashing.hash_version(event)
+    except hashing.FieldError as exc:
+        fail("line", str(exc))
+        return False
+    allowed = FULL_EVENT_FIELDS | _version_fields(event, version, manifest, report, fail)
     if extra := set(event) - allowed:
         fail(
             "line", f"fields {sorted(extra)} are not part of an exported event (and not covered by its hash)"
@@ -213,6 +210,54 @@ def _check_event(
         fail("content", "the event's fields do not hash to its event_hash (a hashed field was changed)")
         return False
     return True
+
+
+def _version_fields(
+    event: dict[str, Any],
+    version: int,
+    manifest: Manifest,
+    report: Report,
+    fail: Callable[[str, str], None],
+) -> set[str]:
+    """The fields a matched line of this hash version may carry besides FULL_EVENT_FIELDS,
+    having counted a withheld payload and erased fields and checked both against the manifest.
+
+    A v2 field is present (value and salt), erased (commitment and "<field>_erased_by", the seq
+    of the compliance.erasure event; the seq is not hashed, the commitment is), or for the
+    payload of a withheld bundle, withheld (commitment only)."""
+    if version == 1:
+        withheld = "payload" not in event
+        erased: list[str] = []
+        fields = {"payload_sha256" if withheld else "payload"}
+    else:
+        fields = {"hash_version"}
+        erased = [name for name in ("payload", "actor") if f"{name}_erased_by" in event]
+        for name in ("payload", "actor"):
+            if name in erased:
+                fields |= {f"{name}_commitment", f"{name}_erased_by"}
+                by, seq = event[f"{name}_erased_by"], event.get("seq")
+                if type(by) is not int or type(seq) is not int or by <= seq:
+                    fail("line", f"{name}_erased_by is {by!r}, not the seq of a later erasure event")
+                else:
+                    report.erasure_seqs.add(by)
+                if name in event:
+                    fail("line", f"the {name} is marked erased but is present")
+            elif name == "payload" and "payload" not in event:
+                fields.add("payload_commitment")
+            else:
+                fields |= {name, f"{name}_salt"}
+                if name == "actor" and "actor" not in event:
+                    fail("line", "the actor is missing without an erasure mark (a value was removed)")
+        withheld = "payload" not in erased and "payload" not in event
+    report.withheld += withheld
+    report.erased += bool(erased)
+    if "payload" not in erased and withheld != manifest["withheld_payloads"]:
+        state = "withheld" if withheld else "present"
+        fail(
+            "line",
+            f"the payload is {state} but the manifest says withheld_payloads={manifest['withheld_payloads']}",
+        )
+    return fields
 
 
 def check_data(

@@ -47,6 +47,8 @@ class Report:
     matched: int = 0
     excluded: int = 0
     withheld: int = 0
+    erased: int = 0
+    erasure_seqs: set[int] = field(default_factory=set)
     anchored: int = 0
     data_bytes: int = 0
     data_sha256: str | None = None
@@ -70,6 +72,7 @@ class Report:
             "matched": self.matched,
             "excluded": self.excluded,
             "withheld": self.withheld,
+            "erased": self.erased,
             "anchored": self.anchored,
             "anchors_in_manifest": len(self.anchors),
             "anchors_checked": by_status.count("verified") + by_status.count("failed"),
@@ -86,6 +89,8 @@ class Report:
             "failures": [asdict(f) | {"text": str(f)} for f in self.failures],
             "warnings": self.warnings,
             "summary": self.summary(),
+            # seqs of the compliance.erasure events that removed the erased values
+            "erasure_events": sorted(self.erasure_seqs),
             "anchors": [asdict(a) for a in self.anchors],
             "data_bytes": self.data_bytes,
             "data_sha256": self.data_sha256,
@@ -112,15 +117,22 @@ class Report:
         if self.failure_count > len(self.failures):
             print(f"FAILED    ... and {self.failure_count - len(self.failures)} more failures")
         s = self.summary()
+        erased = f", {s['erased']} erased" if s["erased"] else ""
         print(
             f"checked   {s['events_checked']} events: {s['matched']} matched "
-            f"({s['withheld']} with withheld payload), {s['excluded']} excluded; "
+            f"({s['withheld']} with withheld payload{erased}), {s['excluded']} excluded; "
             f"{self.data_bytes} bytes in {self.seconds:.2f} s"
         )
         print(
             f"anchored  {s['anchors_verified']} of {s['anchors_in_manifest']} anchors verified; "
             f"{s['anchored']} of {s['matched']} matched events bound by hash to a verified anchor"
         )
+        if self.erasure_seqs:
+            erasures = ", ".join(map(str, sorted(self.erasure_seqs)))
+            print(
+                f"erased    {s['erased']} events verified by their commitments; "
+                f"erased by the erasure events at seq {erasures}"
+            )
         if self.ok:
             print("RESULT    OK" + (" (with warnings)" if self.warnings else ""))
         else:
