@@ -51,9 +51,11 @@ SELECT is((SELECT event_line::jsonb FROM compliance.event_receipt(4)),
           (SELECT jsonb_build_object('seq', 4, 'event_id', e.event_id, 'occurred_at', compliance._iso_utc(e.occurred_at),
                                      'recorded_at', compliance._iso_utc(e.recorded_at), 'tenant_id', 'tenant-a',
                                      'event_type', 'invoice.paid', 'actor', 'user-4', 'payload', e.payload::text,
-                                     'prev_hash', encode(e.prev_hash, 'hex'), 'event_hash', encode(e.event_hash, 'hex'))
+                                     'prev_hash', encode(e.prev_hash, 'hex'), 'event_hash', encode(e.event_hash, 'hex'),
+                                     'hash_version', 2, 'actor_salt', encode(e.actor_salt, 'hex'),
+                                     'payload_salt', encode(e.payload_salt, 'hex'))
              FROM compliance.audit_events AS e WHERE e.seq = 4),
-          'the event line is the bundle line with the payload as its jsonb text');
+          'the event line is the bundle line (hash format v2: values with their salts, the payload as its jsonb text)');
 SELECT is((SELECT event_line FROM compliance.event_receipt(4)),
           (SELECT compliance._event_line(e, false) FROM compliance.audit_events AS e WHERE e.seq = 4),
           'it is the line export_lines writes for a matched event (one definition)');
