@@ -101,7 +101,9 @@ SELECT i,
        timestamptz '2026-01-01 00:00:01+00' + i * interval '10 microseconds',
        CASE WHEN mod(i, 10) = 0 THEN NULL ELSE 'tenant-' || mod(i, 10) END,
        'bench.event_' || mod(i, 20), 'user:' || mod(i, 1000), p.payload,
-       1::smallint, NULL::bytea, NULL::bytea
+       1::smallint, NULL::bytea, NULL::bytea,
+       -- Hash format v1 rows: no salts, commitments or erasure marks.
+       NULL::bytea, NULL::bytea, NULL::bytea, NULL::bytea, NULL::bigint, NULL::bigint
   FROM generate_series(after_seq + 1, after_seq + events) AS i
  CROSS JOIN LATERAL (SELECT md5(i::text) AS h) AS m
   JOIN bench_ref.payloads AS p ON p.k = mod(i, 5000)
