@@ -19,7 +19,7 @@ import re
 
 from .drain import fresh_backlog
 from .ledger import Ledger, Timing, human
-from .merkle import BATCH, ROUNDS, _median
+from .merkle import ROUNDS, drain_rolled_back, median_timing
 from .results import Row, Target, cpu_metrics
 
 # compliance.drain with the v1 record: every substitution must apply, else the shipped
@@ -48,22 +48,6 @@ def v1_drain_sql(ledger: Ledger) -> str:
     return definition
 
 
-def _drain_rolled_back(ledger: Ledger, v1_sql: str | None) -> Timing:
-    conn = ledger.conn
-    conn.execute("BEGIN")
-    try:
-        if v1_sql is not None:
-            conn.execute(v1_sql)
-
-        def drain_all() -> None:
-            while ledger.scalar("SELECT compliance.drain(%s)", (BATCH,)):
-                pass
-
-        return ledger.measure(drain_all)
-    finally:
-        conn.execute("ROLLBACK")
-
-
 def run_drain(ledger: Ledger, *, log_size: int, backlog: int) -> Row:
     ledger.ensure_log(log_size)
     row = Row(
@@ -75,12 +59,12 @@ def run_drain(ledger: Ledger, *, log_size: int, backlog: int) -> Row:
     )
     v1_sql = v1_drain_sql(ledger)
     fresh_backlog(ledger, backlog)
-    _drain_rolled_back(ledger, v1_sql)  # warm the cache for both
+    drain_rolled_back(ledger, v1_sql)  # warm the cache for both
     v1s, v2s = [], []
     for _ in range(ROUNDS):
-        v1s.append(_drain_rolled_back(ledger, v1_sql))
-        v2s.append(_drain_rolled_back(ledger, None))
-    v1, v2 = _median(v1s), _median(v2s)
+        v1s.append(drain_rolled_back(ledger, v1_sql))
+        v2s.append(drain_rolled_back(ledger))
+    v1, v2 = median_timing(v1s), median_timing(v2s)
     ledger.conn.execute("TRUNCATE compliance.audit_outbox")
     row.measured = backlog / v2.wall
     row.reference = backlog / v1.wall
@@ -127,7 +111,7 @@ def run_erase(ledger: Ledger, *, size: int, count: int) -> Row:
     for _ in range(ROUNDS):
         erases.append(_rolled_back(ledger, None, ERASE_SQL, (seqs,)))
         references.append(_rolled_back(ledger, COPY_SQL, REFERENCE_SQL, (seqs, count)))
-    erase, reference = _median(erases), _median(references)
+    erase, reference = median_timing(erases), median_timing(references)
     row.measured = count / erase.wall
     row.reference = count / reference.wall
     row.metrics = {"events": count, "log_size": size, "erase_seconds": erase.wall, "rounds": ROUNDS}

@@ -39,14 +39,15 @@ AS $$ UPDATE compliance.drainer_state
          SET tree_size = tree_size + pg_catalog.cardinality(record_digests) $$"""
 
 
-def _drain_rolled_back(ledger: Ledger, *, without_tree: bool) -> Timing:
+def drain_rolled_back(ledger: Ledger, replacement_sql: str | None = None) -> Timing:
     """Drain the whole outbox in one transaction, timed (wall and server CPU), then roll it
-    all back."""
+    all back; replacement_sql, run first in the same transaction, swaps in the variant of
+    drain() being compared (rolled back with the rest)."""
     conn = ledger.conn
     conn.execute("BEGIN")
     try:
-        if without_tree:
-            conn.execute(NO_TREE_SQL)
+        if replacement_sql is not None:
+            conn.execute(replacement_sql)
 
         def drain_all() -> None:
             while ledger.scalar("SELECT compliance.drain(%s)", (BATCH,)):
@@ -57,7 +58,7 @@ def _drain_rolled_back(ledger: Ledger, *, without_tree: bool) -> Timing:
         conn.execute("ROLLBACK")
 
 
-def _median(timings: list[Timing]) -> Timing:
+def median_timing(timings: list[Timing]) -> Timing:
     walls = statistics.median(t.wall for t in timings)
     cpus = [t.cpu for t in timings if t.cpu is not None]
     return Timing(walls, statistics.median(cpus) if len(cpus) == len(timings) else None, None)
@@ -73,14 +74,14 @@ def run_drain(ledger: Ledger, *, log_size: int, backlog: int) -> Row:
         targets=[Target("ratio", ">=", 0.9)],
     )
     fresh_backlog(ledger, backlog)
-    _drain_rolled_back(ledger, without_tree=True)  # warm the cache for both
+    drain_rolled_back(ledger, NO_TREE_SQL)  # warm the cache for both
     # Alternated rounds and medians: the two sides differ by a few per cent, less than the
     # noise of a single run on a shared machine (cpu_ratio, from server CPU, is steadier).
     withouts, withs = [], []
     for _ in range(ROUNDS):
-        withouts.append(_drain_rolled_back(ledger, without_tree=True))
-        withs.append(_drain_rolled_back(ledger, without_tree=False))
-    without, with_tree = _median(withouts), _median(withs)
+        withouts.append(drain_rolled_back(ledger, NO_TREE_SQL))
+        withs.append(drain_rolled_back(ledger))
+    without, with_tree = median_timing(withouts), median_timing(withs)
     ledger.conn.execute("TRUNCATE compliance.audit_outbox")
     row.measured = backlog / with_tree.wall
     row.reference = backlog / without.wall
