@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from .drain import fresh_backlog
-from .ledger import Ledger, Timing, human
+from .ledger import Ledger, human
 from .merkle import ROUNDS, drain_rolled_back, median_timing
 from .results import Row, Target, cpu_metrics
 
@@ -86,17 +86,6 @@ REFERENCE_SQL = "UPDATE erase_copy SET payload = NULL, actor = NULL WHERE seq = 
 ERASE_SQL = "SELECT compliance.erase(%s, '{payload,actor}', 'bench', 'bench')"
 
 
-def _rolled_back(ledger: Ledger, setup: str | None, statement: str, params: tuple) -> Timing:
-    conn = ledger.conn
-    conn.execute("BEGIN")
-    try:
-        if setup is not None:
-            conn.execute(setup, params[1:])
-        return ledger.measure(lambda: conn.execute(statement, params[:1]))
-    finally:
-        conn.execute("ROLLBACK")
-
-
 def run_erase(ledger: Ledger, *, size: int, count: int) -> Row:
     ledger.ensure_log(size)
     row = Row(
@@ -109,8 +98,13 @@ def run_erase(ledger: Ledger, *, size: int, count: int) -> Row:
     seqs = list(range(1, count + 1))
     erases, references = [], []
     for _ in range(ROUNDS):
-        erases.append(_rolled_back(ledger, None, ERASE_SQL, (seqs,)))
-        references.append(_rolled_back(ledger, COPY_SQL, REFERENCE_SQL, (seqs, count)))
+        erases.append(ledger.measure_rolled_back(lambda: ledger.conn.execute(ERASE_SQL, (seqs,))))
+        references.append(
+            ledger.measure_rolled_back(
+                lambda: ledger.conn.execute(REFERENCE_SQL, (seqs,)),
+                lambda: ledger.conn.execute(COPY_SQL, (count,)),
+            )
+        )
     erase, reference = median_timing(erases), median_timing(references)
     row.measured = count / erase.wall
     row.reference = count / reference.wall

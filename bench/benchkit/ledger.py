@@ -239,6 +239,19 @@ class Ledger:
         cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         return Timing(wall, cpu, result)
 
+    def measure_rolled_back(
+        self, action: Callable[[], object], setup: Callable[[], object] | None = None
+    ) -> Timing:
+        """measure(action) inside one transaction that is then rolled back, after setup (untimed,
+        in the same transaction: a variant to compare, a copy to work on)."""
+        self.conn.execute("BEGIN")
+        try:
+            if setup is not None:
+                setup()
+            return self.measure(action)
+        finally:
+            self.conn.execute("ROLLBACK")
+
     def backend_cpu(self) -> float | None:
         return process_cpu(self.conn.info.backend_pid)
 

@@ -43,19 +43,13 @@ def drain_rolled_back(ledger: Ledger, replacement_sql: str | None = None) -> Tim
     """Drain the whole outbox in one transaction, timed (wall and server CPU), then roll it
     all back; replacement_sql, run first in the same transaction, swaps in the variant of
     drain() being compared (rolled back with the rest)."""
-    conn = ledger.conn
-    conn.execute("BEGIN")
-    try:
-        if replacement_sql is not None:
-            conn.execute(replacement_sql)
 
-        def drain_all() -> None:
-            while ledger.scalar("SELECT compliance.drain(%s)", (BATCH,)):
-                pass
+    def drain_all() -> None:
+        while ledger.scalar("SELECT compliance.drain(%s)", (BATCH,)):
+            pass
 
-        return ledger.measure(drain_all)
-    finally:
-        conn.execute("ROLLBACK")
+    swap = None if replacement_sql is None else (lambda: ledger.conn.execute(replacement_sql))
+    return ledger.measure_rolled_back(drain_all, swap)
 
 
 def median_timing(timings: list[Timing]) -> Timing:
