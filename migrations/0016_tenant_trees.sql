@@ -12,7 +12,7 @@
 CREATE TABLE compliance.tenant_trees (
     tenant_key text COLLATE "C" PRIMARY KEY CHECK (octet_length(tenant_key) <= 512),
     tree_size bigint NOT NULL CHECK (tree_size > 0),
-    tree_frontier bytea [] NOT NULL
+    tree_frontier bytea[] NOT NULL
 );
 COMMENT ON TABLE compliance.tenant_trees IS
 'The head of each tenant''s Merkle tree (leaves: the tenant''s record digests in seq order), kept by the drainer.';
