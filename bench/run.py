@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import drain, emit, exports, latency, merkle, monitors, verify
+from benchkit import drain, emit, exports, latency, merkle, monitors, tenants, verify
 from benchkit.cluster import Server, bench_database, describe_machine
 from benchkit.ledger import Ledger
 from benchkit.results import Row, format_table, write_json
@@ -92,6 +92,17 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
             # Leaves the log at its size: the backlog is drained in rolled-back transactions.
             ("merkle_drain", lambda lg, s=size: merkle.run_drain(lg, log_size=s, backlog=p.drain_backlog)),
         ]
+        if size == p.large_log:
+            # Few and many tenants: the tenant trees' share of the drain (rolled back, like merkle_drain).
+            steps += [
+                (
+                    "tenant_drain",
+                    lambda lg, t=t: tenants.run_drain(
+                        lg, log_size=p.large_log, backlog=p.drain_backlog, tenants=t
+                    ),
+                )
+                for t in (10, 10_000)
+            ]
         if size == p.large_log:
             # 100 expected-event monitors checked beside the large log, 1,000 events a second
             # arriving; before the export, whose request is itself an event.

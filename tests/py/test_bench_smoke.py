@@ -26,6 +26,7 @@ CASES = {
     "merkle_drain",
     "monitors",
     "receipt_verify",
+    "tenant_drain",
 }
 # A case may be skipped only while the module it measures does not exist.
 NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.offline.bundle"]}
