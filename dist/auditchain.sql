@@ -804,11 +804,13 @@ INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('001
 -- tenant_key is the tenant id, or '' for the events without a tenant: a tenant id is 1-128
 -- characters (emit, AC006), so the empty string can never be one. COLLATE "C" orders the keys
 -- by their UTF-8 bytes, the order any verifier reproduces without a collation library.
+-- Each drained batch updates the row of every tenant in it: half-empty pages keep those
+-- updates HOT (no index entry per update).
 CREATE TABLE compliance.tenant_trees (
     tenant_key text COLLATE "C" PRIMARY KEY CHECK (octet_length(tenant_key) <= 512),
     tree_size bigint NOT NULL CHECK (tree_size > 0),
     tree_frontier bytea[] NOT NULL
-);
+) WITH (fillfactor = 50);
 COMMENT ON TABLE compliance.tenant_trees IS
 'The head of each tenant''s Merkle tree (leaves: the tenant''s record digests in seq order), kept by the drainer.';
 COMMENT ON COLUMN compliance.tenant_trees.tenant_key IS
@@ -821,7 +823,7 @@ COMMENT ON COLUMN compliance.tenant_trees.tree_frontier IS
 -- A tenant's leaves in seq order for its proofs and for verify_tree. NULL tenant_ids are
 -- indexed too (a btree keeps them), so the tenant-less events are found the same way.
 CREATE INDEX audit_events_tenant_seq ON compliance.audit_events (tenant_id, seq);
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0016_tenant_trees.sql', 'migration', '8652bb727ce319ca2459aff4f0a2f232823f4a02a6e6a6f0ce9d07bc025a67d3');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0016_tenant_trees.sql', 'migration', '55bc680d4d61c797e7148d3e2966b2b7aebfea3596851a13de340124f686f3b8');
 
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.
@@ -2829,14 +2831,15 @@ INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 -- compliance._tree_push(frontier, size, record_digests): the compact range of a tree of size
--- leaves (frontier) after appending one leaf per digest. Touches no table.
+-- leaves (frontier) after appending one leaf per digest. Called once per tenant per batch:
+-- without a SET clause (which costs a configuration save and restore per call; every name
+-- inside is qualified), so the drain pays little per tenant. Touches no table.
 CREATE OR REPLACE FUNCTION compliance._tree_push(frontier bytea[], size bigint, record_digests bytea[])
 RETURNS bytea[]
 LANGUAGE plpgsql
 IMMUTABLE
 STRICT
 PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_stack bytea[] := frontier;
@@ -3190,10 +3193,109 @@ $$;
 COMMENT ON FUNCTION compliance._tenant_trees_check() IS
 'Internal: the first tenant tree whose stored head differs from the tree recomputed from the events, or NULL.';
 
+-- compliance._tenant_head_data(tenant_key, tree_size, root): leaf data of one tenant head in
+-- the tree of tenant heads, as UTF-8 bytes then the 32-byte root:
+-- "auditchain-tenant-head:v1\n<tenant>\n<tree_size>\n" || root, where <tenant> is "-" for the
+-- events without a tenant and "<octets>:<id>" otherwise, as in the canonical record: no
+-- tenant id can imitate another field, and the root has a fixed length at the end.
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._tenant_head_data(tenant_key text, tree_size bigint, root bytea)
+RETURNS bytea
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN pg_catalog.convert_to(
+    'auditchain-tenant-head:v1' || E'\n'
+    || CASE WHEN tenant_key = '' THEN '-' ELSE pg_catalog.octet_length(tenant_key)::text || ':' || tenant_key END
+    || E'\n' || tree_size::text || E'\n',
+    'UTF8'
+) || root;
+COMMENT ON FUNCTION compliance._tenant_head_data(text, bigint, bytea) IS
+'Internal: leaf data of a tenant head in the tree of tenant heads (tenant, tenant tree size, tenant root).';
+
+-- compliance._tenant_head_leaves(): the leaf hashes of the tree of tenant heads: one per
+-- tenant with events, ordered by tenant key bytes (the events without a tenant first), with
+-- the tenant keys in the same order; the global tree size they describe. One snapshot: the
+-- drainer updates the heads and the global head in one transaction.
+-- Touches: tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_head_leaves()
+RETURNS TABLE (tree_size bigint, tenant_keys text[], leaves bytea[])
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.tree_size,
+           coalesce(pg_catalog.array_agg(t.tenant_key ORDER BY t.tenant_key), '{}'),
+           coalesce(pg_catalog.array_agg(
+               compliance._tree_leaf(compliance._tenant_head_data(
+                   t.tenant_key, t.tree_size, compliance._tree_fold_right(t.tree_frontier)
+               )) ORDER BY t.tenant_key), '{}')
+      FROM compliance.drainer_state AS d
+      LEFT JOIN compliance.tenant_trees AS t ON true
+     GROUP BY d.tree_size;
+$$;
+COMMENT ON FUNCTION compliance._tenant_head_leaves() IS
+'Internal: leaf hashes of the tree of tenant heads in tenant key order, the keys, and the global tree size they describe.';
+
+-- compliance.tenant_heads_root(): the root of the RFC 6962 tree of every tenant's head at
+-- the drainer's head (leaves: _tenant_head_data of each tenant with events, in tenant id
+-- byte order, the events without a tenant first), the number of tenants and the global tree
+-- size it describes. Touches: tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_heads_root()
+RETURNS TABLE (tree_size bigint, tenants bigint, root bytea)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT h.tree_size, pg_catalog.cardinality(h.leaves)::bigint, compliance._tree_fold(h.leaves)
+      FROM compliance._tenant_head_leaves() AS h;
+$$;
+COMMENT ON FUNCTION compliance.tenant_heads_root() IS
+'Root of the tree of tenant heads (tenant, size, root; tenant id byte order) at the drainer''s head, its leaf count and global size.';
+
+-- compliance.tenant_head_proof(tenant_id): one tenant's head (tenant tree size and root),
+-- its index among the tenant heads and the RFC 9162 inclusion proof of its leaf in the tree
+-- of tenant heads, whose root, leaf count and global tree size come with it: O(log tenants)
+-- hashes. AC100 for a bad tenant id, AC103 for a tenant without chained events.
+-- Touches: tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_head_proof(tenant_id text)
+RETURNS TABLE (
+    tree_size bigint, tenants bigint, heads_root bytea, head_index bigint, tenant_tree_size bigint,
+    tenant_root bytea, proof bytea[]
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key text := compliance._tenant_key(tenant_head_proof.tenant_id);
+    v_heads record;
+    v_index bigint;
+    v_head record;
+BEGIN
+    SELECT * INTO STRICT v_heads FROM compliance._tenant_head_leaves();
+    v_index := pg_catalog.array_position(v_heads.tenant_keys, v_key)::bigint - 1;
+    IF v_index IS NULL THEN
+        RAISE EXCEPTION 'tenant % has no chained event', coalesce(pg_catalog.quote_literal(tenant_head_proof.tenant_id), 'NULL')
+            USING ERRCODE = 'AC103';
+    END IF;
+    SELECT * INTO STRICT v_head FROM compliance._tenant_head(v_key);
+    RETURN QUERY SELECT v_heads.tree_size, pg_catalog.cardinality(v_heads.leaves)::bigint,
+                        compliance._tree_fold(v_heads.leaves), v_index, v_head.tree_size,
+                        compliance._tree_fold_right(v_head.tree_frontier),
+                        compliance._tree_inclusion_path(v_index, pg_catalog.cardinality(v_heads.leaves), 0,
+                                                        v_heads.leaves, 0, '{}');
+END;
+$$;
+COMMENT ON FUNCTION compliance.tenant_head_proof(text) IS
+'A tenant''s head, its index among the tenant heads and its inclusion proof in the tree of tenant heads (with that root).';
+
 -- Events chained before the tenant trees existed enter them now, in the same migrate run
 -- that created their table.
 SELECT compliance._tenant_trees_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', '8d9a83e7df470730e7fc2820a8c724fb38fed2818f49f61f07fd1452ced71e8d');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', '48ad2032e41055c2a6b93fb6e920f7905b84dc52fae760e8e2db6fdfe5468352');
 
 -- ==== definition: 50_verify.sql
 -- In-database verification: recompute every hash from the stored columns.
@@ -5343,7 +5445,8 @@ GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_pro
 compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
 -- The per-tenant trees: a tenant's root at any of its sizes, and its proofs.
 GRANT EXECUTE ON FUNCTION compliance.tenant_tree_root(text, bigint), compliance.tenant_inclusion_proof(bigint, bigint),
-compliance.tenant_consistency_proof(text, bigint, bigint) TO compliance_auditor;
+compliance.tenant_consistency_proof(text, bigint, bigint), compliance.tenant_heads_root(),
+compliance.tenant_head_proof(text) TO compliance_auditor;
 -- `auditchain prove`: an event's line, its newest signed checkpoint and the inclusion proof.
 GRANT EXECUTE ON FUNCTION compliance.event_receipt(bigint, uuid) TO compliance_auditor;
 -- `auditchain verify` compares the anchors with the bucket.
@@ -5359,7 +5462,7 @@ GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
 -- The monitors' state and the per-minute activity history behind the status sparklines.
 GRANT EXECUTE ON FUNCTION compliance.expectation_status(), compliance.activity_history(integer)
 TO compliance_auditor;
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '2bb463b1c4e85bb61b9b86022b4fa7e0734635f664dd06666e2be45142189caa');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', 'a4cab3d3e2c6e97604197cf46b6ce90317d7b32f9534794b0da1ec00e1b2c613');
 
 COMMIT;
 \o

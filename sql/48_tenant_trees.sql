@@ -369,6 +369,105 @@ $$;
 COMMENT ON FUNCTION compliance._tenant_trees_check() IS
 'Internal: the first tenant tree whose stored head differs from the tree recomputed from the events, or NULL.';
 
+-- compliance._tenant_head_data(tenant_key, tree_size, root): leaf data of one tenant head in
+-- the tree of tenant heads, as UTF-8 bytes then the 32-byte root:
+-- "auditchain-tenant-head:v1\n<tenant>\n<tree_size>\n" || root, where <tenant> is "-" for the
+-- events without a tenant and "<octets>:<id>" otherwise, as in the canonical record: no
+-- tenant id can imitate another field, and the root has a fixed length at the end.
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._tenant_head_data(tenant_key text, tree_size bigint, root bytea)
+RETURNS bytea
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN pg_catalog.convert_to(
+    'auditchain-tenant-head:v1' || E'\n'
+    || CASE WHEN tenant_key = '' THEN '-' ELSE pg_catalog.octet_length(tenant_key)::text || ':' || tenant_key END
+    || E'\n' || tree_size::text || E'\n',
+    'UTF8'
+) || root;
+COMMENT ON FUNCTION compliance._tenant_head_data(text, bigint, bytea) IS
+'Internal: leaf data of a tenant head in the tree of tenant heads (tenant, tenant tree size, tenant root).';
+
+-- compliance._tenant_head_leaves(): the leaf hashes of the tree of tenant heads: one per
+-- tenant with events, ordered by tenant key bytes (the events without a tenant first), with
+-- the tenant keys in the same order; the global tree size they describe. One snapshot: the
+-- drainer updates the heads and the global head in one transaction.
+-- Touches: tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_head_leaves()
+RETURNS TABLE (tree_size bigint, tenant_keys text[], leaves bytea[])
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.tree_size,
+           coalesce(pg_catalog.array_agg(t.tenant_key ORDER BY t.tenant_key), '{}'),
+           coalesce(pg_catalog.array_agg(
+               compliance._tree_leaf(compliance._tenant_head_data(
+                   t.tenant_key, t.tree_size, compliance._tree_fold_right(t.tree_frontier)
+               )) ORDER BY t.tenant_key), '{}')
+      FROM compliance.drainer_state AS d
+      LEFT JOIN compliance.tenant_trees AS t ON true
+     GROUP BY d.tree_size;
+$$;
+COMMENT ON FUNCTION compliance._tenant_head_leaves() IS
+'Internal: leaf hashes of the tree of tenant heads in tenant key order, the keys, and the global tree size they describe.';
+
+-- compliance.tenant_heads_root(): the root of the RFC 6962 tree of every tenant's head at
+-- the drainer's head (leaves: _tenant_head_data of each tenant with events, in tenant id
+-- byte order, the events without a tenant first), the number of tenants and the global tree
+-- size it describes. Touches: tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_heads_root()
+RETURNS TABLE (tree_size bigint, tenants bigint, root bytea)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT h.tree_size, pg_catalog.cardinality(h.leaves)::bigint, compliance._tree_fold(h.leaves)
+      FROM compliance._tenant_head_leaves() AS h;
+$$;
+COMMENT ON FUNCTION compliance.tenant_heads_root() IS
+'Root of the tree of tenant heads (tenant, size, root; tenant id byte order) at the drainer''s head, its leaf count and global size.';
+
+-- compliance.tenant_head_proof(tenant_id): one tenant's head (tenant tree size and root),
+-- its index among the tenant heads and the RFC 9162 inclusion proof of its leaf in the tree
+-- of tenant heads, whose root, leaf count and global tree size come with it: O(log tenants)
+-- hashes. AC100 for a bad tenant id, AC103 for a tenant without chained events.
+-- Touches: tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_head_proof(tenant_id text)
+RETURNS TABLE (
+    tree_size bigint, tenants bigint, heads_root bytea, head_index bigint, tenant_tree_size bigint,
+    tenant_root bytea, proof bytea[]
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key text := compliance._tenant_key(tenant_head_proof.tenant_id);
+    v_heads record;
+    v_index bigint;
+    v_head record;
+BEGIN
+    SELECT * INTO STRICT v_heads FROM compliance._tenant_head_leaves();
+    v_index := pg_catalog.array_position(v_heads.tenant_keys, v_key)::bigint - 1;
+    IF v_index IS NULL THEN
+        RAISE EXCEPTION 'tenant % has no chained event', coalesce(pg_catalog.quote_literal(tenant_head_proof.tenant_id), 'NULL')
+            USING ERRCODE = 'AC103';
+    END IF;
+    SELECT * INTO STRICT v_head FROM compliance._tenant_head(v_key);
+    RETURN QUERY SELECT v_heads.tree_size, pg_catalog.cardinality(v_heads.leaves)::bigint,
+                        compliance._tree_fold(v_heads.leaves), v_index, v_head.tree_size,
+                        compliance._tree_fold_right(v_head.tree_frontier),
+                        compliance._tree_inclusion_path(v_index, pg_catalog.cardinality(v_heads.leaves), 0,
+                                                        v_heads.leaves, 0, '{}');
+END;
+$$;
+COMMENT ON FUNCTION compliance.tenant_head_proof(text) IS
+'A tenant''s head, its index among the tenant heads and its inclusion proof in the tree of tenant heads (with that root).';
+
 -- Events chained before the tenant trees existed enter them now, in the same migrate run
 -- that created their table.
 SELECT compliance._tenant_trees_catch_up();

@@ -1,10 +1,11 @@
--- tenant_tree_root, tenant_inclusion_proof and tenant_consistency_proof refuse bad input with
+-- tenant_tree_root, tenant_inclusion_proof, tenant_consistency_proof and tenant_head_proof refuse bad input with
 -- their own SQLSTATEs (docs/api.md): AC100 a string that cannot be a tenant id (so '' never
 -- reaches the tree of the events without a tenant), AC101 a tenant tree size negative or
 -- beyond the tenant's events, AC102 a seq that is not a chained event or lies beyond the
--- requested size; AC072/AC073 as consistency_proof. Valid edge cases give the RFC answers.
+-- requested size, AC103 a head proof for a tenant without events; AC072/AC073 as
+-- consistency_proof. Valid edge cases give the RFC answers.
 BEGIN;
-SELECT plan(17);
+SELECT plan(20);
 
 SELECT compliance.emit('auth.login', 'user-' || g, '{}', CASE WHEN g % 2 = 0 THEN 'acme' END)
   FROM generate_series(1, 5) AS g;
@@ -21,6 +22,11 @@ SELECT throws_ok($$SELECT * FROM compliance.tenant_inclusion_proof(NULL)$$, 'AC1
 SELECT throws_ok($$SELECT * FROM compliance.tenant_inclusion_proof(4, 1)$$, 'AC102', NULL, 'the tenant''s second event is beyond its tree of 1: AC102');
 SELECT throws_ok($$SELECT compliance.tenant_consistency_proof('acme', 0)$$, 'AC072', NULL, 'from the empty tree: AC072');
 SELECT throws_ok($$SELECT compliance.tenant_consistency_proof(NULL, 3, 2)$$, 'AC073', NULL, 'size1 > size2: AC073');
+SELECT throws_ok($$SELECT * FROM compliance.tenant_head_proof('nobody')$$, 'AC103', NULL, 'no head for a tenant without events: AC103');
+SELECT throws_ok($$SELECT * FROM compliance.tenant_head_proof('')$$, 'AC100', NULL, 'head proof for an empty tenant id: AC100');
+SELECT results_eq($$SELECT tree_size, tenants, head_index, tenant_tree_size FROM compliance.tenant_head_proof('acme')$$,
+                  $$VALUES (5::bigint, 2::bigint, 1::bigint, 2::bigint)$$,
+                  'acme''s head is the second of two, after the events without a tenant');
 
 SELECT is(compliance.tenant_tree_root('nobody'), sha256(''), 'a tenant without events has the empty tree''s root');
 SELECT is(compliance.tenant_tree_root('acme', 1),

@@ -136,3 +136,34 @@ def test_catch_up_rebuilds_the_tenant_trees_from_the_events(drained):
     assert conn.execute("SELECT compliance._tenant_trees_catch_up()").fetchone()[0] == sum(BATCHES)
     assert conn.execute("SELECT * FROM compliance.tenant_trees ORDER BY tenant_key").fetchall() == before
     assert conn.execute("SELECT compliance._tenant_trees_catch_up()").fetchone()[0] == 0
+
+
+def head_data(tenant: str | None, size: int, root: bytes) -> bytes:
+    """A tenant head's leaf data, from docs/proofs.md "The tree of tenant heads"."""
+    field = "-" if tenant is None else f"{len(tenant.encode())}:{tenant}"
+    return f"auditchain-tenant-head:v1\n{field}\n{size}\n".encode() + root
+
+
+def test_the_tree_of_tenant_heads_commits_to_every_head_in_tenant_id_byte_order(drained):
+    conn, trees = drained
+    order = sorted(trees, key=lambda t: b"" if t is None else t.encode())
+    heads = Tree([head_data(t, len(trees[t].leaves), trees[t].mth(0, len(trees[t].leaves))) for t in order])
+    total = sum(BATCHES)
+    assert conn.execute("SELECT * FROM compliance.tenant_heads_root()").fetchone() == (
+        total,
+        len(order),
+        heads.mth(0, len(order)),
+    )
+    for index, tenant in enumerate(order):
+        size = len(trees[tenant].leaves)
+        row = conn.execute("SELECT * FROM compliance.tenant_head_proof(%s)", (tenant,)).fetchone()
+        tree_size, count, root, head_index, tenant_size, tenant_root, proof = row
+        assert (tree_size, count, root, head_index) == (total, len(order), heads.mth(0, len(order)), index)
+        assert (tenant_size, tenant_root) == (size, trees[tenant].mth(0, size))
+        proof = [bytes(p) for p in proof]
+        assert len(proof) <= (len(order) - 1).bit_length()
+        assert root_from_inclusion(index, len(order), heads.leaves[index], proof) == root
+        # The proof does not carry over to another tenant's head at the same index.
+        other = order[(index + 1) % len(order)]
+        forged = head_data(other, len(trees[other].leaves), trees[other].mth(0, len(trees[other].leaves)))
+        assert root_from_inclusion(index, len(order), Tree([forged]).leaves[0], proof) != root
