@@ -52,7 +52,7 @@ def run_drain(ledger: Ledger, *, log_size: int, backlog: int, tenants: int) -> R
         case="tenant_drain",
         variant=f"tenants={human(tenants)} backlog={human(backlog)} log={human(log_size)}",
         unit="events/s",
-        reference_name="the same drain without the tenant trees (no tenant append, no (tenant_id, seq) index)",
+        reference_name="the same drain without tenant trees (no tenant append, no (tenant_id, seq) index)",
         targets=[Target("ratio", ">=", 0.85)],
     )
     fresh_backlog(ledger, backlog)
