@@ -12,7 +12,10 @@ import random
 import psycopg
 import pytest
 
+from auditchain.cli import main
+from auditchain.errors import EXIT_OK
 from auditchain.formats import hashing
+from schemacopy import copy_schema
 from test_merkle_tree import EVENTS, Tree, consistent, root_from_inclusion
 
 BATCHES = [1, 254, 3, 511, 700, 37, 300]  # 1,806 events in all
@@ -167,3 +170,23 @@ def test_the_tree_of_tenant_heads_commits_to_every_head_in_tenant_id_byte_order(
         other = order[(index + 1) % len(order)]
         forged = head_data(other, len(trees[other].leaves), trees[other].mth(0, len(trees[other].leaves)))
         assert root_from_inclusion(index, len(order), Tree([forged]).leaves[0], proof) != root
+
+
+def test_migrate_builds_the_tenant_trees_of_events_chained_before_them(drained, dsn, tmp_path, monkeypatch):
+    """An upgrade from a version without tenant trees: the events are chained, tenant_trees is
+    empty. The next `auditchain migrate` that applies the definitions builds every tenant's
+    tree, and the drainer carries on from there."""
+    conn, trees = drained
+    conn.execute("DELETE FROM compliance.tenant_trees")
+    schema_dir = copy_schema(tmp_path)
+    (schema_dir / "sql" / "99_upgrade.sql").write_text("-- a changed definition set\n", encoding="utf-8")
+    monkeypatch.setenv("AUDITCHAIN_SCHEMA_DIR", str(schema_dir))
+
+    assert main(["migrate", "--dsn", dsn, "--quiet"]) == EXIT_OK
+
+    for tenant, tree in trees.items():
+        root = conn.execute("SELECT compliance.tenant_tree_root(%s)", (tenant,)).fetchone()[0]
+        assert root == tree.mth(0, len(tree.leaves)), tenant
+    conn.execute(EMIT_BATCH, (99, 5))
+    assert conn.execute("SELECT compliance.drain()").fetchone()[0] == 5
+    assert conn.execute("SELECT ok, problem FROM compliance.verify_tree()").fetchone() == (True, None)
