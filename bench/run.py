@@ -18,7 +18,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchkit import drain, emit, emit_batch, erasure, exports, latency, merkle, monitors, rotation, verify
+from benchkit import (
+    drain,
+    emit,
+    emit_batch,
+    erasure,
+    exports,
+    latency,
+    merkle,
+    monitors,
+    rotation,
+    tenants,
+    verify,
+)
 from benchkit.cluster import Server, bench_database, describe_machine
 from benchkit.ledger import Ledger
 from benchkit.results import Row, format_table, write_json
@@ -126,6 +138,19 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
             ("receipt_verify", lambda lg, s=size: merkle.run_receipt(lg, size=s, samples=p.proof_samples)),
             # Leaves the log at its size: the backlog is drained in rolled-back transactions.
             ("merkle_drain", lambda lg, s=size: merkle.run_drain(lg, log_size=s, backlog=p.drain_backlog)),
+        ]
+        if size == p.large_log:
+            # Few and many tenants: the tenant trees' share of the drain (rolled back, like merkle_drain).
+            steps += [
+                (
+                    "tenant_drain",
+                    lambda lg, t=t: tenants.run_drain(
+                        lg, log_size=p.large_log, backlog=p.drain_backlog, tenants=t
+                    ),
+                )
+                for t in (10, 10_000)
+            ]
+        steps += [
             ("export", lambda lg, s=size: lab.export(s)),
             ("verify_bundle", lambda lg, s=size: lab.verify_bundle(s)),
             # The cases below leave the log longer than its size (an erasure event, the

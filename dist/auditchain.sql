@@ -803,6 +803,7 @@ END;
 $$;
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0014_anchor_checkpoints.sql', 'migration', '9dd5fc6beee3535b25cda15d43c0defaff24aa1490764ba36ca971ecedbb1592');
 
+<<<<<<< HEAD
 -- ==== migration: 0015_erasure.sql
 -- Erasure without breaking the proofs (docs/erasure.md): hash format v2 commits to the
 -- payload and the actor through salted commitments, so compliance.erase can remove a value
@@ -896,6 +897,40 @@ BEGIN
 END;
 $$;
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0015_erasure.sql', 'migration', '52540066a714d1b48e91a2826abf3f0d406268a76a7b51f1370bd6b59a42d6d5');
+=======
+-- ==== migration: 0016_tenant_trees.sql
+-- Per-tenant Merkle trees (docs/proofs.md "Tenant trees"): beside the global tree, one RFC
+-- 6962 tree per tenant whose leaves are that tenant's record digests in seq order. Only each
+-- tenant's head is stored (its compact range); anything older is recomputed from the tenant's
+-- events, found through the (tenant_id, seq) index below. The trees of events chained before
+-- this migration are built when sql/48_tenant_trees.sql is applied, in the same migrate run.
+-- creates: compliance.tenant_trees
+-- creates: compliance.audit_events_tenant_seq
+
+-- tenant_key is the tenant id, or '' for the events without a tenant: a tenant id is 1-128
+-- characters (emit, AC006), so the empty string can never be one. COLLATE "C" orders the keys
+-- by their UTF-8 bytes, the order any verifier reproduces without a collation library.
+-- Each drained batch updates the row of every tenant in it: half-empty pages keep those
+-- updates HOT (no index entry per update).
+CREATE TABLE compliance.tenant_trees (
+    tenant_key text COLLATE "C" PRIMARY KEY CHECK (octet_length(tenant_key) <= 512),
+    tree_size bigint NOT NULL CHECK (tree_size > 0),
+    tree_frontier bytea[] NOT NULL
+) WITH (fillfactor = 50);
+COMMENT ON TABLE compliance.tenant_trees IS
+'The head of each tenant''s Merkle tree (leaves: the tenant''s record digests in seq order), kept by the drainer.';
+COMMENT ON COLUMN compliance.tenant_trees.tenant_key IS
+'The tenant id; the empty string for events without a tenant (no tenant id is empty).';
+COMMENT ON COLUMN compliance.tenant_trees.tree_size IS
+'Leaves in the tenant''s tree: the tenant''s chained events.';
+COMMENT ON COLUMN compliance.tenant_trees.tree_frontier IS
+'Compact range of the tenant tree''s head: roots of its complete subtrees, largest first.';
+
+-- A tenant's leaves in seq order for its proofs and for verify_tree. NULL tenant_ids are
+-- indexed too (a btree keeps them), so the tenant-less events are found the same way.
+CREATE INDEX audit_events_tenant_seq ON compliance.audit_events (tenant_id, seq);
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0016_tenant_trees.sql', 'migration', '55bc680d4d61c797e7148d3e2966b2b7aebfea3596851a13de340124f686f3b8');
+>>>>>>> tenants
 
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.
@@ -1480,6 +1515,7 @@ COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
 -- written to drainer_state once per batch.
 -- Touches: audit_outbox (SELECT, DELETE), audit_events (INSERT),
 -- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append),
+-- tenant_trees (UPDATE, INSERT, through compliance._tenant_tree_append),
 -- event_expectations (UPDATE, through compliance._advance_expectations).
 CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
 RETURNS integer
@@ -1585,6 +1621,7 @@ BEGIN
     -- The Merkle tree's leaves are the record digests, appended in the same transaction so
     -- that the tree and the chain never disagree at a commit.
     PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
+    PERFORM compliance._tenant_tree_append(v_state.last_seq + 1, v_digests);
     PERFORM compliance._advance_expectations(v_state.last_seq + 1, v_state.last_seq + v_moved);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,
@@ -1761,13 +1798,18 @@ BEGIN
            halted_at = NULL, halted_seq = NULL, halted_reason = NULL;
     -- Events written outside the drainer and accepted here enter the tree as they stand.
     PERFORM compliance._tree_catch_up();
+    PERFORM compliance._tenant_trees_catch_up();
     RETURN true;
 END;
 $$;
 COMMENT ON FUNCTION compliance.acknowledge_integrity_failure(bigint, text) IS
 'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq; '
 'false if already acknowledged.';
+<<<<<<< HEAD
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', '3b78892b1ee62112fa0a34d64f8b5dd916e6cc5149b8a18ab15b0bc23823bebe');
+=======
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', 'fc8ddf4f3feafe8263aa0509a3714b5dea99b9376edbf0c2ece33fa42f48d9dc');
+>>>>>>> tenants
 
 -- ==== definition: 45_anchors.sql
 -- Anchors: record the chain head (create_anchor, run by pg_cron), let the uploader take
@@ -2756,6 +2798,53 @@ $$;
 COMMENT ON FUNCTION compliance.tree_root(bigint) IS
 'RFC 6962 Merkle tree root over the record digests of seq 1..tree_size (NULL: every chained event; 0: SHA-256('''')).';
 
+-- compliance._tree_inclusion_path(index, size, chunk_lo, chunk, head_size, head): the RFC
+-- 9162 section 2.1.3.1 inclusion path of leaf index in the tree of size leaves, leaf to root,
+-- each hash from _tree_proof_hash (so from the leaves the caller holds in chunk, from leaf
+-- chunk_lo, when they cover it). Shared by the global tree and the tenant trees. The caller
+-- checks index < size. Touches: as _tree_proof_hash.
+CREATE OR REPLACE FUNCTION compliance._tree_inclusion_path(
+    index bigint, size bigint, chunk_lo bigint, chunk bytea[], head_size bigint, head bytea[]
+)
+RETURNS bytea[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_lo bigint := 0;
+    v_hi bigint := size;
+    v_split bigint := 4611686018427387904;
+    v_from bigint;
+    v_to bigint;
+    v_siblings bytea[] := '{}';
+    v_count integer := 0;
+BEGIN
+    -- Walk down from the root; the sibling found at each split is the proof's next hash
+    -- counted from the root, so the list is reversed at the end.
+    WHILE v_hi - v_lo > 1 LOOP
+        -- The split is the largest power of two below the range's size; ranges only shrink.
+        WHILE v_split >= v_hi - v_lo LOOP
+            v_split := v_split >> 1;
+        END LOOP;
+        IF index < v_lo + v_split THEN
+            v_from := v_lo + v_split;
+            v_to := v_hi;
+            v_hi := v_lo + v_split;
+        ELSE
+            v_from := v_lo;
+            v_to := v_lo + v_split;
+            v_lo := v_lo + v_split;
+        END IF;
+        v_count := v_count + 1;
+        v_siblings[v_count] := compliance._tree_proof_hash(v_from, v_to, chunk_lo, chunk, head_size, head);
+    END LOOP;
+    RETURN ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
+END;
+$$;
+COMMENT ON FUNCTION compliance._tree_inclusion_path(bigint, bigint, bigint, bytea[], bigint, bytea[]) IS
+'Internal: RFC 9162 inclusion path (leaf to root) of leaf index in a tree of size leaves, hashes from _tree_proof_hash.';
+
 -- compliance.inclusion_proof(seq, tree_size): the RFC 9162 section 2.1.3.1 inclusion
 -- proof of leaf seq-1 in the tree of tree_size leaves (NULL: every chained event), leaf to
 -- root. Raises AC070 for a bad tree size, AC071 when seq is not in 1..tree_size.
@@ -2770,16 +2859,8 @@ AS $$
 DECLARE
     v_size bigint := compliance._tree_size(inclusion_proof.tree_size);
     v_index bigint := inclusion_proof.seq - 1;
-    v_lo bigint := 0;
-    v_hi bigint := v_size;
-    v_split bigint := 4611686018427387904;
-    v_from bigint;
-    v_to bigint;
     v_chunk_lo bigint;
-    v_chunk bytea[];
     v_state compliance.drainer_state%ROWTYPE;
-    v_siblings bytea[] := '{}';
-    v_count integer := 0;
 BEGIN
     SELECT * INTO STRICT v_state FROM compliance.drainer_state;
     IF inclusion_proof.seq IS NULL OR inclusion_proof.seq < 1 OR inclusion_proof.seq > v_size THEN
@@ -2788,32 +2869,62 @@ BEGIN
     END IF;
     -- Every sibling below level 8 lies in the leaf's own chunk: hash that chunk's events once.
     v_chunk_lo := (v_index >> 8) << 8;
-    v_chunk := compliance._tree_leaves_checked(v_chunk_lo, least(v_chunk_lo + 256, v_size));
-    -- Walk down from the root; the sibling found at each split is the proof's next hash
-    -- counted from the root, so the list is reversed at the end.
-    WHILE v_hi - v_lo > 1 LOOP
-        -- The split is the largest power of two below the range's size; ranges only shrink.
-        WHILE v_split >= v_hi - v_lo LOOP
-            v_split := v_split >> 1;
-        END LOOP;
-        IF v_index < v_lo + v_split THEN
-            v_from := v_lo + v_split;
-            v_to := v_hi;
-            v_hi := v_lo + v_split;
-        ELSE
-            v_from := v_lo;
-            v_to := v_lo + v_split;
-            v_lo := v_lo + v_split;
-        END IF;
-        v_count := v_count + 1;
-        v_siblings[v_count] := compliance._tree_proof_hash(v_from, v_to, v_chunk_lo, v_chunk,
-                                                           v_state.tree_size, v_state.tree_frontier);
-    END LOOP;
-    RETURN ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
+    RETURN compliance._tree_inclusion_path(
+        v_index, v_size, v_chunk_lo, compliance._tree_leaves_checked(v_chunk_lo, least(v_chunk_lo + 256, v_size)),
+        v_state.tree_size, v_state.tree_frontier
+    );
 END;
 $$;
 COMMENT ON FUNCTION compliance.inclusion_proof(bigint, bigint) IS
 'RFC 9162 inclusion proof (leaf to root) of event seq in the tree of tree_size events (NULL: every chained event).';
+
+-- compliance._tree_consistency_path(size1, size2, chunk_lo, chunk, head_size, head): the RFC
+-- 9162 section 2.1.4.1 consistency path from the tree of size1 leaves to the tree of size2,
+-- each hash from _tree_proof_hash (as _tree_inclusion_path). Shared by the global tree and
+-- the tenant trees. The caller checks 0 < size1 <= size2. Touches: as _tree_proof_hash.
+CREATE OR REPLACE FUNCTION compliance._tree_consistency_path(
+    size1 bigint, size2 bigint, chunk_lo bigint, chunk bytea[], head_size bigint, head bytea[]
+)
+RETURNS bytea[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_lo bigint := 0;
+    v_hi bigint := size2;
+    v_split bigint := 4611686018427387904;
+    v_complete boolean := true;
+    v_head bytea[] := '{}';
+    v_siblings bytea[] := '{}';
+    v_count integer := 0;
+BEGIN
+    -- SUBPROOF(m, D[lo:hi], complete) of the RFC, unrolled: each step records the hash of
+    -- the half not followed; the proof is the final subtree (when it is not the whole old
+    -- tree) followed by those hashes from the deepest up.
+    WHILE size1 <> v_hi LOOP
+        -- The split is the largest power of two below the range's size; ranges only shrink.
+        WHILE v_split >= v_hi - v_lo LOOP
+            v_split := v_split >> 1;
+        END LOOP;
+        v_count := v_count + 1;
+        IF size1 - v_lo <= v_split THEN
+            v_siblings[v_count] := compliance._tree_proof_hash(v_lo + v_split, v_hi, chunk_lo, chunk, head_size, head);
+            v_hi := v_lo + v_split;
+        ELSE
+            v_siblings[v_count] := compliance._tree_proof_hash(v_lo, v_lo + v_split, chunk_lo, chunk, head_size, head);
+            v_lo := v_lo + v_split;
+            v_complete := false;
+        END IF;
+    END LOOP;
+    IF NOT v_complete THEN
+        v_head := ARRAY[compliance._tree_proof_hash(v_lo, v_hi, chunk_lo, chunk, head_size, head)];
+    END IF;
+    RETURN v_head || ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
+END;
+$$;
+COMMENT ON FUNCTION compliance._tree_consistency_path(bigint, bigint, bigint, bytea[], bigint, bytea[]) IS
+'Internal: RFC 9162 consistency path from the tree of size1 leaves to that of size2, hashes from _tree_proof_hash.';
 
 -- compliance.consistency_proof(size1, size2): the RFC 9162 section 2.1.4.1 consistency
 -- proof that the tree of size1 events is a prefix of the tree of size2 (NULL: every
@@ -2830,13 +2941,6 @@ AS $$
 DECLARE
     v_size2 bigint := compliance._tree_size(consistency_proof.size2);
     v_size1 bigint := consistency_proof.size1;
-    v_lo bigint := 0;
-    v_hi bigint := v_size2;
-    v_split bigint := 4611686018427387904;
-    v_complete boolean := true;
-    v_head bytea[] := '{}';
-    v_siblings bytea[] := '{}';
-    v_count integer := 0;
     v_state compliance.drainer_state%ROWTYPE;
     v_chunk_lo bigint;
     v_chunk bytea[] := '{}';
@@ -2857,31 +2961,8 @@ BEGIN
     IF v_size1 > v_chunk_lo THEN
         v_chunk := compliance._tree_leaves_checked(v_chunk_lo, least(v_chunk_lo + 256, v_size2));
     END IF;
-    -- SUBPROOF(m, D[lo:hi], complete) of the RFC, unrolled: each step records the hash of
-    -- the half not followed; the proof is the final subtree (when it is not the whole old
-    -- tree) followed by those hashes from the deepest up.
-    WHILE v_size1 <> v_hi LOOP
-        -- The split is the largest power of two below the range's size; ranges only shrink.
-        WHILE v_split >= v_hi - v_lo LOOP
-            v_split := v_split >> 1;
-        END LOOP;
-        v_count := v_count + 1;
-        IF v_size1 - v_lo <= v_split THEN
-            v_siblings[v_count] := compliance._tree_proof_hash(v_lo + v_split, v_hi, v_chunk_lo, v_chunk,
-                                                               v_state.tree_size, v_state.tree_frontier);
-            v_hi := v_lo + v_split;
-        ELSE
-            v_siblings[v_count] := compliance._tree_proof_hash(v_lo, v_lo + v_split, v_chunk_lo, v_chunk,
-                                                               v_state.tree_size, v_state.tree_frontier);
-            v_lo := v_lo + v_split;
-            v_complete := false;
-        END IF;
-    END LOOP;
-    IF NOT v_complete THEN
-        v_head := ARRAY[compliance._tree_proof_hash(v_lo, v_hi, v_chunk_lo, v_chunk, v_state.tree_size,
-                                                    v_state.tree_frontier)];
-    END IF;
-    RETURN v_head || ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
+    RETURN compliance._tree_consistency_path(v_size1, v_size2, v_chunk_lo, v_chunk, v_state.tree_size,
+                                             v_state.tree_frontier);
 END;
 $$;
 COMMENT ON FUNCTION compliance.consistency_proof(bigint, bigint) IS
@@ -3020,10 +3101,10 @@ COMMENT ON FUNCTION compliance._tree_recorded_roots() IS
 'Internal: the recorded (tree_size, root) pairs verify_tree checks: the drainer''s head, and each anchor''s checkpoint.';
 
 -- compliance.verify_tree(): recompute the Merkle tree from the stored events and compare
--- it with every stored node, the tree size the drainer keeps, and every recorded root
--- (_tree_recorded_roots). One row: ok, leaves_checked, and the first problem, naming the
--- node (level, index) or the recorded root. Touches: audit_events, merkle_nodes,
--- drainer_state (read).
+-- it with every stored node, the tree size the drainer keeps, every tenant tree's head
+-- (_tenant_trees_check) and every recorded root (_tree_recorded_roots). One row: ok,
+-- leaves_checked, and the first problem, naming the node (level, index), the tenant or the
+-- recorded root. Touches: audit_events, merkle_nodes, drainer_state, tenant_trees (read).
 CREATE OR REPLACE FUNCTION compliance.verify_tree()
 RETURNS TABLE (ok boolean, leaves_checked bigint, problem text)
 LANGUAGE plpgsql
@@ -3039,6 +3120,7 @@ DECLARE
     v_tail bigint;
     v_recorded record;
     v_root bytea;
+    v_problem text;
 BEGIN
     SELECT * INTO STRICT v_state FROM compliance.drainer_state;
     v_chunks := v_state.tree_size / 256;
@@ -3090,6 +3172,13 @@ BEGIN
             RETURN;
         END IF;
     END LOOP;
+    -- Then every tenant's head against its tree recomputed from its events (a changed event
+    -- is named by the global tree first).
+    v_problem := compliance._tenant_trees_check();
+    IF v_problem IS NOT NULL THEN
+        RETURN QUERY SELECT false, v_state.tree_size, v_problem;
+        RETURN;
+    END IF;
     RETURN QUERY SELECT true, v_state.tree_size, NULL::text;
 END;
 $$;
@@ -3099,7 +3188,483 @@ COMMENT ON FUNCTION compliance.verify_tree() IS
 -- Events chained before the tree existed (an upgrade from a version without it) enter it
 -- now, in the same migrate run that created its tables.
 SELECT compliance._tree_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', '51adefd56ddf9e58c1946f360a95a99c45f52b28f103feddb4d31dcb21e02933');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', 'cae2cb366055cbf0c31cc3eb93a1f33819d4340ab102a15e66e76eb052eba95b');
+
+-- ==== definition: 48_tenant_trees.sql
+-- Per-tenant Merkle trees (docs/proofs.md "Tenant trees"): beside the global tree, one RFC
+-- 6962 tree per tenant, the events without a tenant forming a tenant of their own (key ''),
+-- whose leaf i is the record digest of the tenant's (i+1)-th event in seq order. The drainer
+-- keeps each tenant's head as a compact range (tenant_trees), in its own transaction; a root
+-- at an older size and every proof are recomputed from the tenant's events, which the
+-- (tenant_id, seq) index lists in order. The hashing is sql/47_merkle.sql's.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+-- compliance._tree_push(frontier, size, record_digests): the compact range of a tree of size
+-- leaves (frontier) after appending one leaf per digest. Called once per tenant per batch:
+-- without a SET clause (which costs a configuration save and restore per call; every name
+-- inside is qualified), so the drain pays little per tenant. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._tree_push(frontier bytea[], size bigint, record_digests bytea[])
+RETURNS bytea[]
+LANGUAGE plpgsql
+IMMUTABLE
+STRICT
+PARALLEL SAFE
+AS $$
+DECLARE
+    v_stack bytea[] := frontier;
+    v_top integer := pg_catalog.cardinality(frontier);
+    v_size bigint := size;
+    v_bits bigint;
+    v_digest bytea;
+    v_hash bytea;
+BEGIN
+    -- Each leaf merges once per trailing 1 bit of the size before it (as _tree_append); the
+    -- stack is indexed in place so the array is never copied.
+    FOREACH v_digest IN ARRAY record_digests LOOP
+        v_hash := compliance._tree_leaf(v_digest);
+        v_bits := v_size;
+        WHILE (v_bits & 1) = 1 LOOP
+            v_hash := compliance._tree_node(v_stack[v_top], v_hash);
+            v_top := v_top - 1;
+            v_bits := v_bits >> 1;
+        END LOOP;
+        v_top := v_top + 1;
+        v_stack[v_top] := v_hash;
+        v_size := v_size + 1;
+    END LOOP;
+    RETURN v_stack[1:v_top];
+END;
+$$;
+COMMENT ON FUNCTION compliance._tree_push(bytea[], bigint, bytea[]) IS
+'Internal: the compact range of a tree of size leaves after appending one leaf per record digest.';
+
+-- compliance._tenant_tree_append(first_seq, record_digests): extend each tenant's tree by
+-- the digests of its events among seq first_seq on (one per digest, already inserted in
+-- audit_events), in the drainer's transaction: one statement whatever the number of tenants.
+-- Touches: audit_events (read), tenant_trees (UPDATE, INSERT).
+CREATE OR REPLACE FUNCTION compliance._tenant_tree_append(first_seq bigint, record_digests bytea[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH batch AS (
+        SELECT coalesce(e.tenant_id, '') COLLATE "C" AS tenant_key,
+               pg_catalog.array_agg(d.digest ORDER BY d.n) AS digests
+          FROM unnest(record_digests) WITH ORDINALITY AS d (digest, n)
+          JOIN compliance.audit_events AS e ON e.seq = first_seq + d.n - 1
+         WHERE e.seq BETWEEN first_seq AND first_seq + pg_catalog.cardinality(record_digests) - 1
+         GROUP BY 1
+    ), grown AS (
+        UPDATE compliance.tenant_trees AS t
+           SET tree_size = t.tree_size + pg_catalog.cardinality(b.digests),
+               tree_frontier = compliance._tree_push(t.tree_frontier, t.tree_size, b.digests)
+          FROM batch AS b
+         WHERE t.tenant_key = b.tenant_key
+        RETURNING t.tenant_key
+    )
+    INSERT INTO compliance.tenant_trees (tenant_key, tree_size, tree_frontier)
+    SELECT b.tenant_key, pg_catalog.cardinality(b.digests), compliance._tree_push('{}', 0, b.digests)
+      FROM batch AS b
+     WHERE b.tenant_key NOT IN (SELECT g.tenant_key FROM grown AS g);
+$$;
+COMMENT ON FUNCTION compliance._tenant_tree_append(bigint, bytea[]) IS
+'Internal: (the drainer) appends each digest from first_seq on to the tree of its event''s tenant.';
+
+-- compliance._tenant_trees_catch_up(): add to the tenant trees every event of the global
+-- tree they do not cover yet (events chained before they existed, or accepted by
+-- acknowledge_integrity_failure), from the stored events, under the drainer's lock. The
+-- tenant trees always cover a prefix of the chain, of the sum of their sizes. Returns the
+-- leaves added. Touches: tenant_trees, audit_events, drainer_state (read), as
+-- _tenant_tree_append.
+CREATE OR REPLACE FUNCTION compliance._tenant_trees_catch_up()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_batch CONSTANT bigint := 65536;
+    v_covered bigint;
+    v_last bigint;
+    v_from bigint;
+    v_to bigint;
+    v_digests bytea[];
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
+    SELECT coalesce(pg_catalog.sum(t.tree_size), 0) INTO v_covered FROM compliance.tenant_trees AS t;
+    SELECT d.tree_size INTO STRICT v_last FROM compliance.drainer_state AS d;
+    v_from := v_covered + 1;
+    WHILE v_from <= v_last LOOP
+        v_to := least(v_from + v_batch - 1, v_last);
+        SELECT pg_catalog.array_agg(pg_catalog.sha256(compliance._row_record(e)) ORDER BY e.seq)
+          INTO v_digests
+          FROM compliance.audit_events AS e
+         WHERE e.seq BETWEEN v_from AND v_to;
+        IF coalesce(pg_catalog.cardinality(v_digests), 0) <> v_to - v_from + 1 THEN
+            RAISE EXCEPTION 'cannot build the tenant trees: events missing among seq % to %', v_from, v_to
+                USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_chain().';
+        END IF;
+        PERFORM compliance._tenant_tree_append(v_from, v_digests);
+        v_from := v_to + 1;
+    END LOOP;
+    RETURN v_from - 1 - v_covered;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_trees_catch_up() IS
+'Internal: (migrate) adds to the tenant trees every event of the global tree they do not cover yet.';
+
+-- compliance._tenant_key(tenant_id): the tenant_trees key of a caller's tenant id ('' for
+-- NULL, the events without a tenant), raising AC100 for a string that cannot be a tenant id
+-- (emit's rule: 1-128 characters without control characters). Touches no table.
+CREATE OR REPLACE FUNCTION compliance._tenant_key(tenant_id text)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenant_id IS NULL THEN
+        RETURN '';
+    END IF;
+    IF pg_catalog.length(tenant_id) NOT BETWEEN 1 AND 128 OR tenant_id ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid tenant_id: 1-128 characters without control characters, or NULL'
+            USING ERRCODE = 'AC100';
+    END IF;
+    RETURN tenant_id;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_key(text) IS
+'Internal: tenant_trees key of a tenant id ('''' for NULL); AC100 when it cannot be a tenant id.';
+
+-- compliance._tenant_leaves(tenant_key, max_leaves): the leaf hashes of the tenant's first
+-- max_leaves events in seq order, recomputed from their columns (one index range scan).
+-- Touches: audit_events (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_leaves(tenant_key text, max_leaves bigint)
+RETURNS bytea[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- Two queries rather than IS NOT DISTINCT FROM, which no index serves.
+    IF tenant_key = '' THEN
+        RETURN ARRAY(SELECT compliance._tree_leaf(pg_catalog.sha256(compliance._row_record(e)))
+                       FROM compliance.audit_events AS e
+                      WHERE e.tenant_id IS NULL
+                      ORDER BY e.seq
+                      LIMIT max_leaves);
+    END IF;
+    RETURN ARRAY(SELECT compliance._tree_leaf(pg_catalog.sha256(compliance._row_record(e)))
+                   FROM compliance.audit_events AS e
+                  WHERE e.tenant_id = tenant_key
+                  ORDER BY e.seq
+                  LIMIT max_leaves);
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_leaves(text, bigint) IS
+'Internal: leaf hashes of a tenant''s first max_leaves events, recomputed from the stored events in seq order.';
+
+-- compliance._tenant_head(tenant_key): the tenant tree's head (size and compact range); size
+-- 0 and no hash for a tenant without events. Touches: tenant_trees (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_head(tenant_key text)
+RETURNS TABLE (tree_size bigint, tree_frontier bytea[])
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(pg_catalog.max(t.tree_size), 0), coalesce(pg_catalog.max(t.tree_frontier), '{}')
+      FROM compliance.tenant_trees AS t
+     WHERE t.tenant_key = _tenant_head.tenant_key;
+$$;
+COMMENT ON FUNCTION compliance._tenant_head(text) IS
+'Internal: size and compact range of a tenant tree''s head; 0 and none for a tenant without events.';
+
+-- compliance._tenant_tree_size(head_size, tree_size): a caller's tenant tree size (NULL: the
+-- head), AC101 when negative or beyond the tenant's chained events. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._tenant_tree_size(head_size bigint, tree_size bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tree_size IS NULL THEN
+        RETURN head_size;
+    END IF;
+    IF tree_size < 0 OR tree_size > head_size THEN
+        RAISE EXCEPTION 'tenant tree size % is out of range: the tenant has % chained events', tree_size, head_size
+            USING ERRCODE = 'AC101';
+    END IF;
+    RETURN tree_size;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_tree_size(bigint, bigint) IS
+'Internal: a requested tenant tree size, NULL meaning the head; AC101 when negative or beyond the tenant''s events.';
+
+-- compliance.tenant_tree_root(tenant_id, tree_size): the RFC 6962 root of the tree of the
+-- tenant's first tree_size events (tenant_id NULL: the events without a tenant; tree_size
+-- NULL: all its chained events; 0: SHA-256 of nothing). The head's root comes from the
+-- compact range, an older one is recomputed from the tenant's events. AC100 for a string
+-- that cannot be a tenant id, AC101 for a bad size. Touches: tenant_trees, audit_events (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_tree_root(tenant_id text, tree_size bigint DEFAULT NULL)
+RETURNS bytea
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key text := compliance._tenant_key(tenant_tree_root.tenant_id);
+    v_head record;
+    v_size bigint;
+BEGIN
+    SELECT * INTO STRICT v_head FROM compliance._tenant_head(v_key);
+    v_size := compliance._tenant_tree_size(v_head.tree_size, tenant_tree_root.tree_size);
+    IF v_size = v_head.tree_size THEN
+        RETURN compliance._tree_fold_right(v_head.tree_frontier);
+    END IF;
+    RETURN compliance._tree_fold(compliance._tenant_leaves(v_key, v_size));
+END;
+$$;
+COMMENT ON FUNCTION compliance.tenant_tree_root(text, bigint) IS
+'RFC 6962 root of a tenant''s tree over its first tree_size events (tenant_id NULL: events without a tenant; tree_size NULL: all).';
+
+-- compliance.tenant_inclusion_proof(seq, tree_size): the RFC 9162 inclusion proof of event
+-- seq in its tenant's tree of tree_size leaves (NULL: all the tenant's chained events), leaf
+-- to root, with the tenant and the event's leaf index in that tree. AC101 for a bad tree
+-- size, AC102 when seq is not a chained event or lies beyond tree_size.
+-- Touches: audit_events, tenant_trees (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_inclusion_proof(seq bigint, tree_size bigint DEFAULT NULL)
+RETURNS TABLE (tenant_id text, leaf_index bigint, tenant_tree_size bigint, proof bytea[])
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tenant text;
+    v_key text;
+    v_head record;
+    v_size bigint;
+    v_index bigint;
+    v_leaves bytea[];
+BEGIN
+    SELECT e.tenant_id INTO v_tenant
+      FROM compliance.audit_events AS e, compliance.drainer_state AS d
+     WHERE e.seq = tenant_inclusion_proof.seq AND e.seq <= d.tree_size;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'seq % is not a chained event', coalesce(tenant_inclusion_proof.seq::text, 'NULL')
+            USING ERRCODE = 'AC102';
+    END IF;
+    v_key := coalesce(v_tenant, '');
+    SELECT * INTO STRICT v_head FROM compliance._tenant_head(v_key);
+    v_size := compliance._tenant_tree_size(v_head.tree_size, tenant_inclusion_proof.tree_size);
+    v_leaves := compliance._tenant_leaves(v_key, v_size);
+    IF v_tenant IS NULL THEN
+        SELECT pg_catalog.count(*) INTO v_index
+          FROM compliance.audit_events AS e
+         WHERE e.tenant_id IS NULL AND e.seq < tenant_inclusion_proof.seq;
+    ELSE
+        SELECT pg_catalog.count(*) INTO v_index
+          FROM compliance.audit_events AS e
+         WHERE e.tenant_id = v_tenant AND e.seq < tenant_inclusion_proof.seq;
+    END IF;
+    IF v_index >= v_size THEN
+        RAISE EXCEPTION 'seq % is leaf % of its tenant''s tree, beyond tree size %', tenant_inclusion_proof.seq,
+            v_index, v_size
+            USING ERRCODE = 'AC102';
+    END IF;
+    -- Every leaf is in hand: _tree_proof_hash folds each sibling from them.
+    RETURN QUERY SELECT v_tenant, v_index, v_size,
+                        compliance._tree_inclusion_path(v_index, v_size, 0, v_leaves, 0, '{}');
+END;
+$$;
+COMMENT ON FUNCTION compliance.tenant_inclusion_proof(bigint, bigint) IS
+'RFC 9162 inclusion proof (leaf to root) of event seq in its tenant''s tree of tree_size leaves (NULL: all), with the tenant and leaf index.';
+
+-- compliance.tenant_consistency_proof(tenant_id, size1, size2): the RFC 9162 consistency
+-- proof that the tenant's tree of size1 events is a prefix of its tree of size2 (NULL: all
+-- its chained events). Empty when size1 = size2. AC100 for a bad tenant id, AC101 for a bad
+-- size, and as consistency_proof AC072 for size1 = 0 and AC073 when size1 > size2.
+-- Touches: tenant_trees, audit_events (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_consistency_proof(tenant_id text, size1 bigint, size2 bigint DEFAULT NULL)
+RETURNS bytea[]
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key text := compliance._tenant_key(tenant_consistency_proof.tenant_id);
+    v_head record;
+    v_size2 bigint;
+BEGIN
+    SELECT * INTO STRICT v_head FROM compliance._tenant_head(v_key);
+    v_size2 := compliance._tenant_tree_size(v_head.tree_size, tenant_consistency_proof.size2);
+    IF size1 IS NULL OR size1 < 0 THEN
+        RAISE EXCEPTION 'size1 % is not a tree size', coalesce(size1::text, 'NULL') USING ERRCODE = 'AC101';
+    END IF;
+    IF size1 = 0 THEN
+        RAISE EXCEPTION 'a consistency proof from the empty tree is meaningless' USING ERRCODE = 'AC072';
+    END IF;
+    IF size1 > v_size2 THEN
+        RAISE EXCEPTION 'size1 % is larger than size2 %', size1, v_size2 USING ERRCODE = 'AC073';
+    END IF;
+    RETURN compliance._tree_consistency_path(size1, v_size2, 0, compliance._tenant_leaves(v_key, v_size2), 0, '{}');
+END;
+$$;
+COMMENT ON FUNCTION compliance.tenant_consistency_proof(text, bigint, bigint) IS
+'RFC 9162 consistency proof between a tenant''s trees of size1 and size2 events (size2 NULL: all its chained events).';
+
+-- compliance._tenant_trees_check(): recompute every tenant's tree from the stored events and
+-- compare it with its stored head; the first problem, naming the tenant, or NULL. Also
+-- checks that the tenant trees together cover exactly the global tree. Used by verify_tree.
+-- Touches: audit_events, tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_trees_check()
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tree_size bigint;
+    v_tenant record;
+    v_leaves bytea[];
+BEGIN
+    SELECT d.tree_size INTO STRICT v_tree_size FROM compliance.drainer_state AS d;
+    FOR v_tenant IN
+        SELECT coalesce(c.tenant_key, t.tenant_key) AS tenant_key, coalesce(c.events, 0) AS events,
+               coalesce(t.tree_size, 0) AS tree_size, t.tree_frontier
+          FROM (SELECT coalesce(e.tenant_id, '') COLLATE "C" AS tenant_key, pg_catalog.count(*) AS events
+                  FROM compliance.audit_events AS e
+                 WHERE e.seq <= v_tree_size
+                 GROUP BY 1) AS c
+          FULL JOIN compliance.tenant_trees AS t ON t.tenant_key = c.tenant_key
+         ORDER BY 1
+    LOOP
+        IF v_tenant.events <> v_tenant.tree_size THEN
+            RETURN pg_catalog.format('the tree of tenant %s holds %s leaves but the tenant has %s events in the tree',
+                                     CASE WHEN v_tenant.tenant_key = '' THEN '(none)'
+                                          ELSE pg_catalog.quote_literal(v_tenant.tenant_key) END,
+                                     v_tenant.tree_size, v_tenant.events);
+        END IF;
+        v_leaves := compliance._tenant_leaves(v_tenant.tenant_key, v_tenant.tree_size);
+        IF compliance._tree_fold(v_leaves) IS DISTINCT FROM compliance._tree_fold_right(v_tenant.tree_frontier)
+           OR pg_catalog.cardinality(v_tenant.tree_frontier)
+              <> pg_catalog.bit_count(v_tenant.tree_size::bit(64)) THEN
+            RETURN pg_catalog.format('the stored head of tenant %s differs from its tree recomputed from the events',
+                                     CASE WHEN v_tenant.tenant_key = '' THEN '(none)'
+                                          ELSE pg_catalog.quote_literal(v_tenant.tenant_key) END);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_trees_check() IS
+'Internal: the first tenant tree whose stored head differs from the tree recomputed from the events, or NULL.';
+
+-- compliance._tenant_head_data(tenant_key, tree_size, root): leaf data of one tenant head in
+-- the tree of tenant heads, as UTF-8 bytes then the 32-byte root:
+-- "auditchain-tenant-head:v1\n<tenant>\n<tree_size>\n" || root, where <tenant> is "-" for the
+-- events without a tenant and "<octets>:<id>" otherwise, as in the canonical record: no
+-- tenant id can imitate another field, and the root has a fixed length at the end.
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._tenant_head_data(tenant_key text, tree_size bigint, root bytea)
+RETURNS bytea
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+RETURN pg_catalog.convert_to(
+    'auditchain-tenant-head:v1' || E'\n'
+    || CASE WHEN tenant_key = '' THEN '-' ELSE pg_catalog.octet_length(tenant_key)::text || ':' || tenant_key END
+    || E'\n' || tree_size::text || E'\n',
+    'UTF8'
+) || root;
+COMMENT ON FUNCTION compliance._tenant_head_data(text, bigint, bytea) IS
+'Internal: leaf data of a tenant head in the tree of tenant heads (tenant, tenant tree size, tenant root).';
+
+-- compliance._tenant_head_leaves(): the leaf hashes of the tree of tenant heads: one per
+-- tenant with events, ordered by tenant key bytes (the events without a tenant first), with
+-- the tenant keys in the same order; the global tree size they describe. One snapshot: the
+-- drainer updates the heads and the global head in one transaction.
+-- Touches: tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_head_leaves()
+RETURNS TABLE (tree_size bigint, tenant_keys text[], leaves bytea[])
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.tree_size,
+           coalesce(pg_catalog.array_agg(t.tenant_key ORDER BY t.tenant_key), '{}'),
+           coalesce(pg_catalog.array_agg(
+               compliance._tree_leaf(compliance._tenant_head_data(
+                   t.tenant_key, t.tree_size, compliance._tree_fold_right(t.tree_frontier)
+               )) ORDER BY t.tenant_key), '{}')
+      FROM compliance.drainer_state AS d
+      LEFT JOIN compliance.tenant_trees AS t ON true
+     GROUP BY d.tree_size;
+$$;
+COMMENT ON FUNCTION compliance._tenant_head_leaves() IS
+'Internal: leaf hashes of the tree of tenant heads in tenant key order, the keys, and the global tree size they describe.';
+
+-- compliance.tenant_heads_root(): the root of the RFC 6962 tree of every tenant's head at
+-- the drainer's head (leaves: _tenant_head_data of each tenant with events, in tenant id
+-- byte order, the events without a tenant first), the number of tenants and the global tree
+-- size it describes. Touches: tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_heads_root()
+RETURNS TABLE (tree_size bigint, tenants bigint, root bytea)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT h.tree_size, pg_catalog.cardinality(h.leaves)::bigint, compliance._tree_fold(h.leaves)
+      FROM compliance._tenant_head_leaves() AS h;
+$$;
+COMMENT ON FUNCTION compliance.tenant_heads_root() IS
+'Root of the tree of tenant heads (tenant, size, root; tenant id byte order) at the drainer''s head, its leaf count and global size.';
+
+-- compliance.tenant_head_proof(tenant_id): one tenant's head (tenant tree size and root),
+-- its index among the tenant heads and the RFC 9162 inclusion proof of its leaf in the tree
+-- of tenant heads, whose root, leaf count and global tree size come with it: O(log tenants)
+-- hashes. AC100 for a bad tenant id, AC103 for a tenant without chained events.
+-- Touches: tenant_trees, drainer_state (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_head_proof(tenant_id text)
+RETURNS TABLE (
+    tree_size bigint, tenants bigint, heads_root bytea, head_index bigint, tenant_tree_size bigint,
+    tenant_root bytea, proof bytea[]
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key text := compliance._tenant_key(tenant_head_proof.tenant_id);
+    v_heads record;
+    v_index bigint;
+    v_head record;
+BEGIN
+    SELECT * INTO STRICT v_heads FROM compliance._tenant_head_leaves();
+    v_index := pg_catalog.array_position(v_heads.tenant_keys, v_key)::bigint - 1;
+    IF v_index IS NULL THEN
+        RAISE EXCEPTION 'tenant % has no chained event', coalesce(pg_catalog.quote_literal(tenant_head_proof.tenant_id), 'NULL')
+            USING ERRCODE = 'AC103';
+    END IF;
+    SELECT * INTO STRICT v_head FROM compliance._tenant_head(v_key);
+    RETURN QUERY SELECT v_heads.tree_size, pg_catalog.cardinality(v_heads.leaves)::bigint,
+                        compliance._tree_fold(v_heads.leaves), v_index, v_head.tree_size,
+                        compliance._tree_fold_right(v_head.tree_frontier),
+                        compliance._tree_inclusion_path(v_index, pg_catalog.cardinality(v_heads.leaves), 0,
+                                                        v_heads.leaves, 0, '{}');
+END;
+$$;
+COMMENT ON FUNCTION compliance.tenant_head_proof(text) IS
+'A tenant''s head, its index among the tenant heads and its inclusion proof in the tree of tenant heads (with that root).';
+
+-- Events chained before the tenant trees existed enter them now, in the same migrate run
+-- that created their table.
+SELECT compliance._tenant_trees_catch_up();
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', '48ad2032e41055c2a6b93fb6e920f7905b84dc52fae760e8e2db6fdfe5468352');
 
 -- ==== definition: 50_verify.sql
 -- In-database verification: recompute every hash from the stored columns.
@@ -5649,6 +6214,10 @@ GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_
 GRANT SELECT ON compliance.merkle_nodes TO compliance_auditor;
 GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_proof(bigint, bigint),
 compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
+-- The per-tenant trees: a tenant's root at any of its sizes, and its proofs.
+GRANT EXECUTE ON FUNCTION compliance.tenant_tree_root(text, bigint), compliance.tenant_inclusion_proof(bigint, bigint),
+compliance.tenant_consistency_proof(text, bigint, bigint), compliance.tenant_heads_root(),
+compliance.tenant_head_proof(text) TO compliance_auditor;
 -- `auditchain prove`: an event's line, its newest signed checkpoint and the inclusion proof.
 GRANT EXECUTE ON FUNCTION compliance.event_receipt(bigint, uuid) TO compliance_auditor;
 -- `auditchain verify` compares the anchors with the bucket.
@@ -5664,6 +6233,7 @@ GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
 -- The monitors' state and the per-minute activity history behind the status sparklines.
 GRANT EXECUTE ON FUNCTION compliance.expectation_status(), compliance.activity_history(integer)
 TO compliance_auditor;
+<<<<<<< HEAD
 
 -- ==== compliance_eraser: a data controller's erasure of personal data (docs/erasure.md),
 -- through erase() only, and finding a data subject's events. Granted to nobody by default:
@@ -5672,6 +6242,9 @@ GRANT USAGE ON SCHEMA compliance TO compliance_eraser;
 GRANT EXECUTE ON FUNCTION compliance.erase(bigint[], text[], text, text),
 compliance.find_subject_events(text, jsonb) TO compliance_eraser;
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '5a2c60e8d47e47a9c13114492696bda6553b49ad3faf8b4e417d831c2ef7e4f8');
+=======
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', 'a4cab3d3e2c6e97604197cf46b6ce90317d7b32f9534794b0da1ec00e1b2c613');
+>>>>>>> tenants
 
 COMMIT;
 \o

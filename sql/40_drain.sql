@@ -58,6 +58,7 @@ COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
 -- written to drainer_state once per batch.
 -- Touches: audit_outbox (SELECT, DELETE), audit_events (INSERT),
 -- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append),
+-- tenant_trees (UPDATE, INSERT, through compliance._tenant_tree_append),
 -- event_expectations (UPDATE, through compliance._advance_expectations).
 CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
 RETURNS integer
@@ -163,6 +164,7 @@ BEGIN
     -- The Merkle tree's leaves are the record digests, appended in the same transaction so
     -- that the tree and the chain never disagree at a commit.
     PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
+    PERFORM compliance._tenant_tree_append(v_state.last_seq + 1, v_digests);
     PERFORM compliance._advance_expectations(v_state.last_seq + 1, v_state.last_seq + v_moved);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,
@@ -339,6 +341,7 @@ BEGIN
            halted_at = NULL, halted_seq = NULL, halted_reason = NULL;
     -- Events written outside the drainer and accepted here enter the tree as they stand.
     PERFORM compliance._tree_catch_up();
+    PERFORM compliance._tenant_trees_catch_up();
     RETURN true;
 END;
 $$;

@@ -397,6 +397,53 @@ $$;
 COMMENT ON FUNCTION compliance.tree_root(bigint) IS
 'RFC 6962 Merkle tree root over the record digests of seq 1..tree_size (NULL: every chained event; 0: SHA-256('''')).';
 
+-- compliance._tree_inclusion_path(index, size, chunk_lo, chunk, head_size, head): the RFC
+-- 9162 section 2.1.3.1 inclusion path of leaf index in the tree of size leaves, leaf to root,
+-- each hash from _tree_proof_hash (so from the leaves the caller holds in chunk, from leaf
+-- chunk_lo, when they cover it). Shared by the global tree and the tenant trees. The caller
+-- checks index < size. Touches: as _tree_proof_hash.
+CREATE OR REPLACE FUNCTION compliance._tree_inclusion_path(
+    index bigint, size bigint, chunk_lo bigint, chunk bytea[], head_size bigint, head bytea[]
+)
+RETURNS bytea[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_lo bigint := 0;
+    v_hi bigint := size;
+    v_split bigint := 4611686018427387904;
+    v_from bigint;
+    v_to bigint;
+    v_siblings bytea[] := '{}';
+    v_count integer := 0;
+BEGIN
+    -- Walk down from the root; the sibling found at each split is the proof's next hash
+    -- counted from the root, so the list is reversed at the end.
+    WHILE v_hi - v_lo > 1 LOOP
+        -- The split is the largest power of two below the range's size; ranges only shrink.
+        WHILE v_split >= v_hi - v_lo LOOP
+            v_split := v_split >> 1;
+        END LOOP;
+        IF index < v_lo + v_split THEN
+            v_from := v_lo + v_split;
+            v_to := v_hi;
+            v_hi := v_lo + v_split;
+        ELSE
+            v_from := v_lo;
+            v_to := v_lo + v_split;
+            v_lo := v_lo + v_split;
+        END IF;
+        v_count := v_count + 1;
+        v_siblings[v_count] := compliance._tree_proof_hash(v_from, v_to, chunk_lo, chunk, head_size, head);
+    END LOOP;
+    RETURN ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
+END;
+$$;
+COMMENT ON FUNCTION compliance._tree_inclusion_path(bigint, bigint, bigint, bytea[], bigint, bytea[]) IS
+'Internal: RFC 9162 inclusion path (leaf to root) of leaf index in a tree of size leaves, hashes from _tree_proof_hash.';
+
 -- compliance.inclusion_proof(seq, tree_size): the RFC 9162 section 2.1.3.1 inclusion
 -- proof of leaf seq-1 in the tree of tree_size leaves (NULL: every chained event), leaf to
 -- root. Raises AC070 for a bad tree size, AC071 when seq is not in 1..tree_size.
@@ -411,16 +458,8 @@ AS $$
 DECLARE
     v_size bigint := compliance._tree_size(inclusion_proof.tree_size);
     v_index bigint := inclusion_proof.seq - 1;
-    v_lo bigint := 0;
-    v_hi bigint := v_size;
-    v_split bigint := 4611686018427387904;
-    v_from bigint;
-    v_to bigint;
     v_chunk_lo bigint;
-    v_chunk bytea[];
     v_state compliance.drainer_state%ROWTYPE;
-    v_siblings bytea[] := '{}';
-    v_count integer := 0;
 BEGIN
     SELECT * INTO STRICT v_state FROM compliance.drainer_state;
     IF inclusion_proof.seq IS NULL OR inclusion_proof.seq < 1 OR inclusion_proof.seq > v_size THEN
@@ -429,32 +468,62 @@ BEGIN
     END IF;
     -- Every sibling below level 8 lies in the leaf's own chunk: hash that chunk's events once.
     v_chunk_lo := (v_index >> 8) << 8;
-    v_chunk := compliance._tree_leaves_checked(v_chunk_lo, least(v_chunk_lo + 256, v_size));
-    -- Walk down from the root; the sibling found at each split is the proof's next hash
-    -- counted from the root, so the list is reversed at the end.
-    WHILE v_hi - v_lo > 1 LOOP
-        -- The split is the largest power of two below the range's size; ranges only shrink.
-        WHILE v_split >= v_hi - v_lo LOOP
-            v_split := v_split >> 1;
-        END LOOP;
-        IF v_index < v_lo + v_split THEN
-            v_from := v_lo + v_split;
-            v_to := v_hi;
-            v_hi := v_lo + v_split;
-        ELSE
-            v_from := v_lo;
-            v_to := v_lo + v_split;
-            v_lo := v_lo + v_split;
-        END IF;
-        v_count := v_count + 1;
-        v_siblings[v_count] := compliance._tree_proof_hash(v_from, v_to, v_chunk_lo, v_chunk,
-                                                           v_state.tree_size, v_state.tree_frontier);
-    END LOOP;
-    RETURN ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
+    RETURN compliance._tree_inclusion_path(
+        v_index, v_size, v_chunk_lo, compliance._tree_leaves_checked(v_chunk_lo, least(v_chunk_lo + 256, v_size)),
+        v_state.tree_size, v_state.tree_frontier
+    );
 END;
 $$;
 COMMENT ON FUNCTION compliance.inclusion_proof(bigint, bigint) IS
 'RFC 9162 inclusion proof (leaf to root) of event seq in the tree of tree_size events (NULL: every chained event).';
+
+-- compliance._tree_consistency_path(size1, size2, chunk_lo, chunk, head_size, head): the RFC
+-- 9162 section 2.1.4.1 consistency path from the tree of size1 leaves to the tree of size2,
+-- each hash from _tree_proof_hash (as _tree_inclusion_path). Shared by the global tree and
+-- the tenant trees. The caller checks 0 < size1 <= size2. Touches: as _tree_proof_hash.
+CREATE OR REPLACE FUNCTION compliance._tree_consistency_path(
+    size1 bigint, size2 bigint, chunk_lo bigint, chunk bytea[], head_size bigint, head bytea[]
+)
+RETURNS bytea[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_lo bigint := 0;
+    v_hi bigint := size2;
+    v_split bigint := 4611686018427387904;
+    v_complete boolean := true;
+    v_head bytea[] := '{}';
+    v_siblings bytea[] := '{}';
+    v_count integer := 0;
+BEGIN
+    -- SUBPROOF(m, D[lo:hi], complete) of the RFC, unrolled: each step records the hash of
+    -- the half not followed; the proof is the final subtree (when it is not the whole old
+    -- tree) followed by those hashes from the deepest up.
+    WHILE size1 <> v_hi LOOP
+        -- The split is the largest power of two below the range's size; ranges only shrink.
+        WHILE v_split >= v_hi - v_lo LOOP
+            v_split := v_split >> 1;
+        END LOOP;
+        v_count := v_count + 1;
+        IF size1 - v_lo <= v_split THEN
+            v_siblings[v_count] := compliance._tree_proof_hash(v_lo + v_split, v_hi, chunk_lo, chunk, head_size, head);
+            v_hi := v_lo + v_split;
+        ELSE
+            v_siblings[v_count] := compliance._tree_proof_hash(v_lo, v_lo + v_split, chunk_lo, chunk, head_size, head);
+            v_lo := v_lo + v_split;
+            v_complete := false;
+        END IF;
+    END LOOP;
+    IF NOT v_complete THEN
+        v_head := ARRAY[compliance._tree_proof_hash(v_lo, v_hi, chunk_lo, chunk, head_size, head)];
+    END IF;
+    RETURN v_head || ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
+END;
+$$;
+COMMENT ON FUNCTION compliance._tree_consistency_path(bigint, bigint, bigint, bytea[], bigint, bytea[]) IS
+'Internal: RFC 9162 consistency path from the tree of size1 leaves to that of size2, hashes from _tree_proof_hash.';
 
 -- compliance.consistency_proof(size1, size2): the RFC 9162 section 2.1.4.1 consistency
 -- proof that the tree of size1 events is a prefix of the tree of size2 (NULL: every
@@ -471,13 +540,6 @@ AS $$
 DECLARE
     v_size2 bigint := compliance._tree_size(consistency_proof.size2);
     v_size1 bigint := consistency_proof.size1;
-    v_lo bigint := 0;
-    v_hi bigint := v_size2;
-    v_split bigint := 4611686018427387904;
-    v_complete boolean := true;
-    v_head bytea[] := '{}';
-    v_siblings bytea[] := '{}';
-    v_count integer := 0;
     v_state compliance.drainer_state%ROWTYPE;
     v_chunk_lo bigint;
     v_chunk bytea[] := '{}';
@@ -498,31 +560,8 @@ BEGIN
     IF v_size1 > v_chunk_lo THEN
         v_chunk := compliance._tree_leaves_checked(v_chunk_lo, least(v_chunk_lo + 256, v_size2));
     END IF;
-    -- SUBPROOF(m, D[lo:hi], complete) of the RFC, unrolled: each step records the hash of
-    -- the half not followed; the proof is the final subtree (when it is not the whole old
-    -- tree) followed by those hashes from the deepest up.
-    WHILE v_size1 <> v_hi LOOP
-        -- The split is the largest power of two below the range's size; ranges only shrink.
-        WHILE v_split >= v_hi - v_lo LOOP
-            v_split := v_split >> 1;
-        END LOOP;
-        v_count := v_count + 1;
-        IF v_size1 - v_lo <= v_split THEN
-            v_siblings[v_count] := compliance._tree_proof_hash(v_lo + v_split, v_hi, v_chunk_lo, v_chunk,
-                                                               v_state.tree_size, v_state.tree_frontier);
-            v_hi := v_lo + v_split;
-        ELSE
-            v_siblings[v_count] := compliance._tree_proof_hash(v_lo, v_lo + v_split, v_chunk_lo, v_chunk,
-                                                               v_state.tree_size, v_state.tree_frontier);
-            v_lo := v_lo + v_split;
-            v_complete := false;
-        END IF;
-    END LOOP;
-    IF NOT v_complete THEN
-        v_head := ARRAY[compliance._tree_proof_hash(v_lo, v_hi, v_chunk_lo, v_chunk, v_state.tree_size,
-                                                    v_state.tree_frontier)];
-    END IF;
-    RETURN v_head || ARRAY(SELECT s.hash FROM unnest(v_siblings) WITH ORDINALITY AS s (hash, n) ORDER BY s.n DESC);
+    RETURN compliance._tree_consistency_path(v_size1, v_size2, v_chunk_lo, v_chunk, v_state.tree_size,
+                                             v_state.tree_frontier);
 END;
 $$;
 COMMENT ON FUNCTION compliance.consistency_proof(bigint, bigint) IS
@@ -661,10 +700,10 @@ COMMENT ON FUNCTION compliance._tree_recorded_roots() IS
 'Internal: the recorded (tree_size, root) pairs verify_tree checks: the drainer''s head, and each anchor''s checkpoint.';
 
 -- compliance.verify_tree(): recompute the Merkle tree from the stored events and compare
--- it with every stored node, the tree size the drainer keeps, and every recorded root
--- (_tree_recorded_roots). One row: ok, leaves_checked, and the first problem, naming the
--- node (level, index) or the recorded root. Touches: audit_events, merkle_nodes,
--- drainer_state (read).
+-- it with every stored node, the tree size the drainer keeps, every tenant tree's head
+-- (_tenant_trees_check) and every recorded root (_tree_recorded_roots). One row: ok,
+-- leaves_checked, and the first problem, naming the node (level, index), the tenant or the
+-- recorded root. Touches: audit_events, merkle_nodes, drainer_state, tenant_trees (read).
 CREATE OR REPLACE FUNCTION compliance.verify_tree()
 RETURNS TABLE (ok boolean, leaves_checked bigint, problem text)
 LANGUAGE plpgsql
@@ -680,6 +719,7 @@ DECLARE
     v_tail bigint;
     v_recorded record;
     v_root bytea;
+    v_problem text;
 BEGIN
     SELECT * INTO STRICT v_state FROM compliance.drainer_state;
     v_chunks := v_state.tree_size / 256;
@@ -731,6 +771,13 @@ BEGIN
             RETURN;
         END IF;
     END LOOP;
+    -- Then every tenant's head against its tree recomputed from its events (a changed event
+    -- is named by the global tree first).
+    v_problem := compliance._tenant_trees_check();
+    IF v_problem IS NOT NULL THEN
+        RETURN QUERY SELECT false, v_state.tree_size, v_problem;
+        RETURN;
+    END IF;
     RETURN QUERY SELECT true, v_state.tree_size, NULL::text;
 END;
 $$;

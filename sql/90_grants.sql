@@ -76,6 +76,10 @@ GRANT EXECUTE ON FUNCTION compliance.verify_chain(bigint, bigint) TO compliance_
 GRANT SELECT ON compliance.merkle_nodes TO compliance_auditor;
 GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_proof(bigint, bigint),
 compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
+-- The per-tenant trees: a tenant's root at any of its sizes, and its proofs.
+GRANT EXECUTE ON FUNCTION compliance.tenant_tree_root(text, bigint), compliance.tenant_inclusion_proof(bigint, bigint),
+compliance.tenant_consistency_proof(text, bigint, bigint), compliance.tenant_heads_root(),
+compliance.tenant_head_proof(text) TO compliance_auditor;
 -- `auditchain prove`: an event's line, its newest signed checkpoint and the inclusion proof.
 GRANT EXECUTE ON FUNCTION compliance.event_receipt(bigint, uuid) TO compliance_auditor;
 -- `auditchain verify` compares the anchors with the bucket.

@@ -65,6 +65,11 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_auditor', 'function', 'compliance.inclusion_proof(bigint,bigint)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.consistency_proof(bigint,bigint)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.verify_tree()', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.tenant_tree_root(text,bigint)', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.tenant_inclusion_proof(bigint,bigint)', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.tenant_consistency_proof(text,bigint,bigint)', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.tenant_heads_root()', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.tenant_head_proof(text)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.expectation_status()', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.activity_history(integer)', 'EXECUTE')
     -- PUBLIC: nothing.

@@ -30,6 +30,7 @@ CASES = {
     "receipt_verify",
     "hash_v2_drain",
     "erase",
+    "tenant_drain",
 }
 # A case may be skipped only while the module it measures does not exist.
 NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.offline.bundle"]}
