@@ -803,7 +803,6 @@ END;
 $$;
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0014_anchor_checkpoints.sql', 'migration', '9dd5fc6beee3535b25cda15d43c0defaff24aa1490764ba36ca971ecedbb1592');
 
-<<<<<<< HEAD
 -- ==== migration: 0015_erasure.sql
 -- Erasure without breaking the proofs (docs/erasure.md): hash format v2 commits to the
 -- payload and the actor through salted commitments, so compliance.erase can remove a value
@@ -897,7 +896,7 @@ BEGIN
 END;
 $$;
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0015_erasure.sql', 'migration', '52540066a714d1b48e91a2826abf3f0d406268a76a7b51f1370bd6b59a42d6d5');
-=======
+
 -- ==== migration: 0016_tenant_trees.sql
 -- Per-tenant Merkle trees (docs/proofs.md "Tenant trees"): beside the global tree, one RFC
 -- 6962 tree per tenant whose leaves are that tenant's record digests in seq order. Only each
@@ -930,7 +929,6 @@ COMMENT ON COLUMN compliance.tenant_trees.tree_frontier IS
 -- indexed too (a btree keeps them), so the tenant-less events are found the same way.
 CREATE INDEX audit_events_tenant_seq ON compliance.audit_events (tenant_id, seq);
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0016_tenant_trees.sql', 'migration', '55bc680d4d61c797e7148d3e2966b2b7aebfea3596851a13de340124f686f3b8');
->>>>>>> tenants
 
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.
@@ -1805,11 +1803,7 @@ $$;
 COMMENT ON FUNCTION compliance.acknowledge_integrity_failure(bigint, text) IS
 'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq; '
 'false if already acknowledged.';
-<<<<<<< HEAD
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', '3b78892b1ee62112fa0a34d64f8b5dd916e6cc5149b8a18ab15b0bc23823bebe');
-=======
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', 'fc8ddf4f3feafe8263aa0509a3714b5dea99b9376edbf0c2ece33fa42f48d9dc');
->>>>>>> tenants
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', '818fd44e64185526127a409b093c9053fb93539b0a02210bd4fa5752ef4a72ea');
 
 -- ==== definition: 45_anchors.sql
 -- Anchors: record the chain head (create_anchor, run by pg_cron), let the uploader take
@@ -6233,7 +6227,6 @@ GRANT SELECT ON compliance.anchor_failure_reviews TO compliance_auditor;
 -- The monitors' state and the per-minute activity history behind the status sparklines.
 GRANT EXECUTE ON FUNCTION compliance.expectation_status(), compliance.activity_history(integer)
 TO compliance_auditor;
-<<<<<<< HEAD
 
 -- ==== compliance_eraser: a data controller's erasure of personal data (docs/erasure.md),
 -- through erase() only, and finding a data subject's events. Granted to nobody by default:
@@ -6241,10 +6234,7 @@ TO compliance_auditor;
 GRANT USAGE ON SCHEMA compliance TO compliance_eraser;
 GRANT EXECUTE ON FUNCTION compliance.erase(bigint[], text[], text, text),
 compliance.find_subject_events(text, jsonb) TO compliance_eraser;
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '5a2c60e8d47e47a9c13114492696bda6553b49ad3faf8b4e417d831c2ef7e4f8');
-=======
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', 'a4cab3d3e2c6e97604197cf46b6ce90317d7b32f9534794b0da1ec00e1b2c613');
->>>>>>> tenants
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '6b67f437f72e2b69b93fc3e12c83bf0ba7076396481e8d278c94db2fe467a30a');
 
 COMMIT;
 \o
