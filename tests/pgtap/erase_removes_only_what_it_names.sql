@@ -23,6 +23,7 @@ BEGIN
             v_state.last_hash, v_hash);
     UPDATE compliance.drainer_state SET last_seq = v_state.last_seq + 1, last_hash = v_hash;
     PERFORM compliance._tree_catch_up();
+    PERFORM compliance._tenant_trees_catch_up();
 END;
 $$;
 

@@ -33,6 +33,7 @@ BEGIN
     UPDATE compliance.drainer_state SET last_seq = v_seq, last_hash = v_hash, last_success_at = p_at;
     -- The drainer extends the Merkle tree with the chain.
     PERFORM compliance._tree_catch_up();
+    PERFORM compliance._tenant_trees_catch_up();
 END;
 $$;
 

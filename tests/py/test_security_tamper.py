@@ -122,6 +122,7 @@ CREATE FUNCTION pg_temp.rewrite_state() RETURNS void LANGUAGE sql AS $$
     ALTER TABLE compliance.merkle_nodes ENABLE ALWAYS TRIGGER forbid_truncate;
     UPDATE compliance.drainer_state SET tree_size = 0, tree_frontier = '{}';
     SELECT compliance._tree_catch_up();
+    SELECT compliance._tenant_trees_catch_up();
 $$;
 """
 

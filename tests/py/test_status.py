@@ -76,7 +76,8 @@ def chain_recorded_at(conn: psycopg.Connection, count: int, at: datetime) -> Non
             """,
             {"at": at},
         )
-    conn.execute("SELECT compliance._tree_catch_up()")  # and its Merkle tree, as the drainer would
+    # and its Merkle trees, as the drainer would
+    conn.execute("SELECT compliance._tree_catch_up(), compliance._tenant_trees_catch_up()")
 
 
 @pytest.mark.slow

@@ -140,6 +140,8 @@ REBUILD_TREE = (
     "UPDATE compliance.drainer_state SET tree_size = 0, tree_frontier = '{}'",
     "SELECT compliance._tree_catch_up()",
     "ALTER TABLE compliance.merkle_nodes ENABLE TRIGGER ALL",
+    "DELETE FROM compliance.tenant_trees",
+    "SELECT compliance._tenant_trees_catch_up()",
 )
 
 
