@@ -930,6 +930,57 @@ COMMENT ON COLUMN compliance.tenant_trees.tree_frontier IS
 CREATE INDEX audit_events_tenant_seq ON compliance.audit_events (tenant_id, seq);
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0016_tenant_trees.sql', 'migration', '55bc680d4d61c797e7148d3e2966b2b7aebfea3596851a13de340124f686f3b8');
 
+-- ==== migration: 0017_tenant_bundles.sql
+-- Tenant bundles (docs/exports.md "Tenant mode"): the heads of every tenant's tree are
+-- committed into the global log by compliance.tenant_heads events, which create_anchor
+-- emits, so that the next signed checkpoint covers them. A bundle built against an older
+-- checkpoint needs the heads as they were at that commitment: each commitment records the
+-- heads that changed since the previous one (tenant_head_history), and a tenant's head at
+-- any committed size is its newest row at or below that size.
+-- Also drops request_export (gains the mode), tenant_heads_root and tenant_head_proof (gain
+-- the committed size): CREATE OR REPLACE cannot add a parameter.
+-- creates: compliance.tenant_head_history
+-- creates: compliance.audit_events_tenant_heads
+-- creates: compliance.tenant_head_history_heads_size
+
+-- heads_size is the global tree size the commitment describes; a row is written only when
+-- the tenant's tree grew since the tenant's previous row.
+CREATE TABLE compliance.tenant_head_history (
+    tenant_key text COLLATE "C" NOT NULL CHECK (octet_length(tenant_key) <= 512),
+    heads_size bigint NOT NULL CHECK (heads_size > 0),
+    tree_size bigint NOT NULL CHECK (tree_size > 0 AND tree_size <= heads_size),
+    tree_root bytea NOT NULL CHECK (octet_length(tree_root) = 32),
+    PRIMARY KEY (tenant_key, heads_size)
+);
+COMMENT ON TABLE compliance.tenant_head_history IS
+'Each tenant''s head (size, root) at every tenant-heads commitment where it changed; written by create_anchor.';
+COMMENT ON COLUMN compliance.tenant_head_history.tenant_key IS
+'The tenant id; the empty string for events without a tenant.';
+COMMENT ON COLUMN compliance.tenant_head_history.heads_size IS
+'The global tree size of the commitment (the tenant heads describe the first heads_size events).';
+COMMENT ON COLUMN compliance.tenant_head_history.tree_size IS
+'The tenant tree''s size at heads_size: the tenant''s events among the first heads_size.';
+COMMENT ON COLUMN compliance.tenant_head_history.tree_root IS 'The tenant tree''s RFC 6962 root at tree_size.';
+
+-- The committed sizes (a proof at one, the newest commitment).
+CREATE INDEX tenant_head_history_heads_size ON compliance.tenant_head_history (heads_size);
+
+-- Finds the newest commitment at or below a checkpoint's size without scanning the log.
+CREATE INDEX audit_events_tenant_heads ON compliance.audit_events (seq)
+WHERE event_type = 'compliance.tenant_heads';
+
+ALTER TABLE compliance.export_jobs
+ADD COLUMN mode text NOT NULL DEFAULT 'range' CONSTRAINT export_jobs_mode_check CHECK (mode IN ('range', 'tenant'));
+COMMENT ON COLUMN compliance.export_jobs.mode IS
+'range: every event of a seq range, the unmatched as hashes; tenant: one tenant''s events with its tree''s proofs.';
+
+-- Their signatures gain a parameter; sql/49_tenant_heads.sql and sql/70_exports.sql
+-- recreate them right after.
+DROP FUNCTION IF EXISTS compliance.request_export(jsonb, text);
+DROP FUNCTION IF EXISTS compliance.tenant_heads_root();
+DROP FUNCTION IF EXISTS compliance.tenant_head_proof(text);
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0017_tenant_bundles.sql', 'migration', '2c9018f92c01041d28ec725289a35a1f6596aea4e7b0d5830129f45242fa226a');
+
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -1261,6 +1312,8 @@ COMMENT ON FUNCTION compliance._is_event_type(text) IS
 --         from a table column is held to the same limit
 --   AC005 occurred_at: not after now() + 5 minutes, not before 1970-01-01 UTC
 --   AC006 tenant_id: NULL, or 1-128 chars with no control characters
+--   AC008 event_type compliance.tenant_heads: written only by create_anchor (a producer's
+--         would pass for a commitment of the tenant heads)
 CREATE OR REPLACE FUNCTION compliance.emit(
     event_type text,
     actor text,
@@ -1282,6 +1335,10 @@ BEGIN
         RAISE EXCEPTION 'invalid event_type %', coalesce(pg_catalog.quote_literal(emit.event_type), 'NULL')
             USING ERRCODE = 'AC001',
                   HINT = 'Use 3-128 characters of lower-case dotted words, e.g. data.export_initiated.';
+    END IF;
+    IF emit.event_type = 'compliance.tenant_heads' THEN
+        RAISE EXCEPTION 'event_type compliance.tenant_heads is reserved: only compliance.create_anchor writes it'
+            USING ERRCODE = 'AC008';
     END IF;
     IF emit.actor IS NULL OR emit.actor !~ '[^[:space:]]' OR pg_catalog.length(emit.actor) > 256 THEN
         RAISE EXCEPTION 'invalid actor: it must not be blank and at most 256 characters'
@@ -1315,7 +1372,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) IS
-'Record one audit event: validates it (SQLSTATEs AC001-AC006) and queues it in audit_outbox; returns its UUIDv7.';
+'Record one audit event: validates it (SQLSTATEs AC001-AC006, AC008) and queues it in audit_outbox; returns its UUIDv7.';
 
 -- compliance._batch_event_problem(event, occurred_at): NULL when one element of an
 -- emit_batch array is a well-formed event that passes emit's rules, otherwise its SQLSTATE,
@@ -1342,6 +1399,8 @@ RETURN CASE
         THEN 'AC007 event_type, actor, tenant_id and occurred_at must be JSON strings (or null)'
     WHEN NOT compliance._is_event_type(event ->> 'event_type')
         THEN 'AC001 invalid event_type ' || coalesce(pg_catalog.quote_literal(event ->> 'event_type'), 'NULL')
+    WHEN event ->> 'event_type' = 'compliance.tenant_heads'
+        THEN 'AC008 event_type compliance.tenant_heads is reserved: only compliance.create_anchor writes it'
     WHEN (event ->> 'actor') IS NULL OR (event ->> 'actor') !~ '[^[:space:]]'
          OR pg_catalog.length(event ->> 'actor') > 256
         THEN 'AC002 invalid actor: it must not be blank and at most 256 characters'
@@ -1450,7 +1509,7 @@ $$;
 COMMENT ON FUNCTION compliance.emit_batch(jsonb) IS
 'Record many audit events at once, all or nothing: validates each like emit (AC001-AC006, AC007 for a malformed '
 'array or element) and queues them in array order; returns their UUIDv7s in that order.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('30_emit.sql', 'definition', 'd0c27ac85a7dc52f3053de5a4d91126777645e543b45874d61e239bbafdf242c');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('30_emit.sql', 'definition', 'd8be441379f451454abc0811fb70207cfb3f9ac1326b1747f512b8533e1cc4dd');
 
 -- ==== definition: 40_drain.sql
 -- The drainer: moves outbox rows into the chain, one batch per transaction.
@@ -1914,8 +1973,10 @@ SELECT compliance._protect_table('compliance.anchors', false);
 -- always gives the same cadence_id, so a second run is a no-op. Refuses (AC010/AC011) to
 -- anchor a head the drainer's check rejects, and (AC042) when the event of the last anchor
 -- no longer has the anchored hash. A database whose name cannot be part of a checkpoint
--- origin (spaces, '+', control characters) gets format_version 1 documents.
--- Touches: drainer_state (read, FOR SHARE), audit_events, merkle_nodes (read), anchors (INSERT).
+-- origin (spaces, '+', control characters) gets format_version 1 documents. Also commits
+-- the tenant heads at the head (compliance._commit_tenant_heads).
+-- Touches: drainer_state (read, FOR SHARE), audit_events, merkle_nodes, tenant_trees (read),
+-- anchors, tenant_head_history, audit_outbox (INSERT).
 CREATE OR REPLACE FUNCTION compliance.create_anchor()
 RETURNS text
 LANGUAGE plpgsql
@@ -2017,6 +2078,8 @@ BEGIN
     ON CONFLICT (cadence_id) DO NOTHING
     RETURNING cadence_id INTO v_created;
     IF v_created IS NOT NULL THEN
+        -- The tenant heads at this head, committed into the log for the next checkpoint.
+        PERFORM compliance._commit_tenant_heads();
         PERFORM pg_catalog.pg_notify('auditchain_anchor', v_created);
     END IF;
     RETURN v_created;
@@ -2390,7 +2453,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) IS
 'Uploader: integrity alarm, different content already at the anchor''s key; marks the anchor failed (terminal).';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '41b12e3e0874600de435eb919811707fd1b130f03f44f7d07ddc893795c6f84c');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '8d1a08f010a39a6309fa17328a0530d697c8ae122a5b4259e893c02d702611b3');
 
 -- ==== definition: 47_merkle.sql
 -- The RFC 6962 / RFC 9162 Merkle tree over audit_events (docs/proofs.md "The tree in
@@ -3096,9 +3159,10 @@ COMMENT ON FUNCTION compliance._tree_recorded_roots() IS
 
 -- compliance.verify_tree(): recompute the Merkle tree from the stored events and compare
 -- it with every stored node, the tree size the drainer keeps, every tenant tree's head
--- (_tenant_trees_check) and every recorded root (_tree_recorded_roots). One row: ok,
--- leaves_checked, and the first problem, naming the node (level, index), the tenant or the
--- recorded root. Touches: audit_events, merkle_nodes, drainer_state, tenant_trees (read).
+-- (_tenant_trees_check), the newest tenant heads commitment (_tenant_heads_check) and every
+-- recorded root (_tree_recorded_roots). One row: ok, leaves_checked, and the first problem,
+-- naming the node (level, index), the tenant or the recorded root.
+-- Touches: audit_events, merkle_nodes, drainer_state, tenant_trees, tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance.verify_tree()
 RETURNS TABLE (ok boolean, leaves_checked bigint, problem text)
 LANGUAGE plpgsql
@@ -3168,7 +3232,7 @@ BEGIN
     END LOOP;
     -- Then every tenant's head against its tree recomputed from its events (a changed event
     -- is named by the global tree first).
-    v_problem := compliance._tenant_trees_check();
+    v_problem := coalesce(compliance._tenant_trees_check(), compliance._tenant_heads_check());
     IF v_problem IS NOT NULL THEN
         RETURN QUERY SELECT false, v_state.tree_size, v_problem;
         RETURN;
@@ -3182,7 +3246,7 @@ COMMENT ON FUNCTION compliance.verify_tree() IS
 -- Events chained before the tree existed (an upgrade from a version without it) enter it
 -- now, in the same migrate run that created its tables.
 SELECT compliance._tree_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', 'cae2cb366055cbf0c31cc3eb93a1f33819d4340ab102a15e66e76eb052eba95b');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', 'dcdd9d9ffded14b2b85c0aa8e18049ea1d134424d4c5c0bf3ab72b431f03fa92');
 
 -- ==== definition: 48_tenant_trees.sql
 -- Per-tenant Merkle trees (docs/proofs.md "Tenant trees"): beside the global tree, one RFC
@@ -3556,6 +3620,22 @@ $$;
 COMMENT ON FUNCTION compliance._tenant_trees_check() IS
 'Internal: the first tenant tree whose stored head differs from the tree recomputed from the events, or NULL.';
 
+-- Events chained before the tenant trees existed enter them now, in the same migrate run
+-- that created their table.
+SELECT compliance._tenant_trees_catch_up();
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', 'ffe3f3c9a124b5aa05cded6e498113378e8b0f2a0891bb0069d8f3f9ae8ab9b2');
+
+-- ==== definition: 49_tenant_heads.sql
+-- The tree of tenant heads and its commitments into the global log (docs/proofs.md "Tenant
+-- heads"): one leaf per tenant with events (tenant, tenant tree size, tenant root), in tenant
+-- key byte order. create_anchor commits the heads at the drainer's head by emitting a
+-- compliance.tenant_heads event (payload: tree_size, tenants, root), which the next signed
+-- checkpoint covers; the heads it committed are kept in tenant_head_history, so a proof
+-- against any committed size can be given later.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SELECT compliance._protect_table('compliance.tenant_head_history', true);
+
 -- compliance._tenant_head_data(tenant_key, tree_size, root): leaf data of one tenant head in
 -- the tree of tenant heads, as UTF-8 bytes then the 32-byte root:
 -- "auditchain-tenant-head:v1\n<tenant>\n<tree_size>\n" || root, where <tenant> is "-" for the
@@ -3576,35 +3656,74 @@ RETURN pg_catalog.convert_to(
 COMMENT ON FUNCTION compliance._tenant_head_data(text, bigint, bytea) IS
 'Internal: leaf data of a tenant head in the tree of tenant heads (tenant, tenant tree size, tenant root).';
 
--- compliance._tenant_head_leaves(): the leaf hashes of the tree of tenant heads: one per
--- tenant with events, ordered by tenant key bytes (the events without a tenant first), with
--- the tenant keys in the same order; the global tree size they describe. One snapshot: the
--- drainer updates the heads and the global head in one transaction.
--- Touches: tenant_trees, drainer_state (read).
-CREATE OR REPLACE FUNCTION compliance._tenant_head_leaves()
-RETURNS TABLE (tree_size bigint, tenant_keys text[], leaves bytea[])
+-- compliance._tenant_head_leaves(heads_size): the leaf hashes of the tree of tenant heads in
+-- tenant key byte order (the events without a tenant first), with the keys, sizes and roots
+-- in the same order. heads_size NULL: the drainer's head, from tenant_trees (one snapshot:
+-- the drainer updates the heads and the global head in one transaction); otherwise a
+-- committed size, from each tenant's newest tenant_head_history row at or below it.
+-- Touches: tenant_trees, drainer_state, tenant_head_history (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_head_leaves(heads_size bigint)
+RETURNS TABLE (tree_size bigint, tenant_keys text[], sizes bigint[], roots bytea[], leaves bytea[])
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT d.tree_size,
-           coalesce(pg_catalog.array_agg(t.tenant_key ORDER BY t.tenant_key), '{}'),
+    WITH heads AS (
+        SELECT t.tenant_key, t.tree_size, compliance._tree_fold_right(t.tree_frontier) AS root
+          FROM compliance.tenant_trees AS t
+         WHERE _tenant_head_leaves.heads_size IS NULL
+        UNION ALL
+        SELECT h.tenant_key, h.tree_size, h.tree_root
+          FROM compliance.tenant_trees AS t
+         CROSS JOIN LATERAL (
+               SELECT x.tenant_key, x.tree_size, x.tree_root
+                 FROM compliance.tenant_head_history AS x
+                WHERE x.tenant_key = t.tenant_key AND x.heads_size <= _tenant_head_leaves.heads_size
+                ORDER BY x.heads_size DESC
+                LIMIT 1
+           ) AS h
+         WHERE _tenant_head_leaves.heads_size IS NOT NULL
+    )
+    SELECT coalesce(_tenant_head_leaves.heads_size, (SELECT d.tree_size FROM compliance.drainer_state AS d)),
+           coalesce(pg_catalog.array_agg(h.tenant_key ORDER BY h.tenant_key), '{}'),
+           coalesce(pg_catalog.array_agg(h.tree_size ORDER BY h.tenant_key), '{}'),
+           coalesce(pg_catalog.array_agg(h.root ORDER BY h.tenant_key), '{}'),
            coalesce(pg_catalog.array_agg(
-               compliance._tree_leaf(compliance._tenant_head_data(
-                   t.tenant_key, t.tree_size, compliance._tree_fold_right(t.tree_frontier)
-               )) ORDER BY t.tenant_key), '{}')
-      FROM compliance.drainer_state AS d
-      LEFT JOIN compliance.tenant_trees AS t ON true
-     GROUP BY d.tree_size;
+               compliance._tree_leaf(compliance._tenant_head_data(h.tenant_key, h.tree_size, h.root))
+               ORDER BY h.tenant_key), '{}')
+      FROM heads AS h;
 $$;
-COMMENT ON FUNCTION compliance._tenant_head_leaves() IS
-'Internal: leaf hashes of the tree of tenant heads in tenant key order, the keys, and the global tree size they describe.';
+COMMENT ON FUNCTION compliance._tenant_head_leaves(bigint) IS
+'Internal: leaf hashes of the tree of tenant heads (and keys, sizes, roots) at the drainer''s head or a committed size.';
 
--- compliance.tenant_heads_root(): the root of the RFC 6962 tree of every tenant's head at
--- the drainer's head (leaves: _tenant_head_data of each tenant with events, in tenant id
--- byte order, the events without a tenant first), the number of tenants and the global tree
--- size it describes. Touches: tenant_trees, drainer_state (read).
-CREATE OR REPLACE FUNCTION compliance.tenant_heads_root()
+-- compliance._tenant_heads_size(heads_size): a caller's heads size (NULL: the drainer's head),
+-- AC104 unless it is a committed size (one that a compliance.tenant_heads event names).
+-- Touches: tenant_head_history (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_heads_size(heads_size bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF heads_size IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM compliance.tenant_head_history AS h WHERE h.heads_size = _tenant_heads_size.heads_size) THEN
+        RAISE EXCEPTION 'no tenant heads were committed at tree size %', heads_size
+            USING ERRCODE = 'AC104',
+                  HINT = 'The committed sizes are the tree_size of the compliance.tenant_heads events.';
+    END IF;
+    RETURN heads_size;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_heads_size(bigint) IS
+'Internal: a requested heads size, NULL meaning the drainer''s head; AC104 unless tenant heads were committed at it.';
+
+-- compliance.tenant_heads_root(heads_size): the root of the RFC 6962 tree of every tenant's
+-- head (leaves: _tenant_head_data of each tenant with events, in tenant id byte order, the
+-- events without a tenant first), its leaf count and the global tree size it describes:
+-- the drainer's head (heads_size NULL) or a committed size (AC104 otherwise).
+-- Touches: tenant_trees, drainer_state, tenant_head_history (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_heads_root(heads_size bigint DEFAULT NULL)
 RETURNS TABLE (tree_size bigint, tenants bigint, root bytea)
 LANGUAGE sql
 STABLE
@@ -3612,17 +3731,19 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT h.tree_size, pg_catalog.cardinality(h.leaves)::bigint, compliance._tree_fold(h.leaves)
-      FROM compliance._tenant_head_leaves() AS h;
+      FROM compliance._tenant_head_leaves(compliance._tenant_heads_size(tenant_heads_root.heads_size)) AS h;
 $$;
-COMMENT ON FUNCTION compliance.tenant_heads_root() IS
-'Root of the tree of tenant heads (tenant, size, root; tenant id byte order) at the drainer''s head, its leaf count and global size.';
+COMMENT ON FUNCTION compliance.tenant_heads_root(bigint) IS
+'Root of the tree of tenant heads (tenant, size, root; tenant id byte order) at the drainer''s head or a committed size, '
+'with its leaf count and global size.';
 
--- compliance.tenant_head_proof(tenant_id): one tenant's head (tenant tree size and root),
--- its index among the tenant heads and the RFC 9162 inclusion proof of its leaf in the tree
--- of tenant heads, whose root, leaf count and global tree size come with it: O(log tenants)
--- hashes. AC100 for a bad tenant id, AC103 for a tenant without chained events.
--- Touches: tenant_trees, drainer_state (read).
-CREATE OR REPLACE FUNCTION compliance.tenant_head_proof(tenant_id text)
+-- compliance.tenant_head_proof(tenant_id, heads_size): one tenant's head (tenant tree size and
+-- root) at the drainer's head (heads_size NULL) or at a committed size, its index among the
+-- tenant heads and the RFC 9162 inclusion proof of its leaf in the tree of tenant heads, whose
+-- root, leaf count and global tree size come with it: O(log tenants) hashes. AC100 for a bad
+-- tenant id, AC103 for a tenant without chained events at that size, AC104 for a size at which
+-- no heads were committed. Touches: tenant_trees, drainer_state, tenant_head_history (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_head_proof(tenant_id text, heads_size bigint DEFAULT NULL)
 RETURNS TABLE (
     tree_size bigint, tenants bigint, heads_root bytea, head_index bigint, tenant_tree_size bigint,
     tenant_root bytea, proof bytea[]
@@ -3635,30 +3756,177 @@ AS $$
 DECLARE
     v_key text := compliance._tenant_key(tenant_head_proof.tenant_id);
     v_heads record;
-    v_index bigint;
-    v_head record;
+    v_position integer;
 BEGIN
-    SELECT * INTO STRICT v_heads FROM compliance._tenant_head_leaves();
-    v_index := pg_catalog.array_position(v_heads.tenant_keys, v_key)::bigint - 1;
-    IF v_index IS NULL THEN
-        RAISE EXCEPTION 'tenant % has no chained event', coalesce(pg_catalog.quote_literal(tenant_head_proof.tenant_id), 'NULL')
+    SELECT * INTO STRICT v_heads
+      FROM compliance._tenant_head_leaves(compliance._tenant_heads_size(tenant_head_proof.heads_size));
+    v_position := pg_catalog.array_position(v_heads.tenant_keys, v_key);
+    IF v_position IS NULL THEN
+        RAISE EXCEPTION 'tenant % has no chained event among the first % events',
+            coalesce(pg_catalog.quote_literal(tenant_head_proof.tenant_id), 'NULL'), v_heads.tree_size
             USING ERRCODE = 'AC103';
     END IF;
-    SELECT * INTO STRICT v_head FROM compliance._tenant_head(v_key);
     RETURN QUERY SELECT v_heads.tree_size, pg_catalog.cardinality(v_heads.leaves)::bigint,
-                        compliance._tree_fold(v_heads.leaves), v_index, v_head.tree_size,
-                        compliance._tree_fold_right(v_head.tree_frontier),
-                        compliance._tree_inclusion_path(v_index, pg_catalog.cardinality(v_heads.leaves), 0,
+                        compliance._tree_fold(v_heads.leaves), v_position::bigint - 1, v_heads.sizes[v_position],
+                        v_heads.roots[v_position],
+                        compliance._tree_inclusion_path(v_position - 1, pg_catalog.cardinality(v_heads.leaves), 0,
                                                         v_heads.leaves, 0, '{}');
 END;
 $$;
-COMMENT ON FUNCTION compliance.tenant_head_proof(text) IS
-'A tenant''s head, its index among the tenant heads and its inclusion proof in the tree of tenant heads (with that root).';
+COMMENT ON FUNCTION compliance.tenant_head_proof(text, bigint) IS
+'A tenant''s head at the drainer''s head or a committed size, its index among the tenant heads and its inclusion proof '
+'in the tree of tenant heads (with that root).';
 
--- Events chained before the tenant trees existed enter them now, in the same migrate run
--- that created their table.
-SELECT compliance._tenant_trees_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', '48ad2032e41055c2a6b93fb6e920f7905b84dc52fae760e8e2db6fdfe5468352');
+-- compliance._commit_tenant_heads(): (create_anchor) record the tenant heads at the drainer's
+-- head N in tenant_head_history (the tenants whose tree grew since their previous row) and
+-- queue a compliance.tenant_heads event (tenant NULL, payload tree_size N, tenants, root) for
+-- the drainer to chain, so the next checkpoint covers it. Nothing when the log is empty,
+-- when nothing but the previous commitment was chained since it, or while that commitment
+-- still waits in the outbox (no second one queues behind it). Returns the event's id or
+-- NULL. The caller holds drainer_state FOR SHARE, so no batch commits meanwhile.
+-- Touches: drainer_state, tenant_trees, audit_events (read), tenant_head_history, audit_outbox (INSERT).
+CREATE OR REPLACE FUNCTION compliance._commit_tenant_heads()
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_size bigint;
+    v_covered bigint;
+    v_last_committed bigint;
+    v_last_chained bigint;
+    v_heads record;
+    v_event_id uuid;
+BEGIN
+    SELECT d.tree_size INTO STRICT v_size FROM compliance.drainer_state AS d;
+    SELECT pg_catalog.max(h.heads_size) INTO v_last_committed FROM compliance.tenant_head_history AS h;
+    SELECT pg_catalog.max(e.seq) INTO v_last_chained
+      FROM compliance.audit_events AS e
+     WHERE e.event_type = 'compliance.tenant_heads';
+    -- The last commitment is chained once its seq passed the size it committed.
+    IF v_size = 0 OR v_size <= coalesce(v_last_chained, 0)
+       OR coalesce(v_last_chained, 0) <= coalesce(v_last_committed, 0) AND v_last_committed IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT coalesce(pg_catalog.sum(t.tree_size), 0) INTO v_covered FROM compliance.tenant_trees AS t;
+    IF v_covered <> v_size THEN
+        -- Never commit heads that disagree with the log; the anchor itself still goes ahead.
+        RAISE WARNING 'tenant heads not committed: the tenant trees cover % events, the log has %', v_covered, v_size
+            USING HINT = 'Run compliance.verify_tree().';
+        RETURN NULL;
+    END IF;
+
+    INSERT INTO compliance.tenant_head_history (tenant_key, heads_size, tree_size, tree_root)
+    SELECT t.tenant_key, v_size, t.tree_size, compliance._tree_fold_right(t.tree_frontier)
+      FROM compliance.tenant_trees AS t
+     WHERE t.tree_size > coalesce((
+               SELECT h.tree_size
+                 FROM compliance.tenant_head_history AS h
+                WHERE h.tenant_key = t.tenant_key
+                ORDER BY h.heads_size DESC
+                LIMIT 1
+           ), 0);
+    SELECT * INTO STRICT v_heads FROM compliance._tenant_head_leaves(v_size);
+
+    v_event_id := compliance._uuidv7();
+    INSERT INTO compliance.audit_outbox (event_id, occurred_at, tenant_id, event_type, actor, payload)
+    VALUES (v_event_id, pg_catalog.now(), NULL, 'compliance.tenant_heads', 'compliance.create_anchor',
+            pg_catalog.jsonb_build_object(
+                'tree_size', v_size,
+                'tenants', pg_catalog.cardinality(v_heads.leaves),
+                'root', pg_catalog.encode(compliance._tree_fold(v_heads.leaves), 'hex')
+            ));
+    RETURN v_event_id;
+END;
+$$;
+COMMENT ON FUNCTION compliance._commit_tenant_heads() IS
+'Internal: (create_anchor) records the tenant heads at the drainer''s head and queues the compliance.tenant_heads event.';
+
+-- compliance._tenant_heads_commitment(tree_size): the newest compliance.tenant_heads event
+-- among the first tree_size events (the one a checkpoint of that size covers), or no row.
+-- Touches: audit_events (read, through its partial index).
+CREATE OR REPLACE FUNCTION compliance._tenant_heads_commitment(tree_size bigint)
+RETURNS SETOF compliance.audit_events
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.*
+      FROM compliance.audit_events AS e
+     WHERE e.event_type = 'compliance.tenant_heads' AND e.seq <= _tenant_heads_commitment.tree_size
+     ORDER BY e.seq DESC
+     LIMIT 1;
+$$;
+COMMENT ON FUNCTION compliance._tenant_heads_commitment(bigint) IS
+'Internal: the newest compliance.tenant_heads event among the first tree_size events.';
+
+-- compliance._tenant_heads_check(): the newest chained commitment against the heads recorded
+-- for its size: its payload must name that size, the number of heads and their root. The
+-- first problem, or NULL. Used by verify_tree. Touches: audit_events, tenant_head_history,
+-- tenant_trees (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_heads_check()
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_commitment compliance.audit_events%ROWTYPE;
+    v_size bigint;
+    v_heads record;
+BEGIN
+    SELECT * INTO v_commitment FROM compliance._tenant_heads_commitment(9223372036854775807);
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_size := (v_commitment.payload ->> 'tree_size')::bigint;
+    IF v_size IS NULL OR v_size >= v_commitment.seq
+       OR NOT EXISTS (SELECT 1 FROM compliance.tenant_head_history AS h WHERE h.heads_size = v_size) THEN
+        RETURN pg_catalog.format('the tenant heads commitment at seq %s names size %s, at which no heads were recorded',
+                                 v_commitment.seq, coalesce(v_size::text, 'NULL'));
+    END IF;
+    SELECT * INTO STRICT v_heads FROM compliance._tenant_head_leaves(v_size);
+    IF (v_commitment.payload ->> 'tenants')::bigint IS DISTINCT FROM pg_catalog.cardinality(v_heads.leaves)
+       OR v_commitment.payload ->> 'root' IS DISTINCT FROM pg_catalog.encode(compliance._tree_fold(v_heads.leaves), 'hex') THEN
+        RETURN pg_catalog.format('the tenant heads commitment at seq %s differs from the heads recorded at size %s',
+                                 v_commitment.seq, v_size);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_heads_check() IS
+'Internal: the newest tenant heads commitment against the heads recorded for its size; the problem or NULL.';
+
+-- compliance._tree_compact_range(leaf_hashes): the compact range of the tree over these leaf
+-- hashes: the roots of its perfect subtrees from the left, one per set bit of its size,
+-- largest first. What a verifier extends with later leaves to recompute a later root.
+-- Touches no table.
+CREATE OR REPLACE FUNCTION compliance._tree_compact_range(leaf_hashes bytea[])
+RETURNS bytea[]
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_size bigint := coalesce(pg_catalog.cardinality(leaf_hashes), 0);
+    v_start bigint := 1;
+    v_width bigint;
+    v_range bytea[] := '{}';
+BEGIN
+    FOR v_bit IN REVERSE 62..0 LOOP
+        v_width := 1::bigint << v_bit;
+        IF (v_size & v_width) <> 0 THEN
+            v_range := v_range || compliance._tree_fold(leaf_hashes[v_start:v_start + v_width - 1]);
+            v_start := v_start + v_width;
+        END IF;
+    END LOOP;
+    RETURN v_range;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tree_compact_range(bytea[]) IS
+'Internal: the compact range (roots of the perfect subtrees, largest first) of the tree over these leaf hashes.';
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('49_tenant_heads.sql', 'definition', 'b365535ac535b76c136b3e4faff2081702ff821c5a230cec008cebee8b49f1a7');
 
 -- ==== definition: 50_verify.sql
 -- In-database verification: recompute every hash from the stored columns.
@@ -4135,8 +4403,8 @@ COMMENT ON FUNCTION compliance._first_unrecorded_erasure(bigint, bigint) IS
 -- SQLSTATEs (nothing is changed): AC081 seqs NULL, empty, holding NULL or more than 10,000;
 -- AC082 fields NULL, empty or not among payload/actor; AC083 reason (1-2,000 characters) or
 -- legal_basis (1-500) missing, blank or too long; AC084 a seq not chained; AC085 a v1 event
--- (its unsalted digest would still confirm a guess); AC086 an erasure event; AC011 when the
--- drainer is halted; 42501 for a caller without compliance_eraser.
+-- (its unsalted digest would still confirm a guess); AC086 an erasure event or a tenant heads
+-- commitment; AC011 when the drainer is halted; 42501 for a caller without compliance_eraser.
 -- Touches: audit_events (UPDATE through the guard; INSERT via drain), audit_outbox (via emit
 -- and drain), drainer_state, merkle_nodes (via drain).
 CREATE OR REPLACE FUNCTION compliance.erase(seqs bigint[], fields text[], reason text, legal_basis text)
@@ -4195,9 +4463,11 @@ BEGIN
             USING ERRCODE = 'AC085', HINT = 'See docs/erasure.md "Events chained before hash format v2".';
     END IF;
     SELECT pg_catalog.array_agg(e.seq ORDER BY e.seq) INTO v_bad
-      FROM compliance.audit_events AS e WHERE e.seq = ANY (v_seqs) AND e.event_type = 'compliance.erasure';
+      FROM compliance.audit_events AS e
+     WHERE e.seq = ANY (v_seqs) AND e.event_type IN ('compliance.erasure', 'compliance.tenant_heads');
     IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'seq % is an erasure event, the record of an erasure', pg_catalog.array_to_string(v_bad[1:10], ', ')
+        RAISE EXCEPTION 'seq % is an erasure event or a tenant heads commitment, which proofs read',
+            pg_catalog.array_to_string(v_bad[1:10], ', ')
             USING ERRCODE = 'AC086';
     END IF;
 
@@ -4302,7 +4572,7 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.find_subject_events(text, jsonb) IS
 'Seqs of a tenant''s chained events whose payload contains the given JSON object (@>), for an erasure request; AC087 if invalid.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('58_erasure.sql', 'definition', 'ade7d9fe2d143cc982b1a41932fe63cea4521359794d3b846038d5edce3947d8');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('58_erasure.sql', 'definition', '96629c6339c082f8e9a584d02bb8c416d36004d0cac12b06c9bce1aef7a65168');
 
 -- ==== definition: 60_protect.sql
 -- Immutability of the ledger tables (anchors and export_jobs add their own guards).
@@ -4550,11 +4820,222 @@ RETURN coalesce(
 COMMENT ON FUNCTION compliance._export_filter_matches(jsonb, timestamptz, text, text, text) IS
 'Internal: whether an event matches a validated export filter (from inclusive, to exclusive).';
 
--- compliance.request_export(filter, requested_by): validate the filter (AC030) and the
--- requester (AC032), queue a job, and emit data.export_initiated (payload: job_id, filter;
--- actor: requested_by; tenant: the filter's tenant_id if it names one) in the same
--- transaction. Returns the job_id. Touches: export_jobs (INSERT), audit_outbox (via emit).
-CREATE OR REPLACE FUNCTION compliance.request_export(filter jsonb, requested_by text)
+-- compliance._validate_tenant_export_filter(filter): raises AC030 naming the key unless the
+-- filter of a tenant-mode export names exactly one tenant ("tenant_id": a tenant id, or null
+-- for the events without a tenant) and optionally "to_checkpoint" and "from_checkpoint"
+-- (checkpoint tree sizes, from < to) and "withhold_payloads". Touches no table.
+CREATE OR REPLACE FUNCTION compliance._validate_tenant_export_filter(filter jsonb)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_allowed constant text[] := ARRAY['tenant_id', 'to_checkpoint', 'from_checkpoint', 'withhold_payloads'];
+    v_key text;
+    v_value jsonb;
+BEGIN
+    IF filter IS NULL OR pg_catalog.jsonb_typeof(filter) <> 'object' OR NOT filter ? 'tenant_id' THEN
+        RAISE EXCEPTION 'invalid tenant export filter: it must be a JSON object naming one "tenant_id"'
+            USING ERRCODE = 'AC030', HINT = 'For example {"tenant_id": "acme"}; null names the events without a tenant.';
+    END IF;
+    FOR v_key IN SELECT k.key FROM pg_catalog.jsonb_object_keys(filter) AS k (key) ORDER BY k.key LOOP
+        IF NOT v_key = ANY (v_allowed) THEN
+            RAISE EXCEPTION 'invalid tenant export filter: unknown key "%"', v_key
+                USING ERRCODE = 'AC030',
+                      HINT = 'Allowed keys in tenant mode: ' || pg_catalog.array_to_string(v_allowed, ', ') || '.';
+        END IF;
+    END LOOP;
+    v_value := filter -> 'tenant_id';
+    IF pg_catalog.jsonb_typeof(v_value) <> 'null' AND NOT compliance._export_filter_text_ok(v_value, 128) THEN
+        RAISE EXCEPTION 'invalid tenant export filter: "tenant_id" must be null or a string of 1-128 characters '
+                        'without control characters, not %', v_value::text
+            USING ERRCODE = 'AC030';
+    END IF;
+    FOREACH v_key IN ARRAY ARRAY['to_checkpoint', 'from_checkpoint'] LOOP
+        v_value := filter -> v_key;
+        CONTINUE WHEN v_value IS NULL;
+        IF pg_catalog.jsonb_typeof(v_value) <> 'number' OR v_value::text !~ '^[1-9][0-9]{0,17}$' THEN
+            RAISE EXCEPTION 'invalid tenant export filter: "%" must be a checkpoint''s tree size (a positive integer), not %',
+                v_key, v_value::text
+                USING ERRCODE = 'AC030';
+        END IF;
+    END LOOP;
+    IF (filter ->> 'from_checkpoint')::bigint >= (filter ->> 'to_checkpoint')::bigint THEN
+        RAISE EXCEPTION 'invalid tenant export filter: "from_checkpoint" (%) must be smaller than "to_checkpoint" (%)',
+            filter ->> 'from_checkpoint', filter ->> 'to_checkpoint'
+            USING ERRCODE = 'AC030';
+    END IF;
+    v_value := filter -> 'withhold_payloads';
+    IF v_value IS NOT NULL AND pg_catalog.jsonb_typeof(v_value) <> 'boolean' THEN
+        RAISE EXCEPTION 'invalid tenant export filter: "withhold_payloads" must be true or false, not %', v_value::text
+            USING ERRCODE = 'AC030';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION compliance._validate_tenant_export_filter(jsonb) IS
+'Internal: raises AC030 naming the key unless a tenant-mode export filter is well-formed (docs/exports.md, "Tenant mode").';
+
+-- compliance._tenant_checkpoint_proof(tenant_id, checkpoint_size): what a tenant bundle
+-- carries for one signed checkpoint (docs/exports.md "Tenant mode"): the signed note of the
+-- uploaded anchor whose tree size is checkpoint_size, the newest compliance.tenant_heads
+-- event it covers (its bundle line and inclusion proof) and the tenant's head at the size that
+-- event commits to (tenant tree size, root, index and inclusion proof among the heads); hashes
+-- in base64. Also returns that heads size and the tenant tree size. AC035 when there is no
+-- such signed checkpoint, it covers no commitment, or the tenant has no event among the
+-- committed ones. Touches: anchors, audit_events, tenant_head_history, tenant_trees,
+-- merkle_nodes (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_checkpoint_proof(tenant_id text, checkpoint_size bigint)
+RETURNS TABLE (heads_size bigint, tenant_size bigint, proof jsonb)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_signed text;
+    v_commitment compliance.audit_events%ROWTYPE;
+    v_heads_size bigint;
+    v_head record;
+BEGIN
+    SELECT a.signed_checkpoint INTO v_signed
+      FROM compliance.anchors AS a
+     WHERE a.seq_to = checkpoint_size AND a.status = 'uploaded' AND a.signed_checkpoint IS NOT NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no signed checkpoint of tree size %: none was uploaded at that size', checkpoint_size
+            USING ERRCODE = 'AC035',
+                  HINT = 'Checkpoint sizes are the seq_to of uploaded anchors with a signed_checkpoint.';
+    END IF;
+    SELECT * INTO v_commitment FROM compliance._tenant_heads_commitment(checkpoint_size);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the checkpoint of tree size % covers no tenant heads commitment yet', checkpoint_size
+            USING ERRCODE = 'AC035',
+                  HINT = 'Each anchor commits the tenant heads; the next signed checkpoint covers that commitment.';
+    END IF;
+    v_heads_size := (v_commitment.payload ->> 'tree_size')::bigint;
+    IF NOT EXISTS (
+        SELECT 1 FROM compliance.tenant_head_history AS h
+         WHERE h.tenant_key = coalesce(_tenant_checkpoint_proof.tenant_id, '') AND h.heads_size <= v_heads_size
+    ) THEN
+        RAISE EXCEPTION 'tenant % has no event among the first % events, whose heads the checkpoint of tree size % commits to',
+            coalesce(pg_catalog.quote_literal(_tenant_checkpoint_proof.tenant_id), 'NULL (events without a tenant)'),
+            v_heads_size, checkpoint_size
+            USING ERRCODE = 'AC035';
+    END IF;
+    SELECT * INTO STRICT v_head FROM compliance.tenant_head_proof(_tenant_checkpoint_proof.tenant_id, v_heads_size);
+    RETURN QUERY SELECT v_heads_size, v_head.tenant_tree_size, pg_catalog.jsonb_build_object(
+        'checkpoint', v_signed,
+        'commitment', pg_catalog.jsonb_build_object(
+            'line', compliance._event_line(v_commitment, false),
+            'inclusion_proof', compliance._base64_hashes(compliance.inclusion_proof(v_commitment.seq, checkpoint_size))
+        ),
+        'head', pg_catalog.jsonb_build_object(
+            'tree_size', v_head.tenant_tree_size,
+            'root', pg_catalog.encode(v_head.tenant_root, 'base64'),
+            'index', v_head.head_index,
+            'inclusion_proof', compliance._base64_hashes(v_head.proof)
+        )
+    );
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_checkpoint_proof(text, bigint) IS
+'Internal: a tenant bundle''s proof for one signed checkpoint (note, heads commitment and its inclusion, the tenant''s '
+'head and its inclusion); AC035 when it cannot be given.';
+
+-- compliance._base64_hashes(hashes): a JSON array of the hashes in standard base64, as
+-- checkpoints write them. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._base64_hashes(hashes bytea[])
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN coalesce(
+    (SELECT pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n)
+       FROM unnest(hashes) WITH ORDINALITY AS h (hash, n)),
+    '[]'::jsonb
+);
+COMMENT ON FUNCTION compliance._base64_hashes(bytea[]) IS 'Internal: hashes as a JSON array of base64 strings.';
+
+-- compliance._tenant_export_proofs(filter): everything a tenant bundle proves with, for a
+-- validated tenant-mode filter: the checkpoint sizes (to_checkpoint, when the filter has none,
+-- the newest signed checkpoint that covers a heads commitment), the committed heads sizes
+-- (heads_size, from_heads_size; 0 without from_checkpoint) and tenant tree sizes
+-- (tenant_size, from_tenant_size), and the manifest's "tenant" object; with from_checkpoint,
+-- the earlier proof with the tenant tree's compact range there, the global consistency proof
+-- between the checkpoints and the tenant's between its heads. AC035 when a checkpoint cannot
+-- serve. Touches: anchors, audit_events, tenant_head_history, tenant_trees, merkle_nodes (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_export_proofs(filter jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tenant_id text := filter ->> 'tenant_id';
+    v_to_size bigint := (filter ->> 'to_checkpoint')::bigint;
+    v_from_size bigint := (filter ->> 'from_checkpoint')::bigint;
+    v_to record;
+    v_from record;
+    v_from_heads_size bigint := 0;
+    v_from_tenant_size bigint := 0;
+    v_tenant jsonb;
+BEGIN
+    IF v_to_size IS NULL THEN
+        SELECT pg_catalog.max(a.seq_to) INTO v_to_size
+          FROM compliance.anchors AS a
+         WHERE a.status = 'uploaded' AND a.signed_checkpoint IS NOT NULL
+           AND a.seq_to >= (SELECT pg_catalog.min(e.seq) FROM compliance.audit_events AS e
+                             WHERE e.event_type = 'compliance.tenant_heads');
+        IF v_to_size IS NULL THEN
+            RAISE EXCEPTION 'no signed checkpoint covers a tenant heads commitment yet'
+                USING ERRCODE = 'AC035',
+                      HINT = 'The anchor job commits the tenant heads; the next uploaded checkpoint covers them.';
+        END IF;
+        IF v_from_size >= v_to_size THEN
+            RAISE EXCEPTION 'from_checkpoint % is not older than the newest signed checkpoint (tree size %)',
+                v_from_size, v_to_size
+                USING ERRCODE = 'AC035';
+        END IF;
+    END IF;
+    SELECT * INTO STRICT v_to FROM compliance._tenant_checkpoint_proof(v_tenant_id, v_to_size);
+    v_tenant := pg_catalog.jsonb_build_object('tenant_id', filter -> 'tenant_id', 'to', v_to.proof);
+    IF v_from_size IS NOT NULL THEN
+        SELECT * INTO STRICT v_from FROM compliance._tenant_checkpoint_proof(v_tenant_id, v_from_size);
+        v_from_heads_size := v_from.heads_size;
+        v_from_tenant_size := v_from.tenant_size;
+        v_tenant := v_tenant || pg_catalog.jsonb_build_object(
+            'from', v_from.proof || pg_catalog.jsonb_build_object(
+                'frontier', compliance._base64_hashes(compliance._tree_compact_range(
+                    compliance._tenant_leaves(coalesce(v_tenant_id, ''), v_from.tenant_size)))
+            ),
+            'consistency_proof', compliance._base64_hashes(compliance.consistency_proof(v_from_size, v_to_size)),
+            'tenant_consistency_proof', compliance._base64_hashes(
+                CASE WHEN v_from.tenant_size = v_to.tenant_size THEN '{}'::bytea[]
+                     ELSE compliance.tenant_consistency_proof(v_tenant_id, v_from.tenant_size, v_to.tenant_size) END)
+        );
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'to_checkpoint', v_to_size,
+        'from_checkpoint', v_from_size,
+        'heads_size', v_to.heads_size,
+        'from_heads_size', v_from_heads_size,
+        'tenant_size', v_to.tenant_size,
+        'from_tenant_size', v_from_tenant_size,
+        'tenant', v_tenant
+    );
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_export_proofs(jsonb) IS
+'Internal: the checkpoints, committed sizes and proofs of a tenant bundle for a tenant-mode filter; AC035 when a '
+'checkpoint cannot serve.';
+
+-- compliance.request_export(filter, requested_by, mode): validate the mode (AC034), the
+-- filter for that mode (AC030), the requester (AC032) and, in tenant mode, that a signed
+-- checkpoint can prove the tenant's head (AC035), queue a job, and emit data.export_initiated
+-- (payload: job_id, mode, filter; actor: requested_by; tenant: the filter's tenant_id if it
+-- names one) in the same transaction. Returns the job_id.
+-- Touches: export_jobs (INSERT), audit_outbox (via emit), anchors, audit_events,
+-- tenant_head_history (read, tenant mode).
+CREATE OR REPLACE FUNCTION compliance.request_export(filter jsonb, requested_by text, mode text DEFAULT 'range')
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4564,25 +5045,38 @@ DECLARE
     v_job_id uuid := compliance._uuidv7();
     v_event_id uuid;
 BEGIN
-    PERFORM compliance._validate_export_filter(request_export.filter);
+    IF request_export.mode IS NULL OR request_export.mode NOT IN ('range', 'tenant') THEN
+        RAISE EXCEPTION 'invalid export mode %: range or tenant', coalesce(pg_catalog.quote_literal(request_export.mode), 'NULL')
+            USING ERRCODE = 'AC034';
+    END IF;
+    IF request_export.mode = 'tenant' THEN
+        PERFORM compliance._validate_tenant_export_filter(request_export.filter);
+    ELSE
+        PERFORM compliance._validate_export_filter(request_export.filter);
+    END IF;
     IF request_export.requested_by IS NULL OR pg_catalog.btrim(request_export.requested_by) = ''
        OR pg_catalog.length(request_export.requested_by) > 256 THEN
         RAISE EXCEPTION 'invalid requested_by: it must be non-blank and at most 256 characters'
             USING ERRCODE = 'AC032';
     END IF;
+    IF request_export.mode = 'tenant' THEN
+        -- Refuse now what the runner could not build: the checkpoints must exist and prove the tenant.
+        PERFORM compliance._tenant_export_proofs(request_export.filter);
+    END IF;
     v_event_id := compliance.emit(
         'data.export_initiated',
         request_export.requested_by,
-        pg_catalog.jsonb_build_object('job_id', v_job_id, 'filter', request_export.filter),
+        pg_catalog.jsonb_build_object('job_id', v_job_id, 'mode', request_export.mode, 'filter', request_export.filter),
         request_export.filter ->> 'tenant_id'
     );
-    INSERT INTO compliance.export_jobs (job_id, requested_by, filter, request_event_id)
-    VALUES (v_job_id, request_export.requested_by, request_export.filter, v_event_id);
+    INSERT INTO compliance.export_jobs (job_id, requested_by, filter, request_event_id, mode)
+    VALUES (v_job_id, request_export.requested_by, request_export.filter, v_event_id, request_export.mode);
     RETURN v_job_id;
 END;
 $$;
-COMMENT ON FUNCTION compliance.request_export(jsonb, text) IS
-'Queues an export job after validating its filter (AC030) and requester (AC032); emits data.export_initiated. Returns job_id.';
+COMMENT ON FUNCTION compliance.request_export(jsonb, text, text) IS
+'Queues an export job (mode range or tenant, AC034) after validating its filter (AC030), requester (AC032) and, in '
+'tenant mode, its checkpoints (AC035); emits data.export_initiated. Returns job_id.';
 
 -- compliance._export_jobs_guard(): the status machine. Rows are inserted queued; an update
 -- must be queued -> running, running -> completed|failed, or a running job's heartbeat,
@@ -4732,11 +5226,13 @@ $$;
 COMMENT ON FUNCTION compliance.export_heartbeat(uuid) IS
 'A runner''s progress report for its running job; false when the job is no longer running.';
 
--- compliance.export_plan(job_id): everything the manifest says about a running job's
--- bundle except the data object's own digest and size: the range, its prev_hash, the match
--- count, the covering anchors and the database identity (export bundle v1). Call it in the
--- REPEATABLE READ transaction that then streams export_lines, so both see one snapshot.
--- AC033 unless the job is running. Touches: export_jobs, audit_events, anchors (read).
+-- compliance.export_plan(job_id): everything the manifest (format_version 4) says about a
+-- running job's bundle except the data object's own digest and size. Range mode: the range,
+-- its prev_hash, the match count, the covering anchors and the database identity; tenant
+-- mode: compliance._tenant_export_plan. Call it in the REPEATABLE READ transaction that then
+-- streams the lines, so both see one snapshot. AC033 unless the job is running; AC035 when a
+-- tenant bundle's checkpoint cannot serve.
+-- Touches: export_jobs, audit_events, anchors (read; tenant mode as _tenant_export_plan).
 CREATE OR REPLACE FUNCTION compliance.export_plan(job_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -4758,6 +5254,9 @@ BEGIN
             USING ERRCODE = 'AC033', HINT = 'Claim it first (compliance.claim_export).';
     END IF;
     SELECT * INTO STRICT v_job FROM compliance.export_jobs AS j WHERE j.job_id = export_plan.job_id;
+    IF v_job.mode = 'tenant' THEN
+        RETURN compliance._tenant_export_plan(v_job);
+    END IF;
 
     SELECT min(e.seq), max(e.seq), pg_catalog.count(*)
       INTO v_first, v_last, v_matched
@@ -4786,8 +5285,9 @@ BEGIN
 
     RETURN pg_catalog.jsonb_build_object(
         'format', 'auditchain-export',
-        'format_version', 3,
+        'format_version', 4,
         'hash_version', 2,
+        'mode', 'range',
         'job_id', v_job.job_id,
         'filter', compliance.normalize_export_filter(v_job.filter),
         'requested_by', v_job.requested_by,
@@ -4808,7 +5308,71 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.export_plan(uuid) IS
-'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 3); AC033 unless running.';
+'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 4); AC033 unless running.';
+
+-- compliance._tenant_export_plan(job): the manifest of a running tenant-mode job (docs/exports.md
+-- "Tenant mode"): the filter with its checkpoints resolved, the seq range and count of the
+-- tenant's events the bundle holds (those after the earlier committed heads, up to the later
+-- ones) and the "tenant" proofs. XX001 when the tenant's events disagree with its committed
+-- head. Touches: audit_events, anchors, tenant_head_history, tenant_trees, merkle_nodes (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_export_plan(job compliance.export_jobs)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_proofs jsonb := compliance._tenant_export_proofs(job.filter);
+    v_after bigint := (v_proofs ->> 'from_heads_size')::bigint;
+    v_upto bigint := (v_proofs ->> 'heads_size')::bigint;
+    v_first bigint;
+    v_last bigint;
+    v_count bigint;
+BEGIN
+    -- Two queries rather than IS NOT DISTINCT FROM, which no index serves.
+    IF job.filter ->> 'tenant_id' IS NULL THEN
+        SELECT min(e.seq), max(e.seq), pg_catalog.count(*) INTO v_first, v_last, v_count
+          FROM compliance.audit_events AS e
+         WHERE e.tenant_id IS NULL AND e.seq > v_after AND e.seq <= v_upto;
+    ELSE
+        SELECT min(e.seq), max(e.seq), pg_catalog.count(*) INTO v_first, v_last, v_count
+          FROM compliance.audit_events AS e
+         WHERE e.tenant_id = job.filter ->> 'tenant_id' AND e.seq > v_after AND e.seq <= v_upto;
+    END IF;
+    IF v_count <> (v_proofs ->> 'tenant_size')::bigint - (v_proofs ->> 'from_tenant_size')::bigint THEN
+        RAISE EXCEPTION 'the tenant has % events among seq % to % but its committed heads say %', v_count,
+            v_after + 1, v_upto, (v_proofs ->> 'tenant_size')::bigint - (v_proofs ->> 'from_tenant_size')::bigint
+            USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_tree().';
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'format', 'auditchain-export',
+        'format_version', 4,
+        'hash_version', 2,
+        'mode', 'tenant',
+        'job_id', job.job_id,
+        'filter', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+            'to_checkpoint', v_proofs -> 'to_checkpoint',
+            'from_checkpoint', v_proofs -> 'from_checkpoint',
+            'withhold_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false)
+        )) || pg_catalog.jsonb_build_object('tenant_id', job.filter -> 'tenant_id'),
+        'requested_by', job.requested_by,
+        'created_at', compliance._iso_utc(pg_catalog.now()),
+        'seq_from', v_first,
+        'seq_to', v_last,
+        'line_count', v_count,
+        'matched_count', v_count,
+        'withheld_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false),
+        'data_object', 'events.ndjson.gz',
+        'database', pg_catalog.jsonb_build_object(
+            'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
+            'database_name', pg_catalog.current_database()
+        ),
+        'tenant', v_proofs -> 'tenant'
+    );
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_export_plan(compliance.export_jobs) IS
+'Internal: manifest (format_version 4, mode tenant) of a running tenant-mode export job, without the data object''s digest and size.';
 
 -- compliance._event_line(event, withheld): the line of a matched event in an export bundle
 -- and in a receipt (`auditchain prove`): compact JSON with the record's fields, the payload
@@ -4904,6 +5468,48 @@ AS $$
 $$;
 COMMENT ON FUNCTION compliance.export_lines(uuid, bigint, bigint) IS
 'NDJSON lines (export bundle v1) of a running export job for seq range [seq_from, seq_to]; call it in the select list to stream.';
+
+-- compliance.tenant_export_lines(job_id, seq_from, seq_to): the data object of a running
+-- tenant-mode job's bundle: one row per event of the job's tenant with seq in [seq_from,
+-- seq_to], in seq order, each the line of a matched event (compliance._event_line; payload
+-- withheld as its commitment when the filter says so). Nothing about any other event. No
+-- rows unless the job is a running tenant-mode job. Plain SQL called in the select list, it
+-- streams row by row (as export_lines); the tenant comes from a sub-select so that one index
+-- range scan on (tenant_id, seq) delivers the rows in order.
+-- Touches: export_jobs, audit_events (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_export_lines(job_id uuid, seq_from bigint, seq_to bigint)
+RETURNS TABLE (seq bigint, matched boolean, line text)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    (SELECT e.seq, true, compliance._event_line(e, w.withheld)
+       FROM compliance.audit_events AS e,
+            LATERAL (SELECT coalesce((j.filter -> 'withhold_payloads')::boolean, false) AS withheld
+                       FROM compliance.export_jobs AS j
+                      WHERE j.job_id = tenant_export_lines.job_id) AS w
+      WHERE e.tenant_id = (SELECT j.filter ->> 'tenant_id'
+                             FROM compliance.export_jobs AS j
+                            WHERE j.job_id = tenant_export_lines.job_id AND j.status = 'running' AND j.mode = 'tenant')
+        AND e.seq BETWEEN tenant_export_lines.seq_from AND tenant_export_lines.seq_to
+      ORDER BY e.seq)
+    UNION ALL
+    (SELECT e.seq, true, compliance._event_line(e, w.withheld)
+       FROM compliance.audit_events AS e,
+            LATERAL (SELECT coalesce((j.filter -> 'withhold_payloads')::boolean, false) AS withheld
+                       FROM compliance.export_jobs AS j
+                      WHERE j.job_id = tenant_export_lines.job_id) AS w
+      WHERE e.tenant_id IS NULL
+        AND EXISTS (SELECT 1
+                      FROM compliance.export_jobs AS j
+                     WHERE j.job_id = tenant_export_lines.job_id AND j.status = 'running' AND j.mode = 'tenant'
+                       AND j.filter -> 'tenant_id' = 'null'::jsonb)
+        AND e.seq BETWEEN tenant_export_lines.seq_from AND tenant_export_lines.seq_to
+      ORDER BY e.seq);
+$$;
+COMMENT ON FUNCTION compliance.tenant_export_lines(uuid, bigint, bigint) IS
+'NDJSON lines of a running tenant-mode export job: the tenant''s events in [seq_from, seq_to]; call it in the select list to stream.';
 
 -- compliance.complete_export(job_id, ...): running -> completed with where the bundle is
 -- and what it holds. False (and no change) when the job already completed with exactly
@@ -5032,7 +5638,7 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.reconcile_exports(interval) IS
 'Fails running export jobs whose runner reported no progress for stuck_after (default 15 minutes); returns how many.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', '36e1647d989b7de570bb63fd038b4ec8bc26251cf578eb550fcf3798d3b2f2cb');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', 'a17d3ca00fae3b159f78d3ea7811dbf7c9d43624d2df6dbe4774933389be7686');
 
 -- ==== definition: 72_receipts.sql
 -- Receipts (`auditchain prove`, docs/proofs.md "Receipts"): everything a C2SP tlog-proof for
@@ -6151,7 +6757,7 @@ compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor,
 -- ==== compliance_writer: emit events and request exports (each request is itself an event).
 GRANT USAGE ON SCHEMA compliance TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) TO compliance_writer;
-GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text) TO compliance_writer;
+GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text, text) TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.emit_batch(jsonb) TO compliance_writer;
 -- See a filter as its bundle's manifest will record it.
 GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO compliance_writer;
@@ -6189,10 +6795,11 @@ GRANT EXECUTE ON FUNCTION compliance.expectation_status() TO compliance_watchdog
 
 -- ==== compliance_exporter: claim export jobs, read a running job's plan and lines, report
 -- progress and record the outcome. No table privilege: a runner sees only what export_plan
--- and export_lines return for a job it is running.
+-- and export_lines (tenant_export_lines for a tenant bundle) return for a job it is running.
 GRANT USAGE ON SCHEMA compliance TO compliance_exporter;
 GRANT EXECUTE ON FUNCTION compliance.claim_export(uuid), compliance.claim_next_export(),
 compliance.export_heartbeat(uuid), compliance.export_plan(uuid), compliance.export_lines(uuid, bigint, bigint),
+compliance.tenant_export_lines(uuid, bigint, bigint),
 compliance.complete_export(uuid, text, text, bigint, bigint, bytea, bigint, bigint, bigint),
 compliance.fail_export(uuid, text) TO compliance_exporter;
 
@@ -6210,8 +6817,8 @@ GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_pro
 compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
 -- The per-tenant trees: a tenant's root at any of its sizes, and its proofs.
 GRANT EXECUTE ON FUNCTION compliance.tenant_tree_root(text, bigint), compliance.tenant_inclusion_proof(bigint, bigint),
-compliance.tenant_consistency_proof(text, bigint, bigint), compliance.tenant_heads_root(),
-compliance.tenant_head_proof(text) TO compliance_auditor;
+compliance.tenant_consistency_proof(text, bigint, bigint), compliance.tenant_heads_root(bigint),
+compliance.tenant_head_proof(text, bigint) TO compliance_auditor;
 -- `auditchain prove`: an event's line, its newest signed checkpoint and the inclusion proof.
 GRANT EXECUTE ON FUNCTION compliance.event_receipt(bigint, uuid) TO compliance_auditor;
 -- `auditchain verify` compares the anchors with the bucket.
@@ -6234,7 +6841,7 @@ TO compliance_auditor;
 GRANT USAGE ON SCHEMA compliance TO compliance_eraser;
 GRANT EXECUTE ON FUNCTION compliance.erase(bigint[], text[], text, text),
 compliance.find_subject_events(text, jsonb) TO compliance_eraser;
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '6b67f437f72e2b69b93fc3e12c83bf0ba7076396481e8d278c94db2fe467a30a');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '24131ab6d9c8743b680e6354d0e39dfac84202812e596a8504d04e2c070fecf0');
 
 COMMIT;
 \o

@@ -29,6 +29,8 @@ COMMENT ON FUNCTION compliance._is_event_type(text) IS
 --         from a table column is held to the same limit
 --   AC005 occurred_at: not after now() + 5 minutes, not before 1970-01-01 UTC
 --   AC006 tenant_id: NULL, or 1-128 chars with no control characters
+--   AC008 event_type compliance.tenant_heads: written only by create_anchor (a producer's
+--         would pass for a commitment of the tenant heads)
 CREATE OR REPLACE FUNCTION compliance.emit(
     event_type text,
     actor text,
@@ -50,6 +52,10 @@ BEGIN
         RAISE EXCEPTION 'invalid event_type %', coalesce(pg_catalog.quote_literal(emit.event_type), 'NULL')
             USING ERRCODE = 'AC001',
                   HINT = 'Use 3-128 characters of lower-case dotted words, e.g. data.export_initiated.';
+    END IF;
+    IF emit.event_type = 'compliance.tenant_heads' THEN
+        RAISE EXCEPTION 'event_type compliance.tenant_heads is reserved: only compliance.create_anchor writes it'
+            USING ERRCODE = 'AC008';
     END IF;
     IF emit.actor IS NULL OR emit.actor !~ '[^[:space:]]' OR pg_catalog.length(emit.actor) > 256 THEN
         RAISE EXCEPTION 'invalid actor: it must not be blank and at most 256 characters'
@@ -83,7 +89,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) IS
-'Record one audit event: validates it (SQLSTATEs AC001-AC006) and queues it in audit_outbox; returns its UUIDv7.';
+'Record one audit event: validates it (SQLSTATEs AC001-AC006, AC008) and queues it in audit_outbox; returns its UUIDv7.';
 
 -- compliance._batch_event_problem(event, occurred_at): NULL when one element of an
 -- emit_batch array is a well-formed event that passes emit's rules, otherwise its SQLSTATE,
@@ -110,6 +116,8 @@ RETURN CASE
         THEN 'AC007 event_type, actor, tenant_id and occurred_at must be JSON strings (or null)'
     WHEN NOT compliance._is_event_type(event ->> 'event_type')
         THEN 'AC001 invalid event_type ' || coalesce(pg_catalog.quote_literal(event ->> 'event_type'), 'NULL')
+    WHEN event ->> 'event_type' = 'compliance.tenant_heads'
+        THEN 'AC008 event_type compliance.tenant_heads is reserved: only compliance.create_anchor writes it'
     WHEN (event ->> 'actor') IS NULL OR (event ->> 'actor') !~ '[^[:space:]]'
          OR pg_catalog.length(event ->> 'actor') > 256
         THEN 'AC002 invalid actor: it must not be blank and at most 256 characters'

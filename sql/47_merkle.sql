@@ -701,9 +701,10 @@ COMMENT ON FUNCTION compliance._tree_recorded_roots() IS
 
 -- compliance.verify_tree(): recompute the Merkle tree from the stored events and compare
 -- it with every stored node, the tree size the drainer keeps, every tenant tree's head
--- (_tenant_trees_check) and every recorded root (_tree_recorded_roots). One row: ok,
--- leaves_checked, and the first problem, naming the node (level, index), the tenant or the
--- recorded root. Touches: audit_events, merkle_nodes, drainer_state, tenant_trees (read).
+-- (_tenant_trees_check), the newest tenant heads commitment (_tenant_heads_check) and every
+-- recorded root (_tree_recorded_roots). One row: ok, leaves_checked, and the first problem,
+-- naming the node (level, index), the tenant or the recorded root.
+-- Touches: audit_events, merkle_nodes, drainer_state, tenant_trees, tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance.verify_tree()
 RETURNS TABLE (ok boolean, leaves_checked bigint, problem text)
 LANGUAGE plpgsql
@@ -773,7 +774,7 @@ BEGIN
     END LOOP;
     -- Then every tenant's head against its tree recomputed from its events (a changed event
     -- is named by the global tree first).
-    v_problem := compliance._tenant_trees_check();
+    v_problem := coalesce(compliance._tenant_trees_check(), compliance._tenant_heads_check());
     IF v_problem IS NOT NULL THEN
         RETURN QUERY SELECT false, v_state.tree_size, v_problem;
         RETURN;

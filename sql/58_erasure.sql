@@ -127,8 +127,8 @@ COMMENT ON FUNCTION compliance._first_unrecorded_erasure(bigint, bigint) IS
 -- SQLSTATEs (nothing is changed): AC081 seqs NULL, empty, holding NULL or more than 10,000;
 -- AC082 fields NULL, empty or not among payload/actor; AC083 reason (1-2,000 characters) or
 -- legal_basis (1-500) missing, blank or too long; AC084 a seq not chained; AC085 a v1 event
--- (its unsalted digest would still confirm a guess); AC086 an erasure event; AC011 when the
--- drainer is halted; 42501 for a caller without compliance_eraser.
+-- (its unsalted digest would still confirm a guess); AC086 an erasure event or a tenant heads
+-- commitment; AC011 when the drainer is halted; 42501 for a caller without compliance_eraser.
 -- Touches: audit_events (UPDATE through the guard; INSERT via drain), audit_outbox (via emit
 -- and drain), drainer_state, merkle_nodes (via drain).
 CREATE OR REPLACE FUNCTION compliance.erase(seqs bigint[], fields text[], reason text, legal_basis text)
@@ -187,9 +187,11 @@ BEGIN
             USING ERRCODE = 'AC085', HINT = 'See docs/erasure.md "Events chained before hash format v2".';
     END IF;
     SELECT pg_catalog.array_agg(e.seq ORDER BY e.seq) INTO v_bad
-      FROM compliance.audit_events AS e WHERE e.seq = ANY (v_seqs) AND e.event_type = 'compliance.erasure';
+      FROM compliance.audit_events AS e
+     WHERE e.seq = ANY (v_seqs) AND e.event_type IN ('compliance.erasure', 'compliance.tenant_heads');
     IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'seq % is an erasure event, the record of an erasure', pg_catalog.array_to_string(v_bad[1:10], ', ')
+        RAISE EXCEPTION 'seq % is an erasure event or a tenant heads commitment, which proofs read',
+            pg_catalog.array_to_string(v_bad[1:10], ', ')
             USING ERRCODE = 'AC086';
     END IF;
 

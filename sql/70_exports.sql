@@ -224,11 +224,222 @@ RETURN coalesce(
 COMMENT ON FUNCTION compliance._export_filter_matches(jsonb, timestamptz, text, text, text) IS
 'Internal: whether an event matches a validated export filter (from inclusive, to exclusive).';
 
--- compliance.request_export(filter, requested_by): validate the filter (AC030) and the
--- requester (AC032), queue a job, and emit data.export_initiated (payload: job_id, filter;
--- actor: requested_by; tenant: the filter's tenant_id if it names one) in the same
--- transaction. Returns the job_id. Touches: export_jobs (INSERT), audit_outbox (via emit).
-CREATE OR REPLACE FUNCTION compliance.request_export(filter jsonb, requested_by text)
+-- compliance._validate_tenant_export_filter(filter): raises AC030 naming the key unless the
+-- filter of a tenant-mode export names exactly one tenant ("tenant_id": a tenant id, or null
+-- for the events without a tenant) and optionally "to_checkpoint" and "from_checkpoint"
+-- (checkpoint tree sizes, from < to) and "withhold_payloads". Touches no table.
+CREATE OR REPLACE FUNCTION compliance._validate_tenant_export_filter(filter jsonb)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_allowed constant text[] := ARRAY['tenant_id', 'to_checkpoint', 'from_checkpoint', 'withhold_payloads'];
+    v_key text;
+    v_value jsonb;
+BEGIN
+    IF filter IS NULL OR pg_catalog.jsonb_typeof(filter) <> 'object' OR NOT filter ? 'tenant_id' THEN
+        RAISE EXCEPTION 'invalid tenant export filter: it must be a JSON object naming one "tenant_id"'
+            USING ERRCODE = 'AC030', HINT = 'For example {"tenant_id": "acme"}; null names the events without a tenant.';
+    END IF;
+    FOR v_key IN SELECT k.key FROM pg_catalog.jsonb_object_keys(filter) AS k (key) ORDER BY k.key LOOP
+        IF NOT v_key = ANY (v_allowed) THEN
+            RAISE EXCEPTION 'invalid tenant export filter: unknown key "%"', v_key
+                USING ERRCODE = 'AC030',
+                      HINT = 'Allowed keys in tenant mode: ' || pg_catalog.array_to_string(v_allowed, ', ') || '.';
+        END IF;
+    END LOOP;
+    v_value := filter -> 'tenant_id';
+    IF pg_catalog.jsonb_typeof(v_value) <> 'null' AND NOT compliance._export_filter_text_ok(v_value, 128) THEN
+        RAISE EXCEPTION 'invalid tenant export filter: "tenant_id" must be null or a string of 1-128 characters '
+                        'without control characters, not %', v_value::text
+            USING ERRCODE = 'AC030';
+    END IF;
+    FOREACH v_key IN ARRAY ARRAY['to_checkpoint', 'from_checkpoint'] LOOP
+        v_value := filter -> v_key;
+        CONTINUE WHEN v_value IS NULL;
+        IF pg_catalog.jsonb_typeof(v_value) <> 'number' OR v_value::text !~ '^[1-9][0-9]{0,17}$' THEN
+            RAISE EXCEPTION 'invalid tenant export filter: "%" must be a checkpoint''s tree size (a positive integer), not %',
+                v_key, v_value::text
+                USING ERRCODE = 'AC030';
+        END IF;
+    END LOOP;
+    IF (filter ->> 'from_checkpoint')::bigint >= (filter ->> 'to_checkpoint')::bigint THEN
+        RAISE EXCEPTION 'invalid tenant export filter: "from_checkpoint" (%) must be smaller than "to_checkpoint" (%)',
+            filter ->> 'from_checkpoint', filter ->> 'to_checkpoint'
+            USING ERRCODE = 'AC030';
+    END IF;
+    v_value := filter -> 'withhold_payloads';
+    IF v_value IS NOT NULL AND pg_catalog.jsonb_typeof(v_value) <> 'boolean' THEN
+        RAISE EXCEPTION 'invalid tenant export filter: "withhold_payloads" must be true or false, not %', v_value::text
+            USING ERRCODE = 'AC030';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION compliance._validate_tenant_export_filter(jsonb) IS
+'Internal: raises AC030 naming the key unless a tenant-mode export filter is well-formed (docs/exports.md, "Tenant mode").';
+
+-- compliance._tenant_checkpoint_proof(tenant_id, checkpoint_size): what a tenant bundle
+-- carries for one signed checkpoint (docs/exports.md "Tenant mode"): the signed note of the
+-- uploaded anchor whose tree size is checkpoint_size, the newest compliance.tenant_heads
+-- event it covers (its bundle line and inclusion proof) and the tenant's head at the size that
+-- event commits to (tenant tree size, root, index and inclusion proof among the heads); hashes
+-- in base64. Also returns that heads size and the tenant tree size. AC035 when there is no
+-- such signed checkpoint, it covers no commitment, or the tenant has no event among the
+-- committed ones. Touches: anchors, audit_events, tenant_head_history, tenant_trees,
+-- merkle_nodes (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_checkpoint_proof(tenant_id text, checkpoint_size bigint)
+RETURNS TABLE (heads_size bigint, tenant_size bigint, proof jsonb)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_signed text;
+    v_commitment compliance.audit_events%ROWTYPE;
+    v_heads_size bigint;
+    v_head record;
+BEGIN
+    SELECT a.signed_checkpoint INTO v_signed
+      FROM compliance.anchors AS a
+     WHERE a.seq_to = checkpoint_size AND a.status = 'uploaded' AND a.signed_checkpoint IS NOT NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no signed checkpoint of tree size %: none was uploaded at that size', checkpoint_size
+            USING ERRCODE = 'AC035',
+                  HINT = 'Checkpoint sizes are the seq_to of uploaded anchors with a signed_checkpoint.';
+    END IF;
+    SELECT * INTO v_commitment FROM compliance._tenant_heads_commitment(checkpoint_size);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the checkpoint of tree size % covers no tenant heads commitment yet', checkpoint_size
+            USING ERRCODE = 'AC035',
+                  HINT = 'Each anchor commits the tenant heads; the next signed checkpoint covers that commitment.';
+    END IF;
+    v_heads_size := (v_commitment.payload ->> 'tree_size')::bigint;
+    IF NOT EXISTS (
+        SELECT 1 FROM compliance.tenant_head_history AS h
+         WHERE h.tenant_key = coalesce(_tenant_checkpoint_proof.tenant_id, '') AND h.heads_size <= v_heads_size
+    ) THEN
+        RAISE EXCEPTION 'tenant % has no event among the first % events, whose heads the checkpoint of tree size % commits to',
+            coalesce(pg_catalog.quote_literal(_tenant_checkpoint_proof.tenant_id), 'NULL (events without a tenant)'),
+            v_heads_size, checkpoint_size
+            USING ERRCODE = 'AC035';
+    END IF;
+    SELECT * INTO STRICT v_head FROM compliance.tenant_head_proof(_tenant_checkpoint_proof.tenant_id, v_heads_size);
+    RETURN QUERY SELECT v_heads_size, v_head.tenant_tree_size, pg_catalog.jsonb_build_object(
+        'checkpoint', v_signed,
+        'commitment', pg_catalog.jsonb_build_object(
+            'line', compliance._event_line(v_commitment, false),
+            'inclusion_proof', compliance._base64_hashes(compliance.inclusion_proof(v_commitment.seq, checkpoint_size))
+        ),
+        'head', pg_catalog.jsonb_build_object(
+            'tree_size', v_head.tenant_tree_size,
+            'root', pg_catalog.encode(v_head.tenant_root, 'base64'),
+            'index', v_head.head_index,
+            'inclusion_proof', compliance._base64_hashes(v_head.proof)
+        )
+    );
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_checkpoint_proof(text, bigint) IS
+'Internal: a tenant bundle''s proof for one signed checkpoint (note, heads commitment and its inclusion, the tenant''s '
+'head and its inclusion); AC035 when it cannot be given.';
+
+-- compliance._base64_hashes(hashes): a JSON array of the hashes in standard base64, as
+-- checkpoints write them. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._base64_hashes(hashes bytea[])
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN coalesce(
+    (SELECT pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n)
+       FROM unnest(hashes) WITH ORDINALITY AS h (hash, n)),
+    '[]'::jsonb
+);
+COMMENT ON FUNCTION compliance._base64_hashes(bytea[]) IS 'Internal: hashes as a JSON array of base64 strings.';
+
+-- compliance._tenant_export_proofs(filter): everything a tenant bundle proves with, for a
+-- validated tenant-mode filter: the checkpoint sizes (to_checkpoint, when the filter has none,
+-- the newest signed checkpoint that covers a heads commitment), the committed heads sizes
+-- (heads_size, from_heads_size; 0 without from_checkpoint) and tenant tree sizes
+-- (tenant_size, from_tenant_size), and the manifest's "tenant" object; with from_checkpoint,
+-- the earlier proof with the tenant tree's compact range there, the global consistency proof
+-- between the checkpoints and the tenant's between its heads. AC035 when a checkpoint cannot
+-- serve. Touches: anchors, audit_events, tenant_head_history, tenant_trees, merkle_nodes (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_export_proofs(filter jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tenant_id text := filter ->> 'tenant_id';
+    v_to_size bigint := (filter ->> 'to_checkpoint')::bigint;
+    v_from_size bigint := (filter ->> 'from_checkpoint')::bigint;
+    v_to record;
+    v_from record;
+    v_from_heads_size bigint := 0;
+    v_from_tenant_size bigint := 0;
+    v_tenant jsonb;
+BEGIN
+    IF v_to_size IS NULL THEN
+        SELECT pg_catalog.max(a.seq_to) INTO v_to_size
+          FROM compliance.anchors AS a
+         WHERE a.status = 'uploaded' AND a.signed_checkpoint IS NOT NULL
+           AND a.seq_to >= (SELECT pg_catalog.min(e.seq) FROM compliance.audit_events AS e
+                             WHERE e.event_type = 'compliance.tenant_heads');
+        IF v_to_size IS NULL THEN
+            RAISE EXCEPTION 'no signed checkpoint covers a tenant heads commitment yet'
+                USING ERRCODE = 'AC035',
+                      HINT = 'The anchor job commits the tenant heads; the next uploaded checkpoint covers them.';
+        END IF;
+        IF v_from_size >= v_to_size THEN
+            RAISE EXCEPTION 'from_checkpoint % is not older than the newest signed checkpoint (tree size %)',
+                v_from_size, v_to_size
+                USING ERRCODE = 'AC035';
+        END IF;
+    END IF;
+    SELECT * INTO STRICT v_to FROM compliance._tenant_checkpoint_proof(v_tenant_id, v_to_size);
+    v_tenant := pg_catalog.jsonb_build_object('tenant_id', filter -> 'tenant_id', 'to', v_to.proof);
+    IF v_from_size IS NOT NULL THEN
+        SELECT * INTO STRICT v_from FROM compliance._tenant_checkpoint_proof(v_tenant_id, v_from_size);
+        v_from_heads_size := v_from.heads_size;
+        v_from_tenant_size := v_from.tenant_size;
+        v_tenant := v_tenant || pg_catalog.jsonb_build_object(
+            'from', v_from.proof || pg_catalog.jsonb_build_object(
+                'frontier', compliance._base64_hashes(compliance._tree_compact_range(
+                    compliance._tenant_leaves(coalesce(v_tenant_id, ''), v_from.tenant_size)))
+            ),
+            'consistency_proof', compliance._base64_hashes(compliance.consistency_proof(v_from_size, v_to_size)),
+            'tenant_consistency_proof', compliance._base64_hashes(
+                CASE WHEN v_from.tenant_size = v_to.tenant_size THEN '{}'::bytea[]
+                     ELSE compliance.tenant_consistency_proof(v_tenant_id, v_from.tenant_size, v_to.tenant_size) END)
+        );
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'to_checkpoint', v_to_size,
+        'from_checkpoint', v_from_size,
+        'heads_size', v_to.heads_size,
+        'from_heads_size', v_from_heads_size,
+        'tenant_size', v_to.tenant_size,
+        'from_tenant_size', v_from_tenant_size,
+        'tenant', v_tenant
+    );
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_export_proofs(jsonb) IS
+'Internal: the checkpoints, committed sizes and proofs of a tenant bundle for a tenant-mode filter; AC035 when a '
+'checkpoint cannot serve.';
+
+-- compliance.request_export(filter, requested_by, mode): validate the mode (AC034), the
+-- filter for that mode (AC030), the requester (AC032) and, in tenant mode, that a signed
+-- checkpoint can prove the tenant's head (AC035), queue a job, and emit data.export_initiated
+-- (payload: job_id, mode, filter; actor: requested_by; tenant: the filter's tenant_id if it
+-- names one) in the same transaction. Returns the job_id.
+-- Touches: export_jobs (INSERT), audit_outbox (via emit), anchors, audit_events,
+-- tenant_head_history (read, tenant mode).
+CREATE OR REPLACE FUNCTION compliance.request_export(filter jsonb, requested_by text, mode text DEFAULT 'range')
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -238,25 +449,38 @@ DECLARE
     v_job_id uuid := compliance._uuidv7();
     v_event_id uuid;
 BEGIN
-    PERFORM compliance._validate_export_filter(request_export.filter);
+    IF request_export.mode IS NULL OR request_export.mode NOT IN ('range', 'tenant') THEN
+        RAISE EXCEPTION 'invalid export mode %: range or tenant', coalesce(pg_catalog.quote_literal(request_export.mode), 'NULL')
+            USING ERRCODE = 'AC034';
+    END IF;
+    IF request_export.mode = 'tenant' THEN
+        PERFORM compliance._validate_tenant_export_filter(request_export.filter);
+    ELSE
+        PERFORM compliance._validate_export_filter(request_export.filter);
+    END IF;
     IF request_export.requested_by IS NULL OR pg_catalog.btrim(request_export.requested_by) = ''
        OR pg_catalog.length(request_export.requested_by) > 256 THEN
         RAISE EXCEPTION 'invalid requested_by: it must be non-blank and at most 256 characters'
             USING ERRCODE = 'AC032';
     END IF;
+    IF request_export.mode = 'tenant' THEN
+        -- Refuse now what the runner could not build: the checkpoints must exist and prove the tenant.
+        PERFORM compliance._tenant_export_proofs(request_export.filter);
+    END IF;
     v_event_id := compliance.emit(
         'data.export_initiated',
         request_export.requested_by,
-        pg_catalog.jsonb_build_object('job_id', v_job_id, 'filter', request_export.filter),
+        pg_catalog.jsonb_build_object('job_id', v_job_id, 'mode', request_export.mode, 'filter', request_export.filter),
         request_export.filter ->> 'tenant_id'
     );
-    INSERT INTO compliance.export_jobs (job_id, requested_by, filter, request_event_id)
-    VALUES (v_job_id, request_export.requested_by, request_export.filter, v_event_id);
+    INSERT INTO compliance.export_jobs (job_id, requested_by, filter, request_event_id, mode)
+    VALUES (v_job_id, request_export.requested_by, request_export.filter, v_event_id, request_export.mode);
     RETURN v_job_id;
 END;
 $$;
-COMMENT ON FUNCTION compliance.request_export(jsonb, text) IS
-'Queues an export job after validating its filter (AC030) and requester (AC032); emits data.export_initiated. Returns job_id.';
+COMMENT ON FUNCTION compliance.request_export(jsonb, text, text) IS
+'Queues an export job (mode range or tenant, AC034) after validating its filter (AC030), requester (AC032) and, in '
+'tenant mode, its checkpoints (AC035); emits data.export_initiated. Returns job_id.';
 
 -- compliance._export_jobs_guard(): the status machine. Rows are inserted queued; an update
 -- must be queued -> running, running -> completed|failed, or a running job's heartbeat,
@@ -406,11 +630,13 @@ $$;
 COMMENT ON FUNCTION compliance.export_heartbeat(uuid) IS
 'A runner''s progress report for its running job; false when the job is no longer running.';
 
--- compliance.export_plan(job_id): everything the manifest says about a running job's
--- bundle except the data object's own digest and size: the range, its prev_hash, the match
--- count, the covering anchors and the database identity (export bundle v1). Call it in the
--- REPEATABLE READ transaction that then streams export_lines, so both see one snapshot.
--- AC033 unless the job is running. Touches: export_jobs, audit_events, anchors (read).
+-- compliance.export_plan(job_id): everything the manifest (format_version 4) says about a
+-- running job's bundle except the data object's own digest and size. Range mode: the range,
+-- its prev_hash, the match count, the covering anchors and the database identity; tenant
+-- mode: compliance._tenant_export_plan. Call it in the REPEATABLE READ transaction that then
+-- streams the lines, so both see one snapshot. AC033 unless the job is running; AC035 when a
+-- tenant bundle's checkpoint cannot serve.
+-- Touches: export_jobs, audit_events, anchors (read; tenant mode as _tenant_export_plan).
 CREATE OR REPLACE FUNCTION compliance.export_plan(job_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -432,6 +658,9 @@ BEGIN
             USING ERRCODE = 'AC033', HINT = 'Claim it first (compliance.claim_export).';
     END IF;
     SELECT * INTO STRICT v_job FROM compliance.export_jobs AS j WHERE j.job_id = export_plan.job_id;
+    IF v_job.mode = 'tenant' THEN
+        RETURN compliance._tenant_export_plan(v_job);
+    END IF;
 
     SELECT min(e.seq), max(e.seq), pg_catalog.count(*)
       INTO v_first, v_last, v_matched
@@ -460,8 +689,9 @@ BEGIN
 
     RETURN pg_catalog.jsonb_build_object(
         'format', 'auditchain-export',
-        'format_version', 3,
+        'format_version', 4,
         'hash_version', 2,
+        'mode', 'range',
         'job_id', v_job.job_id,
         'filter', compliance.normalize_export_filter(v_job.filter),
         'requested_by', v_job.requested_by,
@@ -482,7 +712,71 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance.export_plan(uuid) IS
-'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 3); AC033 unless running.';
+'Manifest of a running export job''s bundle, without data_sha256 and data_bytes (manifest format_version 4); AC033 unless running.';
+
+-- compliance._tenant_export_plan(job): the manifest of a running tenant-mode job (docs/exports.md
+-- "Tenant mode"): the filter with its checkpoints resolved, the seq range and count of the
+-- tenant's events the bundle holds (those after the earlier committed heads, up to the later
+-- ones) and the "tenant" proofs. XX001 when the tenant's events disagree with its committed
+-- head. Touches: audit_events, anchors, tenant_head_history, tenant_trees, merkle_nodes (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_export_plan(job compliance.export_jobs)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_proofs jsonb := compliance._tenant_export_proofs(job.filter);
+    v_after bigint := (v_proofs ->> 'from_heads_size')::bigint;
+    v_upto bigint := (v_proofs ->> 'heads_size')::bigint;
+    v_first bigint;
+    v_last bigint;
+    v_count bigint;
+BEGIN
+    -- Two queries rather than IS NOT DISTINCT FROM, which no index serves.
+    IF job.filter ->> 'tenant_id' IS NULL THEN
+        SELECT min(e.seq), max(e.seq), pg_catalog.count(*) INTO v_first, v_last, v_count
+          FROM compliance.audit_events AS e
+         WHERE e.tenant_id IS NULL AND e.seq > v_after AND e.seq <= v_upto;
+    ELSE
+        SELECT min(e.seq), max(e.seq), pg_catalog.count(*) INTO v_first, v_last, v_count
+          FROM compliance.audit_events AS e
+         WHERE e.tenant_id = job.filter ->> 'tenant_id' AND e.seq > v_after AND e.seq <= v_upto;
+    END IF;
+    IF v_count <> (v_proofs ->> 'tenant_size')::bigint - (v_proofs ->> 'from_tenant_size')::bigint THEN
+        RAISE EXCEPTION 'the tenant has % events among seq % to % but its committed heads say %', v_count,
+            v_after + 1, v_upto, (v_proofs ->> 'tenant_size')::bigint - (v_proofs ->> 'from_tenant_size')::bigint
+            USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_tree().';
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'format', 'auditchain-export',
+        'format_version', 4,
+        'hash_version', 2,
+        'mode', 'tenant',
+        'job_id', job.job_id,
+        'filter', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+            'to_checkpoint', v_proofs -> 'to_checkpoint',
+            'from_checkpoint', v_proofs -> 'from_checkpoint',
+            'withhold_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false)
+        )) || pg_catalog.jsonb_build_object('tenant_id', job.filter -> 'tenant_id'),
+        'requested_by', job.requested_by,
+        'created_at', compliance._iso_utc(pg_catalog.now()),
+        'seq_from', v_first,
+        'seq_to', v_last,
+        'line_count', v_count,
+        'matched_count', v_count,
+        'withheld_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false),
+        'data_object', 'events.ndjson.gz',
+        'database', pg_catalog.jsonb_build_object(
+            'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
+            'database_name', pg_catalog.current_database()
+        ),
+        'tenant', v_proofs -> 'tenant'
+    );
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_export_plan(compliance.export_jobs) IS
+'Internal: manifest (format_version 4, mode tenant) of a running tenant-mode export job, without the data object''s digest and size.';
 
 -- compliance._event_line(event, withheld): the line of a matched event in an export bundle
 -- and in a receipt (`auditchain prove`): compact JSON with the record's fields, the payload
@@ -578,6 +872,48 @@ AS $$
 $$;
 COMMENT ON FUNCTION compliance.export_lines(uuid, bigint, bigint) IS
 'NDJSON lines (export bundle v1) of a running export job for seq range [seq_from, seq_to]; call it in the select list to stream.';
+
+-- compliance.tenant_export_lines(job_id, seq_from, seq_to): the data object of a running
+-- tenant-mode job's bundle: one row per event of the job's tenant with seq in [seq_from,
+-- seq_to], in seq order, each the line of a matched event (compliance._event_line; payload
+-- withheld as its commitment when the filter says so). Nothing about any other event. No
+-- rows unless the job is a running tenant-mode job. Plain SQL called in the select list, it
+-- streams row by row (as export_lines); the tenant comes from a sub-select so that one index
+-- range scan on (tenant_id, seq) delivers the rows in order.
+-- Touches: export_jobs, audit_events (read).
+CREATE OR REPLACE FUNCTION compliance.tenant_export_lines(job_id uuid, seq_from bigint, seq_to bigint)
+RETURNS TABLE (seq bigint, matched boolean, line text)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    (SELECT e.seq, true, compliance._event_line(e, w.withheld)
+       FROM compliance.audit_events AS e,
+            LATERAL (SELECT coalesce((j.filter -> 'withhold_payloads')::boolean, false) AS withheld
+                       FROM compliance.export_jobs AS j
+                      WHERE j.job_id = tenant_export_lines.job_id) AS w
+      WHERE e.tenant_id = (SELECT j.filter ->> 'tenant_id'
+                             FROM compliance.export_jobs AS j
+                            WHERE j.job_id = tenant_export_lines.job_id AND j.status = 'running' AND j.mode = 'tenant')
+        AND e.seq BETWEEN tenant_export_lines.seq_from AND tenant_export_lines.seq_to
+      ORDER BY e.seq)
+    UNION ALL
+    (SELECT e.seq, true, compliance._event_line(e, w.withheld)
+       FROM compliance.audit_events AS e,
+            LATERAL (SELECT coalesce((j.filter -> 'withhold_payloads')::boolean, false) AS withheld
+                       FROM compliance.export_jobs AS j
+                      WHERE j.job_id = tenant_export_lines.job_id) AS w
+      WHERE e.tenant_id IS NULL
+        AND EXISTS (SELECT 1
+                      FROM compliance.export_jobs AS j
+                     WHERE j.job_id = tenant_export_lines.job_id AND j.status = 'running' AND j.mode = 'tenant'
+                       AND j.filter -> 'tenant_id' = 'null'::jsonb)
+        AND e.seq BETWEEN tenant_export_lines.seq_from AND tenant_export_lines.seq_to
+      ORDER BY e.seq);
+$$;
+COMMENT ON FUNCTION compliance.tenant_export_lines(uuid, bigint, bigint) IS
+'NDJSON lines of a running tenant-mode export job: the tenant''s events in [seq_from, seq_to]; call it in the select list to stream.';
 
 -- compliance.complete_export(job_id, ...): running -> completed with where the bundle is
 -- and what it holds. False (and no change) when the job already completed with exactly

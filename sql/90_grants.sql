@@ -19,7 +19,7 @@ compliance_anchor, compliance_watchdog, compliance_exporter, compliance_auditor,
 -- ==== compliance_writer: emit events and request exports (each request is itself an event).
 GRANT USAGE ON SCHEMA compliance TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.emit(text, text, jsonb, text, timestamptz) TO compliance_writer;
-GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text) TO compliance_writer;
+GRANT EXECUTE ON FUNCTION compliance.request_export(jsonb, text, text) TO compliance_writer;
 GRANT EXECUTE ON FUNCTION compliance.emit_batch(jsonb) TO compliance_writer;
 -- See a filter as its bundle's manifest will record it.
 GRANT EXECUTE ON FUNCTION compliance.normalize_export_filter(jsonb) TO compliance_writer;
@@ -57,10 +57,11 @@ GRANT EXECUTE ON FUNCTION compliance.expectation_status() TO compliance_watchdog
 
 -- ==== compliance_exporter: claim export jobs, read a running job's plan and lines, report
 -- progress and record the outcome. No table privilege: a runner sees only what export_plan
--- and export_lines return for a job it is running.
+-- and export_lines (tenant_export_lines for a tenant bundle) return for a job it is running.
 GRANT USAGE ON SCHEMA compliance TO compliance_exporter;
 GRANT EXECUTE ON FUNCTION compliance.claim_export(uuid), compliance.claim_next_export(),
 compliance.export_heartbeat(uuid), compliance.export_plan(uuid), compliance.export_lines(uuid, bigint, bigint),
+compliance.tenant_export_lines(uuid, bigint, bigint),
 compliance.complete_export(uuid, text, text, bigint, bigint, bytea, bigint, bigint, bigint),
 compliance.fail_export(uuid, text) TO compliance_exporter;
 
@@ -78,8 +79,8 @@ GRANT EXECUTE ON FUNCTION compliance.tree_root(bigint), compliance.inclusion_pro
 compliance.consistency_proof(bigint, bigint), compliance.verify_tree() TO compliance_auditor;
 -- The per-tenant trees: a tenant's root at any of its sizes, and its proofs.
 GRANT EXECUTE ON FUNCTION compliance.tenant_tree_root(text, bigint), compliance.tenant_inclusion_proof(bigint, bigint),
-compliance.tenant_consistency_proof(text, bigint, bigint), compliance.tenant_heads_root(),
-compliance.tenant_head_proof(text) TO compliance_auditor;
+compliance.tenant_consistency_proof(text, bigint, bigint), compliance.tenant_heads_root(bigint),
+compliance.tenant_head_proof(text, bigint) TO compliance_auditor;
 -- `auditchain prove`: an event's line, its newest signed checkpoint and the inclusion proof.
 GRANT EXECUTE ON FUNCTION compliance.event_receipt(bigint, uuid) TO compliance_auditor;
 -- `auditchain verify` compares the anchors with the bucket.
