@@ -932,9 +932,9 @@ INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('001
 
 -- ==== migration: 0017_tenant_bundles.sql
 -- Tenant bundles (docs/exports.md "Tenant mode"): the heads of every tenant's tree are
--- committed into the global log by compliance.tenant_heads events, which create_anchor
--- emits, so that the next signed checkpoint covers them. A bundle built against an older
--- checkpoint needs the heads as they were at that commitment: each commitment records the
+-- committed into the global log by compliance.tenant_heads events, which
+-- commit_tenant_heads (pg_cron) emits, so that the next signed checkpoint covers them. A
+-- bundle built against an older checkpoint needs the heads as they were at that commitment: each commitment records the
 -- heads that changed since the previous one (tenant_head_history), and a tenant's head at
 -- any committed size is its newest row at or below that size.
 -- Also drops request_export (gains the mode), tenant_heads_root and tenant_head_proof (gain
@@ -953,7 +953,7 @@ CREATE TABLE compliance.tenant_head_history (
     PRIMARY KEY (tenant_key, heads_size)
 );
 COMMENT ON TABLE compliance.tenant_head_history IS
-'Each tenant''s head (size, root) at every tenant-heads commitment where it changed; written by create_anchor.';
+'Each tenant''s head (size, root) at every tenant-heads commitment where it changed; written by commit_tenant_heads.';
 COMMENT ON COLUMN compliance.tenant_head_history.tenant_key IS
 'The tenant id; the empty string for events without a tenant.';
 COMMENT ON COLUMN compliance.tenant_head_history.heads_size IS
@@ -979,7 +979,7 @@ COMMENT ON COLUMN compliance.export_jobs.mode IS
 DROP FUNCTION IF EXISTS compliance.request_export(jsonb, text);
 DROP FUNCTION IF EXISTS compliance.tenant_heads_root();
 DROP FUNCTION IF EXISTS compliance.tenant_head_proof(text);
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0017_tenant_bundles.sql', 'migration', '2c9018f92c01041d28ec725289a35a1f6596aea4e7b0d5830129f45242fa226a');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0017_tenant_bundles.sql', 'migration', '7457e02ab260e5dc31172a72b4d1519b5ce08b1a27a15b56990441507ffaffd6');
 
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.
@@ -1312,7 +1312,7 @@ COMMENT ON FUNCTION compliance._is_event_type(text) IS
 --         from a table column is held to the same limit
 --   AC005 occurred_at: not after now() + 5 minutes, not before 1970-01-01 UTC
 --   AC006 tenant_id: NULL, or 1-128 chars with no control characters
---   AC008 event_type compliance.tenant_heads: written only by create_anchor (a producer's
+--   AC008 event_type compliance.tenant_heads: written only by commit_tenant_heads (a producer's
 --         would pass for a commitment of the tenant heads)
 CREATE OR REPLACE FUNCTION compliance.emit(
     event_type text,
@@ -1337,7 +1337,7 @@ BEGIN
                   HINT = 'Use 3-128 characters of lower-case dotted words, e.g. data.export_initiated.';
     END IF;
     IF emit.event_type = 'compliance.tenant_heads' THEN
-        RAISE EXCEPTION 'event_type compliance.tenant_heads is reserved: only compliance.create_anchor writes it'
+        RAISE EXCEPTION 'event_type compliance.tenant_heads is reserved: only compliance.commit_tenant_heads writes it'
             USING ERRCODE = 'AC008';
     END IF;
     IF emit.actor IS NULL OR emit.actor !~ '[^[:space:]]' OR pg_catalog.length(emit.actor) > 256 THEN
@@ -1400,7 +1400,7 @@ RETURN CASE
     WHEN NOT compliance._is_event_type(event ->> 'event_type')
         THEN 'AC001 invalid event_type ' || coalesce(pg_catalog.quote_literal(event ->> 'event_type'), 'NULL')
     WHEN event ->> 'event_type' = 'compliance.tenant_heads'
-        THEN 'AC008 event_type compliance.tenant_heads is reserved: only compliance.create_anchor writes it'
+        THEN 'AC008 event_type compliance.tenant_heads is reserved: only compliance.commit_tenant_heads writes it'
     WHEN (event ->> 'actor') IS NULL OR (event ->> 'actor') !~ '[^[:space:]]'
          OR pg_catalog.length(event ->> 'actor') > 256
         THEN 'AC002 invalid actor: it must not be blank and at most 256 characters'
@@ -1509,7 +1509,7 @@ $$;
 COMMENT ON FUNCTION compliance.emit_batch(jsonb) IS
 'Record many audit events at once, all or nothing: validates each like emit (AC001-AC006, AC007 for a malformed '
 'array or element) and queues them in array order; returns their UUIDv7s in that order.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('30_emit.sql', 'definition', 'd8be441379f451454abc0811fb70207cfb3f9ac1326b1747f512b8533e1cc4dd');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('30_emit.sql', 'definition', 'c1e07ddb0df06d80d8bb6ccceab34ed38b139a42dcc8216538bb54d3c9e524f6');
 
 -- ==== definition: 40_drain.sql
 -- The drainer: moves outbox rows into the chain, one batch per transaction.
@@ -1973,10 +1973,8 @@ SELECT compliance._protect_table('compliance.anchors', false);
 -- always gives the same cadence_id, so a second run is a no-op. Refuses (AC010/AC011) to
 -- anchor a head the drainer's check rejects, and (AC042) when the event of the last anchor
 -- no longer has the anchored hash. A database whose name cannot be part of a checkpoint
--- origin (spaces, '+', control characters) gets format_version 1 documents. Also commits
--- the tenant heads at the head (compliance._commit_tenant_heads).
--- Touches: drainer_state (read, FOR SHARE), audit_events, merkle_nodes, tenant_trees (read),
--- anchors, tenant_head_history, audit_outbox (INSERT).
+-- origin (spaces, '+', control characters) gets format_version 1 documents.
+-- Touches: drainer_state (read, FOR SHARE), audit_events, merkle_nodes (read), anchors (INSERT).
 CREATE OR REPLACE FUNCTION compliance.create_anchor()
 RETURNS text
 LANGUAGE plpgsql
@@ -2078,8 +2076,6 @@ BEGIN
     ON CONFLICT (cadence_id) DO NOTHING
     RETURNING cadence_id INTO v_created;
     IF v_created IS NOT NULL THEN
-        -- The tenant heads at this head, committed into the log for the next checkpoint.
-        PERFORM compliance._commit_tenant_heads();
         PERFORM pg_catalog.pg_notify('auditchain_anchor', v_created);
     END IF;
     RETURN v_created;
@@ -2453,7 +2449,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) IS
 'Uploader: integrity alarm, different content already at the anchor''s key; marks the anchor failed (terminal).';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '8d1a08f010a39a6309fa17328a0530d697c8ae122a5b4259e893c02d702611b3');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '41b12e3e0874600de435eb919811707fd1b130f03f44f7d07ddc893795c6f84c');
 
 -- ==== definition: 47_merkle.sql
 -- The RFC 6962 / RFC 9162 Merkle tree over audit_events (docs/proofs.md "The tree in
@@ -3628,9 +3624,9 @@ INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_
 -- ==== definition: 49_tenant_heads.sql
 -- The tree of tenant heads and its commitments into the global log (docs/proofs.md "Tenant
 -- heads"): one leaf per tenant with events (tenant, tenant tree size, tenant root), in tenant
--- key byte order. create_anchor commits the heads at the drainer's head by emitting a
--- compliance.tenant_heads event (payload: tree_size, tenants, root), which the next signed
--- checkpoint covers; the heads it committed are kept in tenant_head_history, so a proof
+-- key byte order. commit_tenant_heads (pg_cron) commits the heads at the drainer's head by
+-- emitting a compliance.tenant_heads event (payload: tree_size, tenants, root), which the
+-- next signed checkpoint covers; the heads it committed are kept in tenant_head_history, so a proof
 -- against any committed size can be given later.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
@@ -3777,17 +3773,19 @@ COMMENT ON FUNCTION compliance.tenant_head_proof(text, bigint) IS
 'A tenant''s head at the drainer''s head or a committed size, its index among the tenant heads and its inclusion proof '
 'in the tree of tenant heads (with that root).';
 
--- compliance._commit_tenant_heads(): (create_anchor) record the tenant heads at the drainer's
--- head N in tenant_head_history (the tenants whose tree grew since their previous row) and
--- queue a compliance.tenant_heads event (tenant NULL, payload tree_size N, tenants, root) for
--- the drainer to chain, so the next checkpoint covers it. Nothing when the log is empty,
--- when nothing but the previous commitment was chained since it, or while that commitment
--- still waits in the outbox (no second one queues behind it). Returns the event's id or
--- NULL. The caller holds drainer_state FOR SHARE, so no batch commits meanwhile.
--- Touches: drainer_state, tenant_trees, audit_events (read), tenant_head_history, audit_outbox (INSERT).
-CREATE OR REPLACE FUNCTION compliance._commit_tenant_heads()
+-- compliance.commit_tenant_heads(): (pg_cron, every 15 minutes between two anchors) record
+-- the tenant heads at the drainer's head N in tenant_head_history (the tenants whose tree grew
+-- since their previous row) and queue a compliance.tenant_heads event (tenant NULL, payload
+-- tree_size N, tenants, root) for the drainer to chain, so the next anchor's checkpoint
+-- covers it. Nothing when the log is empty, when nothing but the previous commitment was
+-- chained since it, or while that commitment still waits in the outbox (no second one queues
+-- behind it), so a second run is a no-op. Returns the event's id or NULL.
+-- Touches: drainer_state (read, FOR SHARE), tenant_trees, audit_events (read),
+-- tenant_head_history, audit_outbox (INSERT).
+CREATE OR REPLACE FUNCTION compliance.commit_tenant_heads()
 RETURNS uuid
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -3798,7 +3796,10 @@ DECLARE
     v_heads record;
     v_event_id uuid;
 BEGIN
-    SELECT d.tree_size INTO STRICT v_size FROM compliance.drainer_state AS d;
+    -- One committer at a time (create_anchor's lock); the share lock keeps a drain batch from
+    -- committing between reading the heads and recording them.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.anchor')::bigint);
+    SELECT d.tree_size INTO STRICT v_size FROM compliance.drainer_state AS d FOR SHARE;
     SELECT pg_catalog.max(h.heads_size) INTO v_last_committed FROM compliance.tenant_head_history AS h;
     SELECT pg_catalog.max(e.seq) INTO v_last_chained
       FROM compliance.audit_events AS e
@@ -3830,7 +3831,7 @@ BEGIN
 
     v_event_id := compliance._uuidv7();
     INSERT INTO compliance.audit_outbox (event_id, occurred_at, tenant_id, event_type, actor, payload)
-    VALUES (v_event_id, pg_catalog.now(), NULL, 'compliance.tenant_heads', 'compliance.create_anchor',
+    VALUES (v_event_id, pg_catalog.now(), NULL, 'compliance.tenant_heads', 'compliance.commit_tenant_heads',
             pg_catalog.jsonb_build_object(
                 'tree_size', v_size,
                 'tenants', pg_catalog.cardinality(v_heads.leaves),
@@ -3839,8 +3840,9 @@ BEGIN
     RETURN v_event_id;
 END;
 $$;
-COMMENT ON FUNCTION compliance._commit_tenant_heads() IS
-'Internal: (create_anchor) records the tenant heads at the drainer''s head and queues the compliance.tenant_heads event.';
+COMMENT ON FUNCTION compliance.commit_tenant_heads() IS
+'pg_cron, every 15 minutes: records the tenant heads at the drainer''s head and queues a compliance.tenant_heads event '
+'committing them; returns its event_id, or NULL when there is nothing new.';
 
 -- compliance._tenant_heads_commitment(tree_size): the newest compliance.tenant_heads event
 -- among the first tree_size events (the one a checkpoint of that size covers), or no row.
@@ -3926,7 +3928,7 @@ END;
 $$;
 COMMENT ON FUNCTION compliance._tree_compact_range(bytea[]) IS
 'Internal: the compact range (roots of the perfect subtrees, largest first) of the tree over these leaf hashes.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('49_tenant_heads.sql', 'definition', 'b365535ac535b76c136b3e4faff2081702ff821c5a230cec008cebee8b49f1a7');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('49_tenant_heads.sql', 'definition', 'a5fe9a03345d1870399710515042e7cb2cfe52a4bd6f8f503b4cc367eacdc04c');
 
 -- ==== definition: 50_verify.sql
 -- In-database verification: recompute every hash from the stored columns.
@@ -4909,7 +4911,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'the checkpoint of tree size % covers no tenant heads commitment yet', checkpoint_size
             USING ERRCODE = 'AC035',
-                  HINT = 'Each anchor commits the tenant heads; the next signed checkpoint covers that commitment.';
+                  HINT = 'The tenant-heads job commits the heads every 15 minutes; the next signed checkpoint covers them.';
     END IF;
     v_heads_size := (v_commitment.payload ->> 'tree_size')::bigint;
     IF NOT EXISTS (
@@ -4988,7 +4990,7 @@ BEGIN
         IF v_to_size IS NULL THEN
             RAISE EXCEPTION 'no signed checkpoint covers a tenant heads commitment yet'
                 USING ERRCODE = 'AC035',
-                      HINT = 'The anchor job commits the tenant heads; the next uploaded checkpoint covers them.';
+                      HINT = 'The tenant-heads job commits the heads; the next uploaded checkpoint covers them.';
         END IF;
         IF v_from_size >= v_to_size THEN
             RAISE EXCEPTION 'from_checkpoint % is not older than the newest signed checkpoint (tree size %)',
@@ -5435,7 +5437,7 @@ COMMENT ON FUNCTION compliance._event_line(compliance.audit_events, boolean) IS
 -- actor with their salts, or their commitments when erased or withheld), excluded events as
 -- their hashes and the SHA-256 of their record, from which a verifier re-derives their
 -- event_hash without seeing their content. Each line is compact JSON. No rows unless the
--- job is running. Plain SQL and called in the select list (SELECT
+-- job is a running range-mode job (a tenant bundle must not show other tenants' hashes). Plain SQL and called in the select list (SELECT
 -- compliance.export_lines(...)) it streams row by row; in FROM, PostgreSQL would
 -- materialise it first.
 -- Touches: export_jobs, audit_events (read).
@@ -5463,7 +5465,7 @@ AS $$
                       AS matched,
                   coalesce((j.filter -> 'withhold_payloads')::boolean, false) AS withheld
        ) AS m
-     WHERE j.job_id = export_lines.job_id AND j.status = 'running'
+     WHERE j.job_id = export_lines.job_id AND j.status = 'running' AND j.mode = 'range'
      ORDER BY e.seq;
 $$;
 COMMENT ON FUNCTION compliance.export_lines(uuid, bigint, bigint) IS
@@ -5638,7 +5640,7 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.reconcile_exports(interval) IS
 'Fails running export jobs whose runner reported no progress for stuck_after (default 15 minutes); returns how many.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', 'a17d3ca00fae3b159f78d3ea7811dbf7c9d43624d2df6dbe4774933389be7686');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', '2ae4313eaa3c422e001d836579869bbbb702769aaef3f296bbd086eaf59ffcee');
 
 -- ==== definition: 72_receipts.sql
 -- Receipts (`auditchain prove`, docs/proofs.md "Receipts"): everything a C2SP tlog-proof for
@@ -6391,6 +6393,9 @@ AS $$
               -- The minute samples behind the status sparklines (outbox depth, drain rate).
               ('sample', '* * * * *', 'SELECT compliance.record_activity_sample()', NULL, 'record_activity_sample'),
               ('anchor', '*/15 * * * *', 'SELECT compliance.create_anchor()', NULL, 'create_anchor'),
+              -- Halfway between anchors: each anchor's checkpoint covers the heads committed before it.
+              ('tenant-heads', '7,22,37,52 * * * *', 'SELECT compliance.commit_tenant_heads()', NULL,
+               'commit_tenant_heads'),
               ('reconcile-exports', '*/5 * * * *', 'SELECT compliance.reconcile_exports()', NULL,
                'reconcile_exports'),
               -- pg_cron never purges its run log; keep a week of this database's runs.
@@ -6733,7 +6738,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION compliance.cron_job_health() IS
 'Per job of compliance.cron_jobs(): scheduled or not, last run (status, times, message), last success, runs and failures in the last hour.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('80_cron.sql', 'definition', 'd7f7cd353aa3c640f0154e7c6c5b8860139dbda9e0c1a13872f3ae6021ec2c78');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('80_cron.sql', 'definition', '382a85505b1aee0ca21c5367bddb84d0b3f961ee6827c9f9a92fc71c4a0f9c47');
 
 -- ==== definition: 90_grants.sql
 -- Every privilege on schema compliance, in one place. The file is re-applied (with all of

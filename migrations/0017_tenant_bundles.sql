@@ -1,7 +1,7 @@
 -- Tenant bundles (docs/exports.md "Tenant mode"): the heads of every tenant's tree are
--- committed into the global log by compliance.tenant_heads events, which create_anchor
--- emits, so that the next signed checkpoint covers them. A bundle built against an older
--- checkpoint needs the heads as they were at that commitment: each commitment records the
+-- committed into the global log by compliance.tenant_heads events, which
+-- commit_tenant_heads (pg_cron) emits, so that the next signed checkpoint covers them. A
+-- bundle built against an older checkpoint needs the heads as they were at that commitment: each commitment records the
 -- heads that changed since the previous one (tenant_head_history), and a tenant's head at
 -- any committed size is its newest row at or below that size.
 -- Also drops request_export (gains the mode), tenant_heads_root and tenant_head_proof (gain
@@ -20,7 +20,7 @@ CREATE TABLE compliance.tenant_head_history (
     PRIMARY KEY (tenant_key, heads_size)
 );
 COMMENT ON TABLE compliance.tenant_head_history IS
-'Each tenant''s head (size, root) at every tenant-heads commitment where it changed; written by create_anchor.';
+'Each tenant''s head (size, root) at every tenant-heads commitment where it changed; written by commit_tenant_heads.';
 COMMENT ON COLUMN compliance.tenant_head_history.tenant_key IS
 'The tenant id; the empty string for events without a tenant.';
 COMMENT ON COLUMN compliance.tenant_head_history.heads_size IS

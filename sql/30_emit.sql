@@ -29,7 +29,7 @@ COMMENT ON FUNCTION compliance._is_event_type(text) IS
 --         from a table column is held to the same limit
 --   AC005 occurred_at: not after now() + 5 minutes, not before 1970-01-01 UTC
 --   AC006 tenant_id: NULL, or 1-128 chars with no control characters
---   AC008 event_type compliance.tenant_heads: written only by create_anchor (a producer's
+--   AC008 event_type compliance.tenant_heads: written only by commit_tenant_heads (a producer's
 --         would pass for a commitment of the tenant heads)
 CREATE OR REPLACE FUNCTION compliance.emit(
     event_type text,
@@ -54,7 +54,7 @@ BEGIN
                   HINT = 'Use 3-128 characters of lower-case dotted words, e.g. data.export_initiated.';
     END IF;
     IF emit.event_type = 'compliance.tenant_heads' THEN
-        RAISE EXCEPTION 'event_type compliance.tenant_heads is reserved: only compliance.create_anchor writes it'
+        RAISE EXCEPTION 'event_type compliance.tenant_heads is reserved: only compliance.commit_tenant_heads writes it'
             USING ERRCODE = 'AC008';
     END IF;
     IF emit.actor IS NULL OR emit.actor !~ '[^[:space:]]' OR pg_catalog.length(emit.actor) > 256 THEN
@@ -117,7 +117,7 @@ RETURN CASE
     WHEN NOT compliance._is_event_type(event ->> 'event_type')
         THEN 'AC001 invalid event_type ' || coalesce(pg_catalog.quote_literal(event ->> 'event_type'), 'NULL')
     WHEN event ->> 'event_type' = 'compliance.tenant_heads'
-        THEN 'AC008 event_type compliance.tenant_heads is reserved: only compliance.create_anchor writes it'
+        THEN 'AC008 event_type compliance.tenant_heads is reserved: only compliance.commit_tenant_heads writes it'
     WHEN (event ->> 'actor') IS NULL OR (event ->> 'actor') !~ '[^[:space:]]'
          OR pg_catalog.length(event ->> 'actor') > 256
         THEN 'AC002 invalid actor: it must not be blank and at most 256 characters'

@@ -106,10 +106,8 @@ SELECT compliance._protect_table('compliance.anchors', false);
 -- always gives the same cadence_id, so a second run is a no-op. Refuses (AC010/AC011) to
 -- anchor a head the drainer's check rejects, and (AC042) when the event of the last anchor
 -- no longer has the anchored hash. A database whose name cannot be part of a checkpoint
--- origin (spaces, '+', control characters) gets format_version 1 documents. Also commits
--- the tenant heads at the head (compliance._commit_tenant_heads).
--- Touches: drainer_state (read, FOR SHARE), audit_events, merkle_nodes, tenant_trees (read),
--- anchors, tenant_head_history, audit_outbox (INSERT).
+-- origin (spaces, '+', control characters) gets format_version 1 documents.
+-- Touches: drainer_state (read, FOR SHARE), audit_events, merkle_nodes (read), anchors (INSERT).
 CREATE OR REPLACE FUNCTION compliance.create_anchor()
 RETURNS text
 LANGUAGE plpgsql
@@ -211,8 +209,6 @@ BEGIN
     ON CONFLICT (cadence_id) DO NOTHING
     RETURNING cadence_id INTO v_created;
     IF v_created IS NOT NULL THEN
-        -- The tenant heads at this head, committed into the log for the next checkpoint.
-        PERFORM compliance._commit_tenant_heads();
         PERFORM pg_catalog.pg_notify('auditchain_anchor', v_created);
     END IF;
     RETURN v_created;

@@ -1,8 +1,8 @@
 -- The tree of tenant heads and its commitments into the global log (docs/proofs.md "Tenant
 -- heads"): one leaf per tenant with events (tenant, tenant tree size, tenant root), in tenant
--- key byte order. create_anchor commits the heads at the drainer's head by emitting a
--- compliance.tenant_heads event (payload: tree_size, tenants, root), which the next signed
--- checkpoint covers; the heads it committed are kept in tenant_head_history, so a proof
+-- key byte order. commit_tenant_heads (pg_cron) commits the heads at the drainer's head by
+-- emitting a compliance.tenant_heads event (payload: tree_size, tenants, root), which the
+-- next signed checkpoint covers; the heads it committed are kept in tenant_head_history, so a proof
 -- against any committed size can be given later.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
@@ -149,17 +149,19 @@ COMMENT ON FUNCTION compliance.tenant_head_proof(text, bigint) IS
 'A tenant''s head at the drainer''s head or a committed size, its index among the tenant heads and its inclusion proof '
 'in the tree of tenant heads (with that root).';
 
--- compliance._commit_tenant_heads(): (create_anchor) record the tenant heads at the drainer's
--- head N in tenant_head_history (the tenants whose tree grew since their previous row) and
--- queue a compliance.tenant_heads event (tenant NULL, payload tree_size N, tenants, root) for
--- the drainer to chain, so the next checkpoint covers it. Nothing when the log is empty,
--- when nothing but the previous commitment was chained since it, or while that commitment
--- still waits in the outbox (no second one queues behind it). Returns the event's id or
--- NULL. The caller holds drainer_state FOR SHARE, so no batch commits meanwhile.
--- Touches: drainer_state, tenant_trees, audit_events (read), tenant_head_history, audit_outbox (INSERT).
-CREATE OR REPLACE FUNCTION compliance._commit_tenant_heads()
+-- compliance.commit_tenant_heads(): (pg_cron, every 15 minutes between two anchors) record
+-- the tenant heads at the drainer's head N in tenant_head_history (the tenants whose tree grew
+-- since their previous row) and queue a compliance.tenant_heads event (tenant NULL, payload
+-- tree_size N, tenants, root) for the drainer to chain, so the next anchor's checkpoint
+-- covers it. Nothing when the log is empty, when nothing but the previous commitment was
+-- chained since it, or while that commitment still waits in the outbox (no second one queues
+-- behind it), so a second run is a no-op. Returns the event's id or NULL.
+-- Touches: drainer_state (read, FOR SHARE), tenant_trees, audit_events (read),
+-- tenant_head_history, audit_outbox (INSERT).
+CREATE OR REPLACE FUNCTION compliance.commit_tenant_heads()
 RETURNS uuid
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -170,7 +172,10 @@ DECLARE
     v_heads record;
     v_event_id uuid;
 BEGIN
-    SELECT d.tree_size INTO STRICT v_size FROM compliance.drainer_state AS d;
+    -- One committer at a time (create_anchor's lock); the share lock keeps a drain batch from
+    -- committing between reading the heads and recording them.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.anchor')::bigint);
+    SELECT d.tree_size INTO STRICT v_size FROM compliance.drainer_state AS d FOR SHARE;
     SELECT pg_catalog.max(h.heads_size) INTO v_last_committed FROM compliance.tenant_head_history AS h;
     SELECT pg_catalog.max(e.seq) INTO v_last_chained
       FROM compliance.audit_events AS e
@@ -202,7 +207,7 @@ BEGIN
 
     v_event_id := compliance._uuidv7();
     INSERT INTO compliance.audit_outbox (event_id, occurred_at, tenant_id, event_type, actor, payload)
-    VALUES (v_event_id, pg_catalog.now(), NULL, 'compliance.tenant_heads', 'compliance.create_anchor',
+    VALUES (v_event_id, pg_catalog.now(), NULL, 'compliance.tenant_heads', 'compliance.commit_tenant_heads',
             pg_catalog.jsonb_build_object(
                 'tree_size', v_size,
                 'tenants', pg_catalog.cardinality(v_heads.leaves),
@@ -211,8 +216,9 @@ BEGIN
     RETURN v_event_id;
 END;
 $$;
-COMMENT ON FUNCTION compliance._commit_tenant_heads() IS
-'Internal: (create_anchor) records the tenant heads at the drainer''s head and queues the compliance.tenant_heads event.';
+COMMENT ON FUNCTION compliance.commit_tenant_heads() IS
+'pg_cron, every 15 minutes: records the tenant heads at the drainer''s head and queues a compliance.tenant_heads event '
+'committing them; returns its event_id, or NULL when there is nothing new.';
 
 -- compliance._tenant_heads_commitment(tree_size): the newest compliance.tenant_heads event
 -- among the first tree_size events (the one a checkpoint of that size covers), or no row.

@@ -313,7 +313,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'the checkpoint of tree size % covers no tenant heads commitment yet', checkpoint_size
             USING ERRCODE = 'AC035',
-                  HINT = 'Each anchor commits the tenant heads; the next signed checkpoint covers that commitment.';
+                  HINT = 'The tenant-heads job commits the heads every 15 minutes; the next signed checkpoint covers them.';
     END IF;
     v_heads_size := (v_commitment.payload ->> 'tree_size')::bigint;
     IF NOT EXISTS (
@@ -392,7 +392,7 @@ BEGIN
         IF v_to_size IS NULL THEN
             RAISE EXCEPTION 'no signed checkpoint covers a tenant heads commitment yet'
                 USING ERRCODE = 'AC035',
-                      HINT = 'The anchor job commits the tenant heads; the next uploaded checkpoint covers them.';
+                      HINT = 'The tenant-heads job commits the heads; the next uploaded checkpoint covers them.';
         END IF;
         IF v_from_size >= v_to_size THEN
             RAISE EXCEPTION 'from_checkpoint % is not older than the newest signed checkpoint (tree size %)',
@@ -839,7 +839,7 @@ COMMENT ON FUNCTION compliance._event_line(compliance.audit_events, boolean) IS
 -- actor with their salts, or their commitments when erased or withheld), excluded events as
 -- their hashes and the SHA-256 of their record, from which a verifier re-derives their
 -- event_hash without seeing their content. Each line is compact JSON. No rows unless the
--- job is running. Plain SQL and called in the select list (SELECT
+-- job is a running range-mode job (a tenant bundle must not show other tenants' hashes). Plain SQL and called in the select list (SELECT
 -- compliance.export_lines(...)) it streams row by row; in FROM, PostgreSQL would
 -- materialise it first.
 -- Touches: export_jobs, audit_events (read).
@@ -867,7 +867,7 @@ AS $$
                       AS matched,
                   coalesce((j.filter -> 'withhold_payloads')::boolean, false) AS withheld
        ) AS m
-     WHERE j.job_id = export_lines.job_id AND j.status = 'running'
+     WHERE j.job_id = export_lines.job_id AND j.status = 'running' AND j.mode = 'range'
      ORDER BY e.seq;
 $$;
 COMMENT ON FUNCTION compliance.export_lines(uuid, bigint, bigint) IS

@@ -38,6 +38,9 @@ AS $$
               -- The minute samples behind the status sparklines (outbox depth, drain rate).
               ('sample', '* * * * *', 'SELECT compliance.record_activity_sample()', NULL, 'record_activity_sample'),
               ('anchor', '*/15 * * * *', 'SELECT compliance.create_anchor()', NULL, 'create_anchor'),
+              -- Halfway between anchors: each anchor's checkpoint covers the heads committed before it.
+              ('tenant-heads', '7,22,37,52 * * * *', 'SELECT compliance.commit_tenant_heads()', NULL,
+               'commit_tenant_heads'),
               ('reconcile-exports', '*/5 * * * *', 'SELECT compliance.reconcile_exports()', NULL,
                'reconcile_exports'),
               -- pg_cron never purges its run log; keep a week of this database's runs.

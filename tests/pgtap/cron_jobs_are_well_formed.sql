@@ -13,8 +13,9 @@ SELECT results_eq(
                     ('drain', '* * * * *', 'CALL compliance.run_drainer()', %1$L),
                     ('reconcile-exports', '*/5 * * * *', 'SELECT compliance.reconcile_exports()', %1$L),
                     ('sample', '* * * * *', 'SELECT compliance.record_activity_sample()', %1$L),
+                    ('tenant-heads', '7,22,37,52 * * * *', 'SELECT compliance.commit_tenant_heads()', %1$L),
                     ('verify', '* * * * *', 'SELECT compliance.verify_new_events()', %1$L)$$, :'db'),
-    'drain, sample and verify every minute, anchor every 15 minutes, reconcile exports every 5, in this database'
+    'drain, sample and verify every minute, anchor and commit the tenant heads every 15 minutes, reconcile exports every 5, in this database'
 );
 SELECT is_empty(
     $$SELECT jobname FROM compliance.cron_jobs() WHERE jobname <> 'auditchain:' || current_database() || ':' || job$$,

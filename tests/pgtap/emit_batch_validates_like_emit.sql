@@ -2,7 +2,7 @@
 -- malformed array or element with AC007, names the lowest bad index, and writes nothing at
 -- all when it refuses.
 BEGIN;
-SELECT plan(28);
+SELECT plan(29);
 
 CREATE TEMP TABLE outbox_before ON COMMIT DROP AS SELECT count(*) AS n FROM compliance.audit_outbox;
 CREATE TEMP TABLE big ON COMMIT DROP AS SELECT repeat('x', 300000) AS blob;
@@ -25,7 +25,8 @@ INSERT INTO bad_events VALUES
                                                      'occurred_at', now() + interval '1 hour')),
     ('occurred_at before 1970', '{"event_type": "auth.login", "actor": "alice", "occurred_at": "1969-12-31T23:59:59Z"}'),
     ('empty tenant_id', '{"event_type": "auth.login", "actor": "alice", "tenant_id": ""}'),
-    ('tenant_id with a control character', '{"event_type": "auth.login", "actor": "alice", "tenant_id": "a\nb"}');
+    ('tenant_id with a control character', '{"event_type": "auth.login", "actor": "alice", "tenant_id": "a\nb"}'),
+    ('the reserved tenant heads commitment type', '{"event_type": "compliance.tenant_heads", "actor": "alice"}');
 
 CREATE FUNCTION pg_temp.sqlstate_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN

@@ -167,15 +167,15 @@ SELECT results_eq(
 );
 SELECT is((SELECT array_agg(k ORDER BY k) FROM compliance.export_plan(:'time_job') AS p, jsonb_object_keys(p) AS k),
           ARRAY['anchors', 'created_at', 'data_object', 'database', 'filter', 'format', 'format_version', 'hash_version',
-                'job_id', 'line_count', 'matched_count', 'range_prev_hash', 'requested_by', 'seq_from', 'seq_to',
+                'job_id', 'line_count', 'matched_count', 'mode', 'range_prev_hash', 'requested_by', 'seq_from', 'seq_to',
                 'withheld_payloads'],
           'the plan has every manifest key except data_sha256 and data_bytes, which the runner adds');
 SELECT results_eq(
-    format($$SELECT p ->> 'format', p -> 'format_version', p -> 'hash_version', p ->> 'data_object',
+    format($$SELECT p ->> 'format', p -> 'format_version', p -> 'hash_version', p ->> 'mode', p ->> 'data_object',
                     p ->> 'created_at' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$'
                FROM compliance.export_plan(%L) AS p$$, :'time_job'),
-    $$VALUES ('auditchain-export', '3'::jsonb, '2'::jsonb, 'events.ndjson.gz', true)$$,
-    'format name and versions, data object name, created_at in ISO-8601 UTC'
+    $$VALUES ('auditchain-export', '4'::jsonb, '2'::jsonb, 'range', 'events.ndjson.gz', true)$$,
+    'format name and versions, range mode, data object name, created_at in ISO-8601 UTC'
 );
 SELECT is((SELECT p -> 'database' FROM compliance.export_plan(:'time_job') AS p),
           (SELECT jsonb_build_object('system_identifier', system_identifier::text, 'database_name', current_database())

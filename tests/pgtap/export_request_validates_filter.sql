@@ -79,9 +79,9 @@ SELECT is(substring(:'job_id' FROM 15 FOR 1), '7', 'the job id is a version-7 UU
 SELECT results_eq(
     $$SELECT o.event_type, o.actor, o.tenant_id, o.payload
         FROM compliance.audit_outbox AS o JOIN compliance.export_jobs AS j ON j.request_event_id = o.event_id$$,
-    $$SELECT 'data.export_initiated', 'auditor@example.com', 'acme', jsonb_build_object('job_id', job_id, 'filter', filter)
+    $$SELECT 'data.export_initiated', 'auditor@example.com', 'acme', jsonb_build_object('job_id', job_id, 'mode', 'range', 'filter', filter)
         FROM compliance.export_jobs$$,
-    'the request emitted data.export_initiated (actor: requester, tenant: the filter''s, payload: job_id and filter)'
+    'the request emitted data.export_initiated (actor: requester, tenant: the filter''s, payload: job_id, mode and filter)'
 );
 SELECT compliance.request_export('{"tenant_ids":["acme","beta"]}', 'auditor@example.com') AS multi_job \gset
 SELECT is((SELECT o.tenant_id FROM compliance.audit_outbox AS o

@@ -18,10 +18,11 @@ SELECT col_is_pk('compliance', 'audit_events', 'seq', 'seq is the primary key of
 SELECT col_is_unique('compliance', 'audit_events', 'event_id', 'event_id is unique');
 -- Each index costs the drain per row; a random-order one (event_hash) also grows with the log.
 -- The erased-events index is partial: empty until an erasure, so free for the drain. The
--- (tenant_id, seq) index lists a tenant's leaves for its proofs and tenant bundles.
+-- (tenant_id, seq) index lists a tenant's leaves for its proofs and tenant bundles; the
+-- partial one the few tenant heads commitments.
 SELECT indexes_are('compliance', 'audit_events',
                    ARRAY['audit_events_pkey', 'audit_events_event_id_key', 'idx_audit_events_recorded_at',
-                         'idx_audit_events_erased', 'audit_events_tenant_seq'],
+                         'idx_audit_events_erased', 'audit_events_tenant_seq', 'audit_events_tenant_heads'],
                    'audit_events has only the seq, event_id, recorded_at, (partial) erased and tenant indexes');
 SELECT col_type_is('compliance', 'audit_events', 'payload', 'jsonb', 'payload is jsonb');
 SELECT col_type_is('compliance', 'audit_events', 'event_hash', 'bytea', 'event_hash is bytea');

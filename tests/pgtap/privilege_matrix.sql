@@ -13,7 +13,7 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_writer', 'schema', 'compliance', 'USAGE'),
     ('compliance_writer', 'function', 'compliance.emit(text,text,jsonb,text,timestamp with time zone)', 'EXECUTE'),
     ('compliance_writer', 'function', 'compliance.emit_batch(jsonb)', 'EXECUTE'),
-    ('compliance_writer', 'function', 'compliance.request_export(jsonb,text)', 'EXECUTE'),
+    ('compliance_writer', 'function', 'compliance.request_export(jsonb,text,text)', 'EXECUTE'),
     ('compliance_writer', 'function', 'compliance.normalize_export_filter(jsonb)', 'EXECUTE'),
 
     ('compliance_drainer', 'schema', 'compliance', 'USAGE'),
@@ -43,6 +43,7 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_exporter', 'function', 'compliance.export_heartbeat(uuid)', 'EXECUTE'),
     ('compliance_exporter', 'function', 'compliance.export_plan(uuid)', 'EXECUTE'),
     ('compliance_exporter', 'function', 'compliance.export_lines(uuid,bigint,bigint)', 'EXECUTE'),
+    ('compliance_exporter', 'function', 'compliance.tenant_export_lines(uuid,bigint,bigint)', 'EXECUTE'),
     ('compliance_exporter', 'function',
      'compliance.complete_export(uuid,text,text,bigint,bigint,bytea,bigint,bigint,bigint)', 'EXECUTE'),
     ('compliance_exporter', 'function', 'compliance.fail_export(uuid,text)', 'EXECUTE'),
@@ -68,8 +69,8 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_auditor', 'function', 'compliance.tenant_tree_root(text,bigint)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.tenant_inclusion_proof(bigint,bigint)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.tenant_consistency_proof(text,bigint,bigint)', 'EXECUTE'),
-    ('compliance_auditor', 'function', 'compliance.tenant_heads_root()', 'EXECUTE'),
-    ('compliance_auditor', 'function', 'compliance.tenant_head_proof(text)', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.tenant_heads_root(bigint)', 'EXECUTE'),
+    ('compliance_auditor', 'function', 'compliance.tenant_head_proof(text,bigint)', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.expectation_status()', 'EXECUTE'),
     ('compliance_auditor', 'function', 'compliance.activity_history(integer)', 'EXECUTE')
     -- PUBLIC: nothing.
