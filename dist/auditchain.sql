@@ -976,10 +976,20 @@ COMMENT ON COLUMN compliance.export_jobs.mode IS
 
 -- Their signatures gain a parameter; sql/49_tenant_heads.sql and sql/70_exports.sql
 -- recreate them right after.
-DROP FUNCTION IF EXISTS compliance.request_export(jsonb, text);
-DROP FUNCTION IF EXISTS compliance.tenant_heads_root();
-DROP FUNCTION IF EXISTS compliance.tenant_head_proof(text);
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0017_tenant_bundles.sql', 'migration', '7457e02ab260e5dc31172a72b4d1519b5ce08b1a27a15b56990441507ffaffd6');
+DO $$
+DECLARE
+    v_signature text;
+BEGIN
+    FOREACH v_signature IN ARRAY ARRAY[
+        'compliance.request_export(jsonb, text)', 'compliance.tenant_heads_root()', 'compliance.tenant_head_proof(text)'
+    ] LOOP
+        IF pg_catalog.to_regprocedure(v_signature) IS NOT NULL THEN
+            EXECUTE 'DROP FUNCTION ' || v_signature;
+        END IF;
+    END LOOP;
+END;
+$$;
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0017_tenant_bundles.sql', 'migration', '546e8ea79dab20c471bba2602e70e3512a2321b9d209646c2b0597805c47e8e3');
 
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.

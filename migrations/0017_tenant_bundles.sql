@@ -43,6 +43,16 @@ COMMENT ON COLUMN compliance.export_jobs.mode IS
 
 -- Their signatures gain a parameter; sql/49_tenant_heads.sql and sql/70_exports.sql
 -- recreate them right after.
-DROP FUNCTION IF EXISTS compliance.request_export(jsonb, text);
-DROP FUNCTION IF EXISTS compliance.tenant_heads_root();
-DROP FUNCTION IF EXISTS compliance.tenant_head_proof(text);
+DO $$
+DECLARE
+    v_signature text;
+BEGIN
+    FOREACH v_signature IN ARRAY ARRAY[
+        'compliance.request_export(jsonb, text)', 'compliance.tenant_heads_root()', 'compliance.tenant_head_proof(text)'
+    ] LOOP
+        IF pg_catalog.to_regprocedure(v_signature) IS NOT NULL THEN
+            EXECUTE 'DROP FUNCTION ' || v_signature;
+        END IF;
+    END LOOP;
+END;
+$$;
