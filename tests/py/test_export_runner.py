@@ -330,7 +330,7 @@ def test_request_prints_the_job_id_and_audits_the_request(conn, dsn, capsys):
     assert event == (
         "data.export_initiated",
         "auditor@example.com",
-        {"job_id": str(job_id), "filter": {"tenant_ids": ["acme", "beta"]}},
+        {"job_id": str(job_id), "mode": "range", "filter": {"tenant_ids": ["acme", "beta"]}},
     )
 
     code, out, _ = run_cli(

@@ -86,7 +86,7 @@ def test_schedule_jobs_is_idempotent_and_repairs_drift(conn):
     prefix = prefix_of(conn)
     other_project = f"auditchain:{conn.info.dbname}_other:drain"
     try:
-        assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] == 6
+        assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] == 7
         installed = jobs_named(prefix)
         wanted = {
             name: (schedule, command, database, True)
@@ -96,7 +96,7 @@ def test_schedule_jobs_is_idempotent_and_repairs_drift(conn):
         }
         assert {name: job[1:] for name, job in installed.items()} == wanted
 
-        assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] == 6
+        assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] == 7
         assert jobs_named(prefix) == installed, "a second call changes nothing"
 
         drain_id = installed[prefix + "drain"][0]
@@ -112,7 +112,7 @@ def test_schedule_jobs_is_idempotent_and_repairs_drift(conn):
             "SELECT cron.schedule_in_database(%s, '0 0 1 1 *', 'SELECT 1', %s, NULL, false)",
             (other_project, CRON_DB),
         )
-        assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] == 6
+        assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] == 7
         assert jobs_named(prefix) == installed, "drift is repaired in place and the stray job removed"
         assert other_project in jobs_named(other_project), "another database's jobs are left alone"
 
@@ -125,7 +125,7 @@ def test_schedule_jobs_is_idempotent_and_repairs_drift(conn):
     finally:
         removed = conn.execute("SELECT compliance.unschedule_jobs()").fetchone()[0]
         cron("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s", (other_project,))
-    assert removed == 6
+    assert removed == 7
     assert jobs_named(prefix) == {}
     assert conn.execute("SELECT compliance.unschedule_jobs()").fetchone()[0] == 0, "idempotent"
     assert conn.execute("SELECT bool_or(scheduled) FROM compliance.cron_job_health()").fetchone()[0] is False

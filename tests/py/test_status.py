@@ -82,7 +82,7 @@ def chain_recorded_at(conn: psycopg.Connection, count: int, at: datetime) -> Non
 
 @pytest.mark.slow
 def test_unscheduled_drainer_backlog_bands_and_rescheduling_drains_it(conn, dsn, capsys):
-    assert metric_values(conn)["cron_jobs_unscheduled"] == 6
+    assert metric_values(conn)["cron_jobs_unscheduled"] == 7
     expected = [
         (150, "elevated", "warning"),
         (10_001, "concerning", "warning"),
@@ -101,7 +101,7 @@ def test_unscheduled_drainer_backlog_bands_and_rescheduling_drains_it(conn, dsn,
         assert check(document, "pg_cron")["state"] == "warning"
         assert "drain: not scheduled" in check(document, "pg_cron")["details"]
 
-        assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] == 6
+        assert conn.execute("SELECT compliance.schedule_jobs()").fetchone()[0] == 7
         wait_until(lambda: metric_values(conn)["outbox_depth"] == 0, timeout=180, what="pg_cron to drain")
 
         _, document = status(capsys, dsn)
