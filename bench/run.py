@@ -28,6 +28,7 @@ from benchkit import (
     merkle,
     monitors,
     rotation,
+    tenant_export,
     tenants,
     verify,
 )
@@ -160,6 +161,9 @@ def plan(p: Profile, lab: exports.BundleLab) -> list[Step]:
             ("erase", lambda lg, s=size: erasure.run_erase(lg, size=s, count=p.erase_events)),
         ]
         if size == p.large_log:
+            # One tenant (1% of the log) in tenant mode against range mode; leaves a commitment,
+            # an anchor and two export requests behind.
+            steps.append(("tenant_export", lambda lg: tenant_export.run(lab, size=p.large_log)))
             # 100 expected-event monitors checked beside the large log, 1,000 events a second arriving.
             steps.append(("monitors", lambda lg: monitors.run(lg, log_size=p.large_log)))
     steps.append(("drain", lambda lg: drain_at(lg, p.large_log)))

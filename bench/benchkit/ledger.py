@@ -77,8 +77,10 @@ BEGIN
       FROM bench_ref.filler(v_state.last_seq, events) AS f
       JOIN unnest(v_prev, v_hashes) WITH ORDINALITY AS u (prev_hash, event_hash, n)
         ON u.n = f.seq - v_state.last_seq;
-    -- The Merkle tree follows the chain, as in drain(): the head check requires it.
+    -- The Merkle trees follow the chain, as in drain(): the head check requires the global one,
+    -- the tenant heads commitment the tenant trees.
     PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
+    PERFORM compliance._tenant_tree_append(v_state.last_seq + 1, v_digests);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + events, last_hash = v_hash,
            total_drained = total_drained + events, last_success_at = clock_timestamp();
@@ -99,7 +101,9 @@ SELECT i,
         || substr(h, 4, 15))::uuid,
        timestamptz '2026-01-01 00:00:00+00' + i * interval '10 microseconds',
        timestamptz '2026-01-01 00:00:01+00' + i * interval '10 microseconds',
-       CASE WHEN mod(i, 10) = 0 THEN NULL ELSE 'tenant-' || mod(i, 10) END,
+       -- Every 100th event is tenant-1pct's (the tenant_export case), the other tenth ones have none.
+       CASE WHEN mod(i, 100) = 0 THEN 'tenant-1pct' WHEN mod(i, 10) = 0 THEN NULL
+            ELSE 'tenant-' || mod(i, 10) END,
        'bench.event_' || mod(i, 20), 'user:' || mod(i, 1000), p.payload,
        1::smallint, NULL::bytea, NULL::bytea,
        -- Hash format v1 rows: no salts, commitments or erasure marks.

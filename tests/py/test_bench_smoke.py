@@ -31,6 +31,7 @@ CASES = {
     "hash_v2_drain",
     "erase",
     "tenant_drain",
+    "tenant_export",
 }
 # A case may be skipped only while the module it measures does not exist.
 NEEDS = {"export": ["auditchain.export"], "verify_bundle": ["auditchain.export", "auditchain.offline.bundle"]}
