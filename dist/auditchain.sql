@@ -971,6 +971,17 @@ WHERE event_type = 'compliance.tenant_heads';
 
 ALTER TABLE compliance.export_jobs
 ADD COLUMN mode text NOT NULL DEFAULT 'range' CONSTRAINT export_jobs_mode_check CHECK (mode IN ('range', 'tenant'));
+-- A tenant bundle has a line per tenant event, not per seq of its range; every line matched.
+ALTER TABLE compliance.export_jobs
+DROP CONSTRAINT export_jobs_row_count_is_range,
+ADD CONSTRAINT export_jobs_row_count_is_range CHECK (
+    CASE mode
+        WHEN 'range' THEN row_count = coalesce(seq_to - seq_from + 1, 0)
+        ELSE row_count <= coalesce(seq_to - seq_from + 1, 0) AND matched_count = row_count
+    END
+);
+COMMENT ON CONSTRAINT export_jobs_row_count_is_range ON compliance.export_jobs IS
+'A range bundle has one line per seq of its range; a tenant bundle one per tenant event in it, every one matched.';
 COMMENT ON COLUMN compliance.export_jobs.mode IS
 'range: every event of a seq range, the unmatched as hashes; tenant: one tenant''s events with its tree''s proofs.';
 
@@ -989,7 +1000,7 @@ BEGIN
     END LOOP;
 END;
 $$;
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0017_tenant_bundles.sql', 'migration', '546e8ea79dab20c471bba2602e70e3512a2321b9d209646c2b0597805c47e8e3');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0017_tenant_bundles.sql', 'migration', 'df78f0738b0c6f02601f5a1b3128415608f35836ad8c34e5524fcd3a60d4bd31');
 
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.

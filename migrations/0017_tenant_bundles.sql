@@ -38,6 +38,17 @@ WHERE event_type = 'compliance.tenant_heads';
 
 ALTER TABLE compliance.export_jobs
 ADD COLUMN mode text NOT NULL DEFAULT 'range' CONSTRAINT export_jobs_mode_check CHECK (mode IN ('range', 'tenant'));
+-- A tenant bundle has a line per tenant event, not per seq of its range; every line matched.
+ALTER TABLE compliance.export_jobs
+DROP CONSTRAINT export_jobs_row_count_is_range,
+ADD CONSTRAINT export_jobs_row_count_is_range CHECK (
+    CASE mode
+        WHEN 'range' THEN row_count = coalesce(seq_to - seq_from + 1, 0)
+        ELSE row_count <= coalesce(seq_to - seq_from + 1, 0) AND matched_count = row_count
+    END
+);
+COMMENT ON CONSTRAINT export_jobs_row_count_is_range ON compliance.export_jobs IS
+'A range bundle has one line per seq of its range; a tenant bundle one per tenant event in it, every one matched.';
 COMMENT ON COLUMN compliance.export_jobs.mode IS
 'range: every event of a seq range, the unmatched as hashes; tenant: one tenant''s events with its tree''s proofs.';
 
