@@ -155,7 +155,8 @@ COMMENT ON FUNCTION compliance.tenant_head_proof(text, bigint) IS
 -- tree_size N, tenants, root) for the drainer to chain, so the next anchor's checkpoint
 -- covers it. Nothing when the log is empty, when nothing but the previous commitment was
 -- chained since it, or while that commitment still waits in the outbox (no second one queues
--- behind it), so a second run is a no-op. Returns the event's id or NULL.
+-- behind it), so a second run is a no-op. Returns the event's id or NULL; XX001 (the job
+-- fails, and its alarm fires) when the tenant trees do not cover the log exactly.
 -- Touches: drainer_state (read, FOR SHARE), tenant_trees, audit_events (read),
 -- tenant_head_history, audit_outbox (INSERT).
 CREATE OR REPLACE FUNCTION compliance.commit_tenant_heads()
@@ -187,10 +188,10 @@ BEGIN
     END IF;
     SELECT coalesce(pg_catalog.sum(t.tree_size), 0) INTO v_covered FROM compliance.tenant_trees AS t;
     IF v_covered <> v_size THEN
-        -- Never commit heads that disagree with the log; the anchor itself still goes ahead.
-        RAISE WARNING 'tenant heads not committed: the tenant trees cover % events, the log has %', v_covered, v_size
-            USING HINT = 'Run compliance.verify_tree().';
-        RETURN NULL;
+        -- Never commit heads that disagree with the log; failing the job raises the cron alarm
+        -- (anchors are a job of their own and go on).
+        RAISE EXCEPTION 'tenant heads not committed: the tenant trees cover % events, the log has %', v_covered, v_size
+            USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_tree(); see docs/runbook.md "pg_cron jobs failing or missing".';
     END IF;
 
     INSERT INTO compliance.tenant_head_history (tenant_key, heads_size, tree_size, tree_root)
