@@ -4972,11 +4972,10 @@ RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-RETURN coalesce(
-    (SELECT pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n)
-       FROM unnest(hashes) WITH ORDINALITY AS h (hash, n)),
-    '[]'::jsonb
-);
+AS $$
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n), '[]'::jsonb)
+      FROM unnest(hashes) WITH ORDINALITY AS h (hash, n);
+$$;
 COMMENT ON FUNCTION compliance._base64_hashes(bytea[]) IS 'Internal: hashes as a JSON array of base64 strings.';
 
 -- compliance._tenant_export_proofs(filter): everything a tenant bundle proves with, for a
@@ -5662,7 +5661,7 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.reconcile_exports(interval) IS
 'Fails running export jobs whose runner reported no progress for stuck_after (default 15 minutes); returns how many.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', '2ae4313eaa3c422e001d836579869bbbb702769aaef3f296bbd086eaf59ffcee');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', 'f48c1edd055761d18bbe0b12ea09ec130d67987d8e6feeeb9c098c63215a7d99');
 
 -- ==== definition: 72_receipts.sql
 -- Receipts (`auditchain prove`, docs/proofs.md "Receipts"): everything a C2SP tlog-proof for

@@ -352,11 +352,10 @@ RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
-RETURN coalesce(
-    (SELECT pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n)
-       FROM unnest(hashes) WITH ORDINALITY AS h (hash, n)),
-    '[]'::jsonb
-);
+AS $$
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n), '[]'::jsonb)
+      FROM unnest(hashes) WITH ORDINALITY AS h (hash, n);
+$$;
 COMMENT ON FUNCTION compliance._base64_hashes(bytea[]) IS 'Internal: hashes as a JSON array of base64 strings.';
 
 -- compliance._tenant_export_proofs(filter): everything a tenant bundle proves with, for a
