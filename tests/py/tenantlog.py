@@ -100,12 +100,9 @@ class TenantLog:
         return line
 
     def emit(self, tenant_id: str | None, n: int) -> dict[str, Any]:
-        return self.append(
-            tenant_id,
-            "invoice.paid",
-            f"user-{n % 7}@example.com",
-            json.dumps({"note": "ünï", "amount": n}, ensure_ascii=False),
-        )
+        """An ordinary event; its type and actor name it alone, so that a test can look for them."""
+        payload = json.dumps({"note": f"ünï {n}", "amount": n}, ensure_ascii=False)
+        return self.append(tenant_id, f"invoice.paid_{n}", f"user-{n}@example.com", payload)
 
     def commit_heads(self) -> dict[str, Any]:
         """What compliance.create_anchor emits: the heads root at the current size, as an event."""

@@ -249,8 +249,8 @@ class _Walk:
     frontier: list[bytes]
     size: int
     rebuilt: bool = True  # every line gave its record digest
-    prev_seq: int = 0
-    prev_event_hash: bytes | None = None
+    prev_seq: int = 0  # seq 0 stands for the genesis: seq 1's prev_hash is 32 zero bytes
+    prev_event_hash: bytes = hashing.GENESIS_HASH
     first_seq: int | None = None
 
 
@@ -409,7 +409,8 @@ def check_tenant(
     # The lines are checked against the committed head only when every proof up to it held.
     proven = to if "from" not in tenant or frontier is not None else None
     k0 = since.tenant_size if since is not None else 0
-    walk = _Walk(frontier=list(frontier or []), size=k0)
+    # Without a verified frontier the lines still build a tree (from empty), never compared.
+    walk = _Walk(frontier=list(frontier), size=k0) if frontier is not None else _Walk(frontier=[], size=0)
     seq_bounds = None
     if proven is not None:
         seq_bounds = (since.heads.tree_size if since is not None else 0, proven.heads.tree_size)
