@@ -5,6 +5,7 @@ another tenant's events, and each attack fails with the tamper code and a failur
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -147,7 +148,8 @@ def test_a_tenant_bundle_without_vkey_is_a_usage_error(log, tmp_path, capsys):
     code, out, err = clihelpers.run_cli(capsys, "verify-bundle", str(folder))
     assert code == EXIT_USAGE
     assert err.strip().splitlines() == [
-        "auditchain verify-bundle: a tenant bundle is proved by a signed checkpoint: pass --vkey with the log's verifier key"
+        "auditchain verify-bundle: a tenant bundle is proved by a signed checkpoint: "
+        "pass --vkey with the log's verifier key"
     ]
 
 
@@ -561,6 +563,16 @@ def test_head_leaf_data_is_the_documented_bytes():
             tenant_heads.head_leaf_data("a", size, bad_root)
 
 
+def test_compact_range_push_matches_the_database(conn):
+    digests = [hashlib.sha256(bytes([i])).digest() for i in range(23)]
+    (expected,) = conn.execute("SELECT compliance._tree_push('{}', 0, %s)", (digests,)).fetchone()
+    frontier: list[bytes] = []
+    size = 0
+    for digest in digests:
+        size = merkle.compact_range_push(frontier, size, merkle.leaf_hash(digest))
+    assert frontier == [bytes(h) for h in expected] and len(frontier) == 4  # 23 = 16 + 4 + 2 + 1
+
+
 def test_head_leaf_data_matches_the_database(conn):
     root = bytes(range(32))
     for tenant in TENANTS:
@@ -569,18 +581,18 @@ def test_head_leaf_data_matches_the_database(conn):
         assert tenant_heads.head_leaf_data(tenant, 17, root) == bytes(expected)
 
 
+ZERO = "0" * 64
+
+
 @pytest.mark.parametrize(
     ("payload", "words"),
     [
-        ('{"root": "%s", "tenants": 2}' % ("0" * 64), "not exactly"),
-        ('{"root": "%s", "tenants": 2, "tree_size": 5, "x": 1}' % ("0" * 64), "not exactly"),
-        ('{"root": "%s", "tenants": true, "tree_size": 5}' % ("0" * 64), "tenants is True, not a count"),
-        ('{"root": "%s", "tenants": 2, "tree_size": -1}' % ("0" * 64), "tree_size is -1"),
-        ('{"root": "%s", "tenants": 2, "tree_size": 5}' % ("A" * 64), "root is not 64 lower-case hex"),
-        (
-            '{"root": "%s", "root": "%s", "tenants": 2, "tree_size": 5}' % ("0" * 64, "1" * 64),
-            "duplicate key",
-        ),
+        (json.dumps({"root": ZERO, "tenants": 2}), "not exactly"),
+        (json.dumps({"root": ZERO, "tenants": 2, "tree_size": 5, "x": 1}), "not exactly"),
+        (json.dumps({"root": ZERO, "tenants": True, "tree_size": 5}), "tenants is True, not a count"),
+        (json.dumps({"root": ZERO, "tenants": 2, "tree_size": -1}), "tree_size is -1"),
+        (json.dumps({"root": "A" * 64, "tenants": 2, "tree_size": 5}), "root is not 64 lower-case hex"),
+        (f'{{"root": "{ZERO}", "root": "{"1" * 64}", "tenants": 2, "tree_size": 5}}', "duplicate key"),
         ("[1]", "not a JSON object"),
     ],
 )

@@ -602,7 +602,8 @@ HOSTILE_MANIFESTS = {
     "format version 3 with a mode": (
         lambda folder: edit_manifest(folder, lambda m: m.update(mode="range")),
         EXIT_FAILED,
-        "(top): Unevaluated properties are not allowed ('mode' was unexpected): not part of manifest format v3",
+        "(top): Unevaluated properties are not allowed ('mode' was unexpected): "
+        "not part of manifest format v3",
     ),
     "hash version 1 in format 3": (
         lambda folder: edit_manifest(folder, lambda m: m.update(hash_version=1)),
