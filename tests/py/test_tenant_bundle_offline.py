@@ -5,20 +5,26 @@ another tenant's events, and each attack fails with the tamper code and a failur
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import random
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import clihelpers
+from auditchain.cli import main
 from auditchain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from auditchain.formats import hashing, merkle, note, schemas, tenant_heads
 from auditchain.formats import manifest as manifest_format
 from tenantlog import DATA, TenantLog, b64, encode, write_folder
+from test_security_hostile_bundles import HOSTILE, LINE_DAMAGE, json_values
 
 TENANTS = ["acme", "globex", None, "Zürich-支店", "b"]
 Bundle = tuple[dict[str, Any], list[bytes]]
@@ -607,3 +613,72 @@ def test_a_commitment_payload_parses():
     assert tenant_heads.parse_commitment_payload(text) == tenant_heads.HeadsCommitment(
         40, 3, bytes([0xAB]) * 32
     )
+
+
+# ---------------------------------------------------------------------------- hostile input
+
+
+def _leaves(value: Any, path: tuple = ()) -> list[tuple]:
+    """The paths of every scalar and list under a JSON value."""
+    if isinstance(value, dict):
+        return [p for key, inner in value.items() for p in _leaves(inner, (*path, key))]
+    paths = [path]
+    if isinstance(value, list):
+        paths += [p for i, inner in enumerate(value) for p in _leaves(inner, (*path, i))]
+    return paths
+
+
+def _verify_quietly(folder: Path, vkey: str) -> int:
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(out),
+    ):
+        return main(["verify-bundle", str(folder), "--json", "--vkey", vkey])
+
+
+@pytest.mark.slow
+@HOSTILE
+@given(data=st.data())
+def test_damaged_tenant_bundles_are_never_accepted(log, tmp_path_factory, data):
+    """Lines dropped, duplicated, swapped, replaced or cut (as the range bundle's hostile test damages
+    them), or any value of the manifest's tenant section or filter replaced: exit 1 or 64, no
+    traceback, never success."""
+    manifest, lines = log.tenant_bundle("acme", to_size(log), from_size(log))
+    manifest = json.loads(json.dumps(manifest))
+    if data.draw(st.booleans(), label="damage the lines"):
+        damage = data.draw(st.sampled_from(LINE_DAMAGE), label="damage")
+        damaged = damage([line + b"\n" for line in lines], data)
+        lines = b"".join(damaged).split(b"\n")[:-1] if damaged else []
+    else:
+        section = data.draw(st.sampled_from(["tenant", "filter"]), label="section")
+        path = data.draw(st.sampled_from(_leaves(manifest[section])), label="path")
+        target = manifest[section]
+        for step in path[:-1]:
+            target = target[step]
+        old = target[path[-1]] if path else None
+        value = data.draw(json_values.filter(lambda v: v != old), label="value")
+        if path:
+            target[path[-1]] = value
+        else:
+            manifest[section] = value
+    folder = write_folder(tmp_path_factory.mktemp("hostile"), manifest, lines)
+    assert _verify_quietly(folder, log.vkey) in (EXIT_FAILED, EXIT_USAGE)
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "commitment line", "tenant_id"])
+def test_a_lone_surrogate_in_the_manifest_is_refused_without_a_traceback(log, tmp_path, capsys, where):
+    """JSON can spell a lone surrogate ("\\ud800"), which has no UTF-8 form to hash or verify."""
+    folder = write_folder(tmp_path, *log.tenant_bundle("acme", to_size(log)))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    section = manifest["tenant"]["to"]
+    if where == "checkpoint":
+        section["checkpoint"] += "\ud800"
+    elif where == "commitment line":
+        section["commitment"]["line"] = section["commitment"]["line"].replace("compliance.", "\ud800")
+    else:
+        manifest["tenant"]["tenant_id"] = manifest["filter"]["tenant_id"] = "acme\ud800"
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="ascii")
+    code, report = verify(capsys, folder, *with_vkey(log))
+    assert code == EXIT_FAILED
+    assert report["failures"][0]["check"] == {"tenant_id": "head"}.get(where, where.split()[0])

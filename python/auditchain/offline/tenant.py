@@ -59,7 +59,10 @@ def _open_checkpoint(
     which: str, signed: str, origin: str | None, verifiers: Sequence[note.Verifier], fail: Fail
 ) -> tuple[checkpoint.Checkpoint, tuple[str, ...]] | None:
     try:
-        cp, opened = checkpoint.open_signed(signed.encode("utf-8"), verifiers)
+        cp, opened = checkpoint.open_signed(hashing.utf8(signed), verifiers)
+    except hashing.FieldError:
+        fail("checkpoint", f"the {which} checkpoint is malformed: it has no UTF-8 form")
+        return None
     except note.BadSignature as exc:
         fail("checkpoint", f"the {which} checkpoint's signature does not verify ({exc}): it was altered")
         return None
