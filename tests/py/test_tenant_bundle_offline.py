@@ -407,7 +407,7 @@ def test_a_bundle_between_two_checkpoints_with_one_event_dropped_fails(log, tmp_
     code, report = verify(capsys, write_folder(tmp_path, *bundle), *with_vkey(log))
     assert code == EXIT_FAILED
     assert report["failures"][0]["check"] == "completeness"
-    assert "events since its event" in report["failures"][0]["message"]
+    assert "events after its first" in report["failures"][0]["message"]
     assert "one is missing" in report["failures"][0]["message"]
 
 

@@ -310,7 +310,8 @@ def _check_tenant_line(
             f"seq {seq} is not in the global seqs {low + 1}..{high} the committed tenant heads cover",
         )
     walk.first_seq = walk.first_seq or seq
-    walk.prev_seq, walk.prev_event_hash = max(seq, walk.prev_seq), event_hash
+    if seq > walk.prev_seq:
+        walk.prev_seq, walk.prev_event_hash = seq, event_hash
     if record_sha256 is None:
         walk.rebuilt = False
     else:
@@ -319,7 +320,7 @@ def _check_tenant_line(
 
 def _check_completeness(report: Report, walk: _Walk, to: CommittedHead, k0: int) -> None:
     expected, lines = to.tenant_size - k0, report.lines
-    since = f" since its event {k0}" if k0 else ""
+    since = f" after its first {k0}" if k0 else ""
     if lines < expected:
         missing = expected - lines
         fail_text = "one is missing" if missing == 1 else f"{missing} are missing"
@@ -412,8 +413,9 @@ def check_tenant(
     # The lines are checked against the committed head only when every proof up to it held.
     proven = to if "from" not in tenant or frontier is not None else None
     k0 = since.tenant_size if since is not None else 0
-    # Without a verified frontier the lines still build a tree (from empty), never compared.
-    walk = _Walk(frontier=list(frontier), size=k0) if frontier is not None else _Walk(frontier=[], size=0)
+    # The lines extend the tenant's tree at k0: the verified frontier, or the empty tree without a
+    # from checkpoint. When a from proof failed they are still read and re-hashed, never compared.
+    walk = _Walk(frontier=list(frontier or []), size=k0 if frontier is not None else 0)
     seq_bounds = None
     if proven is not None:
         seq_bounds = (since.heads.tree_size if since is not None else 0, proven.heads.tree_size)
