@@ -114,25 +114,24 @@ def load(raw: bytes) -> tuple[Manifest, list[str]]:
         {**anchor, **{name: bytes.fromhex(anchor[name]) for name in _ANCHOR_DIGESTS}}
         for anchor in document["anchors"]
     ]
-    seq_from, seq_to = fields["seq_from"], fields["seq_to"]
-    if (seq_from is None) != (seq_to is None):
-        raise UnusableManifest(f"{MANIFEST_NAME} has only one of seq_from and seq_to")
-    if seq_from is not None and seq_from > seq_to:
-        raise UnusableManifest(f"{MANIFEST_NAME} range seq {seq_from}..{seq_to} is not a range of seqs")
-    if (seq_from is None) != (fields["range_prev_hash"] is None):
+    _check_seq_bounds(fields["seq_from"], fields["seq_to"])
+    if (fields["seq_from"] is None) != (fields["range_prev_hash"] is None):
         raise UnusableManifest(f"{MANIFEST_NAME} has a range_prev_hash exactly when it has a range")
     manifest = Manifest(fields, export_filter, anchors)
     return manifest, problems + _inconsistencies(manifest)
 
 
+def _check_seq_bounds(seq_from: int | None, seq_to: int | None) -> None:
+    if (seq_from is None) != (seq_to is None):
+        raise UnusableManifest(f"{MANIFEST_NAME} has only one of seq_from and seq_to")
+    if seq_from is not None and seq_to is not None and seq_from > seq_to:
+        raise UnusableManifest(f"{MANIFEST_NAME} range seq {seq_from}..{seq_to} is not a range of seqs")
+
+
 def _tenant_manifest(document: dict[str, Any]) -> Manifest:
     """A tenant-mode manifest: its lines are checked against the tenant section's proofs
     (offline/tenant.py), so the filter selects by nothing but withhold_payloads here."""
-    seq_from, seq_to = document["seq_from"], document["seq_to"]
-    if (seq_from is None) != (seq_to is None):
-        raise UnusableManifest(f"{MANIFEST_NAME} has only one of seq_from and seq_to")
-    if seq_from is not None and seq_from > seq_to:
-        raise UnusableManifest(f"{MANIFEST_NAME} range seq {seq_from}..{seq_to} is not a range of seqs")
+    _check_seq_bounds(document["seq_from"], document["seq_to"])
     export_filter = ExportFilter(withhold_payloads=document["filter"]["withhold_payloads"])
     return Manifest(document | {"data_sha256": bytes.fromhex(document["data_sha256"])}, export_filter, [])
 
