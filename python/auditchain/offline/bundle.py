@@ -109,13 +109,12 @@ def verify_bundle(
         if anchors == "require":
             report.notes.append("--require-anchors does not apply to a tenant bundle (it lists no anchors)")
         check_tenant(source, manifest, report, expect, progress)
-        report.seconds = time.monotonic() - started
-        return report
-    if expect is not None and (expect.verifiers or expect.min_tree_size is not None or expect.not_before):
-        report.notes.append(NOT_FOR_RANGE)
-    chain = check_data(source, manifest, report, progress)
-    fetcher = None if anchors == "skip" else AnchorFetcher(s3_client)
-    check_anchors(manifest, chain, report, fetcher, require=anchors == "require")
+    else:
+        if expect is not None and (expect.verifiers or expect.min_tree_size is not None or expect.not_before):
+            report.notes.append(NOT_FOR_RANGE)
+        chain = check_data(source, manifest, report, progress)
+        fetcher = None if anchors == "skip" else AnchorFetcher(s3_client)
+        check_anchors(manifest, chain, report, fetcher, require=anchors == "require")
     report.seconds = time.monotonic() - started
     return report
 
