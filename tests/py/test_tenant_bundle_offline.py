@@ -24,7 +24,9 @@ from auditchain.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from auditchain.formats import hashing, merkle, note, schemas, tenant_heads
 from auditchain.formats import manifest as manifest_format
 from tenantlog import DATA, TenantLog, b64, encode, write_folder
+from test_hashing import emit_odd_events, exported_events
 from test_security_hostile_bundles import HOSTILE, LINE_DAMAGE, json_values
+from test_verify_bundle import emit_events
 
 TENANTS = ["acme", "globex", None, "Zürich-支店", "b"]
 Bundle = tuple[dict[str, Any], list[bytes]]
@@ -682,3 +684,37 @@ def test_a_lone_surrogate_in_the_manifest_is_refused_without_a_traceback(log, tm
     code, report = verify(capsys, folder, *with_vkey(log))
     assert code == EXIT_FAILED
     assert report["failures"][0]["check"] == {"tenant_id": "head"}.get(where, where.split()[0])
+
+
+def test_the_tree_of_tenant_heads_is_the_databases(conn):
+    """The heads rebuilt here from exported events, ordered by tenant id bytes, are the leaves
+    compliance.tenant_heads_root and tenant_head_proof prove against: tenant ids with spaces,
+    quotes, astral and combining characters, and the events without a tenant."""
+    emit_odd_events(conn)
+    emit_events(conn, 60)
+    leaves: dict[str | None, list[bytes]] = {}
+    for event in exported_events(conn):
+        digest = bytes.fromhex(event["record_sha256"])
+        leaves.setdefault(event["tenant_id"], []).append(merkle.leaf_hash(digest))
+    tenants = sorted(leaves, key=lambda t: b"" if t is None else t.encode())
+    heads = [
+        merkle.leaf_hash(
+            tenant_heads.head_leaf_data(t, len(leaves[t]), merkle.root_from_leaf_hashes(leaves[t]))
+        )
+        for t in tenants
+    ]
+    size, count, root = conn.execute("SELECT * FROM compliance.tenant_heads_root()").fetchone()
+    assert (size, count, bytes(root)) == (
+        sum(map(len, leaves.values())),
+        len(tenants),
+        merkle.root_from_leaf_hashes(heads),
+    )
+    for index, tenant in enumerate(tenants):
+        row = conn.execute(
+            "SELECT head_index, tenant_tree_size, tenant_root, proof FROM compliance.tenant_head_proof(%s)",
+            (tenant,),
+        ).fetchone()
+        k, tenant_root = len(leaves[tenant]), merkle.root_from_leaf_hashes(leaves[tenant])
+        assert (row[0], row[1], bytes(row[2])) == (index, k, tenant_root)
+        data = tenant_heads.head_leaf_data(tenant, k, tenant_root)
+        merkle.verify_inclusion(merkle.leaf_hash(data), index, count, [bytes(h) for h in row[3]], bytes(root))
