@@ -37,7 +37,7 @@ from .cliutil import add_command, add_json_flag, is_terminal, print_json
 from .config import add_bucket_option, add_endpoint_options, require_bucket
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, AuditchainError, first_line
 from .formats import anchor_document, checkpoint, note
-from .offline.proof import read_verifiers
+from .offline.vkeys import read_verifiers
 
 MAX_CHECKPOINT_BYTES = 64 * 1024
 

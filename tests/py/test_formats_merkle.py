@@ -173,3 +173,28 @@ def test_any_flipped_bit_in_a_proof_is_refused(size, data):
                 merkle.verify_inclusion(hashes[index], index, size, spoiled, root)
             else:
                 merkle.verify_consistency(size1, size, spoiled, root1, root)
+
+
+def test_a_compact_range_folds_to_the_root_at_every_size() -> None:
+    hashes = [merkle.leaf_hash(bytes([i])) for i in range(70)]
+    frontier: list[bytes] = []
+    size = 0
+    assert merkle.fold_compact_range(frontier) == merkle.EMPTY_ROOT
+    for leaf in hashes:
+        size = merkle.compact_range_push(frontier, size, leaf)
+        merkle.check_compact_range(frontier, size)
+        assert merkle.fold_compact_range(frontier) == merkle.root_from_leaf_hashes(hashes[:size])
+        if size == 13:  # 8 + 4 + 1: the roots of the perfect subtrees, largest first
+            roots = [hashes[0:8], hashes[8:12], hashes[12:13]]
+            assert frontier == [merkle.root_from_leaf_hashes(r) for r in roots]
+
+
+def test_a_compact_range_of_the_wrong_shape_is_refused() -> None:
+    leaf = merkle.leaf_hash(b"x")
+    for frontier, size, words in (
+        ([leaf], 2 + 1, "has 2 hashes, not 1"),
+        ([leaf, leaf], 4, "has 1 hashes, not 2"),
+        ([leaf[:31]], 1, "compact range hash 0 is 31 bytes"),
+    ):
+        with pytest.raises(merkle.ProofError, match=words):
+            merkle.check_compact_range(frontier, size)

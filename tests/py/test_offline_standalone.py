@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from auditchain import config
-from auditchain.errors import EXIT_CONFIG, EXIT_USAGE
+from auditchain.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from tenantlog import TenantLog, write_folder
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "python" / "auditchain"
@@ -43,6 +44,24 @@ def test_verify_bundle_runs_without_the_database_driver_or_the_aws_sdk(tmp_path)
 
     proc = run_without_drivers("verify-bundle", "--help")
     assert proc.returncode == 0 and "Verify an export bundle" in proc.stdout
+
+
+def test_a_tenant_bundle_verifies_without_the_database_driver_or_the_aws_sdk(tmp_path):
+    """Its proofs, the tenant heads and the compact ranges are all auditchain.formats."""
+    log = TenantLog.create()
+    for n in range(1, 40):
+        log.emit(("acme", None, "globex")[n % 3], n)
+        if n % 13 == 0:
+            log.commit_heads()
+    folder = write_folder(tmp_path, *log.tenant_bundle("acme", log.size, since=log.commitments[0]))
+    proc = run_without_drivers("verify-bundle", str(folder), "--vkey", log.vkey)
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+    assert "complete up to global seq" in proc.stdout and "LOADED []" in proc.stderr
+
+    other = TenantLog.create().vkey
+    proc = run_without_drivers("verify-bundle", str(folder), "--vkey", other)
+    assert proc.returncode == EXIT_FAILED and "not signed by a trusted key" in proc.stdout
+    assert "LOADED []" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_command_whose_extra_is_missing_names_the_extra():

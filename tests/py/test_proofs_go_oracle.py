@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from auditchain import signing
-from auditchain.formats import checkpoint, merkle, receipt
+from auditchain.formats import checkpoint, merkle, receipt, tenant_heads
 from prooflog import ProofLog
+from tenantlog import TenantLog
 from test_anchor import anchor_once, create_anchor, emit_and_drain, make_worm_bucket, run_cli
 from test_verify_bucket import as_superuser_attacker, rebuild_tree
 
@@ -265,3 +266,67 @@ def test_go_rejects_the_consistency_proof_of_a_history_rewritten_after_it_was_si
     )
     code, out = go("consistency", first.encode(), forged_head, proof_file(proof), vkey=signing_key.vkey)
     assert code == 1, out
+
+
+# ---------------------------------------------------------------------------- tenant bundles
+
+
+@pytest.fixture(scope="module")
+def tenant_bundle() -> tuple[TenantLog, dict]:
+    """The manifest of a tenant bundle between two checkpoints of a synthetic multi-tenant log."""
+    log = TenantLog.create()
+    tenants = ["acme", "globex", None, "Zürich-支店", "b", "c"]
+    for n in range(1, 301):
+        log.emit(tenants[n * 7 % 11 % len(tenants)], n)
+        if n % 100 == 0:
+            log.commit_heads()
+    manifest, _ = log.tenant_bundle("acme", log.size, log.commitments[1] + 2)
+    return log, manifest
+
+
+def _hashes(values: list[str]) -> list[bytes]:
+    return [base64.b64decode(v) for v in values]
+
+
+def _signed_tree(log: TenantLog, size: int, root: bytes) -> bytes:
+    """Any tree (size, root) as a signed checkpoint: how tlogcheck is handed a tree to check against."""
+    return signing.sign_checkpoint(checkpoint.Checkpoint("tenant-tree", size, root), log.signer)
+
+
+def test_go_accepts_the_tenant_head_proof_in_the_tree_of_tenant_heads(go, tenant_bundle):
+    log, manifest = tenant_bundle
+    section = manifest["tenant"]
+    for which in ("to", "from"):
+        proof = section[which]
+        commitment = json.loads(proof["commitment"]["line"])
+        heads = json.loads(commitment["payload"])
+        tree = _signed_tree(log, heads["tenants"], bytes.fromhex(heads["root"]))
+        head = proof["head"]
+        data = tenant_heads.head_leaf_data("acme", head["tree_size"], base64.b64decode(head["root"]))
+        path = proof_file(_hashes(head["inclusion_proof"]))
+        assert go("inclusion", tree, str(head["index"]), data.hex(), path, vkey=log.vkey)[0] == 0, which
+        other = tenant_heads.head_leaf_data("globex", head["tree_size"], base64.b64decode(head["root"]))
+        assert go("inclusion", tree, str(head["index"]), other.hex(), path, vkey=log.vkey)[0] == 1, which
+        # The commitment event itself is a leaf of the signed global checkpoint.
+        digest = receipt.event_leaf(commitment)
+        path = proof_file(_hashes(proof["commitment"]["inclusion_proof"]))
+        signed = proof["checkpoint"].encode()
+        assert go("inclusion", signed, str(commitment["seq"] - 1), digest.hex(), path, vkey=log.vkey)[0] == 0
+
+
+def test_go_accepts_the_tenant_and_global_consistency_proofs_of_a_tenant_bundle(go, tenant_bundle):
+    log, manifest = tenant_bundle
+    section = manifest["tenant"]
+    old, new = section["from"]["head"], section["to"]["head"]
+    assert old["tree_size"] < new["tree_size"]
+    trees = [_signed_tree(log, h["tree_size"], base64.b64decode(h["root"])) for h in (old, new)]
+    proof = _hashes(section["tenant_consistency_proof"])
+    assert go("consistency", *trees, proof_file(proof), vkey=log.vkey)[0] == 0
+    assert go("consistency", *trees, proof_file(flip(proof, 0)), vkey=log.vkey)[0] == 1
+    frontier = _hashes(section["from"]["frontier"])
+    assert merkle.fold_compact_range(frontier) == base64.b64decode(old["root"])
+
+    signed = [section[w]["checkpoint"].encode() for w in ("from", "to")]
+    proof = _hashes(section["consistency_proof"])
+    assert go("consistency", *signed, proof_file(proof), vkey=log.vkey)[0] == 0
+    assert go("consistency", *signed, proof_file(flip(proof, 1)), vkey=log.vkey)[0] == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from auditchain.formats import anchor_document, schemas
+from auditchain.formats import anchor_document, manifest, schemas
+from tenantlog import TenantLog
 from test_anchor import create_anchor, emit_and_drain
 
 
@@ -26,3 +27,20 @@ def test_the_anchor_documents_create_anchor_writes_satisfy_the_published_schema(
 
     for broken in ({"approved_by": "x"}, {"head_hash": first["head_hash"].upper()}, {"seq_to": "3"}):
         assert schemas.violations(anchor_document.SCHEMA, first | broken) != [], broken
+
+
+def test_the_manifest_schema_reads_tenant_mode_and_each_mode_has_its_own_fields():
+    """A tenant bundle's manifest (format 4) as tests/py/tenantlog.py writes it, to the spec the
+    export runner follows; a range manifest of format 4 is format 3 with "mode": "range"."""
+    log = TenantLog.create()
+    for n in range(1, 30):
+        log.emit(("acme", None)[n % 2], n)
+        if n % 10 == 0:
+            log.commit_heads()
+    tenant, _ = log.tenant_bundle("acme", log.size, since=log.commitments[0])
+    tenant |= {"data_sha256": "0" * 64, "data_bytes": 1}
+    assert schemas.violations(manifest.SCHEMA, tenant) == []
+    rules = {rule for rule, _ in schemas.violations(manifest.SCHEMA, tenant | {"anchors": []})}
+    assert rules == {"unevaluatedProperties"}, "a range field in a tenant manifest is not part of it"
+    assert schemas.violations(manifest.SCHEMA, tenant | {"format_version": 3}) != []
+    assert schemas.violations(manifest.SCHEMA, {k: v for k, v in tenant.items() if k != "mode"}) != []

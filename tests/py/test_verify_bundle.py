@@ -589,10 +589,21 @@ HOSTILE_MANIFESTS = {
         EXIT_USAGE,
         "is not an auditchain-export manifest",
     ),
-    "format version 4": (
+    "format version 5": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(format_version=5)),
+        EXIT_USAGE,
+        "has format_version 5; this verifier reads versions 1, 2, 3, 4",
+    ),
+    "format version 4 without a mode": (
         lambda folder: edit_manifest(folder, lambda m: m.update(format_version=4)),
         EXIT_USAGE,
-        "has format_version 4; this verifier reads versions 1, 2, 3",
+        "does not follow format v4: (top): 'mode' is a required property",
+    ),
+    "format version 3 with a mode": (
+        lambda folder: edit_manifest(folder, lambda m: m.update(mode="range")),
+        EXIT_FAILED,
+        "(top): Unevaluated properties are not allowed ('mode' was unexpected): "
+        "not part of manifest format v3",
     ),
     "hash version 1 in format 3": (
         lambda folder: edit_manifest(folder, lambda m: m.update(hash_version=1)),
@@ -642,7 +653,7 @@ HOSTILE_MANIFESTS = {
     "an extra field": (
         lambda folder: edit_manifest(folder, lambda m: m.update(approved=True)),
         EXIT_FAILED,
-        "(top): Additional properties are not allowed ('approved' was unexpected)",
+        "(top): Unevaluated properties are not allowed ('approved' was unexpected)",
     ),
     "line_count wrong": (
         lambda folder: edit_manifest(folder, lambda m: m.update(line_count=3)),

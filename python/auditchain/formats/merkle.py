@@ -195,3 +195,40 @@ def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: by
     _require_match("root1", hash1, root1)
     hash2 = _chain_border_right(_chain_inner(seed, rest[:inner], mask), rest[inner:])
     _require_match("root2", hash2, root2)
+
+
+def compact_range_push(frontier: list[bytes], size: int, leaf: bytes) -> int:
+    """Append a leaf hash to the compact range of a tree of `size` leaves, in place; returns the new
+    size. The compact range is the roots of the tree's perfect subtrees, largest (leftmost) first:
+    one per 1 bit of size. The leaf merges with the subtree to its left once per trailing 1 bit, as
+    compliance._tree_push does in the database."""
+    _check_hash("leaf hash", leaf)
+    bits = size
+    while bits & 1:
+        leaf = node_hash(frontier.pop(), leaf)
+        bits >>= 1
+    frontier.append(leaf)
+    return size + 1
+
+
+def check_compact_range(frontier: Sequence[bytes], size: int) -> None:
+    """Raise ProofError unless frontier can be the compact range of a tree of `size` leaves."""
+    if size < 0:
+        raise ProofError("tree size must not be negative")
+    if len(frontier) != size.bit_count():
+        raise ProofError(
+            f"a compact range of {size} leaves has {size.bit_count()} hashes, not {len(frontier)}"
+        )
+    for i, h in enumerate(frontier):
+        _check_hash(f"compact range hash {i}", h)
+
+
+def fold_compact_range(frontier: Sequence[bytes]) -> bytes:
+    """The root of the tree whose compact range this is: the subtree roots hashed from the right
+    (the last, smallest subtree is the right child of the others), SHA-256 of nothing when empty."""
+    if not frontier:
+        return EMPTY_ROOT
+    root = frontier[-1]
+    for h in reversed(frontier[:-1]):
+        root = node_hash(h, root)
+    return root

@@ -115,7 +115,7 @@ def _check_line(number: int, raw: bytes, manifest: Manifest, report: Report, sta
 
     matched = "excluded" not in event
     if matched:
-        hash_follows = _check_event(event, prev_hash, stored_hash, manifest, report, fail)
+        hash_follows = check_event(event, prev_hash, stored_hash, manifest, report, fail)[1]
     else:
         _check_exclusion_possible(seq, manifest, fail)
         hash_follows = _check_excluded(event, prev_hash, stored_hash, report, fail)
@@ -179,37 +179,38 @@ def _check_excluded(
     return True
 
 
-def _check_event(
+def check_event(
     event: dict[str, Any],
     prev_hash: bytes,
     stored_hash: bytes,
     manifest: Manifest,
     report: Report,
     fail: Callable[[str, str], None],
-) -> bool:
-    """A matched event; True when its fields hash to its event_hash."""
+) -> tuple[bytes | None, bool]:
+    """A matched event: its record digest (None when its fields do not form a record), and
+    whether its fields hash to its event_hash."""
     report.matched += 1
     try:
         version = hashing.hash_version(event)
     except hashing.FieldError as exc:
         fail("line", str(exc))
-        return False
+        return None, False
     allowed = FULL_EVENT_FIELDS | _version_fields(event, version, manifest, report, fail)
     if extra := set(event) - allowed:
         fail(
             "line", f"fields {sorted(extra)} are not part of an exported event (and not covered by its hash)"
         )
     try:
-        record = hashing.canonical_record(event)
+        record_sha256 = hashing.record_digest(hashing.canonical_record(event))
     except hashing.FieldError as exc:
         fail("line", str(exc))
-        return False
+        return None, False
     for reason in manifest.export_filter.mismatches(event):
         fail("filter", f"the manifest's filter does not select this event: {reason}")
-    if hashing.event_hash(prev_hash, record) != stored_hash:
+    if hashing.event_hash_from_digest(prev_hash, record_sha256) != stored_hash:
         fail("content", "the event's fields do not hash to its event_hash (a hashed field was changed)")
-        return False
-    return True
+        return record_sha256, False
+    return record_sha256, True
 
 
 def _version_fields(
@@ -260,30 +261,23 @@ def _version_fields(
     return fields
 
 
-def check_data(
-    source: FolderSource | S3Source, manifest: Manifest, report: Report, progress: bool
-) -> ChainState:
-    """Stream the data object once; returns the state at its end (hashes at anchored seqs)."""
-    state = ChainState(
-        prev_hash=manifest["range_prev_hash"],
-        hashes_at={a["seq_to"]: None for a in manifest.anchors},
-    )
-    expected = manifest.expected_lines
-    bar = meter("verify-bundle", unit="events", total=expected, enabled=progress)
+def stream_data(
+    source: FolderSource | S3Source,
+    manifest: Manifest,
+    report: Report,
+    progress: bool,
+    check_line: Callable[[int, bytes], bool],
+) -> HashingReader:
+    """Stream the data object once, line by line, through check_line (which returns False to stop
+    reading), counting lines in report.lines; returns the reader that hashed every byte."""
+    bar = meter("verify-bundle", unit="events", total=manifest.expected_lines, enabled=progress)
     raw = source.open_stream(manifest["data_object"])
     reader = HashingReader(raw, source)
     try:
         with gzip.GzipFile(fileobj=reader, mode="rb") as stream:
             for number, line in _read_lines(stream, report):
-                if number > expected:
-                    report.fail(
-                        "data",
-                        f"line {number} lies beyond the manifest's range (it has {expected} lines); "
-                        "reading stopped",
-                        line=number,
-                    )
+                if not check_line(number, line):
                     break
-                _check_line(number, line, manifest, report, state)
                 report.lines = number
                 if number % 4096 == 0:
                     bar.update(number - bar.n)
@@ -291,13 +285,11 @@ def check_data(
     finally:
         bar.close()
         raw.close()
-    if report.lines < expected:
-        missing_from = manifest["seq_from"] + report.lines
-        report.fail(
-            "data",
-            f"the data ends after {report.lines} lines; seq {missing_from}..{manifest['seq_to']} are missing",
-            seq=missing_from,
-        )
+    return reader
+
+
+def check_digest(reader: HashingReader, manifest: Manifest, report: Report) -> None:
+    """The data object's size and SHA-256 against the manifest's."""
     report.data_bytes, report.data_sha256 = reader.bytes, reader.sha256.hexdigest()
     if reader.bytes != manifest["data_bytes"]:
         report.fail(
@@ -309,6 +301,38 @@ def check_data(
             f"the data object's SHA-256 is {report.data_sha256}; the manifest says "
             f"{manifest['data_sha256'].hex()}",
         )
+
+
+def check_data(
+    source: FolderSource | S3Source, manifest: Manifest, report: Report, progress: bool
+) -> ChainState:
+    """Stream the data object once; returns the state at its end (hashes at anchored seqs)."""
+    state = ChainState(
+        prev_hash=manifest["range_prev_hash"],
+        hashes_at={a["seq_to"]: None for a in manifest.anchors},
+    )
+    expected = manifest.expected_lines
+
+    def check_line(number: int, line: bytes) -> bool:
+        if number > expected:
+            report.fail(
+                "data",
+                f"line {number} lies beyond the manifest's range (it has {expected} lines); reading stopped",
+                line=number,
+            )
+            return False
+        _check_line(number, line, manifest, report, state)
+        return True
+
+    reader = stream_data(source, manifest, report, progress, check_line)
+    if report.lines < expected:
+        missing_from = manifest["seq_from"] + report.lines
+        report.fail(
+            "data",
+            f"the data ends after {report.lines} lines; seq {missing_from}..{manifest['seq_to']} are missing",
+            seq=missing_from,
+        )
+    check_digest(reader, manifest, report)
     if report.lines == expected and report.matched != manifest["matched_count"]:
         report.fail(
             "manifest",

@@ -7,40 +7,15 @@ from __future__ import annotations
 
 import argparse
 import base64
-from pathlib import Path
 from typing import Any
 
 from ..cliutil import add_command, add_json_flag, print_json
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AuditchainError
-from ..formats import note, receipt
+from ..formats import receipt
+from .vkeys import add_vkey_option, read_verifiers
 
 # No receipt comes near this: a few hundred bytes of event, 63 hashes and a short signed note.
 MAX_RECEIPT_BYTES = 16 * 1024 * 1024
-
-
-def read_verifiers(values: list[str]) -> list[note.Verifier]:
-    """Each --vkey is a verifier key, or the path of a file holding one per line."""
-    verifiers = []
-    for value in values:
-        if "+" in value:
-            lines = [value]
-        else:
-            try:
-                lines = [
-                    line for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()
-                ]
-            except (OSError, UnicodeDecodeError) as exc:
-                raise AuditchainError(
-                    f"cannot read the verifier key file {value}: {type(exc).__name__}", EXIT_USAGE
-                ) from None
-        for line in lines:
-            try:
-                verifiers.append(note.parse_vkey(line))
-            except note.NoteError as exc:
-                raise AuditchainError(str(exc), EXIT_USAGE) from None
-    if not verifiers:
-        raise AuditchainError("no verifier key given", EXIT_USAGE)
-    return verifiers
 
 
 def read_receipt(path: str) -> bytes:
@@ -113,14 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         needs_db=False,
     )
     parser.add_argument("receipt", metavar="FILE", help="the receipt (.tlog-proof)")
-    parser.add_argument(
-        "--vkey",
-        action="append",
-        required=True,
-        metavar="VKEY",
-        help="a trusted verifier key (name+id+key), or a file holding one per line; repeat to trust "
-        "several (for example the old and the new key during a rotation)",
-    )
+    add_vkey_option(parser, required=True)
     parser.add_argument("--origin", help="also require this checkpoint origin (auditchain/<sysid>/<db>)")
     add_json_flag(parser)
     parser.set_defaults(func=run)

@@ -43,6 +43,7 @@ class Report:
     failures: list[Failure] = field(default_factory=list)
     failure_count: int = 0
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     lines: int = 0
     matched: int = 0
     excluded: int = 0
@@ -54,6 +55,7 @@ class Report:
     data_sha256: str | None = None
     anchors: list[AnchorResult] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    tenant: dict[str, Any] | None = None  # what a tenant-mode bundle proved (offline/tenant.py)
     seconds: float = 0.0
 
     def fail(self, check: str, message: str, *, seq: int | None = None, line: int | None = None) -> None:
@@ -88,6 +90,7 @@ class Report:
             "failure_count": self.failure_count,
             "failures": [asdict(f) | {"text": str(f)} for f in self.failures],
             "warnings": self.warnings,
+            "notes": self.notes,
             "summary": self.summary(),
             # seqs of the compliance.erasure events that removed the erased values
             "erasure_events": sorted(self.erasure_seqs),
@@ -95,6 +98,7 @@ class Report:
             "data_bytes": self.data_bytes,
             "data_sha256": self.data_sha256,
             "manifest": self.manifest,
+            "tenant": self.tenant,
             "seconds": round(self.seconds, 3),
         }
 
@@ -110,6 +114,8 @@ class Report:
             lock = f", {anchor.lock_mode} until {anchor.retain_until}" if anchor.lock_mode else ""
             detail = f": {anchor.detail}" if anchor.detail and anchor.status != "verified" else ""
             print(f"anchor    seq {anchor.seq_to} {anchor.status}{detail} [{anchor.location}{lock}]")
+        for note in self.notes:
+            print(f"NOTE      {note}")
         for warning in self.warnings:
             print(f"WARNING   {warning}")
         for failure in self.failures:
@@ -123,10 +129,13 @@ class Report:
             f"({s['withheld']} with withheld payload{erased}), {s['excluded']} excluded; "
             f"{self.data_bytes} bytes in {self.seconds:.2f} s"
         )
-        print(
-            f"anchored  {s['anchors_verified']} of {s['anchors_in_manifest']} anchors verified; "
-            f"{s['anchored']} of {s['matched']} matched events bound by hash to a verified anchor"
-        )
+        if self.tenant is not None:
+            self._print_tenant()
+        else:
+            print(
+                f"anchored  {s['anchors_verified']} of {s['anchors_in_manifest']} anchors verified; "
+                f"{s['anchored']} of {s['matched']} matched events bound by hash to a verified anchor"
+            )
         if self.erasure_seqs:
             erasures = ", ".join(map(str, sorted(self.erasure_seqs)))
             print(
@@ -137,3 +146,23 @@ class Report:
             print("RESULT    OK" + (" (with warnings)" if self.warnings else ""))
         else:
             print(f"RESULT    FAILED: {self.failure_count} problems, the first: {self.failures[0]}")
+
+    def _print_tenant(self) -> None:
+        t = self.tenant or {}
+        name = "(none: the events without a tenant)" if t["tenant_id"] is None else repr(t["tenant_id"])
+        if "complete_up_to_seq" not in t:
+            print(f"tenant    {name}: {self.lines} events, completeness NOT proven (a proof failed)")
+            return
+        since = t.get("from")
+        events = f"{self.lines} events"
+        if since is not None:
+            events += (
+                f" after global seq {since['after_seq']} (checkpoint of tree size {since['checkpoint_size']})"
+            )
+        verdict = "complete" if self.ok else "NOT proven complete (claimed)"
+        print(f"tenant    {name}: {events}, {verdict} up to global seq {t['complete_up_to_seq']}")
+        print(
+            f"checkpt   tree size {t['checkpoint_size']} of {t['checkpoint_origin']}, signed by "
+            f"{', '.join(t['signed_by'])}; tenant heads ({t['tenants']} tenants) committed at "
+            f"{t['committed_at']} (seq {t['commitment_seq']})"
+        )
