@@ -206,7 +206,7 @@ def test_bundle_holds_the_range_and_matches_its_manifest(
     )
     assert (job["seq_from"], job["seq_to"], job["row_count"], job["matched_count"]) == (1, 130, 130, 90)
     assert manifest["format"] == "auditchain-export"
-    assert (manifest["format_version"], manifest["hash_version"]) == (3, 2)
+    assert (manifest["format_version"], manifest["hash_version"], manifest["mode"]) == (4, 2, "range")
     assert manifest["job_id"] == str(job_id)
     assert manifest["filter"] == {"tenant_id": "acme", "withhold_payloads": withhold}
     assert manifest["withheld_payloads"] is withhold
