@@ -270,7 +270,7 @@ def test_pg_cron_drains_within_the_tick_and_unschedule_stops_the_runs(conn):
     finally:
         removed = conn.execute("SELECT compliance.unschedule_jobs()").fetchone()[0]
 
-    assert removed == 7
+    assert removed == 8
     assert jobs_named(prefix) == {}
     wait_for(
         lambda: conn.execute(
