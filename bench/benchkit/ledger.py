@@ -78,7 +78,10 @@ BEGIN
       JOIN unnest(v_prev, v_hashes) WITH ORDINALITY AS u (prev_hash, event_hash, n)
         ON u.n = f.seq - v_state.last_seq;
     -- The Merkle tree follows the chain, as in drain(): the head check requires it.
-    PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
+    PERFORM compliance._tree_append(v_state.last_seq + 1,
+                                    ARRAY(SELECT compliance._tree_leaf(d.digest)
+                                            FROM unnest(v_digests) WITH ORDINALITY AS d (digest, n)
+                                           ORDER BY d.n));
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + events, last_hash = v_hash,
            total_drained = total_drained + events, last_success_at = clock_timestamp();
