@@ -3216,9 +3216,11 @@ BEGIN
                   AND 'record_digests' = ANY(p.proargnames)) THEN
         DROP FUNCTION compliance._tree_push(bytea[], bigint, bytea[]);
     END IF;
+    IF pg_catalog.to_regprocedure('compliance._tenant_tree_append(bigint, bytea[])') IS NOT NULL THEN
+        DROP FUNCTION compliance._tenant_tree_append(bigint, bytea[]);
+    END IF;
 END;
 $$;
-DROP FUNCTION IF EXISTS compliance._tenant_tree_append(bigint, bytea[]);
 
 -- compliance._tree_push(frontier, size, leaf_hashes): the compact range of a tree of size
 -- leaves (frontier) after appending the given leaf hashes. Called once per tenant per batch:
@@ -3684,7 +3686,7 @@ COMMENT ON FUNCTION compliance.tenant_head_proof(text) IS
 -- Events chained before the tenant trees existed enter them now, in the same migrate run
 -- that created their table.
 SELECT compliance._tenant_trees_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', '0eb50a7d3a021eeeed7a6bd3325688c740c65da39bdcdf41a60d4a95ce2851fe');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', 'fe0b51af745004c1dc6f5ad893ad9a0d25efb6c097da4ce5fa2d1a9b74bab9eb');
 
 -- ==== definition: 50_verify.sql
 -- In-database verification: recompute every hash from the stored columns.

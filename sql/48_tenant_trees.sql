@@ -16,9 +16,11 @@ BEGIN
                   AND 'record_digests' = ANY(p.proargnames)) THEN
         DROP FUNCTION compliance._tree_push(bytea[], bigint, bytea[]);
     END IF;
+    IF pg_catalog.to_regprocedure('compliance._tenant_tree_append(bigint, bytea[])') IS NOT NULL THEN
+        DROP FUNCTION compliance._tenant_tree_append(bigint, bytea[]);
+    END IF;
 END;
 $$;
-DROP FUNCTION IF EXISTS compliance._tenant_tree_append(bigint, bytea[]);
 
 -- compliance._tree_push(frontier, size, leaf_hashes): the compact range of a tree of size
 -- leaves (frontier) after appending the given leaf hashes. Called once per tenant per batch:
