@@ -1607,6 +1607,10 @@ DECLARE
     v_recorded_at timestamptz := pg_catalog.clock_timestamp();
     v_ids bigint[];
     v_digests bytea[];
+    -- Each event's key in the tenant trees ('' for no tenant) and its leaf hash, shared by
+    -- the global tree and its tenant's tree.
+    v_tenant_keys text[];
+    v_leaves bytea[] := '{}';
     -- Hash format v2: the batch's secret for deriving each event's salts (compliance._salts).
     v_salt_key constant bytea := compliance._new_salt_key();
     v_payload_salts bytea[];
@@ -1648,8 +1652,9 @@ BEGIN
                )) ORDER BY b.outbox_id
            ),
            pg_catalog.array_agg(pg_catalog.substr(b.salts, 1, 16) ORDER BY b.outbox_id),
-           pg_catalog.array_agg(pg_catalog.substr(b.salts, 17, 16) ORDER BY b.outbox_id)
-      INTO v_ids, v_digests, v_payload_salts, v_actor_salts
+           pg_catalog.array_agg(pg_catalog.substr(b.salts, 17, 16) ORDER BY b.outbox_id),
+           pg_catalog.array_agg(coalesce(b.tenant_id, '') ORDER BY b.outbox_id)
+      INTO v_ids, v_digests, v_payload_salts, v_actor_salts, v_tenant_keys
       FROM (
           SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position,
                  compliance._salts(v_salt_key, o.outbox_id) AS salts
@@ -1674,6 +1679,7 @@ BEGIN
         v_prev_hashes[v_position] := v_hash;
         v_hash := compliance._chain_link(v_hash, v_digest);
         v_hashes[v_position] := v_hash;
+        v_leaves[v_position] := compliance._tree_leaf(v_digest);
     END LOOP;
 
     WITH moved AS (
@@ -1696,10 +1702,10 @@ BEGIN
             USING ERRCODE = 'XX000';
     END IF;
 
-    -- The Merkle tree's leaves are the record digests, appended in the same transaction so
-    -- that the tree and the chain never disagree at a commit.
-    PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
-    PERFORM compliance._tenant_tree_append(v_state.last_seq + 1, v_digests);
+    -- The Merkle trees' leaf data are the record digests, appended in the same transaction so
+    -- that the trees and the chain never disagree at a commit.
+    PERFORM compliance._tree_append(v_state.last_seq + 1, v_leaves);
+    PERFORM compliance._tenant_tree_append(v_tenant_keys, v_leaves);
     PERFORM compliance._advance_expectations(v_state.last_seq + 1, v_state.last_seq + v_moved);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,
@@ -1883,7 +1889,7 @@ $$;
 COMMENT ON FUNCTION compliance.acknowledge_integrity_failure(bigint, text) IS
 'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq; '
 'false if already acknowledged.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', '818fd44e64185526127a409b093c9053fb93539b0a02210bd4fa5752ef4a72ea');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', 'ab479386e3eb1fa74ce8f8ea3c958e032113b996724250e1503b2b5e6b63021e');
 
 -- ==== definition: 45_anchors.sql
 -- Anchors: record the chain head (create_anchor, run by pg_cron), let the uploader take
@@ -2712,11 +2718,23 @@ $$;
 COMMENT ON FUNCTION compliance._tree_proof_hash(bigint, bigint, bigint, bytea[], bigint, bytea[]) IS
 'Internal: hash of leaves [lo, hi) for a proof, from leaves the caller holds or the head''s compact range when they cover it.';
 
--- compliance._tree_append(first_seq, record_digests): extend the tree by one leaf per
--- digest, in the drainer's transaction. Keeps the head's compact range in drainer_state and
--- stores every node of level 8 and up as it completes. Touches: drainer_state (UPDATE),
--- merkle_nodes (INSERT).
-CREATE OR REPLACE FUNCTION compliance._tree_append(first_seq bigint, record_digests bytea[])
+-- _tree_append took record digests before it took leaf hashes (the drainer hashes each leaf
+-- once, for this tree and its tenant's); CREATE OR REPLACE cannot rename a parameter.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc AS p
+                WHERE p.oid = pg_catalog.to_regprocedure('compliance._tree_append(bigint, bytea[])')
+                  AND 'record_digests' = ANY(p.proargnames)) THEN
+        DROP FUNCTION compliance._tree_append(bigint, bytea[]);
+    END IF;
+END;
+$$;
+
+-- compliance._tree_append(first_seq, leaf_hashes): extend the tree by the given leaves (RFC
+-- 6962 leaf hashes, compliance._tree_leaf of each record digest), in the drainer's
+-- transaction. Keeps the head's compact range in drainer_state and stores every node of
+-- level 8 and up as it completes. Touches: drainer_state (UPDATE), merkle_nodes (INSERT).
+CREATE OR REPLACE FUNCTION compliance._tree_append(first_seq bigint, leaf_hashes bytea[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2725,7 +2743,6 @@ DECLARE
     v_size bigint;
     v_stack bytea[];
     v_top integer;
-    v_digest bytea;
     v_hash bytea;
     v_bits bigint;
     v_merges integer;
@@ -2742,8 +2759,7 @@ BEGIN
     v_top := pg_catalog.cardinality(v_stack);
     -- Push each leaf on the compact range, merging once per trailing 1 bit of the size. The
     -- stack is indexed in place (v_top) so the array is never copied.
-    FOREACH v_digest IN ARRAY record_digests LOOP
-        v_hash := compliance._tree_leaf(v_digest);
+    FOREACH v_hash IN ARRAY leaf_hashes LOOP
         IF (v_size & 255) <> 255 THEN
             v_bits := v_size;
             WHILE (v_bits & 1) = 1 LOOP
@@ -2781,7 +2797,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._tree_append(bigint, bytea[]) IS
-'Internal: (the drainer) appends one leaf per record digest from first_seq on; stores completed nodes of level >= 8.';
+'Internal: (the drainer) appends the given leaf hashes from first_seq on; stores completed nodes of level >= 8.';
 
 -- compliance._tree_catch_up(): build the tree for events chained before the tree existed
 -- (or by a drainer that did not maintain it yet), from their stored columns, under the
@@ -2797,22 +2813,19 @@ DECLARE
     v_state compliance.drainer_state%ROWTYPE;
     v_from bigint;
     v_to bigint;
-    v_digests bytea[];
+    v_leaves bytea[];
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
     SELECT * INTO STRICT v_state FROM compliance.drainer_state;
     v_from := v_state.tree_size + 1;
     WHILE v_from <= v_state.last_seq LOOP
         v_to := least(v_from + v_batch - 1, v_state.last_seq);
-        SELECT pg_catalog.array_agg(pg_catalog.sha256(compliance._row_record(e)) ORDER BY e.seq)
-          INTO v_digests
-          FROM compliance.audit_events AS e
-         WHERE e.seq BETWEEN v_from AND v_to;
-        IF coalesce(pg_catalog.cardinality(v_digests), 0) <> v_to - v_from + 1 THEN
+        v_leaves := compliance._tree_leaves(v_from, v_to);
+        IF pg_catalog.cardinality(v_leaves) <> v_to - v_from + 1 THEN
             RAISE EXCEPTION 'cannot build the Merkle tree: events missing among seq % to %', v_from, v_to
                 USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_chain().';
         END IF;
-        PERFORM compliance._tree_append(v_from, v_digests);
+        PERFORM compliance._tree_append(v_from, v_leaves);
         v_from := v_to + 1;
     END LOOP;
     RETURN v_from - 1 - v_state.tree_size;
@@ -3263,7 +3276,7 @@ COMMENT ON FUNCTION compliance.verify_tree() IS
 -- Events chained before the tree existed (an upgrade from a version without it) enter it
 -- now, in the same migrate run that created its tables.
 SELECT compliance._tree_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', 'dcdd9d9ffded14b2b85c0aa8e18049ea1d134424d4c5c0bf3ab72b431f03fa92');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', 'ad740b5d806c9bf5cdd3010b5967a2be60595b4a7d636cf7fe19599840eb8c66');
 
 -- ==== definition: 48_tenant_trees.sql
 -- Per-tenant Merkle trees (docs/proofs.md "Tenant trees"): beside the global tree, one RFC
@@ -3274,11 +3287,27 @@ INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_
 -- (tenant_id, seq) index lists in order. The hashing is sql/47_merkle.sql's.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance._tree_push(frontier, size, record_digests): the compact range of a tree of size
--- leaves (frontier) after appending one leaf per digest. Called once per tenant per batch:
+-- Before the drainer hashed each leaf once for both trees, _tree_push took record digests and
+-- _tenant_tree_append re-read each event's tenant by seq; CREATE OR REPLACE cannot rename a
+-- parameter, and the old _tenant_tree_append would linger beside the new one.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc AS p
+                WHERE p.oid = pg_catalog.to_regprocedure('compliance._tree_push(bytea[], bigint, bytea[])')
+                  AND 'record_digests' = ANY(p.proargnames)) THEN
+        DROP FUNCTION compliance._tree_push(bytea[], bigint, bytea[]);
+    END IF;
+    IF pg_catalog.to_regprocedure('compliance._tenant_tree_append(bigint, bytea[])') IS NOT NULL THEN
+        DROP FUNCTION compliance._tenant_tree_append(bigint, bytea[]);
+    END IF;
+END;
+$$;
+
+-- compliance._tree_push(frontier, size, leaf_hashes): the compact range of a tree of size
+-- leaves (frontier) after appending the given leaf hashes. Called once per tenant per batch:
 -- without a SET clause (which costs a configuration save and restore per call; every name
 -- inside is qualified), so the drain pays little per tenant. Touches no table.
-CREATE OR REPLACE FUNCTION compliance._tree_push(frontier bytea[], size bigint, record_digests bytea[])
+CREATE OR REPLACE FUNCTION compliance._tree_push(frontier bytea[], size bigint, leaf_hashes bytea[])
 RETURNS bytea[]
 LANGUAGE plpgsql
 IMMUTABLE
@@ -3290,13 +3319,11 @@ DECLARE
     v_top integer := pg_catalog.cardinality(frontier);
     v_size bigint := size;
     v_bits bigint;
-    v_digest bytea;
     v_hash bytea;
 BEGIN
     -- Each leaf merges once per trailing 1 bit of the size before it (as _tree_append); the
     -- stack is indexed in place so the array is never copied.
-    FOREACH v_digest IN ARRAY record_digests LOOP
-        v_hash := compliance._tree_leaf(v_digest);
+    FOREACH v_hash IN ARRAY leaf_hashes LOOP
         v_bits := v_size;
         WHILE (v_bits & 1) = 1 LOOP
             v_hash := compliance._tree_node(v_stack[v_top], v_hash);
@@ -3311,39 +3338,38 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._tree_push(bytea[], bigint, bytea[]) IS
-'Internal: the compact range of a tree of size leaves after appending one leaf per record digest.';
+'Internal: the compact range of a tree of size leaves after appending the given leaf hashes.';
 
--- compliance._tenant_tree_append(first_seq, record_digests): extend each tenant's tree by
--- the digests of its events among seq first_seq on (one per digest, already inserted in
--- audit_events), in the drainer's transaction: one statement whatever the number of tenants.
--- Touches: audit_events (read), tenant_trees (UPDATE, INSERT).
-CREATE OR REPLACE FUNCTION compliance._tenant_tree_append(first_seq bigint, record_digests bytea[])
+-- compliance._tenant_tree_append(tenant_keys, leaf_hashes): extend each tenant's tree by its
+-- leaves among the given ones (the events of one batch in seq order: tenant_keys[i] is the
+-- tenant key of the event whose leaf hash is leaf_hashes[i]), in the drainer's transaction:
+-- one statement whatever the number of tenants, one row written per tenant in the batch.
+-- The drainer holds both arrays already, so no event is read back.
+-- Touches: tenant_trees (UPDATE, INSERT).
+CREATE OR REPLACE FUNCTION compliance._tenant_tree_append(tenant_keys text[], leaf_hashes bytea[])
 RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH batch AS (
-        SELECT coalesce(e.tenant_id, '') COLLATE "C" AS tenant_key,
-               pg_catalog.array_agg(d.digest ORDER BY d.n) AS digests
-          FROM unnest(record_digests) WITH ORDINALITY AS d (digest, n)
-          JOIN compliance.audit_events AS e ON e.seq = first_seq + d.n - 1
-         WHERE e.seq BETWEEN first_seq AND first_seq + pg_catalog.cardinality(record_digests) - 1
+        SELECT u.tenant_key COLLATE "C" AS tenant_key, pg_catalog.array_agg(u.leaf ORDER BY u.n) AS leaves
+          FROM unnest(tenant_keys, leaf_hashes) WITH ORDINALITY AS u (tenant_key, leaf, n)
          GROUP BY 1
     ), grown AS (
         UPDATE compliance.tenant_trees AS t
-           SET tree_size = t.tree_size + pg_catalog.cardinality(b.digests),
-               tree_frontier = compliance._tree_push(t.tree_frontier, t.tree_size, b.digests)
+           SET tree_size = t.tree_size + pg_catalog.cardinality(b.leaves),
+               tree_frontier = compliance._tree_push(t.tree_frontier, t.tree_size, b.leaves)
           FROM batch AS b
          WHERE t.tenant_key = b.tenant_key
         RETURNING t.tenant_key
     )
     INSERT INTO compliance.tenant_trees (tenant_key, tree_size, tree_frontier)
-    SELECT b.tenant_key, pg_catalog.cardinality(b.digests), compliance._tree_push('{}', 0, b.digests)
+    SELECT b.tenant_key, pg_catalog.cardinality(b.leaves), compliance._tree_push('{}', 0, b.leaves)
       FROM batch AS b
      WHERE b.tenant_key NOT IN (SELECT g.tenant_key FROM grown AS g);
 $$;
-COMMENT ON FUNCTION compliance._tenant_tree_append(bigint, bytea[]) IS
-'Internal: (the drainer) appends each digest from first_seq on to the tree of its event''s tenant.';
+COMMENT ON FUNCTION compliance._tenant_tree_append(text[], bytea[]) IS
+'Internal: (the drainer) appends each leaf hash to the tree of the tenant key at the same position.';
 
 -- compliance._tenant_trees_catch_up(): add to the tenant trees every event of the global
 -- tree they do not cover yet (events chained before they existed, or accepted by
@@ -3362,7 +3388,8 @@ DECLARE
     v_last bigint;
     v_from bigint;
     v_to bigint;
-    v_digests bytea[];
+    v_keys text[];
+    v_leaves bytea[];
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
     SELECT coalesce(pg_catalog.sum(t.tree_size), 0) INTO v_covered FROM compliance.tenant_trees AS t;
@@ -3370,15 +3397,16 @@ BEGIN
     v_from := v_covered + 1;
     WHILE v_from <= v_last LOOP
         v_to := least(v_from + v_batch - 1, v_last);
-        SELECT pg_catalog.array_agg(pg_catalog.sha256(compliance._row_record(e)) ORDER BY e.seq)
-          INTO v_digests
+        SELECT pg_catalog.array_agg(coalesce(e.tenant_id, '') ORDER BY e.seq),
+               pg_catalog.array_agg(compliance._tree_leaf(pg_catalog.sha256(compliance._row_record(e))) ORDER BY e.seq)
+          INTO v_keys, v_leaves
           FROM compliance.audit_events AS e
          WHERE e.seq BETWEEN v_from AND v_to;
-        IF coalesce(pg_catalog.cardinality(v_digests), 0) <> v_to - v_from + 1 THEN
+        IF coalesce(pg_catalog.cardinality(v_leaves), 0) <> v_to - v_from + 1 THEN
             RAISE EXCEPTION 'cannot build the tenant trees: events missing among seq % to %', v_from, v_to
                 USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_chain().';
         END IF;
-        PERFORM compliance._tenant_tree_append(v_from, v_digests);
+        PERFORM compliance._tenant_tree_append(v_keys, v_leaves);
         v_from := v_to + 1;
     END LOOP;
     RETURN v_from - 1 - v_covered;
@@ -3640,7 +3668,7 @@ COMMENT ON FUNCTION compliance._tenant_trees_check() IS
 -- Events chained before the tenant trees existed enter them now, in the same migrate run
 -- that created their table.
 SELECT compliance._tenant_trees_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', 'ffe3f3c9a124b5aa05cded6e498113378e8b0f2a0891bb0069d8f3f9ae8ab9b2');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', '4b1fe6f1f6a8d004d1a6b7066231b94966099421622cbd24fbba27c0b9e71760');
 
 -- ==== definition: 49_tenant_heads.sql
 -- The tree of tenant heads and its commitments into the global log (docs/proofs.md "Tenant

@@ -72,6 +72,10 @@ DECLARE
     v_recorded_at timestamptz := pg_catalog.clock_timestamp();
     v_ids bigint[];
     v_digests bytea[];
+    -- Each event's key in the tenant trees ('' for no tenant) and its leaf hash, shared by
+    -- the global tree and its tenant's tree.
+    v_tenant_keys text[];
+    v_leaves bytea[] := '{}';
     -- Hash format v2: the batch's secret for deriving each event's salts (compliance._salts).
     v_salt_key constant bytea := compliance._new_salt_key();
     v_payload_salts bytea[];
@@ -113,8 +117,9 @@ BEGIN
                )) ORDER BY b.outbox_id
            ),
            pg_catalog.array_agg(pg_catalog.substr(b.salts, 1, 16) ORDER BY b.outbox_id),
-           pg_catalog.array_agg(pg_catalog.substr(b.salts, 17, 16) ORDER BY b.outbox_id)
-      INTO v_ids, v_digests, v_payload_salts, v_actor_salts
+           pg_catalog.array_agg(pg_catalog.substr(b.salts, 17, 16) ORDER BY b.outbox_id),
+           pg_catalog.array_agg(coalesce(b.tenant_id, '') ORDER BY b.outbox_id)
+      INTO v_ids, v_digests, v_payload_salts, v_actor_salts, v_tenant_keys
       FROM (
           SELECT o.*, pg_catalog.row_number() OVER (ORDER BY o.outbox_id) AS position,
                  compliance._salts(v_salt_key, o.outbox_id) AS salts
@@ -139,6 +144,7 @@ BEGIN
         v_prev_hashes[v_position] := v_hash;
         v_hash := compliance._chain_link(v_hash, v_digest);
         v_hashes[v_position] := v_hash;
+        v_leaves[v_position] := compliance._tree_leaf(v_digest);
     END LOOP;
 
     WITH moved AS (
@@ -161,10 +167,10 @@ BEGIN
             USING ERRCODE = 'XX000';
     END IF;
 
-    -- The Merkle tree's leaves are the record digests, appended in the same transaction so
-    -- that the tree and the chain never disagree at a commit.
-    PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
-    PERFORM compliance._tenant_tree_append(v_state.last_seq + 1, v_digests);
+    -- The Merkle trees' leaf data are the record digests, appended in the same transaction so
+    -- that the trees and the chain never disagree at a commit.
+    PERFORM compliance._tree_append(v_state.last_seq + 1, v_leaves);
+    PERFORM compliance._tenant_tree_append(v_tenant_keys, v_leaves);
     PERFORM compliance._advance_expectations(v_state.last_seq + 1, v_state.last_seq + v_moved);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,

@@ -237,11 +237,23 @@ $$;
 COMMENT ON FUNCTION compliance._tree_proof_hash(bigint, bigint, bigint, bytea[], bigint, bytea[]) IS
 'Internal: hash of leaves [lo, hi) for a proof, from leaves the caller holds or the head''s compact range when they cover it.';
 
--- compliance._tree_append(first_seq, record_digests): extend the tree by one leaf per
--- digest, in the drainer's transaction. Keeps the head's compact range in drainer_state and
--- stores every node of level 8 and up as it completes. Touches: drainer_state (UPDATE),
--- merkle_nodes (INSERT).
-CREATE OR REPLACE FUNCTION compliance._tree_append(first_seq bigint, record_digests bytea[])
+-- _tree_append took record digests before it took leaf hashes (the drainer hashes each leaf
+-- once, for this tree and its tenant's); CREATE OR REPLACE cannot rename a parameter.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc AS p
+                WHERE p.oid = pg_catalog.to_regprocedure('compliance._tree_append(bigint, bytea[])')
+                  AND 'record_digests' = ANY(p.proargnames)) THEN
+        DROP FUNCTION compliance._tree_append(bigint, bytea[]);
+    END IF;
+END;
+$$;
+
+-- compliance._tree_append(first_seq, leaf_hashes): extend the tree by the given leaves (RFC
+-- 6962 leaf hashes, compliance._tree_leaf of each record digest), in the drainer's
+-- transaction. Keeps the head's compact range in drainer_state and stores every node of
+-- level 8 and up as it completes. Touches: drainer_state (UPDATE), merkle_nodes (INSERT).
+CREATE OR REPLACE FUNCTION compliance._tree_append(first_seq bigint, leaf_hashes bytea[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -250,7 +262,6 @@ DECLARE
     v_size bigint;
     v_stack bytea[];
     v_top integer;
-    v_digest bytea;
     v_hash bytea;
     v_bits bigint;
     v_merges integer;
@@ -267,8 +278,7 @@ BEGIN
     v_top := pg_catalog.cardinality(v_stack);
     -- Push each leaf on the compact range, merging once per trailing 1 bit of the size. The
     -- stack is indexed in place (v_top) so the array is never copied.
-    FOREACH v_digest IN ARRAY record_digests LOOP
-        v_hash := compliance._tree_leaf(v_digest);
+    FOREACH v_hash IN ARRAY leaf_hashes LOOP
         IF (v_size & 255) <> 255 THEN
             v_bits := v_size;
             WHILE (v_bits & 1) = 1 LOOP
@@ -306,7 +316,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._tree_append(bigint, bytea[]) IS
-'Internal: (the drainer) appends one leaf per record digest from first_seq on; stores completed nodes of level >= 8.';
+'Internal: (the drainer) appends the given leaf hashes from first_seq on; stores completed nodes of level >= 8.';
 
 -- compliance._tree_catch_up(): build the tree for events chained before the tree existed
 -- (or by a drainer that did not maintain it yet), from their stored columns, under the
@@ -322,22 +332,19 @@ DECLARE
     v_state compliance.drainer_state%ROWTYPE;
     v_from bigint;
     v_to bigint;
-    v_digests bytea[];
+    v_leaves bytea[];
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
     SELECT * INTO STRICT v_state FROM compliance.drainer_state;
     v_from := v_state.tree_size + 1;
     WHILE v_from <= v_state.last_seq LOOP
         v_to := least(v_from + v_batch - 1, v_state.last_seq);
-        SELECT pg_catalog.array_agg(pg_catalog.sha256(compliance._row_record(e)) ORDER BY e.seq)
-          INTO v_digests
-          FROM compliance.audit_events AS e
-         WHERE e.seq BETWEEN v_from AND v_to;
-        IF coalesce(pg_catalog.cardinality(v_digests), 0) <> v_to - v_from + 1 THEN
+        v_leaves := compliance._tree_leaves(v_from, v_to);
+        IF pg_catalog.cardinality(v_leaves) <> v_to - v_from + 1 THEN
             RAISE EXCEPTION 'cannot build the Merkle tree: events missing among seq % to %', v_from, v_to
                 USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_chain().';
         END IF;
-        PERFORM compliance._tree_append(v_from, v_digests);
+        PERFORM compliance._tree_append(v_from, v_leaves);
         v_from := v_to + 1;
     END LOOP;
     RETURN v_from - 1 - v_state.tree_size;

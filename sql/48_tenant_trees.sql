@@ -6,11 +6,27 @@
 -- (tenant_id, seq) index lists in order. The hashing is sql/47_merkle.sql's.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- compliance._tree_push(frontier, size, record_digests): the compact range of a tree of size
--- leaves (frontier) after appending one leaf per digest. Called once per tenant per batch:
+-- Before the drainer hashed each leaf once for both trees, _tree_push took record digests and
+-- _tenant_tree_append re-read each event's tenant by seq; CREATE OR REPLACE cannot rename a
+-- parameter, and the old _tenant_tree_append would linger beside the new one.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc AS p
+                WHERE p.oid = pg_catalog.to_regprocedure('compliance._tree_push(bytea[], bigint, bytea[])')
+                  AND 'record_digests' = ANY(p.proargnames)) THEN
+        DROP FUNCTION compliance._tree_push(bytea[], bigint, bytea[]);
+    END IF;
+    IF pg_catalog.to_regprocedure('compliance._tenant_tree_append(bigint, bytea[])') IS NOT NULL THEN
+        DROP FUNCTION compliance._tenant_tree_append(bigint, bytea[]);
+    END IF;
+END;
+$$;
+
+-- compliance._tree_push(frontier, size, leaf_hashes): the compact range of a tree of size
+-- leaves (frontier) after appending the given leaf hashes. Called once per tenant per batch:
 -- without a SET clause (which costs a configuration save and restore per call; every name
 -- inside is qualified), so the drain pays little per tenant. Touches no table.
-CREATE OR REPLACE FUNCTION compliance._tree_push(frontier bytea[], size bigint, record_digests bytea[])
+CREATE OR REPLACE FUNCTION compliance._tree_push(frontier bytea[], size bigint, leaf_hashes bytea[])
 RETURNS bytea[]
 LANGUAGE plpgsql
 IMMUTABLE
@@ -22,13 +38,11 @@ DECLARE
     v_top integer := pg_catalog.cardinality(frontier);
     v_size bigint := size;
     v_bits bigint;
-    v_digest bytea;
     v_hash bytea;
 BEGIN
     -- Each leaf merges once per trailing 1 bit of the size before it (as _tree_append); the
     -- stack is indexed in place so the array is never copied.
-    FOREACH v_digest IN ARRAY record_digests LOOP
-        v_hash := compliance._tree_leaf(v_digest);
+    FOREACH v_hash IN ARRAY leaf_hashes LOOP
         v_bits := v_size;
         WHILE (v_bits & 1) = 1 LOOP
             v_hash := compliance._tree_node(v_stack[v_top], v_hash);
@@ -43,39 +57,38 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._tree_push(bytea[], bigint, bytea[]) IS
-'Internal: the compact range of a tree of size leaves after appending one leaf per record digest.';
+'Internal: the compact range of a tree of size leaves after appending the given leaf hashes.';
 
--- compliance._tenant_tree_append(first_seq, record_digests): extend each tenant's tree by
--- the digests of its events among seq first_seq on (one per digest, already inserted in
--- audit_events), in the drainer's transaction: one statement whatever the number of tenants.
--- Touches: audit_events (read), tenant_trees (UPDATE, INSERT).
-CREATE OR REPLACE FUNCTION compliance._tenant_tree_append(first_seq bigint, record_digests bytea[])
+-- compliance._tenant_tree_append(tenant_keys, leaf_hashes): extend each tenant's tree by its
+-- leaves among the given ones (the events of one batch in seq order: tenant_keys[i] is the
+-- tenant key of the event whose leaf hash is leaf_hashes[i]), in the drainer's transaction:
+-- one statement whatever the number of tenants, one row written per tenant in the batch.
+-- The drainer holds both arrays already, so no event is read back.
+-- Touches: tenant_trees (UPDATE, INSERT).
+CREATE OR REPLACE FUNCTION compliance._tenant_tree_append(tenant_keys text[], leaf_hashes bytea[])
 RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH batch AS (
-        SELECT coalesce(e.tenant_id, '') COLLATE "C" AS tenant_key,
-               pg_catalog.array_agg(d.digest ORDER BY d.n) AS digests
-          FROM unnest(record_digests) WITH ORDINALITY AS d (digest, n)
-          JOIN compliance.audit_events AS e ON e.seq = first_seq + d.n - 1
-         WHERE e.seq BETWEEN first_seq AND first_seq + pg_catalog.cardinality(record_digests) - 1
+        SELECT u.tenant_key COLLATE "C" AS tenant_key, pg_catalog.array_agg(u.leaf ORDER BY u.n) AS leaves
+          FROM unnest(tenant_keys, leaf_hashes) WITH ORDINALITY AS u (tenant_key, leaf, n)
          GROUP BY 1
     ), grown AS (
         UPDATE compliance.tenant_trees AS t
-           SET tree_size = t.tree_size + pg_catalog.cardinality(b.digests),
-               tree_frontier = compliance._tree_push(t.tree_frontier, t.tree_size, b.digests)
+           SET tree_size = t.tree_size + pg_catalog.cardinality(b.leaves),
+               tree_frontier = compliance._tree_push(t.tree_frontier, t.tree_size, b.leaves)
           FROM batch AS b
          WHERE t.tenant_key = b.tenant_key
         RETURNING t.tenant_key
     )
     INSERT INTO compliance.tenant_trees (tenant_key, tree_size, tree_frontier)
-    SELECT b.tenant_key, pg_catalog.cardinality(b.digests), compliance._tree_push('{}', 0, b.digests)
+    SELECT b.tenant_key, pg_catalog.cardinality(b.leaves), compliance._tree_push('{}', 0, b.leaves)
       FROM batch AS b
      WHERE b.tenant_key NOT IN (SELECT g.tenant_key FROM grown AS g);
 $$;
-COMMENT ON FUNCTION compliance._tenant_tree_append(bigint, bytea[]) IS
-'Internal: (the drainer) appends each digest from first_seq on to the tree of its event''s tenant.';
+COMMENT ON FUNCTION compliance._tenant_tree_append(text[], bytea[]) IS
+'Internal: (the drainer) appends each leaf hash to the tree of the tenant key at the same position.';
 
 -- compliance._tenant_trees_catch_up(): add to the tenant trees every event of the global
 -- tree they do not cover yet (events chained before they existed, or accepted by
@@ -94,7 +107,8 @@ DECLARE
     v_last bigint;
     v_from bigint;
     v_to bigint;
-    v_digests bytea[];
+    v_keys text[];
+    v_leaves bytea[];
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
     SELECT coalesce(pg_catalog.sum(t.tree_size), 0) INTO v_covered FROM compliance.tenant_trees AS t;
@@ -102,15 +116,16 @@ BEGIN
     v_from := v_covered + 1;
     WHILE v_from <= v_last LOOP
         v_to := least(v_from + v_batch - 1, v_last);
-        SELECT pg_catalog.array_agg(pg_catalog.sha256(compliance._row_record(e)) ORDER BY e.seq)
-          INTO v_digests
+        SELECT pg_catalog.array_agg(coalesce(e.tenant_id, '') ORDER BY e.seq),
+               pg_catalog.array_agg(compliance._tree_leaf(pg_catalog.sha256(compliance._row_record(e))) ORDER BY e.seq)
+          INTO v_keys, v_leaves
           FROM compliance.audit_events AS e
          WHERE e.seq BETWEEN v_from AND v_to;
-        IF coalesce(pg_catalog.cardinality(v_digests), 0) <> v_to - v_from + 1 THEN
+        IF coalesce(pg_catalog.cardinality(v_leaves), 0) <> v_to - v_from + 1 THEN
             RAISE EXCEPTION 'cannot build the tenant trees: events missing among seq % to %', v_from, v_to
                 USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_chain().';
         END IF;
-        PERFORM compliance._tenant_tree_append(v_from, v_digests);
+        PERFORM compliance._tenant_tree_append(v_keys, v_leaves);
         v_from := v_to + 1;
     END LOOP;
     RETURN v_from - 1 - v_covered;

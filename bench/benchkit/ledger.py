@@ -50,6 +50,8 @@ LANGUAGE plpgsql SET jit = off AS $f$
 DECLARE
     v_state compliance.drainer_state%ROWTYPE;
     v_digests bytea[];
+    v_tenant_keys text[];
+    v_leaves bytea[];
     v_digest bytea;
     v_hash bytea;
     v_prev bytea[] := '{}';
@@ -61,8 +63,9 @@ BEGIN
                pg_catalog.sha256(compliance.event_record(
                    r.seq, r.event_id, r.occurred_at, r.recorded_at, r.tenant_id, r.event_type, r.actor,
                    compliance.payload_digest(r.payload)
-               )) ORDER BY r.seq)
-      INTO v_digests
+               )) ORDER BY r.seq),
+           pg_catalog.array_agg(coalesce(r.tenant_id, '') ORDER BY r.seq)
+      INTO v_digests, v_tenant_keys
       FROM bench_ref.filler(v_state.last_seq, events) AS r;
     v_hash := v_state.last_hash;
     FOREACH v_digest IN ARRAY v_digests LOOP
@@ -79,8 +82,11 @@ BEGIN
         ON u.n = f.seq - v_state.last_seq;
     -- The Merkle trees follow the chain, as in drain(): the head check requires the global one,
     -- the tenant heads commitment the tenant trees.
-    PERFORM compliance._tree_append(v_state.last_seq + 1, v_digests);
-    PERFORM compliance._tenant_tree_append(v_state.last_seq + 1, v_digests);
+    v_leaves := ARRAY(SELECT compliance._tree_leaf(d.digest)
+                        FROM unnest(v_digests) WITH ORDINALITY AS d (digest, n)
+                       ORDER BY d.n);
+    PERFORM compliance._tree_append(v_state.last_seq + 1, v_leaves);
+    PERFORM compliance._tenant_tree_append(v_tenant_keys, v_leaves);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + events, last_hash = v_hash,
            total_drained = total_drained + events, last_success_at = clock_timestamp();

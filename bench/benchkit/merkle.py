@@ -33,10 +33,10 @@ ROUNDS = 5
 
 # Only what the head check needs: the tree size follows the chain, no hashing, no nodes.
 NO_TREE_SQL = """
-CREATE OR REPLACE FUNCTION compliance._tree_append(first_seq bigint, record_digests bytea[])
+CREATE OR REPLACE FUNCTION compliance._tree_append(first_seq bigint, leaf_hashes bytea[])
 RETURNS void LANGUAGE sql SET search_path = pg_catalog, pg_temp
 AS $$ UPDATE compliance.drainer_state
-         SET tree_size = tree_size + pg_catalog.cardinality(record_digests) $$"""
+         SET tree_size = tree_size + pg_catalog.cardinality(leaf_hashes) $$"""
 
 
 def drain_rolled_back(ledger: Ledger, replacement_sql: str | None = None) -> Timing:

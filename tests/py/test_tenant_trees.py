@@ -190,3 +190,47 @@ def test_migrate_builds_the_tenant_trees_of_events_chained_before_them(drained, 
     conn.execute(EMIT_BATCH, (99, 5))
     assert conn.execute("SELECT compliance.drain()").fetchone()[0] == 5
     assert conn.execute("SELECT ok, problem FROM compliance.verify_tree()").fetchone() == (True, None)
+
+
+# The drainer's tree helpers as an earlier version defined them: record digests in, and the
+# tenant append reading each event's tenant back by seq. Their bodies fail, so a stand-in that
+# survived the upgrade would show.
+EARLIER_HELPERS = """
+DROP FUNCTION compliance._tree_append(bigint, bytea[]);
+DROP FUNCTION compliance._tree_push(bytea[], bigint, bytea[]);
+DROP FUNCTION compliance._tenant_tree_append(text[], bytea[]);
+CREATE FUNCTION compliance._tree_append(first_seq bigint, record_digests bytea[]) RETURNS void
+    LANGUAGE sql AS $$ SELECT 1 / 0 $$;
+CREATE FUNCTION compliance._tree_push(frontier bytea[], size bigint, record_digests bytea[]) RETURNS bytea[]
+    LANGUAGE sql AS $$ SELECT ARRAY[(1 / 0)::text::bytea] $$;
+CREATE FUNCTION compliance._tenant_tree_append(first_seq bigint, record_digests bytea[]) RETURNS void
+    LANGUAGE sql AS $$ SELECT 1 / 0 $$;
+"""
+
+
+def test_migrate_replaces_the_tree_helpers_that_took_record_digests(drained, dsn, tmp_path, monkeypatch):
+    """An upgrade from the version whose tree helpers took record digests: `auditchain migrate`
+    replaces them (a parameter cannot be renamed in place), and the drainer extends both the
+    global and the tenant trees as before."""
+    conn, trees = drained
+    conn.execute(EARLIER_HELPERS)
+    schema_dir = copy_schema(tmp_path)
+    (schema_dir / "sql" / "99_upgrade.sql").write_text("-- a changed definition set\n", encoding="utf-8")
+    monkeypatch.setenv("AUDITCHAIN_SCHEMA_DIR", str(schema_dir))
+
+    assert main(["migrate", "--dsn", dsn, "--quiet"]) == EXIT_OK
+
+    helpers = conn.execute(
+        """SELECT p.oid::regprocedure::text, p.proargnames FROM pg_proc AS p
+            WHERE p.pronamespace = 'compliance'::regnamespace
+              AND p.proname IN ('_tree_append', '_tree_push', '_tenant_tree_append')
+            ORDER BY 1"""
+    ).fetchall()
+    assert helpers == [
+        ("compliance._tenant_tree_append(text[],bytea[])", ["tenant_keys", "leaf_hashes"]),
+        ("compliance._tree_append(bigint,bytea[])", ["first_seq", "leaf_hashes"]),
+        ("compliance._tree_push(bytea[],bigint,bytea[])", ["frontier", "size", "leaf_hashes"]),
+    ]
+    conn.execute(EMIT_BATCH, (99, 5))
+    assert conn.execute("SELECT compliance.drain()").fetchone()[0] == 5
+    assert conn.execute("SELECT ok, problem FROM compliance.verify_tree()").fetchone() == (True, None)
