@@ -573,7 +573,11 @@ def test_head_leaf_data_is_the_documented_bytes():
 
 def test_compact_range_push_matches_the_database(conn):
     digests = [hashlib.sha256(bytes([i])).digest() for i in range(23)]
-    (expected,) = conn.execute("SELECT compliance._tree_push('{}', 0, %s)", (digests,)).fetchone()
+    (expected,) = conn.execute(
+        "SELECT compliance._tree_push('{}', 0,"
+        " ARRAY(SELECT compliance._tree_leaf(d) FROM unnest(%s::bytea[]) AS d))",
+        (digests,),
+    ).fetchone()
     frontier: list[bytes] = []
     size = 0
     for digest in digests:
