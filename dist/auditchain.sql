@@ -2168,6 +2168,26 @@ COMMENT ON FUNCTION compliance.claim_next_anchor(text, interval) IS
 'Uploader: leases the next pending anchor nobody holds (default 5 minutes) and returns it with its lease_id; '
 'no row when none is free.';
 
+-- compliance.anchor_queue(): what waits for an uploader: pending anchors, how many of them
+-- another uploader holds under a live lease right now, and when the first of those leases
+-- expires (NULL when none is held), so an uploader that found nothing to claim can say why.
+-- Touches: anchors (read).
+CREATE OR REPLACE FUNCTION compliance.anchor_queue()
+RETURNS TABLE (pending bigint, leased bigint, first_lease_expires_at timestamptz)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.count(*),
+           pg_catalog.count(*) FILTER (WHERE a.lease_expires_at > pg_catalog.clock_timestamp()),
+           pg_catalog.min(a.lease_expires_at) FILTER (WHERE a.lease_expires_at > pg_catalog.clock_timestamp())
+      FROM compliance.anchors AS a
+     WHERE a.status = 'pending';
+$$;
+COMMENT ON FUNCTION compliance.anchor_queue() IS
+'Uploader: pending anchors, how many are held under a live lease, and when the first such lease expires.';
+
 -- compliance.anchor_heartbeat(anchor_id, lease_id, lease): the holder renews its lease to
 -- now + lease before its next S3 call. False when the lease is no longer held (it expired,
 -- another uploader took the anchor over, or a result was recorded): the uploader must stop
@@ -2476,7 +2496,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) IS
 'Uploader: integrity alarm, different content already at the anchor''s key; marks the anchor failed (terminal).';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '41b12e3e0874600de435eb919811707fd1b130f03f44f7d07ddc893795c6f84c');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '0a9f26c5f7588c2e2b33e90bc211046f307a46934cbd5c659ae27b5cf7055dab');
 
 -- ==== definition: 47_merkle.sql
 -- The RFC 6962 / RFC 9162 Merkle tree over audit_events (docs/proofs.md "The tree in
@@ -6831,6 +6851,7 @@ GRANT EXECUTE ON FUNCTION compliance.record_halt() TO compliance_drainer;
 GRANT USAGE ON SCHEMA compliance TO compliance_anchor;
 GRANT EXECUTE ON FUNCTION compliance.claim_next_anchor(text, interval),
 compliance.anchor_heartbeat(bigint, uuid, interval), compliance.claim_pending_anchors(integer),
+compliance.anchor_queue(),
 compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid, text, text, text),
 compliance.record_anchor_error(bigint, text, uuid),
 compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) TO compliance_anchor;
@@ -6895,7 +6916,7 @@ TO compliance_auditor;
 GRANT USAGE ON SCHEMA compliance TO compliance_eraser;
 GRANT EXECUTE ON FUNCTION compliance.erase(bigint[], text[], text, text),
 compliance.find_subject_events(text, jsonb) TO compliance_eraser;
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', '24131ab6d9c8743b680e6354d0e39dfac84202812e596a8504d04e2c070fecf0');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('90_grants.sql', 'definition', 'c02f704aa932099c11a122337602390606e1c46214274fb944e46c33bf8a0f40');
 
 COMMIT;
 \o

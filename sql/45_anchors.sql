@@ -274,6 +274,26 @@ COMMENT ON FUNCTION compliance.claim_next_anchor(text, interval) IS
 'Uploader: leases the next pending anchor nobody holds (default 5 minutes) and returns it with its lease_id; '
 'no row when none is free.';
 
+-- compliance.anchor_queue(): what waits for an uploader: pending anchors, how many of them
+-- another uploader holds under a live lease right now, and when the first of those leases
+-- expires (NULL when none is held), so an uploader that found nothing to claim can say why.
+-- Touches: anchors (read).
+CREATE OR REPLACE FUNCTION compliance.anchor_queue()
+RETURNS TABLE (pending bigint, leased bigint, first_lease_expires_at timestamptz)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.count(*),
+           pg_catalog.count(*) FILTER (WHERE a.lease_expires_at > pg_catalog.clock_timestamp()),
+           pg_catalog.min(a.lease_expires_at) FILTER (WHERE a.lease_expires_at > pg_catalog.clock_timestamp())
+      FROM compliance.anchors AS a
+     WHERE a.status = 'pending';
+$$;
+COMMENT ON FUNCTION compliance.anchor_queue() IS
+'Uploader: pending anchors, how many are held under a live lease, and when the first such lease expires.';
+
 -- compliance.anchor_heartbeat(anchor_id, lease_id, lease): the holder renews its lease to
 -- now + lease before its next S3 call. False when the lease is no longer held (it expired,
 -- another uploader took the anchor over, or a result was recorded): the uploader must stop

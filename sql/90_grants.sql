@@ -39,6 +39,7 @@ GRANT EXECUTE ON FUNCTION compliance.record_halt() TO compliance_drainer;
 GRANT USAGE ON SCHEMA compliance TO compliance_anchor;
 GRANT EXECUTE ON FUNCTION compliance.claim_next_anchor(text, interval),
 compliance.anchor_heartbeat(bigint, uuid, interval), compliance.claim_pending_anchors(integer),
+compliance.anchor_queue(),
 compliance.record_anchor_upload(bigint, text, text, text, text, timestamptz, uuid, text, text, text),
 compliance.record_anchor_error(bigint, text, uuid),
 compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) TO compliance_anchor;

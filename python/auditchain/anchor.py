@@ -512,6 +512,20 @@ def _signer(args: argparse.Namespace) -> note.Signer | None:
     return signing.signer_from_options(key_file, kms_key_id, args.key_name, args.region)
 
 
+def _nothing_claimed(dsn: str) -> str:
+    """Why this run uploaded nothing: no pending anchor, or every one held by another uploader."""
+    with db.connect(dsn, autocommit=True, app="auditchain anchor") as conn:
+        pending, leased, first_expiry = conn.execute("SELECT * FROM compliance.anchor_queue()").fetchone()
+    if not pending:
+        return "no pending anchors"
+    if leased == pending:
+        return (
+            f"no pending anchor is free: {pending} pending, all leased by other uploaders "
+            f"(the first lease expires at {first_expiry.isoformat(timespec='seconds')})"
+        )
+    return f"no pending anchor was claimed: {pending} pending, {leased} leased by other uploaders"
+
+
 def _run(args: argparse.Namespace) -> int:
     uploader = Uploader(s3.client_from_args(args), _settings(args))
     uploader.check_bucket_if_reachable()
@@ -532,7 +546,7 @@ def _run(args: argparse.Namespace) -> int:
             {"anchors": summary.anchors, "bucket_checked": uploader.bucket_checked, "exit_code": exit_code}
         )
     elif not summary.anchors:
-        print("no pending anchors")
+        print(_nothing_claimed(args.dsn))
     else:
         print(
             f"{summary.count('uploaded')} uploaded, {summary.count('already_present')} already present, "

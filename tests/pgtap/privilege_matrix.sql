@@ -22,6 +22,7 @@ SELECT g.grantee, g.kind, g.object, g.privilege
     ('compliance_drainer', 'function', 'compliance.record_halt()', 'EXECUTE'),
 
     ('compliance_anchor', 'schema', 'compliance', 'USAGE'),
+    ('compliance_anchor', 'function', 'compliance.anchor_queue()', 'EXECUTE'),
     ('compliance_anchor', 'function', 'compliance.claim_next_anchor(text,interval)', 'EXECUTE'),
     ('compliance_anchor', 'function', 'compliance.anchor_heartbeat(bigint,uuid,interval)', 'EXECUTE'),
     ('compliance_anchor', 'function', 'compliance.claim_pending_anchors(integer)', 'EXECUTE'),
