@@ -21,7 +21,8 @@ from .results import Row, Target, cpu_metrics
 # rule is rolled back, while triggers are looked up at each execution. It costs one call per
 # batch.
 NO_TENANT_TREES_SQL = [
-    """CREATE FUNCTION bench_ref.skip_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$""",
+    """CREATE FUNCTION bench_ref.skip_row() RETURNS trigger LANGUAGE plpgsql
+       AS $$ BEGIN RETURN NULL; END $$""",
     """CREATE TRIGGER bench_no_tenant_trees BEFORE INSERT ON compliance.tenant_tree_pending
        FOR EACH ROW EXECUTE FUNCTION bench_ref.skip_row()""",
     "DROP INDEX compliance.audit_events_tenant_seq",
@@ -47,7 +48,11 @@ def _drain_rolled_back(ledger: Ledger, *, with_trees: bool) -> tuple[Timing, Tim
             for statement in NO_TENANT_TREES_SQL:
                 ledger.conn.execute(statement)
         drained = ledger.measure(drain_all)
-        folded = ledger.measure(lambda: ledger.scalar("SELECT compliance._tenant_trees_fold()")) if with_trees else None
+        folded = (
+            ledger.measure(lambda: ledger.scalar("SELECT compliance._tenant_trees_fold()"))
+            if with_trees
+            else None
+        )
         return drained, folded
     finally:
         ledger.conn.execute("ROLLBACK")
@@ -59,7 +64,7 @@ def run_drain(ledger: Ledger, *, log_size: int, backlog: int, tenants: int) -> R
         case="tenant_drain",
         variant=f"tenants={human(tenants)} backlog={human(backlog)} log={human(log_size)}",
         unit="events/s",
-        reference_name="the same drain without tenant trees (no pending batch row, no (tenant_id, seq) index)",
+        reference_name="the same drain without tenant trees (no pending row, no (tenant_id, seq) index)",
         targets=[Target("ratio", ">=", 0.85)],
     )
     fresh_backlog(ledger, backlog)

@@ -61,15 +61,17 @@ def test_every_tenant_head_matches_the_rfc_root_of_its_events(drained):
     assert len(trees) == 7 and None in trees
     for fold in (False, True):
         if fold:
-            assert conn.execute("SELECT compliance._tenant_trees_fold()").fetchone()[0] == sum(BATCHES[FOLDED:])
+            assert conn.execute("SELECT compliance._tenant_trees_fold()").fetchone()[0] == sum(
+                BATCHES[FOLDED:]
+            )
             assert conn.execute("SELECT count(*) FROM compliance.tenant_tree_pending").fetchone()[0] == 0
             heads = dict(conn.execute("SELECT tenant_key, tree_size FROM compliance.tenant_trees").fetchall())
             assert heads == {tenant or "": len(tree.leaves) for tenant, tree in trees.items()}
         for tenant, tree in trees.items():
             size = len(tree.leaves)
-            assert conn.execute("SELECT compliance.tenant_tree_root(%s)", (tenant,)).fetchone()[0] == tree.mth(
-                0, size
-            ), (tenant, fold)
+            assert conn.execute("SELECT compliance.tenant_tree_root(%s)", (tenant,)).fetchone()[
+                0
+            ] == tree.mth(0, size), (tenant, fold)
             head_size, frontier = conn.execute(
                 "SELECT * FROM compliance._tenant_head(%s)", (tenant or "",)
             ).fetchone()
