@@ -116,39 +116,51 @@ COMMENT ON FUNCTION compliance._tenant_tree_pending_gap() IS
 'Internal: first_seq of the first pending batch that does not continue the stored tenant heads, or NULL.';
 
 -- compliance._tenant_trees_fold(): append the pending batches to the stored heads in seq
--- order (grouped by tenant over all of them: one row written per tenant with pending events)
--- and delete them, under the drainer's lock so that no batch commits meanwhile. A batch
--- after a gap (see _tenant_tree_pending_gap) stays: the heads then fail to cover the log,
--- which commit_tenant_heads and verify_tree report, and _tenant_trees_catch_up repairs.
--- Returns the leaves folded. Touches: tenant_tree_pending (DELETE), tenant_trees, as
--- _tenant_tree_append.
+-- order and delete them, under the drainer's lock so that no batch commits meanwhile: one
+-- _tenant_tree_append per 262,144 events or so (grouped by tenant: one row written per tenant
+-- with events among them), so that the memory a fold needs stays bounded however long the
+-- drainer ran since the last one. A batch after a gap (see _tenant_tree_pending_gap) stays:
+-- the heads then fail to cover the log, which commit_tenant_heads and verify_tree report, and
+-- _tenant_trees_catch_up repairs. Returns the leaves folded.
+-- Touches: tenant_tree_pending (DELETE), tenant_trees, as _tenant_tree_append.
 CREATE OR REPLACE FUNCTION compliance._tenant_trees_fold()
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_chunk CONSTANT bigint := 262144;
     v_gap bigint;
+    v_from bigint;
+    v_end bigint;
     v_keys text[];
     v_leaves bytea[];
+    v_folded bigint := 0;
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
     v_gap := coalesce(compliance._tenant_tree_pending_gap(), 9223372036854775807);
-    WITH folded AS (
-        DELETE FROM compliance.tenant_tree_pending AS p
-         WHERE p.first_seq < v_gap
-        RETURNING p.first_seq, p.tenant_keys, p.leaf_hashes
-    )
-    SELECT pg_catalog.array_agg(u.tenant_key ORDER BY f.first_seq, u.n),
-           pg_catalog.array_agg(u.leaf ORDER BY f.first_seq, u.n)
-      INTO v_keys, v_leaves
-      FROM folded AS f
-     CROSS JOIN LATERAL unnest(f.tenant_keys, f.leaf_hashes) WITH ORDINALITY AS u (tenant_key, leaf, n);
-    IF v_leaves IS NULL THEN
-        RETURN 0;
-    END IF;
-    PERFORM compliance._tenant_tree_append(v_keys, v_leaves);
-    RETURN pg_catalog.cardinality(v_leaves);
+    SELECT pg_catalog.min(p.first_seq), pg_catalog.max(p.first_seq) + 1 INTO v_from, v_end
+      FROM compliance.tenant_tree_pending AS p
+     WHERE p.first_seq < v_gap;
+    -- Batches continue one another, so a range of first_seq holds about a range of events.
+    WHILE v_from < v_end LOOP
+        WITH folded AS (
+            DELETE FROM compliance.tenant_tree_pending AS p
+             WHERE p.first_seq >= v_from AND p.first_seq < least(v_from + v_chunk, v_end)
+            RETURNING p.first_seq, p.tenant_keys, p.leaf_hashes
+        )
+        SELECT pg_catalog.array_agg(u.tenant_key ORDER BY f.first_seq, u.n),
+               pg_catalog.array_agg(u.leaf ORDER BY f.first_seq, u.n)
+          INTO v_keys, v_leaves
+          FROM folded AS f
+         CROSS JOIN LATERAL unnest(f.tenant_keys, f.leaf_hashes) WITH ORDINALITY AS u (tenant_key, leaf, n);
+        IF v_leaves IS NOT NULL THEN
+            PERFORM compliance._tenant_tree_append(v_keys, v_leaves);
+            v_folded := v_folded + pg_catalog.cardinality(v_leaves);
+        END IF;
+        v_from := v_from + v_chunk;
+    END LOOP;
+    RETURN v_folded;
 END;
 $$;
 COMMENT ON FUNCTION compliance._tenant_trees_fold() IS

@@ -270,3 +270,31 @@ def test_migrate_replaces_the_tree_helpers_that_took_record_digests(drained, dsn
     conn.execute(EMIT_BATCH, (99, 5))
     assert conn.execute("SELECT compliance.drain()").fetchone()[0] == 5
     assert conn.execute("SELECT ok, problem FROM compliance.verify_tree()").fetchone() == (True, None)
+
+
+def test_a_fold_of_many_batches_stores_the_heads_readers_saw(conn):
+    """Three pending batches of 140,000 events, more than one fold step: the fold stores
+    exactly the heads that were read through the pending rows before it, whose roots are those
+    of each tenant's leaves. The batches are made up (a tenant trees unit test: no events)."""
+    conn.execute(
+        """INSERT INTO compliance.tenant_tree_pending (first_seq, tenant_keys, leaf_hashes)
+           SELECT b * 140000 + 1,
+                  array_agg(CASE WHEN i % 3 = 0 THEN '' ELSE 't' || (i % 2) END ORDER BY i),
+                  array_agg(sha256(int8send(i)) ORDER BY i)
+             FROM generate_series(0, 419999) AS i, LATERAL (SELECT i / 140000 AS b) AS x
+            GROUP BY b"""
+    )
+    heads = "SELECT * FROM compliance._tenant_heads(NULL) ORDER BY tenant_key"
+    read = conn.execute(heads).fetchall()
+    assert [(key, size) for key, size, _ in read] == [("", 140000), ("t0", 140000), ("t1", 140000)]
+    assert conn.execute("SELECT compliance._tenant_trees_fold()").fetchone()[0] == 420000
+    assert conn.execute("SELECT count(*) FROM compliance.tenant_tree_pending").fetchone()[0] == 0
+    assert conn.execute("SELECT * FROM compliance.tenant_trees ORDER BY tenant_key").fetchall() == read
+    for key, _, frontier in read:
+        root = conn.execute(
+            """SELECT compliance._tree_fold(array_agg(sha256(int8send(i)) ORDER BY i))
+                 FROM generate_series(0, 419999) AS i
+                WHERE CASE WHEN i %% 3 = 0 THEN '' ELSE 't' || (i %% 2) END = %s""",
+            (key,),
+        ).fetchone()[0]
+        assert conn.execute("SELECT compliance._tree_fold_right(%s)", (frontier,)).fetchone()[0] == root, key
