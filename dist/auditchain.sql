@@ -1002,6 +1002,41 @@ END;
 $$;
 INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0017_tenant_bundles.sql', 'migration', 'df78f0738b0c6f02601f5a1b3128415608f35836ad8c34e5524fcd3a60d4bd31');
 
+-- ==== migration: 0018_tenant_tree_pending.sql
+-- The tenant trees are folded per tenant-heads commitment, not per batch (docs/proofs.md
+-- "How they are maintained"): each drained batch leaves one row here with the tenant key and
+-- leaf hash of each of its events, in the batch's transaction; _tenant_trees_fold appends
+-- them to tenant_trees in seq order and deletes them. The heads a reader sees are the stored
+-- ones extended by these leaves.
+-- creates: compliance.tenant_tree_pending
+
+-- first_seq is the seq of the batch's first event; element i of both arrays belongs to event
+-- first_seq + i - 1.
+CREATE TABLE compliance.tenant_tree_pending (
+    first_seq bigint PRIMARY KEY CHECK (first_seq > 0),
+    tenant_keys text[] NOT NULL,
+    leaf_hashes bytea[] NOT NULL,
+    CONSTRAINT tenant_tree_pending_one_key_per_leaf CHECK (
+        cardinality(leaf_hashes) > 0 AND cardinality(tenant_keys) = cardinality(leaf_hashes)
+    )
+);
+-- Stored out of line uncompressed: hashes do not compress, and the drainer should not spend
+-- time trying.
+ALTER TABLE compliance.tenant_tree_pending ALTER COLUMN tenant_keys SET STORAGE EXTERNAL,
+ALTER COLUMN leaf_hashes SET STORAGE EXTERNAL;
+COMMENT ON TABLE compliance.tenant_tree_pending IS
+'Drained batches not yet folded into tenant_trees: each event''s tenant key and leaf hash; written by drain, '
+'emptied by _tenant_trees_fold.';
+COMMENT ON COLUMN compliance.tenant_tree_pending.first_seq IS
+'Seq of the batch''s first event; the arrays hold its events in seq order.';
+COMMENT ON COLUMN compliance.tenant_tree_pending.tenant_keys IS
+'Each event''s tenant key: its tenant id, or the empty string for an event without a tenant.';
+COMMENT ON COLUMN compliance.tenant_tree_pending.leaf_hashes IS
+'Each event''s leaf hash (of its record digest), as in the global tree.';
+COMMENT ON CONSTRAINT tenant_tree_pending_one_key_per_leaf ON compliance.tenant_tree_pending IS
+'A batch has at least one event, and one tenant key per leaf hash.';
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('0018_tenant_tree_pending.sql', 'migration', 'fad68a68f095f3505a7f62b98612c82e8ec32ad19e75e6a6aa7ce7a9fe425bc3');
+
 -- ==== definition: 10_foundation.sql
 -- Shared building blocks: UUIDv7, the append-only guard reused by every protected table.
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -1593,7 +1628,7 @@ COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
 -- written to drainer_state once per batch.
 -- Touches: audit_outbox (SELECT, DELETE), audit_events (INSERT),
 -- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append),
--- tenant_trees (UPDATE, INSERT, through compliance._tenant_tree_append),
+-- tenant_tree_pending (INSERT),
 -- event_expectations (UPDATE, through compliance._advance_expectations).
 CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
 RETURNS integer
@@ -1703,9 +1738,13 @@ BEGIN
     END IF;
 
     -- The Merkle trees' leaf data are the record digests, appended in the same transaction so
-    -- that the trees and the chain never disagree at a commit.
+    -- that the trees and the chain never disagree at a commit. The tenant trees get the batch's
+    -- tenant keys and leaves as one pending row, folded into their heads per commitment
+    -- (_tenant_trees_fold): writing each tenant's head per batch costs the drainer a row per
+    -- tenant per batch.
     PERFORM compliance._tree_append(v_state.last_seq + 1, v_leaves);
-    PERFORM compliance._tenant_tree_append(v_tenant_keys, v_leaves);
+    INSERT INTO compliance.tenant_tree_pending (first_seq, tenant_keys, leaf_hashes)
+    VALUES (v_state.last_seq + 1, v_tenant_keys, v_leaves);
     PERFORM compliance._advance_expectations(v_state.last_seq + 1, v_state.last_seq + v_moved);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,
@@ -1833,7 +1872,8 @@ COMMENT ON FUNCTION compliance._check_acknowledgement_note(text) IS
 -- resume_from_seq; AC013 for a NULL, blank or over-2,000-character note; AC012 when there is
 -- nothing to acknowledge (not halted), resume_from_seq is not the last seq, or events the
 -- Merkle tree covers were cut off the tail. Owner only.
--- Touches: integrity_incidents (INSERT), drainer_state (UPDATE), merkle_nodes (INSERT).
+-- Touches: integrity_incidents (INSERT), drainer_state (UPDATE), merkle_nodes (INSERT),
+-- tenant_trees and tenant_tree_pending (through compliance._tenant_trees_catch_up).
 CREATE OR REPLACE FUNCTION compliance.acknowledge_integrity_failure(resume_from_seq bigint, note text)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -1889,7 +1929,7 @@ $$;
 COMMENT ON FUNCTION compliance.acknowledge_integrity_failure(bigint, text) IS
 'Operator action after a drainer halt: records an integrity incident and lets the drainer extend from the named last seq; '
 'false if already acknowledged.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', 'ab479386e3eb1fa74ce8f8ea3c958e032113b996724250e1503b2b5e6b63021e');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('40_drain.sql', 'definition', '63e95edd03cebcda2eba86a96ab26b65657e1dd322ca636532e66bbce45c0060');
 
 -- ==== definition: 45_anchors.sql
 -- Anchors: record the chain head (create_anchor, run by pg_cron), let the uploader take
@@ -3212,7 +3252,8 @@ COMMENT ON FUNCTION compliance._tree_recorded_roots() IS
 -- (_tenant_trees_check), the newest tenant heads commitment (_tenant_heads_check) and every
 -- recorded root (_tree_recorded_roots). One row: ok, leaves_checked, and the first problem,
 -- naming the node (level, index), the tenant or the recorded root.
--- Touches: audit_events, merkle_nodes, drainer_state, tenant_trees, tenant_head_history (read).
+-- Touches: audit_events, merkle_nodes, drainer_state, tenant_trees, tenant_tree_pending,
+-- tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance.verify_tree()
 RETURNS TABLE (ok boolean, leaves_checked bigint, problem text)
 LANGUAGE plpgsql
@@ -3296,15 +3337,18 @@ COMMENT ON FUNCTION compliance.verify_tree() IS
 -- Events chained before the tree existed (an upgrade from a version without it) enter it
 -- now, in the same migrate run that created its tables.
 SELECT compliance._tree_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', 'ad740b5d806c9bf5cdd3010b5967a2be60595b4a7d636cf7fe19599840eb8c66');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', 'a0e71d1380a4cb2ea15b2987c7ec445a53036949decb43e59c8517f6e756037d');
 
 -- ==== definition: 48_tenant_trees.sql
 -- Per-tenant Merkle trees (docs/proofs.md "Tenant trees"): beside the global tree, one RFC
 -- 6962 tree per tenant, the events without a tenant forming a tenant of their own (key ''),
--- whose leaf i is the record digest of the tenant's (i+1)-th event in seq order. The drainer
--- keeps each tenant's head as a compact range (tenant_trees), in its own transaction; a root
--- at an older size and every proof are recomputed from the tenant's events, which the
--- (tenant_id, seq) index lists in order. The hashing is sql/47_merkle.sql's.
+-- whose leaf i is the record digest of the tenant's (i+1)-th event in seq order. Each
+-- tenant's head is a compact range (tenant_trees); the drainer leaves each batch's tenant keys
+-- and leaf hashes in tenant_tree_pending, in its own transaction, and _tenant_trees_fold
+-- appends them to the heads once per tenant-heads commitment. Readers see the stored heads
+-- extended by the pending leaves (_tenant_heads). A root at an older size and every proof are
+-- recomputed from the tenant's events, which the (tenant_id, seq) index lists in order. The
+-- hashing is sql/47_merkle.sql's.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 -- Before the drainer hashed each leaf once for both trees, _tree_push took record digests and
@@ -3360,12 +3404,12 @@ $$;
 COMMENT ON FUNCTION compliance._tree_push(bytea[], bigint, bytea[]) IS
 'Internal: the compact range of a tree of size leaves after appending the given leaf hashes.';
 
--- compliance._tenant_tree_append(tenant_keys, leaf_hashes): extend each tenant's tree by its
--- leaves among the given ones (the events of one batch in seq order: tenant_keys[i] is the
--- tenant key of the event whose leaf hash is leaf_hashes[i]), in the drainer's transaction:
--- one statement whatever the number of tenants, one row written per tenant in the batch.
--- The drainer holds both arrays already, so no event is read back.
--- Touches: tenant_trees (UPDATE, INSERT).
+-- compliance._tenant_tree_append(tenant_keys, leaf_hashes): extend each tenant's stored head
+-- by its leaves among the given ones (events in seq order, following those the heads cover:
+-- tenant_keys[i] is the tenant key of the event whose leaf hash is leaf_hashes[i]): one
+-- statement whatever the number of tenants, one row written per tenant among them. Called by
+-- _tenant_trees_fold with the pending batches, by _tenant_trees_catch_up with leaves
+-- recomputed from the events. Touches: tenant_trees (UPDATE, INSERT).
 CREATE OR REPLACE FUNCTION compliance._tenant_tree_append(tenant_keys text[], leaf_hashes bytea[])
 RETURNS void
 LANGUAGE sql
@@ -3389,14 +3433,87 @@ AS $$
      WHERE b.tenant_key NOT IN (SELECT g.tenant_key FROM grown AS g);
 $$;
 COMMENT ON FUNCTION compliance._tenant_tree_append(text[], bytea[]) IS
-'Internal: (the drainer) appends each leaf hash to the tree of the tenant key at the same position.';
+'Internal: appends each leaf hash to the stored head of the tenant key at the same position.';
 
--- compliance._tenant_trees_catch_up(): add to the tenant trees every event of the global
--- tree they do not cover yet (events chained before they existed, or accepted by
--- acknowledge_integrity_failure), from the stored events, under the drainer's lock. The
--- tenant trees always cover a prefix of the chain, of the sum of their sizes. Returns the
--- leaves added. Touches: tenant_trees, audit_events, drainer_state (read), as
--- _tenant_tree_append.
+-- compliance._tenant_tree_pending_gap(): the first_seq of the first pending batch that does
+-- not continue the stored heads (the heads cover the first sum(tree_size) events, each batch
+-- continues the one before), or NULL when every batch does. Touches: tenant_trees,
+-- tenant_tree_pending (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_tree_pending_gap()
+RETURNS bigint
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.min(g.first_seq)
+      FROM (SELECT p.first_seq,
+                   (SELECT coalesce(pg_catalog.sum(t.tree_size), 0) FROM compliance.tenant_trees AS t) + 1
+                   + coalesce(pg_catalog.sum(pg_catalog.cardinality(p.leaf_hashes))
+                                  OVER (ORDER BY p.first_seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                   AS expected
+              FROM compliance.tenant_tree_pending AS p) AS g
+     WHERE g.first_seq <> g.expected;
+$$;
+COMMENT ON FUNCTION compliance._tenant_tree_pending_gap() IS
+'Internal: first_seq of the first pending batch that does not continue the stored tenant heads, or NULL.';
+
+-- compliance._tenant_trees_fold(): append the pending batches to the stored heads in seq
+-- order and delete them, under the drainer's lock so that no batch commits meanwhile: one
+-- _tenant_tree_append per 262,144 events or so (grouped by tenant: one row written per tenant
+-- with events among them), so that the memory a fold needs stays bounded however long the
+-- drainer ran since the last one. A batch after a gap (see _tenant_tree_pending_gap) stays:
+-- the heads then fail to cover the log, which commit_tenant_heads and verify_tree report, and
+-- _tenant_trees_catch_up repairs. Returns the leaves folded.
+-- Touches: tenant_tree_pending (DELETE), tenant_trees, as _tenant_tree_append.
+CREATE OR REPLACE FUNCTION compliance._tenant_trees_fold()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_chunk CONSTANT bigint := 262144;
+    v_gap bigint;
+    v_from bigint;
+    v_end bigint;
+    v_keys text[];
+    v_leaves bytea[];
+    v_folded bigint := 0;
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
+    v_gap := coalesce(compliance._tenant_tree_pending_gap(), 9223372036854775807);
+    SELECT pg_catalog.min(p.first_seq), pg_catalog.max(p.first_seq) + 1 INTO v_from, v_end
+      FROM compliance.tenant_tree_pending AS p
+     WHERE p.first_seq < v_gap;
+    -- Batches continue one another, so a range of first_seq holds about a range of events.
+    WHILE v_from < v_end LOOP
+        WITH folded AS (
+            DELETE FROM compliance.tenant_tree_pending AS p
+             WHERE p.first_seq >= v_from AND p.first_seq < least(v_from + v_chunk, v_end)
+            RETURNING p.first_seq, p.tenant_keys, p.leaf_hashes
+        )
+        SELECT pg_catalog.array_agg(u.tenant_key ORDER BY f.first_seq, u.n),
+               pg_catalog.array_agg(u.leaf ORDER BY f.first_seq, u.n)
+          INTO v_keys, v_leaves
+          FROM folded AS f
+         CROSS JOIN LATERAL unnest(f.tenant_keys, f.leaf_hashes) WITH ORDINALITY AS u (tenant_key, leaf, n);
+        IF v_leaves IS NOT NULL THEN
+            PERFORM compliance._tenant_tree_append(v_keys, v_leaves);
+            v_folded := v_folded + pg_catalog.cardinality(v_leaves);
+        END IF;
+        v_from := v_from + v_chunk;
+    END LOOP;
+    RETURN v_folded;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_trees_fold() IS
+'Internal: appends the pending drained batches to the stored tenant heads, in seq order, and deletes them.';
+
+-- compliance._tenant_trees_catch_up(): fold the pending batches, then add to the stored heads
+-- every event of the global tree they do not cover yet (events chained before the tenant
+-- trees existed, accepted by acknowledge_integrity_failure, or after a gap among the pending
+-- batches, which are dropped: their leaves are recomputed here from the stored events), under
+-- the drainer's lock. Returns the leaves added from the events. Touches: tenant_trees,
+-- tenant_tree_pending (DELETE), audit_events, drainer_state (read).
 CREATE OR REPLACE FUNCTION compliance._tenant_trees_catch_up()
 RETURNS bigint
 LANGUAGE plpgsql
@@ -3411,7 +3528,8 @@ DECLARE
     v_keys text[];
     v_leaves bytea[];
 BEGIN
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
+    PERFORM compliance._tenant_trees_fold();
+    DELETE FROM compliance.tenant_tree_pending;
     SELECT coalesce(pg_catalog.sum(t.tree_size), 0) INTO v_covered FROM compliance.tenant_trees AS t;
     SELECT d.tree_size INTO STRICT v_last FROM compliance.drainer_state AS d;
     v_from := v_covered + 1;
@@ -3433,7 +3551,8 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._tenant_trees_catch_up() IS
-'Internal: (migrate) adds to the tenant trees every event of the global tree they do not cover yet.';
+'Internal: (migrate) folds the pending batches and adds to the tenant trees every event of the global tree they do not '
+'cover yet.';
 
 -- compliance._tenant_key(tenant_id): the tenant_trees key of a caller's tenant id ('' for
 -- NULL, the events without a tenant), raising AC100 for a string that cannot be a tenant id
@@ -3486,20 +3605,52 @@ $$;
 COMMENT ON FUNCTION compliance._tenant_leaves(text, bigint) IS
 'Internal: leaf hashes of a tenant''s first max_leaves events, recomputed from the stored events in seq order.';
 
--- compliance._tenant_head(tenant_key): the tenant tree's head (size and compact range); size
--- 0 and no hash for a tenant without events. Touches: tenant_trees (read).
+-- compliance._tenant_heads(tenant): the current head (size and compact range) of one tenant
+-- key's tree, or of every tenant's with events when tenant is NULL: the stored head extended
+-- by the tenant's pending leaves in seq order, computed without writing (a fold would give
+-- the same). Touches: tenant_trees, tenant_tree_pending (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_heads(tenant text)
+RETURNS TABLE (tenant_key text, tree_size bigint, tree_frontier bytea[])
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH stored AS (
+        SELECT t.tenant_key, t.tree_size, t.tree_frontier
+          FROM compliance.tenant_trees AS t
+         WHERE _tenant_heads.tenant IS NULL OR t.tenant_key = _tenant_heads.tenant
+    ), pending AS (
+        SELECT u.tenant_key COLLATE "C" AS tenant_key, pg_catalog.array_agg(u.leaf ORDER BY p.first_seq, u.n) AS leaves
+          FROM compliance.tenant_tree_pending AS p
+         CROSS JOIN LATERAL unnest(p.tenant_keys, p.leaf_hashes) WITH ORDINALITY AS u (tenant_key, leaf, n)
+         WHERE _tenant_heads.tenant IS NULL OR u.tenant_key = _tenant_heads.tenant
+         GROUP BY 1
+    )
+    SELECT coalesce(s.tenant_key, p.tenant_key),
+           coalesce(s.tree_size, 0) + coalesce(pg_catalog.cardinality(p.leaves), 0),
+           CASE WHEN p.leaves IS NULL THEN s.tree_frontier
+                ELSE compliance._tree_push(coalesce(s.tree_frontier, '{}'), coalesce(s.tree_size, 0), p.leaves) END
+      FROM stored AS s
+      FULL JOIN pending AS p ON p.tenant_key = s.tenant_key;
+$$;
+COMMENT ON FUNCTION compliance._tenant_heads(text) IS
+'Internal: current head (stored head extended by the pending leaves) of one tenant key''s tree, or of every tenant''s '
+'when NULL.';
+
+-- compliance._tenant_head(tenant_key): the tenant tree's current head (size and compact
+-- range, see _tenant_heads); size 0 and no hash for a tenant without events.
+-- Touches: tenant_trees, tenant_tree_pending (read).
 CREATE OR REPLACE FUNCTION compliance._tenant_head(tenant_key text)
 RETURNS TABLE (tree_size bigint, tree_frontier bytea[])
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(pg_catalog.max(t.tree_size), 0), coalesce(pg_catalog.max(t.tree_frontier), '{}')
-      FROM compliance.tenant_trees AS t
-     WHERE t.tenant_key = _tenant_head.tenant_key;
+    SELECT coalesce(pg_catalog.max(h.tree_size), 0), coalesce(pg_catalog.max(h.tree_frontier), '{}')
+      FROM compliance._tenant_heads(_tenant_head.tenant_key) AS h;
 $$;
 COMMENT ON FUNCTION compliance._tenant_head(text) IS
-'Internal: size and compact range of a tenant tree''s head; 0 and none for a tenant without events.';
+'Internal: size and compact range of a tenant tree''s current head; 0 and none for a tenant without events.';
 
 -- compliance._tenant_tree_size(head_size, tree_size): a caller's tenant tree size (NULL: the
 -- head), AC101 when negative or beyond the tenant's chained events. Touches no table.
@@ -3527,7 +3678,8 @@ COMMENT ON FUNCTION compliance._tenant_tree_size(bigint, bigint) IS
 -- tenant's first tree_size events (tenant_id NULL: the events without a tenant; tree_size
 -- NULL: all its chained events; 0: SHA-256 of nothing). The head's root comes from the
 -- compact range, an older one is recomputed from the tenant's events. AC100 for a string
--- that cannot be a tenant id, AC101 for a bad size. Touches: tenant_trees, audit_events (read).
+-- that cannot be a tenant id, AC101 for a bad size.
+-- Touches: tenant_trees, tenant_tree_pending, audit_events (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_tree_root(tenant_id text, tree_size bigint DEFAULT NULL)
 RETURNS bytea
 LANGUAGE plpgsql
@@ -3555,7 +3707,7 @@ COMMENT ON FUNCTION compliance.tenant_tree_root(text, bigint) IS
 -- seq in its tenant's tree of tree_size leaves (NULL: all the tenant's chained events), leaf
 -- to root, with the tenant and the event's leaf index in that tree. AC101 for a bad tree
 -- size, AC102 when seq is not a chained event or lies beyond tree_size.
--- Touches: audit_events, tenant_trees (read).
+-- Touches: audit_events, tenant_trees, tenant_tree_pending (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_inclusion_proof(seq bigint, tree_size bigint DEFAULT NULL)
 RETURNS TABLE (tenant_id text, leaf_index bigint, tenant_tree_size bigint, proof bytea[])
 LANGUAGE plpgsql
@@ -3608,7 +3760,7 @@ COMMENT ON FUNCTION compliance.tenant_inclusion_proof(bigint, bigint) IS
 -- proof that the tenant's tree of size1 events is a prefix of its tree of size2 (NULL: all
 -- its chained events). Empty when size1 = size2. AC100 for a bad tenant id, AC101 for a bad
 -- size, and as consistency_proof AC072 for size1 = 0 and AC073 when size1 > size2.
--- Touches: tenant_trees, audit_events (read).
+-- Touches: tenant_trees, tenant_tree_pending, audit_events (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_consistency_proof(tenant_id text, size1 bigint, size2 bigint DEFAULT NULL)
 RETURNS bytea[]
 LANGUAGE plpgsql
@@ -3639,9 +3791,10 @@ COMMENT ON FUNCTION compliance.tenant_consistency_proof(text, bigint, bigint) IS
 'RFC 9162 consistency proof between a tenant''s trees of size1 and size2 events (size2 NULL: all its chained events).';
 
 -- compliance._tenant_trees_check(): recompute every tenant's tree from the stored events and
--- compare it with its stored head; the first problem, naming the tenant, or NULL. Also
--- checks that the tenant trees together cover exactly the global tree. Used by verify_tree.
--- Touches: audit_events, tenant_trees, drainer_state (read).
+-- compare it with its current head (stored head and pending leaves); the first problem,
+-- naming the tenant, or NULL. So the heads together cover exactly the global tree; then
+-- checks that the pending batches continue the stored heads. Used by verify_tree.
+-- Touches: audit_events, tenant_trees, tenant_tree_pending, drainer_state (read).
 CREATE OR REPLACE FUNCTION compliance._tenant_trees_check()
 RETURNS text
 LANGUAGE plpgsql
@@ -3650,6 +3803,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tree_size bigint;
+    v_gap bigint := compliance._tenant_tree_pending_gap();
     v_tenant record;
     v_leaves bytea[];
 BEGIN
@@ -3661,7 +3815,7 @@ BEGIN
                   FROM compliance.audit_events AS e
                  WHERE e.seq <= v_tree_size
                  GROUP BY 1) AS c
-          FULL JOIN compliance.tenant_trees AS t ON t.tenant_key = c.tenant_key
+          FULL JOIN compliance._tenant_heads(NULL) AS t ON t.tenant_key = c.tenant_key
          ORDER BY 1
     LOOP
         IF v_tenant.events <> v_tenant.tree_size THEN
@@ -3679,16 +3833,20 @@ BEGIN
                                           ELSE pg_catalog.quote_literal(v_tenant.tenant_key) END);
         END IF;
     END LOOP;
+    -- Right heads, but batches the fold would stop at.
+    IF v_gap IS NOT NULL THEN
+        RETURN pg_catalog.format('the pending tenant tree batch at seq %s does not continue the tenant heads', v_gap);
+    END IF;
     RETURN NULL;
 END;
 $$;
 COMMENT ON FUNCTION compliance._tenant_trees_check() IS
-'Internal: the first tenant tree whose stored head differs from the tree recomputed from the events, or NULL.';
+'Internal: the first tenant tree whose current head differs from the tree recomputed from the events, or NULL.';
 
 -- Events chained before the tenant trees existed enter them now, in the same migrate run
 -- that created their table.
 SELECT compliance._tenant_trees_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', '4b1fe6f1f6a8d004d1a6b7066231b94966099421622cbd24fbba27c0b9e71760');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('48_tenant_trees.sql', 'definition', '5ae31b7562a417afecfbaefaa0fb8286a25bdface0492c842c167837b5d4a8c5');
 
 -- ==== definition: 49_tenant_heads.sql
 -- The tree of tenant heads and its commitments into the global log (docs/proofs.md "Tenant
@@ -3723,10 +3881,11 @@ COMMENT ON FUNCTION compliance._tenant_head_data(text, bigint, bytea) IS
 
 -- compliance._tenant_head_leaves(heads_size): the leaf hashes of the tree of tenant heads in
 -- tenant key byte order (the events without a tenant first), with the keys, sizes and roots
--- in the same order. heads_size NULL: the drainer's head, from tenant_trees (one snapshot:
--- the drainer updates the heads and the global head in one transaction); otherwise a
--- committed size, from each tenant's newest tenant_head_history row at or below it.
--- Touches: tenant_trees, drainer_state, tenant_head_history (read).
+-- in the same order. heads_size NULL: the drainer's head, from the current heads
+-- (_tenant_heads: one snapshot, the drainer records a batch's tenant leaves and the global
+-- head in one transaction); otherwise a committed size, from each tenant's newest
+-- tenant_head_history row at or below it.
+-- Touches: tenant_trees, tenant_tree_pending, drainer_state, tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance._tenant_head_leaves(heads_size bigint)
 RETURNS TABLE (tree_size bigint, tenant_keys text[], sizes bigint[], roots bytea[], leaves bytea[])
 LANGUAGE sql
@@ -3735,7 +3894,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     WITH heads AS (
         SELECT t.tenant_key, t.tree_size, compliance._tree_fold_right(t.tree_frontier) AS root
-          FROM compliance.tenant_trees AS t
+          FROM compliance._tenant_heads(NULL) AS t
          WHERE _tenant_head_leaves.heads_size IS NULL
         UNION ALL
         SELECT h.tenant_key, h.tree_size, h.tree_root
@@ -3787,7 +3946,7 @@ COMMENT ON FUNCTION compliance._tenant_heads_size(bigint) IS
 -- head (leaves: _tenant_head_data of each tenant with events, in tenant id byte order, the
 -- events without a tenant first), its leaf count and the global tree size it describes:
 -- the drainer's head (heads_size NULL) or a committed size (AC104 otherwise).
--- Touches: tenant_trees, drainer_state, tenant_head_history (read).
+-- Touches: tenant_trees, tenant_tree_pending, drainer_state, tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_heads_root(heads_size bigint DEFAULT NULL)
 RETURNS TABLE (tree_size bigint, tenants bigint, root bytea)
 LANGUAGE sql
@@ -3807,7 +3966,8 @@ COMMENT ON FUNCTION compliance.tenant_heads_root(bigint) IS
 -- tenant heads and the RFC 9162 inclusion proof of its leaf in the tree of tenant heads, whose
 -- root, leaf count and global tree size come with it: O(log tenants) hashes. AC100 for a bad
 -- tenant id, AC103 for a tenant without chained events at that size, AC104 for a size at which
--- no heads were committed. Touches: tenant_trees, drainer_state, tenant_head_history (read).
+-- no heads were committed.
+-- Touches: tenant_trees, tenant_tree_pending, drainer_state, tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_head_proof(tenant_id text, heads_size bigint DEFAULT NULL)
 RETURNS TABLE (
     tree_size bigint, tenants bigint, heads_root bytea, head_index bigint, tenant_tree_size bigint,
@@ -3849,9 +4009,10 @@ COMMENT ON FUNCTION compliance.tenant_head_proof(text, bigint) IS
 -- covers it. Nothing when the log is empty, when nothing but the previous commitment was
 -- chained since it, or while that commitment still waits in the outbox (no second one queues
 -- behind it), so a second run is a no-op. Returns the event's id or NULL; XX001 (the job
--- fails, and its alarm fires) when the tenant trees do not cover the log exactly.
--- Touches: drainer_state (read, FOR SHARE), tenant_trees, audit_events (read),
--- tenant_head_history, audit_outbox (INSERT).
+-- fails, and its alarm fires) when the tenant trees do not cover the log exactly. Folds the
+-- pending batches into the stored heads first (_tenant_trees_fold), even when it commits
+-- nothing. Touches: drainer_state (read, FOR SHARE), tenant_trees, tenant_tree_pending (as
+-- _tenant_trees_fold), audit_events (read), tenant_head_history, audit_outbox (INSERT).
 CREATE OR REPLACE FUNCTION compliance.commit_tenant_heads()
 RETURNS uuid
 LANGUAGE plpgsql
@@ -3866,9 +4027,11 @@ DECLARE
     v_heads record;
     v_event_id uuid;
 BEGIN
-    -- One committer at a time (create_anchor's lock); the share lock keeps a drain batch from
-    -- committing between reading the heads and recording them.
+    -- One committer at a time (create_anchor's lock).
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.anchor')::bigint);
+    -- The drained batches enter the stored heads here, once per commitment rather than once
+    -- per batch; the fold holds the drainer's lock to the end of the transaction.
+    PERFORM compliance._tenant_trees_fold();
     SELECT d.tree_size INTO STRICT v_size FROM compliance.drainer_state AS d FOR SHARE;
     SELECT pg_catalog.max(h.heads_size) INTO v_last_committed FROM compliance.tenant_head_history AS h;
     SELECT pg_catalog.max(e.seq) INTO v_last_chained
@@ -3998,7 +4161,7 @@ END;
 $$;
 COMMENT ON FUNCTION compliance._tree_compact_range(bytea[]) IS
 'Internal: the compact range (roots of the perfect subtrees, largest first) of the tree over these leaf hashes.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('49_tenant_heads.sql', 'definition', 'ebd7eb6f8cf07c92bc187013692a9ef3e019886a79a84c8c5e9c2f5946fd1ec5');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('49_tenant_heads.sql', 'definition', '1ee0179315a75ee8b8068ffc9f2c70f701476f1f7dacf2e1f933e8643e8ea66f');
 
 -- ==== definition: 50_verify.sql
 -- In-database verification: recompute every hash from the stored columns.

@@ -58,7 +58,7 @@ COMMENT ON FUNCTION compliance._check_chain_head(bigint, bytea) IS
 -- written to drainer_state once per batch.
 -- Touches: audit_outbox (SELECT, DELETE), audit_events (INSERT),
 -- drainer_state (UPDATE), merkle_nodes (INSERT, through compliance._tree_append),
--- tenant_trees (UPDATE, INSERT, through compliance._tenant_tree_append),
+-- tenant_tree_pending (INSERT),
 -- event_expectations (UPDATE, through compliance._advance_expectations).
 CREATE OR REPLACE FUNCTION compliance.drain(max_rows integer DEFAULT 1000)
 RETURNS integer
@@ -168,9 +168,13 @@ BEGIN
     END IF;
 
     -- The Merkle trees' leaf data are the record digests, appended in the same transaction so
-    -- that the trees and the chain never disagree at a commit.
+    -- that the trees and the chain never disagree at a commit. The tenant trees get the batch's
+    -- tenant keys and leaves as one pending row, folded into their heads per commitment
+    -- (_tenant_trees_fold): writing each tenant's head per batch costs the drainer a row per
+    -- tenant per batch.
     PERFORM compliance._tree_append(v_state.last_seq + 1, v_leaves);
-    PERFORM compliance._tenant_tree_append(v_tenant_keys, v_leaves);
+    INSERT INTO compliance.tenant_tree_pending (first_seq, tenant_keys, leaf_hashes)
+    VALUES (v_state.last_seq + 1, v_tenant_keys, v_leaves);
     PERFORM compliance._advance_expectations(v_state.last_seq + 1, v_state.last_seq + v_moved);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + v_moved,
@@ -298,7 +302,8 @@ COMMENT ON FUNCTION compliance._check_acknowledgement_note(text) IS
 -- resume_from_seq; AC013 for a NULL, blank or over-2,000-character note; AC012 when there is
 -- nothing to acknowledge (not halted), resume_from_seq is not the last seq, or events the
 -- Merkle tree covers were cut off the tail. Owner only.
--- Touches: integrity_incidents (INSERT), drainer_state (UPDATE), merkle_nodes (INSERT).
+-- Touches: integrity_incidents (INSERT), drainer_state (UPDATE), merkle_nodes (INSERT),
+-- tenant_trees and tenant_tree_pending (through compliance._tenant_trees_catch_up).
 CREATE OR REPLACE FUNCTION compliance.acknowledge_integrity_failure(resume_from_seq bigint, note text)
 RETURNS boolean
 LANGUAGE plpgsql

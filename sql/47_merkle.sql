@@ -711,7 +711,8 @@ COMMENT ON FUNCTION compliance._tree_recorded_roots() IS
 -- (_tenant_trees_check), the newest tenant heads commitment (_tenant_heads_check) and every
 -- recorded root (_tree_recorded_roots). One row: ok, leaves_checked, and the first problem,
 -- naming the node (level, index), the tenant or the recorded root.
--- Touches: audit_events, merkle_nodes, drainer_state, tenant_trees, tenant_head_history (read).
+-- Touches: audit_events, merkle_nodes, drainer_state, tenant_trees, tenant_tree_pending,
+-- tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance.verify_tree()
 RETURNS TABLE (ok boolean, leaves_checked bigint, problem text)
 LANGUAGE plpgsql

@@ -1,9 +1,12 @@
 -- Per-tenant Merkle trees (docs/proofs.md "Tenant trees"): beside the global tree, one RFC
 -- 6962 tree per tenant, the events without a tenant forming a tenant of their own (key ''),
--- whose leaf i is the record digest of the tenant's (i+1)-th event in seq order. The drainer
--- keeps each tenant's head as a compact range (tenant_trees), in its own transaction; a root
--- at an older size and every proof are recomputed from the tenant's events, which the
--- (tenant_id, seq) index lists in order. The hashing is sql/47_merkle.sql's.
+-- whose leaf i is the record digest of the tenant's (i+1)-th event in seq order. Each
+-- tenant's head is a compact range (tenant_trees); the drainer leaves each batch's tenant keys
+-- and leaf hashes in tenant_tree_pending, in its own transaction, and _tenant_trees_fold
+-- appends them to the heads once per tenant-heads commitment. Readers see the stored heads
+-- extended by the pending leaves (_tenant_heads). A root at an older size and every proof are
+-- recomputed from the tenant's events, which the (tenant_id, seq) index lists in order. The
+-- hashing is sql/47_merkle.sql's.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 -- Before the drainer hashed each leaf once for both trees, _tree_push took record digests and
@@ -59,12 +62,12 @@ $$;
 COMMENT ON FUNCTION compliance._tree_push(bytea[], bigint, bytea[]) IS
 'Internal: the compact range of a tree of size leaves after appending the given leaf hashes.';
 
--- compliance._tenant_tree_append(tenant_keys, leaf_hashes): extend each tenant's tree by its
--- leaves among the given ones (the events of one batch in seq order: tenant_keys[i] is the
--- tenant key of the event whose leaf hash is leaf_hashes[i]), in the drainer's transaction:
--- one statement whatever the number of tenants, one row written per tenant in the batch.
--- The drainer holds both arrays already, so no event is read back.
--- Touches: tenant_trees (UPDATE, INSERT).
+-- compliance._tenant_tree_append(tenant_keys, leaf_hashes): extend each tenant's stored head
+-- by its leaves among the given ones (events in seq order, following those the heads cover:
+-- tenant_keys[i] is the tenant key of the event whose leaf hash is leaf_hashes[i]): one
+-- statement whatever the number of tenants, one row written per tenant among them. Called by
+-- _tenant_trees_fold with the pending batches, by _tenant_trees_catch_up with leaves
+-- recomputed from the events. Touches: tenant_trees (UPDATE, INSERT).
 CREATE OR REPLACE FUNCTION compliance._tenant_tree_append(tenant_keys text[], leaf_hashes bytea[])
 RETURNS void
 LANGUAGE sql
@@ -88,14 +91,87 @@ AS $$
      WHERE b.tenant_key NOT IN (SELECT g.tenant_key FROM grown AS g);
 $$;
 COMMENT ON FUNCTION compliance._tenant_tree_append(text[], bytea[]) IS
-'Internal: (the drainer) appends each leaf hash to the tree of the tenant key at the same position.';
+'Internal: appends each leaf hash to the stored head of the tenant key at the same position.';
 
--- compliance._tenant_trees_catch_up(): add to the tenant trees every event of the global
--- tree they do not cover yet (events chained before they existed, or accepted by
--- acknowledge_integrity_failure), from the stored events, under the drainer's lock. The
--- tenant trees always cover a prefix of the chain, of the sum of their sizes. Returns the
--- leaves added. Touches: tenant_trees, audit_events, drainer_state (read), as
--- _tenant_tree_append.
+-- compliance._tenant_tree_pending_gap(): the first_seq of the first pending batch that does
+-- not continue the stored heads (the heads cover the first sum(tree_size) events, each batch
+-- continues the one before), or NULL when every batch does. Touches: tenant_trees,
+-- tenant_tree_pending (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_tree_pending_gap()
+RETURNS bigint
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.min(g.first_seq)
+      FROM (SELECT p.first_seq,
+                   (SELECT coalesce(pg_catalog.sum(t.tree_size), 0) FROM compliance.tenant_trees AS t) + 1
+                   + coalesce(pg_catalog.sum(pg_catalog.cardinality(p.leaf_hashes))
+                                  OVER (ORDER BY p.first_seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                   AS expected
+              FROM compliance.tenant_tree_pending AS p) AS g
+     WHERE g.first_seq <> g.expected;
+$$;
+COMMENT ON FUNCTION compliance._tenant_tree_pending_gap() IS
+'Internal: first_seq of the first pending batch that does not continue the stored tenant heads, or NULL.';
+
+-- compliance._tenant_trees_fold(): append the pending batches to the stored heads in seq
+-- order and delete them, under the drainer's lock so that no batch commits meanwhile: one
+-- _tenant_tree_append per 262,144 events or so (grouped by tenant: one row written per tenant
+-- with events among them), so that the memory a fold needs stays bounded however long the
+-- drainer ran since the last one. A batch after a gap (see _tenant_tree_pending_gap) stays:
+-- the heads then fail to cover the log, which commit_tenant_heads and verify_tree report, and
+-- _tenant_trees_catch_up repairs. Returns the leaves folded.
+-- Touches: tenant_tree_pending (DELETE), tenant_trees, as _tenant_tree_append.
+CREATE OR REPLACE FUNCTION compliance._tenant_trees_fold()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_chunk CONSTANT bigint := 262144;
+    v_gap bigint;
+    v_from bigint;
+    v_end bigint;
+    v_keys text[];
+    v_leaves bytea[];
+    v_folded bigint := 0;
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
+    v_gap := coalesce(compliance._tenant_tree_pending_gap(), 9223372036854775807);
+    SELECT pg_catalog.min(p.first_seq), pg_catalog.max(p.first_seq) + 1 INTO v_from, v_end
+      FROM compliance.tenant_tree_pending AS p
+     WHERE p.first_seq < v_gap;
+    -- Batches continue one another, so a range of first_seq holds about a range of events.
+    WHILE v_from < v_end LOOP
+        WITH folded AS (
+            DELETE FROM compliance.tenant_tree_pending AS p
+             WHERE p.first_seq >= v_from AND p.first_seq < least(v_from + v_chunk, v_end)
+            RETURNING p.first_seq, p.tenant_keys, p.leaf_hashes
+        )
+        SELECT pg_catalog.array_agg(u.tenant_key ORDER BY f.first_seq, u.n),
+               pg_catalog.array_agg(u.leaf ORDER BY f.first_seq, u.n)
+          INTO v_keys, v_leaves
+          FROM folded AS f
+         CROSS JOIN LATERAL unnest(f.tenant_keys, f.leaf_hashes) WITH ORDINALITY AS u (tenant_key, leaf, n);
+        IF v_leaves IS NOT NULL THEN
+            PERFORM compliance._tenant_tree_append(v_keys, v_leaves);
+            v_folded := v_folded + pg_catalog.cardinality(v_leaves);
+        END IF;
+        v_from := v_from + v_chunk;
+    END LOOP;
+    RETURN v_folded;
+END;
+$$;
+COMMENT ON FUNCTION compliance._tenant_trees_fold() IS
+'Internal: appends the pending drained batches to the stored tenant heads, in seq order, and deletes them.';
+
+-- compliance._tenant_trees_catch_up(): fold the pending batches, then add to the stored heads
+-- every event of the global tree they do not cover yet (events chained before the tenant
+-- trees existed, accepted by acknowledge_integrity_failure, or after a gap among the pending
+-- batches, which are dropped: their leaves are recomputed here from the stored events), under
+-- the drainer's lock. Returns the leaves added from the events. Touches: tenant_trees,
+-- tenant_tree_pending (DELETE), audit_events, drainer_state (read).
 CREATE OR REPLACE FUNCTION compliance._tenant_trees_catch_up()
 RETURNS bigint
 LANGUAGE plpgsql
@@ -110,7 +186,8 @@ DECLARE
     v_keys text[];
     v_leaves bytea[];
 BEGIN
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
+    PERFORM compliance._tenant_trees_fold();
+    DELETE FROM compliance.tenant_tree_pending;
     SELECT coalesce(pg_catalog.sum(t.tree_size), 0) INTO v_covered FROM compliance.tenant_trees AS t;
     SELECT d.tree_size INTO STRICT v_last FROM compliance.drainer_state AS d;
     v_from := v_covered + 1;
@@ -132,7 +209,8 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION compliance._tenant_trees_catch_up() IS
-'Internal: (migrate) adds to the tenant trees every event of the global tree they do not cover yet.';
+'Internal: (migrate) folds the pending batches and adds to the tenant trees every event of the global tree they do not '
+'cover yet.';
 
 -- compliance._tenant_key(tenant_id): the tenant_trees key of a caller's tenant id ('' for
 -- NULL, the events without a tenant), raising AC100 for a string that cannot be a tenant id
@@ -185,20 +263,52 @@ $$;
 COMMENT ON FUNCTION compliance._tenant_leaves(text, bigint) IS
 'Internal: leaf hashes of a tenant''s first max_leaves events, recomputed from the stored events in seq order.';
 
--- compliance._tenant_head(tenant_key): the tenant tree's head (size and compact range); size
--- 0 and no hash for a tenant without events. Touches: tenant_trees (read).
+-- compliance._tenant_heads(tenant): the current head (size and compact range) of one tenant
+-- key's tree, or of every tenant's with events when tenant is NULL: the stored head extended
+-- by the tenant's pending leaves in seq order, computed without writing (a fold would give
+-- the same). Touches: tenant_trees, tenant_tree_pending (read).
+CREATE OR REPLACE FUNCTION compliance._tenant_heads(tenant text)
+RETURNS TABLE (tenant_key text, tree_size bigint, tree_frontier bytea[])
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH stored AS (
+        SELECT t.tenant_key, t.tree_size, t.tree_frontier
+          FROM compliance.tenant_trees AS t
+         WHERE _tenant_heads.tenant IS NULL OR t.tenant_key = _tenant_heads.tenant
+    ), pending AS (
+        SELECT u.tenant_key COLLATE "C" AS tenant_key, pg_catalog.array_agg(u.leaf ORDER BY p.first_seq, u.n) AS leaves
+          FROM compliance.tenant_tree_pending AS p
+         CROSS JOIN LATERAL unnest(p.tenant_keys, p.leaf_hashes) WITH ORDINALITY AS u (tenant_key, leaf, n)
+         WHERE _tenant_heads.tenant IS NULL OR u.tenant_key = _tenant_heads.tenant
+         GROUP BY 1
+    )
+    SELECT coalesce(s.tenant_key, p.tenant_key),
+           coalesce(s.tree_size, 0) + coalesce(pg_catalog.cardinality(p.leaves), 0),
+           CASE WHEN p.leaves IS NULL THEN s.tree_frontier
+                ELSE compliance._tree_push(coalesce(s.tree_frontier, '{}'), coalesce(s.tree_size, 0), p.leaves) END
+      FROM stored AS s
+      FULL JOIN pending AS p ON p.tenant_key = s.tenant_key;
+$$;
+COMMENT ON FUNCTION compliance._tenant_heads(text) IS
+'Internal: current head (stored head extended by the pending leaves) of one tenant key''s tree, or of every tenant''s '
+'when NULL.';
+
+-- compliance._tenant_head(tenant_key): the tenant tree's current head (size and compact
+-- range, see _tenant_heads); size 0 and no hash for a tenant without events.
+-- Touches: tenant_trees, tenant_tree_pending (read).
 CREATE OR REPLACE FUNCTION compliance._tenant_head(tenant_key text)
 RETURNS TABLE (tree_size bigint, tree_frontier bytea[])
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(pg_catalog.max(t.tree_size), 0), coalesce(pg_catalog.max(t.tree_frontier), '{}')
-      FROM compliance.tenant_trees AS t
-     WHERE t.tenant_key = _tenant_head.tenant_key;
+    SELECT coalesce(pg_catalog.max(h.tree_size), 0), coalesce(pg_catalog.max(h.tree_frontier), '{}')
+      FROM compliance._tenant_heads(_tenant_head.tenant_key) AS h;
 $$;
 COMMENT ON FUNCTION compliance._tenant_head(text) IS
-'Internal: size and compact range of a tenant tree''s head; 0 and none for a tenant without events.';
+'Internal: size and compact range of a tenant tree''s current head; 0 and none for a tenant without events.';
 
 -- compliance._tenant_tree_size(head_size, tree_size): a caller's tenant tree size (NULL: the
 -- head), AC101 when negative or beyond the tenant's chained events. Touches no table.
@@ -226,7 +336,8 @@ COMMENT ON FUNCTION compliance._tenant_tree_size(bigint, bigint) IS
 -- tenant's first tree_size events (tenant_id NULL: the events without a tenant; tree_size
 -- NULL: all its chained events; 0: SHA-256 of nothing). The head's root comes from the
 -- compact range, an older one is recomputed from the tenant's events. AC100 for a string
--- that cannot be a tenant id, AC101 for a bad size. Touches: tenant_trees, audit_events (read).
+-- that cannot be a tenant id, AC101 for a bad size.
+-- Touches: tenant_trees, tenant_tree_pending, audit_events (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_tree_root(tenant_id text, tree_size bigint DEFAULT NULL)
 RETURNS bytea
 LANGUAGE plpgsql
@@ -254,7 +365,7 @@ COMMENT ON FUNCTION compliance.tenant_tree_root(text, bigint) IS
 -- seq in its tenant's tree of tree_size leaves (NULL: all the tenant's chained events), leaf
 -- to root, with the tenant and the event's leaf index in that tree. AC101 for a bad tree
 -- size, AC102 when seq is not a chained event or lies beyond tree_size.
--- Touches: audit_events, tenant_trees (read).
+-- Touches: audit_events, tenant_trees, tenant_tree_pending (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_inclusion_proof(seq bigint, tree_size bigint DEFAULT NULL)
 RETURNS TABLE (tenant_id text, leaf_index bigint, tenant_tree_size bigint, proof bytea[])
 LANGUAGE plpgsql
@@ -307,7 +418,7 @@ COMMENT ON FUNCTION compliance.tenant_inclusion_proof(bigint, bigint) IS
 -- proof that the tenant's tree of size1 events is a prefix of its tree of size2 (NULL: all
 -- its chained events). Empty when size1 = size2. AC100 for a bad tenant id, AC101 for a bad
 -- size, and as consistency_proof AC072 for size1 = 0 and AC073 when size1 > size2.
--- Touches: tenant_trees, audit_events (read).
+-- Touches: tenant_trees, tenant_tree_pending, audit_events (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_consistency_proof(tenant_id text, size1 bigint, size2 bigint DEFAULT NULL)
 RETURNS bytea[]
 LANGUAGE plpgsql
@@ -338,9 +449,10 @@ COMMENT ON FUNCTION compliance.tenant_consistency_proof(text, bigint, bigint) IS
 'RFC 9162 consistency proof between a tenant''s trees of size1 and size2 events (size2 NULL: all its chained events).';
 
 -- compliance._tenant_trees_check(): recompute every tenant's tree from the stored events and
--- compare it with its stored head; the first problem, naming the tenant, or NULL. Also
--- checks that the tenant trees together cover exactly the global tree. Used by verify_tree.
--- Touches: audit_events, tenant_trees, drainer_state (read).
+-- compare it with its current head (stored head and pending leaves); the first problem,
+-- naming the tenant, or NULL. So the heads together cover exactly the global tree; then
+-- checks that the pending batches continue the stored heads. Used by verify_tree.
+-- Touches: audit_events, tenant_trees, tenant_tree_pending, drainer_state (read).
 CREATE OR REPLACE FUNCTION compliance._tenant_trees_check()
 RETURNS text
 LANGUAGE plpgsql
@@ -349,6 +461,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tree_size bigint;
+    v_gap bigint := compliance._tenant_tree_pending_gap();
     v_tenant record;
     v_leaves bytea[];
 BEGIN
@@ -360,7 +473,7 @@ BEGIN
                   FROM compliance.audit_events AS e
                  WHERE e.seq <= v_tree_size
                  GROUP BY 1) AS c
-          FULL JOIN compliance.tenant_trees AS t ON t.tenant_key = c.tenant_key
+          FULL JOIN compliance._tenant_heads(NULL) AS t ON t.tenant_key = c.tenant_key
          ORDER BY 1
     LOOP
         IF v_tenant.events <> v_tenant.tree_size THEN
@@ -378,11 +491,15 @@ BEGIN
                                           ELSE pg_catalog.quote_literal(v_tenant.tenant_key) END);
         END IF;
     END LOOP;
+    -- Right heads, but batches the fold would stop at.
+    IF v_gap IS NOT NULL THEN
+        RETURN pg_catalog.format('the pending tenant tree batch at seq %s does not continue the tenant heads', v_gap);
+    END IF;
     RETURN NULL;
 END;
 $$;
 COMMENT ON FUNCTION compliance._tenant_trees_check() IS
-'Internal: the first tenant tree whose stored head differs from the tree recomputed from the events, or NULL.';
+'Internal: the first tenant tree whose current head differs from the tree recomputed from the events, or NULL.';
 
 -- Events chained before the tenant trees existed enter them now, in the same migrate run
 -- that created their table.

@@ -30,10 +30,11 @@ COMMENT ON FUNCTION compliance._tenant_head_data(text, bigint, bytea) IS
 
 -- compliance._tenant_head_leaves(heads_size): the leaf hashes of the tree of tenant heads in
 -- tenant key byte order (the events without a tenant first), with the keys, sizes and roots
--- in the same order. heads_size NULL: the drainer's head, from tenant_trees (one snapshot:
--- the drainer updates the heads and the global head in one transaction); otherwise a
--- committed size, from each tenant's newest tenant_head_history row at or below it.
--- Touches: tenant_trees, drainer_state, tenant_head_history (read).
+-- in the same order. heads_size NULL: the drainer's head, from the current heads
+-- (_tenant_heads: one snapshot, the drainer records a batch's tenant leaves and the global
+-- head in one transaction); otherwise a committed size, from each tenant's newest
+-- tenant_head_history row at or below it.
+-- Touches: tenant_trees, tenant_tree_pending, drainer_state, tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance._tenant_head_leaves(heads_size bigint)
 RETURNS TABLE (tree_size bigint, tenant_keys text[], sizes bigint[], roots bytea[], leaves bytea[])
 LANGUAGE sql
@@ -42,7 +43,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     WITH heads AS (
         SELECT t.tenant_key, t.tree_size, compliance._tree_fold_right(t.tree_frontier) AS root
-          FROM compliance.tenant_trees AS t
+          FROM compliance._tenant_heads(NULL) AS t
          WHERE _tenant_head_leaves.heads_size IS NULL
         UNION ALL
         SELECT h.tenant_key, h.tree_size, h.tree_root
@@ -94,7 +95,7 @@ COMMENT ON FUNCTION compliance._tenant_heads_size(bigint) IS
 -- head (leaves: _tenant_head_data of each tenant with events, in tenant id byte order, the
 -- events without a tenant first), its leaf count and the global tree size it describes:
 -- the drainer's head (heads_size NULL) or a committed size (AC104 otherwise).
--- Touches: tenant_trees, drainer_state, tenant_head_history (read).
+-- Touches: tenant_trees, tenant_tree_pending, drainer_state, tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_heads_root(heads_size bigint DEFAULT NULL)
 RETURNS TABLE (tree_size bigint, tenants bigint, root bytea)
 LANGUAGE sql
@@ -114,7 +115,8 @@ COMMENT ON FUNCTION compliance.tenant_heads_root(bigint) IS
 -- tenant heads and the RFC 9162 inclusion proof of its leaf in the tree of tenant heads, whose
 -- root, leaf count and global tree size come with it: O(log tenants) hashes. AC100 for a bad
 -- tenant id, AC103 for a tenant without chained events at that size, AC104 for a size at which
--- no heads were committed. Touches: tenant_trees, drainer_state, tenant_head_history (read).
+-- no heads were committed.
+-- Touches: tenant_trees, tenant_tree_pending, drainer_state, tenant_head_history (read).
 CREATE OR REPLACE FUNCTION compliance.tenant_head_proof(tenant_id text, heads_size bigint DEFAULT NULL)
 RETURNS TABLE (
     tree_size bigint, tenants bigint, heads_root bytea, head_index bigint, tenant_tree_size bigint,
@@ -156,9 +158,10 @@ COMMENT ON FUNCTION compliance.tenant_head_proof(text, bigint) IS
 -- covers it. Nothing when the log is empty, when nothing but the previous commitment was
 -- chained since it, or while that commitment still waits in the outbox (no second one queues
 -- behind it), so a second run is a no-op. Returns the event's id or NULL; XX001 (the job
--- fails, and its alarm fires) when the tenant trees do not cover the log exactly.
--- Touches: drainer_state (read, FOR SHARE), tenant_trees, audit_events (read),
--- tenant_head_history, audit_outbox (INSERT).
+-- fails, and its alarm fires) when the tenant trees do not cover the log exactly. Folds the
+-- pending batches into the stored heads first (_tenant_trees_fold), even when it commits
+-- nothing. Touches: drainer_state (read, FOR SHARE), tenant_trees, tenant_tree_pending (as
+-- _tenant_trees_fold), audit_events (read), tenant_head_history, audit_outbox (INSERT).
 CREATE OR REPLACE FUNCTION compliance.commit_tenant_heads()
 RETURNS uuid
 LANGUAGE plpgsql
@@ -173,9 +176,11 @@ DECLARE
     v_heads record;
     v_event_id uuid;
 BEGIN
-    -- One committer at a time (create_anchor's lock); the share lock keeps a drain batch from
-    -- committing between reading the heads and recording them.
+    -- One committer at a time (create_anchor's lock).
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.anchor')::bigint);
+    -- The drained batches enter the stored heads here, once per commitment rather than once
+    -- per batch; the fold holds the drainer's lock to the end of the transaction.
+    PERFORM compliance._tenant_trees_fold();
     SELECT d.tree_size INTO STRICT v_size FROM compliance.drainer_state AS d FOR SHARE;
     SELECT pg_catalog.max(h.heads_size) INTO v_last_committed FROM compliance.tenant_head_history AS h;
     SELECT pg_catalog.max(e.seq) INTO v_last_chained

@@ -80,12 +80,14 @@ BEGIN
       FROM bench_ref.filler(v_state.last_seq, events) AS f
       JOIN unnest(v_prev, v_hashes) WITH ORDINALITY AS u (prev_hash, event_hash, n)
         ON u.n = f.seq - v_state.last_seq;
-    -- The Merkle trees follow the chain, as in drain(): the head check requires the global one,
-    -- the tenant heads commitment the tenant trees.
+    -- The Merkle trees follow the chain, as drain() and the next fold leave them: the head check
+    -- requires the global one, the tenant heads commitment the tenant trees (folded, so that
+    -- the heads stored cover what came before these events).
     v_leaves := ARRAY(SELECT compliance._tree_leaf(d.digest)
                         FROM unnest(v_digests) WITH ORDINALITY AS d (digest, n)
                        ORDER BY d.n);
     PERFORM compliance._tree_append(v_state.last_seq + 1, v_leaves);
+    PERFORM compliance._tenant_trees_fold();
     PERFORM compliance._tenant_tree_append(v_tenant_keys, v_leaves);
     UPDATE compliance.drainer_state
        SET last_seq = v_state.last_seq + events, last_hash = v_hash,

@@ -19,6 +19,7 @@ from schemacopy import copy_schema
 from test_merkle_tree import EVENTS, Tree, consistent, root_from_inclusion
 
 BATCHES = [1, 254, 3, 511, 700, 37, 300]  # 1,806 events in all
+FOLDED = 4  # the heads hold the first 769 events, 1,037 are pending
 # Tenant 't0' gets about half the events, 't2', 't4', 't6', 't8' the rest unevenly, every seventh event
 # has no tenant, and one tenant id carries a multibyte character and a space.
 EMIT_BATCH = """
@@ -34,10 +35,14 @@ SELECT compliance.emit('test.tenant', 'actor-' || g, jsonb_build_object('g', g, 
 @pytest.fixture
 def drained(conn: psycopg.Connection) -> tuple[psycopg.Connection, dict[str | None, Tree]]:
     """A database whose drainer chained sum(BATCHES) events of several tenants, one committed
-    drain() per batch; returns the connection and each tenant's reference tree."""
+    drain() per batch, the first FOLDED batches folded into the stored tenant heads and the
+    rest pending; returns the connection and each tenant's reference tree."""
     for number, size in enumerate(BATCHES):
         conn.execute(EMIT_BATCH, (number, size))
         assert conn.execute("SELECT compliance.drain(%s)", (size,)).fetchone()[0] == size
+        if number + 1 == FOLDED:
+            folded = conn.execute("SELECT compliance._tenant_trees_fold()").fetchone()[0]
+            assert folded == sum(BATCHES[:FOLDED])
     leaves: dict[str | None, list[bytes]] = {}
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         for event in cur.execute(EVENTS):
@@ -50,19 +55,27 @@ def drained(conn: psycopg.Connection) -> tuple[psycopg.Connection, dict[str | No
 
 
 def test_every_tenant_head_matches_the_rfc_root_of_its_events(drained):
+    """Before the fold the heads are read through the pending batches; the fold stores the
+    same heads and leaves nothing pending."""
     conn, trees = drained
     assert len(trees) == 7 and None in trees
-    heads = dict(conn.execute("SELECT tenant_key, tree_size FROM compliance.tenant_trees").fetchall())
-    assert heads == {tenant or "": len(tree.leaves) for tenant, tree in trees.items()}
-    for tenant, tree in trees.items():
-        size = len(tree.leaves)
-        assert conn.execute("SELECT compliance.tenant_tree_root(%s)", (tenant,)).fetchone()[0] == tree.mth(
-            0, size
-        )
-        frontier = conn.execute(
-            "SELECT tree_frontier FROM compliance.tenant_trees WHERE tenant_key = %s", (tenant or "",)
-        ).fetchone()[0]
-        assert len(frontier) == bin(size).count("1"), tenant
+    for fold in (False, True):
+        if fold:
+            assert conn.execute("SELECT compliance._tenant_trees_fold()").fetchone()[0] == sum(
+                BATCHES[FOLDED:]
+            )
+            assert conn.execute("SELECT count(*) FROM compliance.tenant_tree_pending").fetchone()[0] == 0
+            heads = dict(conn.execute("SELECT tenant_key, tree_size FROM compliance.tenant_trees").fetchall())
+            assert heads == {tenant or "": len(tree.leaves) for tenant, tree in trees.items()}
+        for tenant, tree in trees.items():
+            size = len(tree.leaves)
+            assert conn.execute("SELECT compliance.tenant_tree_root(%s)", (tenant,)).fetchone()[
+                0
+            ] == tree.mth(0, size), (tenant, fold)
+            head_size, frontier = conn.execute(
+                "SELECT * FROM compliance._tenant_head(%s)", (tenant or "",)
+            ).fetchone()
+            assert head_size == size and len(frontier) == bin(size).count("1"), (tenant, fold)
 
 
 def test_tenant_roots_at_older_sizes_match_the_rfc_definition(drained):
@@ -116,7 +129,7 @@ def test_tenant_consistency_proofs_match_the_rfc_definition_and_verify(drained):
 
 
 def test_verify_tree_names_a_tenant_whose_head_differs(drained):
-    conn, _ = drained
+    conn, trees = drained
     assert conn.execute("SELECT ok, problem FROM compliance.verify_tree()").fetchone() == (True, None)
     conn.execute(
         "UPDATE compliance.tenant_trees SET tree_frontier[1] = sha256('forged')"
@@ -128,17 +141,40 @@ def test_verify_tree_names_a_tenant_whose_head_differs(drained):
     )
     conn.execute("DELETE FROM compliance.tenant_trees WHERE tenant_key = ''")
     ok, problem = conn.execute("SELECT ok, problem FROM compliance.verify_tree()").fetchone()
-    assert not ok and problem.startswith("the tree of tenant (none) holds 0 leaves but the tenant has ")
+    assert not ok and problem.startswith("the tree of tenant (none) holds ")
+    assert problem.endswith(f" leaves but the tenant has {len(trees[None].leaves)} events in the tree")
 
 
 def test_catch_up_rebuilds_the_tenant_trees_from_the_events(drained):
-    """What migrate does for events chained before the tenant trees existed."""
+    """What migrate does for events chained before the tenant trees existed. The pending
+    batches no longer continue the (emptied) stored heads: they are dropped and their leaves
+    recomputed from the events."""
     conn, trees = drained
-    before = conn.execute("SELECT * FROM compliance.tenant_trees ORDER BY tenant_key").fetchall()
+    heads = "SELECT * FROM compliance._tenant_heads(NULL) ORDER BY tenant_key"
+    before = conn.execute(heads).fetchall()
+    assert len(before) == len(trees)
     conn.execute("DELETE FROM compliance.tenant_trees")
     assert conn.execute("SELECT compliance._tenant_trees_catch_up()").fetchone()[0] == sum(BATCHES)
+    assert conn.execute("SELECT count(*) FROM compliance.tenant_tree_pending").fetchone()[0] == 0
     assert conn.execute("SELECT * FROM compliance.tenant_trees ORDER BY tenant_key").fetchall() == before
     assert conn.execute("SELECT compliance._tenant_trees_catch_up()").fetchone()[0] == 0
+
+
+def test_verify_tree_names_a_pending_batch_that_does_not_continue_the_heads(drained):
+    conn, _ = drained
+    conn.execute(
+        "UPDATE compliance.tenant_tree_pending SET first_seq = first_seq + 1"
+        " WHERE first_seq = (SELECT max(first_seq) FROM compliance.tenant_tree_pending)"
+    )
+    gap = sum(BATCHES[:-1]) + 2
+    assert conn.execute("SELECT ok, problem FROM compliance.verify_tree()").fetchone() == (
+        False,
+        f"the pending tenant tree batch at seq {gap} does not continue the tenant heads",
+    )
+    # The fold stops at the gap, and the heads then fail to cover the log, so no commitment.
+    assert conn.execute("SELECT compliance._tenant_trees_fold()").fetchone()[0] == sum(BATCHES[FOLDED:-1])
+    with pytest.raises(psycopg.errors.lookup("XX001"), match="tenant heads not committed"):
+        conn.execute("SELECT compliance.commit_tenant_heads()")
 
 
 def head_data(tenant: str | None, size: int, root: bytes) -> bytes:
@@ -234,3 +270,31 @@ def test_migrate_replaces_the_tree_helpers_that_took_record_digests(drained, dsn
     conn.execute(EMIT_BATCH, (99, 5))
     assert conn.execute("SELECT compliance.drain()").fetchone()[0] == 5
     assert conn.execute("SELECT ok, problem FROM compliance.verify_tree()").fetchone() == (True, None)
+
+
+def test_a_fold_of_many_batches_stores_the_heads_readers_saw(conn):
+    """Three pending batches of 140,000 events, more than one fold step: the fold stores
+    exactly the heads that were read through the pending rows before it, whose roots are those
+    of each tenant's leaves. The batches are made up (a tenant trees unit test: no events)."""
+    conn.execute(
+        """INSERT INTO compliance.tenant_tree_pending (first_seq, tenant_keys, leaf_hashes)
+           SELECT b * 140000 + 1,
+                  array_agg(CASE WHEN i % 3 = 0 THEN '' ELSE 't' || (i % 2) END ORDER BY i),
+                  array_agg(sha256(int8send(i)) ORDER BY i)
+             FROM generate_series(0, 419999) AS i, LATERAL (SELECT i / 140000 AS b) AS x
+            GROUP BY b"""
+    )
+    heads = "SELECT * FROM compliance._tenant_heads(NULL) ORDER BY tenant_key"
+    read = conn.execute(heads).fetchall()
+    assert [(key, size) for key, size, _ in read] == [("", 140000), ("t0", 140000), ("t1", 140000)]
+    assert conn.execute("SELECT compliance._tenant_trees_fold()").fetchone()[0] == 420000
+    assert conn.execute("SELECT count(*) FROM compliance.tenant_tree_pending").fetchone()[0] == 0
+    assert conn.execute("SELECT * FROM compliance.tenant_trees ORDER BY tenant_key").fetchall() == read
+    for key, _, frontier in read:
+        root = conn.execute(
+            """SELECT compliance._tree_fold(array_agg(sha256(int8send(i)) ORDER BY i))
+                 FROM generate_series(0, 419999) AS i
+                WHERE CASE WHEN i %% 3 = 0 THEN '' ELSE 't' || (i %% 2) END = %s""",
+            (key,),
+        ).fetchone()[0]
+        assert conn.execute("SELECT compliance._tree_fold_right(%s)", (frontier,)).fetchone()[0] == root, key
