@@ -2062,9 +2062,12 @@ DECLARE
     v_checkpoint text;
     v_proof jsonb;
 BEGIN
-    -- One creator at a time; the share lock keeps a drain batch from committing between
-    -- reading the head and recording it.
+    -- One creator at a time. Then the drainer's own lock: it waits for a running batch to
+    -- commit (the drainer only ever tries that lock, so it skips a beat rather than queue),
+    -- so every later statement here sees that batch whole, the chain head and the tree alike.
+    -- The share lock keeps the next batch from committing before this anchor is recorded.
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.anchor')::bigint);
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
     SELECT * INTO STRICT v_head FROM compliance.drainer_state FOR SHARE;
     IF v_head.halted_at IS NOT NULL THEN
         RAISE EXCEPTION 'drainer halted since % at seq %: no anchor is recorded for a halted chain',
@@ -2536,7 +2539,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) IS
 'Uploader: integrity alarm, different content already at the anchor''s key; marks the anchor failed (terminal).';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '0a9f26c5f7588c2e2b33e90bc211046f307a46934cbd5c659ae27b5cf7055dab');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '1210d24a7266d4ab78d29e7ce6b191c5db273120b5b7f2ee9b2e64e2c752ffd2');
 
 -- ==== definition: 47_merkle.sql
 -- The RFC 6962 / RFC 9162 Merkle tree over audit_events (docs/proofs.md "The tree in

@@ -128,9 +128,12 @@ DECLARE
     v_checkpoint text;
     v_proof jsonb;
 BEGIN
-    -- One creator at a time; the share lock keeps a drain batch from committing between
-    -- reading the head and recording it.
+    -- One creator at a time. Then the drainer's own lock: it waits for a running batch to
+    -- commit (the drainer only ever tries that lock, so it skips a beat rather than queue),
+    -- so every later statement here sees that batch whole, the chain head and the tree alike.
+    -- The share lock keeps the next batch from committing before this anchor is recorded.
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.anchor')::bigint);
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('auditchain.drainer')::bigint);
     SELECT * INTO STRICT v_head FROM compliance.drainer_state FOR SHARE;
     IF v_head.halted_at IS NOT NULL THEN
         RAISE EXCEPTION 'drainer halted since % at seq %: no anchor is recorded for a halted chain',
