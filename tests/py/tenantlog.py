@@ -105,7 +105,7 @@ class TenantLog:
         return self.append(tenant_id, f"invoice.paid_{n}", f"user-{n}@example.com", payload)
 
     def commit_heads(self) -> dict[str, Any]:
-        """What compliance.create_anchor emits: the heads root at the current size, as an event."""
+        """What compliance.commit_tenant_heads emits: the heads root at the current size, as an event."""
         size = self.size
         heads = self.heads(size)
         payload = {
