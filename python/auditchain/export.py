@@ -42,8 +42,10 @@ HEARTBEAT_SECONDS = 30.0
 GZIP_LEVEL = 1
 # zlib wbits for a gzip header and trailer; zlib writes mtime 0, so the output is reproducible.
 GZIP_CONTAINER = 31
-# A filter, requester or mode the database refuses, or a tenant bundle no signed checkpoint can prove yet.
-REQUEST_ERRORS = ("AC030", "AC032", "AC034", "AC035")
+# What `export request` exits with when the database refuses: a filter, requester or mode it
+# refuses is a usage error; a tenant bundle that no signed checkpoint can prove (yet) is
+# evidence that does not exist yet, as for `prove`.
+REQUEST_ERRORS = {"AC030": EXIT_USAGE, "AC032": EXIT_USAGE, "AC034": EXIT_USAGE, "AC035": EXIT_UNAVAILABLE}
 
 # export_lines is a SQL function called in the select list so that PostgreSQL hands out rows
 # as it produces them; in FROM it would materialise the whole range before the first row.
@@ -403,7 +405,9 @@ def run_request(args: argparse.Namespace) -> int:
             ).fetchone()[0]
         except psycopg.Error as exc:
             if exc.sqlstate in REQUEST_ERRORS:
-                raise AuditchainError(exc.diag.message_primary or str(exc), EXIT_USAGE) from None
+                raise AuditchainError(
+                    exc.diag.message_primary or str(exc), REQUEST_ERRORS[exc.sqlstate]
+                ) from None
             raise
     if args.json:
         print_json({"job_id": str(job_id)})

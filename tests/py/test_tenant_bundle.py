@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from auditchain import s3
-from auditchain.errors import EXIT_FAILED, EXIT_OK
+from auditchain.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from clihelpers import run_cli
 from test_anchor import anchor_once, create_anchor, make_worm_bucket
 from test_export_runner import read_bundle
@@ -184,3 +184,22 @@ def test_another_key_is_not_trusted(conn, dsn, endpoint_url, bucket_name, capsys
     assert code == EXIT_FAILED
     assert report["ok"] is False
     assert any("checkpoint" in failure["text"] for failure in report["failures"]), report
+
+
+def test_a_request_no_signed_checkpoint_can_prove_yet_is_unavailable_and_a_bad_mode_is_usage(
+    conn, dsn, capsys
+):
+    chain_one_at_a_time(conn)
+    request = ("export", "request", "--dsn", dsn, "--requested-by", "auditor@acme.example", "--filter")
+
+    code, out, err = run_cli(capsys, *request, '{"tenant_id": "acme"}', "--mode", "tenant")
+
+    assert (code, out) == (EXIT_UNAVAILABLE, "")
+    assert err.strip().splitlines() == [
+        "auditchain export: no signed checkpoint covers a tenant heads commitment yet"
+    ]
+    code, _, err = run_cli(capsys, *request, '{"tenant_id": "acme", "actor": "x"}', "--mode", "tenant")
+    assert code == EXIT_USAGE and 'unknown key "actor"' in err
+    assert conn.execute("SELECT count(*) FROM compliance.export_jobs").fetchone()[0] == 0, (
+        "nothing was queued"
+    )
