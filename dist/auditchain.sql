@@ -2104,12 +2104,10 @@ BEGIN
         v_checkpoint := 'auditchain/' || v_system_identifier || '/' || v_database_name || E'\n'
                         || v_head.last_seq::text || E'\n' || pg_catalog.encode(v_root, 'base64') || E'\n';
         IF v_last.seq_to IS NOT NULL THEN
-            SELECT pg_catalog.jsonb_build_object(
-                       'from_tree_size', v_last.seq_to,
-                       'hashes', coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(p.hash, 'base64') ORDER BY p.n), '[]')
-                   )
-              INTO v_proof
-              FROM unnest(compliance.consistency_proof(v_last.seq_to, v_head.last_seq)) WITH ORDINALITY AS p (hash, n);
+            v_proof := pg_catalog.jsonb_build_object(
+                'from_tree_size', v_last.seq_to,
+                'hashes', compliance._base64_hashes(compliance.consistency_proof(v_last.seq_to, v_head.last_seq))
+            );
         END IF;
     END IF;
     v_document := pg_catalog.jsonb_build_object(
@@ -2539,7 +2537,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION compliance.record_anchor_integrity_failure(bigint, text, text, text, text, uuid) IS
 'Uploader: integrity alarm, different content already at the anchor''s key; marks the anchor failed (terminal).';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', '1210d24a7266d4ab78d29e7ce6b191c5db273120b5b7f2ee9b2e64e2c752ffd2');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('45_anchors.sql', 'definition', 'cd5eaf1445e96bb6901e4c85c04a6d02bff6c79c35a6ecf697ea94ef64caca75');
 
 -- ==== definition: 47_merkle.sql
 -- The RFC 6962 / RFC 9162 Merkle tree over audit_events (docs/proofs.md "The tree in
@@ -3076,6 +3074,19 @@ $$;
 COMMENT ON FUNCTION compliance._tree_consistency_path(bigint, bigint, bigint, bytea[], bigint, bytea[]) IS
 'Internal: RFC 9162 consistency path from the tree of size1 leaves to that of size2, hashes from _tree_proof_hash.';
 
+-- compliance._base64_hashes(hashes): a JSON array of the hashes in standard base64, as
+-- checkpoints write them. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._base64_hashes(hashes bytea[])
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+AS $$
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n), '[]'::jsonb)
+      FROM unnest(hashes) WITH ORDINALITY AS h (hash, n);
+$$;
+COMMENT ON FUNCTION compliance._base64_hashes(bytea[]) IS 'Internal: hashes as a JSON array of base64 strings.';
+
 -- compliance.consistency_proof(size1, size2): the RFC 9162 section 2.1.4.1 consistency
 -- proof that the tree of size1 events is a prefix of the tree of size2 (NULL: every
 -- chained event). Empty when size1 = size2. Raises AC070 for a bad size, AC072 for
@@ -3340,7 +3351,7 @@ COMMENT ON FUNCTION compliance.verify_tree() IS
 -- Events chained before the tree existed (an upgrade from a version without it) enter it
 -- now, in the same migrate run that created its tables.
 SELECT compliance._tree_catch_up();
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', 'a0e71d1380a4cb2ea15b2987c7ec445a53036949decb43e59c8517f6e756037d');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('47_merkle.sql', 'definition', '7a9e3ec2287d409cae82ade7d357b8d4111ddb45b893a756e2ae1baf5b19fe0e');
 
 -- ==== definition: 48_tenant_trees.sql
 -- Per-tenant Merkle trees (docs/proofs.md "Tenant trees"): beside the global tree, one RFC
@@ -5179,19 +5190,6 @@ COMMENT ON FUNCTION compliance._tenant_checkpoint_proof(text, bigint) IS
 'Internal: a tenant bundle''s proof for one signed checkpoint (note, heads commitment and its inclusion, the tenant''s '
 'head and its inclusion); AC035 when it cannot be given.';
 
--- compliance._base64_hashes(hashes): a JSON array of the hashes in standard base64, as
--- checkpoints write them. Touches no table.
-CREATE OR REPLACE FUNCTION compliance._base64_hashes(hashes bytea[])
-RETURNS jsonb
-LANGUAGE sql
-IMMUTABLE
-PARALLEL SAFE
-AS $$
-    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n), '[]'::jsonb)
-      FROM unnest(hashes) WITH ORDINALITY AS h (hash, n);
-$$;
-COMMENT ON FUNCTION compliance._base64_hashes(bytea[]) IS 'Internal: hashes as a JSON array of base64 strings.';
-
 -- compliance._tenant_export_proofs(filter): everything a tenant bundle proves with, for a
 -- validated tenant-mode filter: the checkpoint sizes (to_checkpoint, when the filter has none,
 -- the newest signed checkpoint that covers a heads commitment), the committed heads sizes
@@ -5463,6 +5461,34 @@ $$;
 COMMENT ON FUNCTION compliance.export_heartbeat(uuid) IS
 'A runner''s progress report for its running job; false when the job is no longer running.';
 
+-- compliance._export_manifest_header(job): the manifest fields both modes share: format,
+-- versions, mode, the job and its requester, when it was made, whether payloads are
+-- withheld, the data object's name and the database identity. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._export_manifest_header(job compliance.export_jobs)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'format', 'auditchain-export',
+        'format_version', 4,
+        'hash_version', 2,
+        'mode', job.mode,
+        'job_id', job.job_id,
+        'requested_by', job.requested_by,
+        'created_at', compliance._iso_utc(pg_catalog.now()),
+        'withheld_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false),
+        'data_object', 'events.ndjson.gz',
+        'database', pg_catalog.jsonb_build_object(
+            'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
+            'database_name', pg_catalog.current_database()
+        )
+    );
+$$;
+COMMENT ON FUNCTION compliance._export_manifest_header(compliance.export_jobs) IS
+'Internal: the manifest fields both export modes share (format, versions, mode, job, requester, time, database).';
+
 -- compliance.export_plan(job_id): everything the manifest (format_version 4) says about a
 -- running job's bundle except the data object's own digest and size. Range mode: the range,
 -- its prev_hash, the match count, the covering anchors and the database identity; tenant
@@ -5520,26 +5546,13 @@ BEGIN
          WHERE a.status = 'uploaded' AND a.seq_to BETWEEN v_first AND v_seq_to;
     END IF;
 
-    RETURN pg_catalog.jsonb_build_object(
-        'format', 'auditchain-export',
-        'format_version', 4,
-        'hash_version', 2,
-        'mode', 'range',
-        'job_id', v_job.job_id,
+    RETURN compliance._export_manifest_header(v_job) || pg_catalog.jsonb_build_object(
         'filter', compliance.normalize_export_filter(v_job.filter),
-        'requested_by', v_job.requested_by,
-        'created_at', compliance._iso_utc(pg_catalog.now()),
         'seq_from', v_first,
         'seq_to', v_seq_to,
         'range_prev_hash', pg_catalog.encode(v_range_prev_hash, 'hex'),
         'line_count', coalesce(v_seq_to - v_first + 1, 0),
         'matched_count', v_matched,
-        'withheld_payloads', coalesce((v_job.filter -> 'withhold_payloads')::boolean, false),
-        'data_object', 'events.ndjson.gz',
-        'database', pg_catalog.jsonb_build_object(
-            'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
-            'database_name', pg_catalog.current_database()
-        ),
         'anchors', coalesce(v_anchors, '[]')
     );
 END;
@@ -5581,29 +5594,16 @@ BEGIN
             v_after + 1, v_upto, (v_proofs ->> 'tenant_size')::bigint - (v_proofs ->> 'from_tenant_size')::bigint
             USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_tree().';
     END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'format', 'auditchain-export',
-        'format_version', 4,
-        'hash_version', 2,
-        'mode', 'tenant',
-        'job_id', job.job_id,
+    RETURN compliance._export_manifest_header(job) || pg_catalog.jsonb_build_object(
         'filter', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
             'to_checkpoint', v_proofs -> 'to_checkpoint',
             'from_checkpoint', v_proofs -> 'from_checkpoint',
             'withhold_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false)
         )) || pg_catalog.jsonb_build_object('tenant_id', job.filter -> 'tenant_id'),
-        'requested_by', job.requested_by,
-        'created_at', compliance._iso_utc(pg_catalog.now()),
         'seq_from', v_first,
         'seq_to', v_last,
         'line_count', v_count,
         'matched_count', v_count,
-        'withheld_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false),
-        'data_object', 'events.ndjson.gz',
-        'database', pg_catalog.jsonb_build_object(
-            'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
-            'database_name', pg_catalog.current_database()
-        ),
         'tenant', v_proofs -> 'tenant'
     );
 END;
@@ -5875,7 +5875,7 @@ END;
 $$;
 COMMENT ON FUNCTION compliance.reconcile_exports(interval) IS
 'Fails running export jobs whose runner reported no progress for stuck_after (default 15 minutes); returns how many.';
-INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', 'f48c1edd055761d18bbe0b12ea09ec130d67987d8e6feeeb9c098c63215a7d99');
+INSERT INTO compliance.schema_migrations (filename, kind, checksum) VALUES ('70_exports.sql', 'definition', 'd122079e004dc25a31caa0d92d5b2f639318d7bd4bf0c8adda48f5bc3e05df7c');
 
 -- ==== definition: 72_receipts.sql
 -- Receipts (`auditchain prove`, docs/proofs.md "Receipts"): everything a C2SP tlog-proof for

@@ -170,12 +170,10 @@ BEGIN
         v_checkpoint := 'auditchain/' || v_system_identifier || '/' || v_database_name || E'\n'
                         || v_head.last_seq::text || E'\n' || pg_catalog.encode(v_root, 'base64') || E'\n';
         IF v_last.seq_to IS NOT NULL THEN
-            SELECT pg_catalog.jsonb_build_object(
-                       'from_tree_size', v_last.seq_to,
-                       'hashes', coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(p.hash, 'base64') ORDER BY p.n), '[]')
-                   )
-              INTO v_proof
-              FROM unnest(compliance.consistency_proof(v_last.seq_to, v_head.last_seq)) WITH ORDINALITY AS p (hash, n);
+            v_proof := pg_catalog.jsonb_build_object(
+                'from_tree_size', v_last.seq_to,
+                'hashes', compliance._base64_hashes(compliance.consistency_proof(v_last.seq_to, v_head.last_seq))
+            );
         END IF;
     END IF;
     v_document := pg_catalog.jsonb_build_object(

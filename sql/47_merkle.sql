@@ -532,6 +532,19 @@ $$;
 COMMENT ON FUNCTION compliance._tree_consistency_path(bigint, bigint, bigint, bytea[], bigint, bytea[]) IS
 'Internal: RFC 9162 consistency path from the tree of size1 leaves to that of size2, hashes from _tree_proof_hash.';
 
+-- compliance._base64_hashes(hashes): a JSON array of the hashes in standard base64, as
+-- checkpoints write them. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._base64_hashes(hashes bytea[])
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+AS $$
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n), '[]'::jsonb)
+      FROM unnest(hashes) WITH ORDINALITY AS h (hash, n);
+$$;
+COMMENT ON FUNCTION compliance._base64_hashes(bytea[]) IS 'Internal: hashes as a JSON array of base64 strings.';
+
 -- compliance.consistency_proof(size1, size2): the RFC 9162 section 2.1.4.1 consistency
 -- proof that the tree of size1 events is a prefix of the tree of size2 (NULL: every
 -- chained event). Empty when size1 = size2. Raises AC070 for a bad size, AC072 for

@@ -345,19 +345,6 @@ COMMENT ON FUNCTION compliance._tenant_checkpoint_proof(text, bigint) IS
 'Internal: a tenant bundle''s proof for one signed checkpoint (note, heads commitment and its inclusion, the tenant''s '
 'head and its inclusion); AC035 when it cannot be given.';
 
--- compliance._base64_hashes(hashes): a JSON array of the hashes in standard base64, as
--- checkpoints write them. Touches no table.
-CREATE OR REPLACE FUNCTION compliance._base64_hashes(hashes bytea[])
-RETURNS jsonb
-LANGUAGE sql
-IMMUTABLE
-PARALLEL SAFE
-AS $$
-    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.encode(h.hash, 'base64') ORDER BY h.n), '[]'::jsonb)
-      FROM unnest(hashes) WITH ORDINALITY AS h (hash, n);
-$$;
-COMMENT ON FUNCTION compliance._base64_hashes(bytea[]) IS 'Internal: hashes as a JSON array of base64 strings.';
-
 -- compliance._tenant_export_proofs(filter): everything a tenant bundle proves with, for a
 -- validated tenant-mode filter: the checkpoint sizes (to_checkpoint, when the filter has none,
 -- the newest signed checkpoint that covers a heads commitment), the committed heads sizes
@@ -629,6 +616,34 @@ $$;
 COMMENT ON FUNCTION compliance.export_heartbeat(uuid) IS
 'A runner''s progress report for its running job; false when the job is no longer running.';
 
+-- compliance._export_manifest_header(job): the manifest fields both modes share: format,
+-- versions, mode, the job and its requester, when it was made, whether payloads are
+-- withheld, the data object's name and the database identity. Touches no table.
+CREATE OR REPLACE FUNCTION compliance._export_manifest_header(job compliance.export_jobs)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'format', 'auditchain-export',
+        'format_version', 4,
+        'hash_version', 2,
+        'mode', job.mode,
+        'job_id', job.job_id,
+        'requested_by', job.requested_by,
+        'created_at', compliance._iso_utc(pg_catalog.now()),
+        'withheld_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false),
+        'data_object', 'events.ndjson.gz',
+        'database', pg_catalog.jsonb_build_object(
+            'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
+            'database_name', pg_catalog.current_database()
+        )
+    );
+$$;
+COMMENT ON FUNCTION compliance._export_manifest_header(compliance.export_jobs) IS
+'Internal: the manifest fields both export modes share (format, versions, mode, job, requester, time, database).';
+
 -- compliance.export_plan(job_id): everything the manifest (format_version 4) says about a
 -- running job's bundle except the data object's own digest and size. Range mode: the range,
 -- its prev_hash, the match count, the covering anchors and the database identity; tenant
@@ -686,26 +701,13 @@ BEGIN
          WHERE a.status = 'uploaded' AND a.seq_to BETWEEN v_first AND v_seq_to;
     END IF;
 
-    RETURN pg_catalog.jsonb_build_object(
-        'format', 'auditchain-export',
-        'format_version', 4,
-        'hash_version', 2,
-        'mode', 'range',
-        'job_id', v_job.job_id,
+    RETURN compliance._export_manifest_header(v_job) || pg_catalog.jsonb_build_object(
         'filter', compliance.normalize_export_filter(v_job.filter),
-        'requested_by', v_job.requested_by,
-        'created_at', compliance._iso_utc(pg_catalog.now()),
         'seq_from', v_first,
         'seq_to', v_seq_to,
         'range_prev_hash', pg_catalog.encode(v_range_prev_hash, 'hex'),
         'line_count', coalesce(v_seq_to - v_first + 1, 0),
         'matched_count', v_matched,
-        'withheld_payloads', coalesce((v_job.filter -> 'withhold_payloads')::boolean, false),
-        'data_object', 'events.ndjson.gz',
-        'database', pg_catalog.jsonb_build_object(
-            'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
-            'database_name', pg_catalog.current_database()
-        ),
         'anchors', coalesce(v_anchors, '[]')
     );
 END;
@@ -747,29 +749,16 @@ BEGIN
             v_after + 1, v_upto, (v_proofs ->> 'tenant_size')::bigint - (v_proofs ->> 'from_tenant_size')::bigint
             USING ERRCODE = 'XX001', HINT = 'Run compliance.verify_tree().';
     END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'format', 'auditchain-export',
-        'format_version', 4,
-        'hash_version', 2,
-        'mode', 'tenant',
-        'job_id', job.job_id,
+    RETURN compliance._export_manifest_header(job) || pg_catalog.jsonb_build_object(
         'filter', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
             'to_checkpoint', v_proofs -> 'to_checkpoint',
             'from_checkpoint', v_proofs -> 'from_checkpoint',
             'withhold_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false)
         )) || pg_catalog.jsonb_build_object('tenant_id', job.filter -> 'tenant_id'),
-        'requested_by', job.requested_by,
-        'created_at', compliance._iso_utc(pg_catalog.now()),
         'seq_from', v_first,
         'seq_to', v_last,
         'line_count', v_count,
         'matched_count', v_count,
-        'withheld_payloads', coalesce((job.filter -> 'withhold_payloads')::boolean, false),
-        'data_object', 'events.ndjson.gz',
-        'database', pg_catalog.jsonb_build_object(
-            'system_identifier', (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() AS s),
-            'database_name', pg_catalog.current_database()
-        ),
         'tenant', v_proofs -> 'tenant'
     );
 END;

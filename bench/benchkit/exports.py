@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cluster import PGBIN, run_measured
+from .cluster import PGBIN, Finished, run_measured
 from .ledger import Ledger, human
 from .results import Row, Target
 
@@ -95,34 +95,11 @@ class BundleLab:
 
         job_id = self.ledger.scalar("SELECT compliance.request_export('{}', 'bench')")
         # The request's own audit event waits in the outbox; the export holds chained events only.
-        done = run_measured(
-            [
-                sys.executable,
-                "-m",
-                "auditchain.cli",
-                "export",
-                "run",
-                "--job",
-                str(job_id),
-                "--bucket",
-                BUCKET,
-                "--prefix",
-                f"bench/{size}/",
-                "--endpoint-url",
-                self.moto.url,
-                "--json",
-                "--dsn",
-                self.ledger.server.dsn(self.ledger.dbname),
-            ],
-            env=self.env,
-        )
+        outcome, done = self.run_export(job_id, f"bench/{size}/")
         self.ledger.drain_all()
-        if done.returncode != 0:
-            raise RuntimeError(f"export run failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-        outcome = json.loads(done.stdout)
         if outcome["line_count"] != size:
             raise RuntimeError(f"the export holds {outcome['line_count']} lines, expected {size}")
-        self.bundles[size] = (self._download(outcome["prefix"], size), outcome["line_count"])
+        self.bundles[size] = (self.download(outcome["prefix"], f"bundle_{size}"), outcome["line_count"])
 
         row.measured = size / outcome["seconds"]
         row.reference = size / reference_seconds
@@ -177,8 +154,52 @@ class BundleLab:
         target.unlink()
         return seconds
 
-    def _download(self, prefix: str, size: int) -> Path:
-        folder = self.workdir / f"bundle_{size}"
+    def run_export(self, job_id: object, prefix: str) -> tuple[dict[str, Any], Finished]:
+        """`auditchain export run --job` as a subprocess into the loopback S3: its JSON outcome, and
+        how it ran (wall seconds, peak RSS)."""
+        done = run_measured(
+            [
+                sys.executable,
+                "-m",
+                "auditchain.cli",
+                "export",
+                "run",
+                "--job",
+                str(job_id),
+                "--bucket",
+                BUCKET,
+                "--prefix",
+                prefix,
+                "--endpoint-url",
+                self.moto.url,
+                "--json",
+                "--dsn",
+                self.ledger.server.dsn(self.ledger.dbname),
+            ],
+            env=self.env,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"export run failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        return json.loads(done.stdout), done
+
+    def run_verify(self, folder: Path, *options: str) -> tuple[dict[str, Any], Finished]:
+        """`auditchain verify-bundle FOLDER --json` as a subprocess; its report (which must be ok),
+        and how it ran."""
+        done = run_measured(
+            [sys.executable, "-m", "auditchain.cli", "verify-bundle", str(folder), "--json", *options],
+            env=self.env,
+        )
+        report = json.loads(done.stdout) if done.stdout.strip() else {}
+        if done.returncode != 0 or not report.get("ok"):
+            found = (
+                "; ".join(f["text"] for f in report.get("failures", [])[:3]) or done.stderr.strip()[-2000:]
+            )
+            raise RuntimeError(f"verify-bundle {folder.name} exited {done.returncode}: {found}")
+        return report, done
+
+    def download(self, prefix: str, name: str) -> Path:
+        """Every object under prefix into a new folder of that name."""
+        folder = self.workdir / name
         folder.mkdir()
         listing = self.client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
         for item in listing.get("Contents", []):
@@ -200,16 +221,7 @@ class BundleLab:
         total_bytes = sum(Path(f).stat().st_size for f in files)
         run_measured(["sha256sum", *files])  # both read from the page cache
         reference = run_measured(["sha256sum", *files])
-        done = run_measured(
-            [sys.executable, "-m", "auditchain.cli", "verify-bundle", str(folder), "--no-anchors", "--json"],
-            env=self.env,
-        )
-        report = json.loads(done.stdout) if done.stdout.strip() else {}
-        if done.returncode != 0 or not report.get("ok"):
-            found = (
-                "; ".join(f["text"] for f in report.get("failures", [])[:3]) or done.stderr.strip()[-2000:]
-            )
-            raise RuntimeError(f"verify-bundle exited {done.returncode}: {found}")
+        report, done = self.run_verify(folder, "--no-anchors")
         row.measured = total_bytes / report["seconds"]
         row.reference = total_bytes / reference.seconds
         row.metrics = {

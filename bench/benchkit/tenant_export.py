@@ -12,12 +12,10 @@ the verifier's seconds and both tools' peak RSS in each mode."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from auditchain.formats import note
 
-from .cluster import run_measured
 from .exports import BUCKET, BundleLab, missing
 from .ledger import Ledger, human
 from .results import Row, Target
@@ -58,51 +56,17 @@ def _commit_and_sign(ledger: Ledger) -> None:
     _sign_pending_anchors(ledger)
 
 
-def _export(lab: BundleLab, size: int, mode: str) -> tuple[dict, float, int, Path]:
+def _export(lab: BundleLab, size: int, mode: str) -> tuple[dict, int, Path]:
     """Request and run one export; its outcome, the runner's peak RSS (KiB) and the downloaded folder."""
     job_id = lab.ledger.scalar(
         "SELECT compliance.request_export(%s, 'bench', %s)", (json.dumps({"tenant_id": TENANT}), mode)
     )
-    done = run_measured(
-        [
-            sys.executable,
-            "-m",
-            "auditchain.cli",
-            "export",
-            "run",
-            "--job",
-            str(job_id),
-            "--bucket",
-            BUCKET,
-            "--prefix",
-            f"bench/tenant-{mode}/{size}/",
-            "--endpoint-url",
-            lab.moto.url,
-            "--json",
-            "--dsn",
-            lab.ledger.server.dsn(lab.ledger.dbname),
-        ],
-        env=lab.env,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"export run ({mode}) failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    outcome = json.loads(done.stdout)
-    folder = lab.workdir / f"tenant_{mode}_{size}"
-    folder.mkdir()
-    listing = lab.client.list_objects_v2(Bucket=BUCKET, Prefix=outcome["prefix"])
-    for item in listing.get("Contents", []):
-        lab.client.download_file(BUCKET, item["Key"], str(folder / Path(item["Key"]).name))
-    return outcome, done.peak_rss_kib, folder
+    outcome, done = lab.run_export(job_id, f"bench/tenant-{mode}/{size}/")
+    return outcome, done.peak_rss_kib, lab.download(outcome["prefix"], f"tenant_{mode}_{size}")
 
 
 def _verify(lab: BundleLab, folder: Path, *options: str) -> tuple[float, int]:
-    done = run_measured(
-        [sys.executable, "-m", "auditchain.cli", "verify-bundle", str(folder), "--json", *options],
-        env=lab.env,
-    )
-    report = json.loads(done.stdout) if done.stdout.strip() else {}
-    if done.returncode != 0 or not report.get("ok"):
-        raise RuntimeError(f"verify-bundle {folder.name} exited {done.returncode}: {done.stdout[-1500:]}")
+    report, done = lab.run_verify(folder, *options)
     return report["seconds"], done.peak_rss_kib
 
 

@@ -263,6 +263,23 @@ def run_workload(opts: Options) -> dict[str, float]:
     return {"emitted": emitted, "rate": emitted / elapsed, "p50": p50 or 0.0, "p99": p99 or 0.0}
 
 
+def request_acme_export(opts: Options, mode: str) -> str:
+    """The auditor's request for tenant acme's events in this export mode; the job id."""
+    out = run_cli(
+        opts,
+        "export",
+        "request",
+        "--mode",
+        mode,
+        "--filter",
+        json.dumps({"tenant_id": "acme"}),
+        "--requested-by",
+        "demo-auditor",
+        capture=True,
+    )
+    return out.strip().splitlines()[-1]
+
+
 def demo(opts: Options) -> None:
     say("Loopback AWS endpoint")
     start_moto(opts.moto_port, opts.run_dir)
@@ -284,20 +301,7 @@ def demo(opts: Options) -> None:
     stats = run_workload(opts)
 
     say("An auditor asks for one tenant's events (the request is itself an audit event)")
-    job_id = (
-        run_cli(
-            opts,
-            "export",
-            "request",
-            "--filter",
-            json.dumps({"tenant_id": "acme"}),
-            "--requested-by",
-            "demo-auditor",
-            capture=True,
-        )
-        .strip()
-        .splitlines()[-1]
-    )
+    job_id = request_acme_export(opts, "range")
     with psycopg.connect(opts.dsn, autocommit=True) as conn:
         wait_until_chained(conn)
 
@@ -325,22 +329,7 @@ def demo(opts: Options) -> None:
         wait_until_chained(conn)
         conn.execute("SELECT compliance.create_anchor()")
     run_cli(opts, "anchor", "--once", "--bucket", opts.bucket, "--signing-key", str(signing_key))
-    tenant_job = (
-        run_cli(
-            opts,
-            "export",
-            "request",
-            "--mode",
-            "tenant",
-            "--filter",
-            json.dumps({"tenant_id": "acme"}),
-            "--requested-by",
-            "demo-auditor",
-            capture=True,
-        )
-        .strip()
-        .splitlines()[-1]
-    )
+    tenant_job = request_acme_export(opts, "tenant")
     run_cli(opts, "export", "run", "--job", tenant_job, "--bucket", opts.bucket)
     signer = signing.load_key_file(signing_key)
     # The auditor trusts the log's verifier key, never a key found in the bundle.
